@@ -1,0 +1,26 @@
+/*
+ * cli.h -- shared pieces of the command-line front end: the subcommand
+ * table entry, the command entry points and small option helpers.
+ * Exit codes: 0 success, 1 failure (bad input, I/O), 2 usage error.
+ */
+#ifndef DSQ_CLI_H
+#define DSQ_CLI_H
+
+#include "dsq.h"
+
+typedef struct dsq_cmd {
+    const char *name, *help;
+    int (*fn)(int argc, char **argv);
+} dsq_cmd;
+
+int cmd_inspect(int argc, char **argv);
+int cmd_gen_tiny(int argc, char **argv);
+
+/* True if argv[i] equals opt; helpers for the hand-rolled parsers. */
+int cli_is(const char *arg, const char *opt);
+/* Print "dsq CMD: message" from an error and return 1. */
+int cli_err(const char *cmd, const dsq_err *err);
+/* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
+long long cli_parse_size(const char *s);
+
+#endif
