@@ -1,0 +1,1110 @@
+/*
+ * forward.c -- reference forward pass of DeepSeek-V3.2 (spec
+ * deepseek-v32.md §4): MLA attention (non-absorbed, §4.4) with YaRN RoPE
+ * (§4.3), the DSA lightning indexer and its top-k mask (§4.5, §4.6), dense
+ * SwiGLU (§4.8), the grouped sigmoid MoE router and experts (§4.9), final
+ * norm and lm_head (§4.10).  Optional FP8 activation simulation (§3.6).
+ *
+ * Layout of the work:
+ *   - every linear layer goes through lin(): its weight rows are fetched a
+ *     tile at a time (rows_f32) into the calling worker's scratch and
+ *     multiplied against all T tokens with the blocked kernel of gemm.c;
+ *   - parallel loops hand out items (row tiles, heads, query-row blocks,
+ *     experts) from an atomic counter to one job per worker, each with its
+ *     own scratch; an item is always computed whole by one worker with the
+ *     same code, which is why results do not depend on the thread count.
+ */
+#include "verify/forward.h"
+#include "verify/gemm.h"
+
+#include "common.h"
+#include "pool.h"
+#include "quant/dtype.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#define ATT_ROWS 64           /* query rows per attention block          */
+#define IDX_ROWS 16           /* query rows per indexer work item        */
+#define WTILE_MIN (64 * 1024) /* floats of weight tile per worker (256 KB) */
+#define ACT_GROUP 128         /* activation quantization group (§3.6)    */
+#define LN_EPS 1e-6f          /* indexer LayerNorm epsilon, fixed upstream */
+#define DIM_MAX (1 << 24)     /* sanity bound for any single dimension   */
+
+/* ==== model description =================================================== */
+
+typedef struct fwd_layer {
+    int moe;
+    int q_a, q_b, kv_a, kv_b, o;   /* attention projections (tensor ids)   */
+    int iq, ik, iw;                /* indexer wq_b, wk, weights_proj       */
+    int gate, up, down;            /* dense FFN, or the shared expert      */
+    int router;                    /* mlp.gate                             */
+    const int *exp;                /* [3 * E] gate, up, down of each routed expert */
+    const float *in_norm, *post_norm, *q_a_norm, *kv_a_norm; /* small vectors */
+    const float *k_norm_w, *k_norm_b, *router_bias;
+} fwd_layer;
+
+typedef struct fwd_par fwd_par;
+
+/* One per pool worker: its scratch and its error slot. */
+typedef struct fwd_worker {
+    dsq_fwd *f;
+    fwd_par *par;
+    int rc;
+    dsq_err err;
+    float *wtile;  /* [wcap] weight rows                          */
+    float *pack;   /* [DSQ_GEMM_PACK] packed panel                */
+    float *xa, *xd;/* [T x max(D, d_qk)] gathered rows / outputs  */
+    float *xb, *xc;/* [T x F_e] expert intermediate               */
+    float *s;      /* [ATT_ROWS x T] scores                       */
+    float *vt;     /* [d_v x T] transposed values of one head     */
+    float *ib;     /* [IDX_ROWS x T] index scores                 */
+    void *pairs;   /* [T] (score, position) pairs for top-k       */
+} fwd_worker;
+
+struct dsq_fwd {
+    const dsq_weights *w;
+    dsq_config cfg;
+    int max_T, act_fp8;
+    unsigned trace;
+    dsq_pool *pool;
+    int n_workers;
+    fwd_worker *workers; /* [n_workers] */
+    int64_t wcap;        /* floats in each worker's weight tile */
+
+    /* dimensions (spec §0 symbols) */
+    int D, V, H, dn, dr, dqk, dv, rq, rkv, HI, dI, KI, E, ke, F, Fe, Fs, Fmax, L;
+    float eps, sm_scale, idx_scale_h, idx_scale_d;
+
+    float *theta;          /* [dr/2]                         */
+    float *cos_t, *sin_t;  /* [max_T x dr/2]                 */
+    int embed, head;
+    const float *final_norm;
+    fwd_layer *layers;     /* [L]                            */
+    int *exp_ids;          /* [n_moe * 3 * E]                */
+    float *vecs;           /* all small vectors, one block   */
+
+    /* window state */
+    int T, next_layer, ready;
+
+    /* activations, all sized for max_T tokens */
+    float *h, *x, *x2, *xq, *xq2;  /* [T x D] (xq: [T x Kmax])    */
+    float *cq, *q, *kva, *c, *kvb, *o, *attn_out, *ffn_out, *sh_out;
+    float *qi, *ki, *wi, *z, *g, *u, *eo, *rscratch;
+    float *rweights;               /* [T x ke]                    */
+    int32_t *rexperts;             /* [T x ke]                    */
+    int32_t *ecount, *eoff, *elist, *eorder; /* expert grouping   */
+    uint8_t *mask;                 /* [T x T] indexer selection   */
+    int mask_on;
+    int32_t *topk;                 /* [T x KI] when traced        */
+    int topk_on;
+};
+
+/* ==== small helpers ======================================================= */
+
+static int imin(int a, int b) { return a < b ? a : b; }
+static int imax(int a, int b) { return a > b ? a : b; }
+
+/* 64-byte aligned f32 buffer of a*b elements, or NULL (also on overflow). */
+static float *falloc2(int64_t a, int64_t b) {
+    uint64_t n;
+    if (a < 0 || b < 0 || dsq_mul_ovf((uint64_t)a, (uint64_t)b, &n) ||
+        dsq_mul_ovf(n, sizeof(float), &n) || n > (uint64_t)SIZE_MAX / 2)
+        return NULL;
+    return dsq_aalloc((size_t)n ? (size_t)n : 1);
+}
+
+static int is_moe_layer(const dsq_config *c, int l) {
+    if (c->n_routed_experts <= 0 || l < c->first_k_dense) return 0;
+    return c->moe_layer_freq <= 1 || l % c->moe_layer_freq == 0;
+}
+
+static float silu(float v) { return v / (1.0f + expf(-v)); }
+
+/* ==== building blocks (public for tests) ================================== */
+
+void dsq_fwd_rope_freqs(const dsq_config *cfg, float *theta) {
+    int d = cfg->qk_rope_head_dim;
+    float base = (float)cfg->rope_theta;
+    /* upstream: 1 / base ** (arange(0, d, 2, float32) / d), all fp32 */
+    for (int i = 0; i < d / 2; i++) theta[i] = 1.0f / powf(base, (float)(2 * i) / (float)d);
+    if (!cfg->has_yarn || !(cfg->yarn_factor > 1.0)) return;
+    /* YaRN (§4.3): the correction range is computed on the scale of the full
+     * width d, the ramp is indexed by the frequency index; that mismatch is
+     * how the reference code defines it. */
+    double L0 = cfg->yarn_original_max_pos, lb = log(cfg->rope_theta);
+    double cf = d * log(L0 / (cfg->yarn_beta_fast * 2 * M_PI)) / (2 * lb);
+    double cs = d * log(L0 / (cfg->yarn_beta_slow * 2 * M_PI)) / (2 * lb);
+    double lo = floor(cf), hi = ceil(cs);
+    if (lo < 0) lo = 0;
+    if (hi > d - 1) hi = d - 1;
+    float flo = (float)lo, fhi = (float)hi, fac = (float)cfg->yarn_factor;
+    if (flo == fhi) fhi += 0.001f;
+    for (int i = 0; i < d / 2; i++) {
+        float ramp = ((float)i - flo) / (fhi - flo);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        float smooth = 1.0f - ramp;
+        theta[i] = theta[i] / fac * (1.0f - smooth) + theta[i] * smooth;
+    }
+}
+
+double dsq_fwd_softmax_scale(const dsq_config *cfg) {
+    double s = 1.0 / sqrt((double)(cfg->qk_nope_head_dim + cfg->qk_rope_head_dim));
+    if (cfg->has_yarn && cfg->yarn_factor > 1.0 && cfg->yarn_mscale_all_dim > 0) {
+        double m = 0.1 * cfg->yarn_mscale_all_dim * log(cfg->yarn_factor) + 1.0;
+        s *= m * m;
+    }
+    return s;
+}
+
+void dsq_fwd_rope(float *x, int d, const float *cos_t, const float *sin_t, int interleaved) {
+    int half = d / 2;
+    for (int i = 0; i < half; i++) {
+        int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+        float a = x[ia], b = x[ib], c = cos_t[i], s = sin_t[i];
+        x[ia] = a * c - b * s;
+        x[ib] = a * s + b * c;
+    }
+}
+
+void dsq_fwd_rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+void dsq_fwd_layernorm(const float *x, const float *w, const float *b, int n, float eps,
+                       float *y) {
+    double s = 0, v = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    float mu = (float)(s / n);
+    for (int i = 0; i < n; i++) v += (double)(x[i] - mu) * (x[i] - mu);
+    float r = 1.0f / sqrtf((float)(v / n) + eps);
+    for (int i = 0; i < n; i++) y[i] = (x[i] - mu) * r * w[i] + b[i];
+}
+
+void dsq_fwd_act_fp8(const float *x, float *y, int64_t n, int group) {
+    for (int64_t g0 = 0; g0 < n; g0 += group) {
+        int64_t g1 = g0 + group < n ? g0 + group : n;
+        float amax = 0;
+        for (int64_t i = g0; i < g1; i++) {
+            float a = fabsf(x[i]);
+            if (a > amax) amax = a;
+        }
+        if (amax < 1e-4f) amax = 1e-4f; /* floor: no zero or denormal scales */
+        /* upstream multiplies by fp32(1/448), then rounds the scale up to a
+         * power of two, so |x / s| <= 448 always */
+        float s = dsq_pow2_ceil(amax * (1.0f / 448.0f));
+        for (int64_t i = g0; i < g1; i++) {
+            float v = x[i] / s; /* exact: s is a power of two */
+            if (v > 448.0f) v = 448.0f;
+            if (v < -448.0f) v = -448.0f;
+            y[i] = dsq_e4m3_to_f32(dsq_f32_to_e4m3(v)) * s;
+        }
+    }
+}
+
+void dsq_fwd_hadamard(float *v, int n) {
+    for (int h = 1; h < n; h *= 2)
+        for (int a = 0; a < n; a += 2 * h)
+            for (int i = a; i < a + h; i++) {
+                float p = v[i], q = v[i + h];
+                v[i] = p + q;
+                v[i + h] = p - q;
+            }
+    float s = 1.0f / sqrtf((float)n);
+    for (int i = 0; i < n; i++) v[i] *= s;
+}
+
+/* Index of the best of a[0..n) not yet in taken[0..nt): largest value, ties
+ * toward the smaller index; NaN never wins against a number. */
+static int argmax_skip(const float *a, int n, const int32_t *taken, int nt) {
+    int best = -1;
+    for (int i = 0; i < n; i++) {
+        int skip = 0;
+        for (int j = 0; j < nt; j++) skip |= taken[j] == i;
+        if (skip) continue;
+        if (best < 0 || a[i] > a[best] || (isnan(a[best]) && !isnan(a[i]))) best = i;
+    }
+    return best;
+}
+
+void dsq_fwd_route(const dsq_config *cfg, const float *z, const float *bias, int32_t *experts,
+                   float *weights, float *scratch) {
+    int E = cfg->n_routed_experts, G = cfg->n_group > 0 ? cfg->n_group : 1;
+    int gk = cfg->topk_group, ke = cfg->n_experts_per_tok, per = E / G;
+    float *sig = scratch, *b = scratch + E, *gs = scratch + 2 * E;
+    for (int e = 0; e < E; e++) {
+        sig[e] = 1.0f / (1.0f + expf(-z[e]));
+        b[e] = sig[e] + (bias ? bias[e] : 0.0f); /* for selection only */
+    }
+    if (G > 1 && gk < G) {
+        /* group score: sum of the two best biased scores in the group */
+        for (int g = 0; g < G; g++) {
+            const float *bg = b + g * per;
+            int32_t t1 = argmax_skip(bg, per, NULL, 0);
+            int32_t t2 = per > 1 ? argmax_skip(bg, per, &t1, 1) : -1;
+            gs[g] = bg[t1] + (t2 >= 0 ? bg[t2] : 0.0f);
+        }
+        int32_t keep[64], nk = 0; /* gk <= 64 checked in dsq_fwd_new */
+        while (nk < gk) {
+            keep[nk] = argmax_skip(gs, G, keep, nk);
+            nk++;
+        }
+        for (int g = 0; g < G; g++) {
+            int kept = 0;
+            for (int j = 0; j < nk; j++) kept |= keep[j] == g;
+            if (!kept)
+                for (int e = g * per; e < (g + 1) * per; e++) b[e] = -INFINITY;
+        }
+    }
+    float sum = 0;
+    for (int k = 0; k < ke; k++) {
+        experts[k] = argmax_skip(b, E, experts, k);
+        sum += sig[experts[k]];
+    }
+    float alpha = (float)cfg->routed_scaling_factor;
+    for (int k = 0; k < ke; k++)
+        weights[k] = (cfg->norm_topk_prob ? sig[experts[k]] / sum : sig[experts[k]]) * alpha;
+}
+
+/* ==== parallel loops ====================================================== */
+
+typedef int (*item_fn)(fwd_worker *w, int item, void *ctx);
+
+struct fwd_par {
+    item_fn fn;
+    void *ctx;
+    int n;
+    atomic_int next, failed;
+};
+
+static void par_job(void *arg) {
+    fwd_worker *w = arg;
+    fwd_par *p = w->par;
+    while (!atomic_load(&p->failed)) {
+        int i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->n) break;
+        int rc = p->fn(w, i, p->ctx);
+        if (rc < 0) {
+            w->rc = rc;
+            atomic_store(&p->failed, 1);
+            break;
+        }
+    }
+}
+
+/* Run fn(worker, i, ctx) for i in [0, n) over the pool; the first failing
+ * worker's error is returned. */
+static int par_run(dsq_fwd *f, int n, item_fn fn, void *ctx, dsq_err *err) {
+    if (n <= 0) return DSQ_OK;
+    fwd_par p;
+    p.fn = fn;
+    p.ctx = ctx;
+    p.n = n;
+    atomic_init(&p.next, 0);
+    atomic_init(&p.failed, 0);
+    int nw = imin(f->n_workers, n);
+    for (int i = 0; i < nw; i++) {
+        f->workers[i].par = &p;
+        f->workers[i].rc = 0;
+    }
+    dsq_pool_for(f->pool, nw, par_job, f->workers, sizeof(fwd_worker));
+    for (int i = 0; i < nw; i++)
+        if (f->workers[i].rc < 0) {
+            if (err) *err = f->workers[i].err;
+            return f->workers[i].rc;
+        }
+    return DSQ_OK;
+}
+
+/* ==== linear layers ======================================================= */
+
+/* Rows per weight tile for an input width K: as many as fit the scratch
+ * (a multiple of 16), but no more than keeps every worker busy. */
+static int tile_rows(const dsq_fwd *f, int N, int K, int parallel) {
+    int64_t nb = f->wcap / (K > 0 ? K : 1);
+    nb -= nb % DSQ_GEMM_NR;
+    if (parallel) {
+        int64_t bal = ((int64_t)N + 4 * f->n_workers - 1) / (4 * f->n_workers);
+        bal = (bal + DSQ_GEMM_NR - 1) / DSQ_GEMM_NR * DSQ_GEMM_NR;
+        if (bal < nb) nb = bal;
+    }
+    if (nb < DSQ_GEMM_NR) nb = DSQ_GEMM_NR;
+    return (int)nb;
+}
+
+/* Y[n x N] = X[n x K] * W[rows r0..r0+N)^T, one worker, tile by tile. */
+static int lin_rows(fwd_worker *w, int id, const float *X, int n, int K, float *Y, int ldy,
+                    int N0, int N1, int nb) {
+    dsq_fwd *f = w->f;
+    for (int r0 = N0; r0 < N1; r0 += nb) {
+        int r1 = imin(N1, r0 + nb);
+        int rc = f->w->rows_f32(f->w->ctx, id, r0, r1, w->wtile, &w->err);
+        if (rc < 0) return rc;
+        dsq_gemm_nt(n, r1 - r0, K, X, K, w->wtile, K, Y + r0, ldy, 0, w->pack);
+    }
+    return DSQ_OK;
+}
+
+typedef struct {
+    int id, n, K, N, nb;
+    const float *X;
+    float *Y;
+} lin_ctx;
+
+static int lin_item(fwd_worker *w, int item, void *vc) {
+    lin_ctx *c = vc;
+    int r0 = item * c->nb;
+    return lin_rows(w, c->id, c->X, c->n, c->K, c->Y, c->N, r0, imin(c->N, r0 + c->nb), c->nb);
+}
+
+/* Quantize each row of X [n x K] in 128-groups into f->xq when simulating
+ * FP8 activations; returns the matrix the product should read. */
+static const float *act_input(dsq_fwd *f, const float *X, int n, int K, float *buf) {
+    if (!f->act_fp8) return X;
+    for (int t = 0; t < n; t++)
+        dsq_fwd_act_fp8(X + (int64_t)t * K, buf + (int64_t)t * K, K, ACT_GROUP);
+    return buf;
+}
+
+/* Y [n x N] = X [n x K] * W^T over all workers.  fp8: the weight is an FP8
+ * linear of the upstream model, whose input is quantized (§3.6). */
+static int lin(dsq_fwd *f, int id, const float *X, int n, int K, float *Y, int N, int fp8,
+               dsq_err *err) {
+    lin_ctx c;
+    c.id = id;
+    c.n = n;
+    c.K = K;
+    c.N = N;
+    c.X = fp8 ? act_input(f, X, n, K, f->xq) : X;
+    c.Y = Y;
+    c.nb = tile_rows(f, N, K, 1);
+    return par_run(f, (N + c.nb - 1) / c.nb, lin_item, &c, err);
+}
+
+/* ==== attention =========================================================== */
+
+static int att_head(fwd_worker *w, int h, void *vc) {
+    dsq_fwd *f = w->f;
+    (void)vc;
+    int T = f->T, dn = f->dn, dr = f->dr, dqk = f->dqk, dv = f->dv;
+    int64_t ldq = (int64_t)f->H * dqk, ldkv = (int64_t)f->H * (dn + dv), lda = f->rkv + dr;
+    int64_t ldo = (int64_t)f->H * dv;
+    float *Kh = w->xa, *Vt = w->vt, *S = w->s;
+    /* keys of head h: [k_nope | k_pe] in the order of the query halves */
+    for (int s = 0; s < T; s++) {
+        memcpy(Kh + (int64_t)s * dqk, f->kvb + s * ldkv + (int64_t)h * (dn + dv),
+               (size_t)dn * sizeof(float));
+        memcpy(Kh + (int64_t)s * dqk + dn, f->kva + s * lda + f->rkv, (size_t)dr * sizeof(float));
+    }
+    for (int j = 0; j < dv; j++)
+        for (int s = 0; s < T; s++)
+            Vt[(int64_t)j * T + s] = f->kvb[s * ldkv + (int64_t)h * (dn + dv) + dn + j];
+    for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+        int rows = imin(ATT_ROWS, T - t0), nk = t0 + rows; /* keys visible to the block */
+        dsq_gemm_nt(rows, nk, dqk, f->q + t0 * ldq + (int64_t)h * dqk, ldq, Kh, dqk, S, T, 0,
+                    w->pack);
+        for (int r = 0; r < rows; r++) {
+            int t = t0 + r;
+            float *srow = S + (int64_t)r * T;
+            const uint8_t *m = f->mask_on ? f->mask + (int64_t)t * T : NULL;
+            float mx = -INFINITY, sum = 0;
+            for (int s = 0; s <= t; s++)
+                if (!m || m[s]) {
+                    srow[s] *= f->sm_scale;
+                    if (srow[s] > mx) mx = srow[s];
+                }
+            for (int s = 0; s <= t; s++) {
+                if (!m || m[s]) {
+                    srow[s] = expf(srow[s] - mx);
+                    sum += srow[s];
+                } else {
+                    srow[s] = 0;
+                }
+            }
+            for (int s = 0; s <= t; s++) srow[s] /= sum;
+            for (int s = t + 1; s < nk; s++) srow[s] = 0; /* causal */
+        }
+        dsq_gemm_nt(rows, dv, nk, S, T, Vt, T, f->o + t0 * ldo + (int64_t)h * dv, ldo, 0, w->pack);
+    }
+    return DSQ_OK;
+}
+
+/* ---- DSA lightning indexer ----------------------------------------------- */
+
+typedef struct {
+    float v;
+    int32_t i;
+} sc_pair;
+
+/* Strict total order: larger score first, then smaller position; NaN scores
+ * were mapped to -inf before. */
+static int better(sc_pair a, sc_pair b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+static int pair_cmp(const void *pa, const void *pb) {
+    sc_pair a = *(const sc_pair *)pa, b = *(const sc_pair *)pb;
+    return better(a, b) ? -1 : better(b, a) ? 1 : 0;
+}
+
+/* Reorder a[0..n) so that a[0..k) are the k best (in any order). */
+static void select_best(sc_pair *a, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        /* median of three as pivot, moved to hi */
+        int mid = lo + (hi - lo) / 2;
+        if (better(a[mid], a[lo])) { sc_pair t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
+        if (better(a[hi], a[lo])) { sc_pair t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
+        if (better(a[mid], a[hi])) { sc_pair t = a[mid]; a[mid] = a[hi]; a[hi] = t; }
+        sc_pair piv = a[hi];
+        int st = lo;
+        for (int i = lo; i < hi; i++)
+            if (better(a[i], piv)) { sc_pair t = a[i]; a[i] = a[st]; a[st] = t; st++; }
+        { sc_pair t = a[st]; a[st] = a[hi]; a[hi] = t; }
+        if (st == k - 1 || st == k) return;
+        if (st < k) lo = st + 1;
+        else hi = st - 1;
+    }
+}
+
+static int idx_rows(fwd_worker *w, int item, void *vc) {
+    dsq_fwd *f = w->f;
+    (void)vc;
+    int T = f->T, HI = f->HI, dI = f->dI, t0 = item * IDX_ROWS;
+    int rows = imin(IDX_ROWS, T - t0), nk = t0 + rows;
+    int64_t ldq = (int64_t)HI * dI;
+    float *I = w->ib, *Sj = w->s;
+    /* I[t,s] = sum_j w'[t,j] * ReLU(qI[t,j] . kI[s]), heads in order */
+    for (int j = 0; j < HI; j++) {
+        dsq_gemm_nt(rows, nk, dI, f->qi + t0 * ldq + (int64_t)j * dI, ldq, f->ki, dI, Sj, T, 0,
+                    w->pack);
+        for (int r = 0; r < rows; r++) {
+            int t = t0 + r;
+            float wt = f->wi[(int64_t)t * HI + j];
+            float *ir = I + (int64_t)r * T;
+            const float *sr = Sj + (int64_t)r * T;
+            for (int s = 0; s <= t; s++) {
+                float v = sr[s] > 0 ? sr[s] : 0.0f;
+                ir[s] = j == 0 ? wt * v : ir[s] + wt * v;
+            }
+        }
+    }
+    sc_pair *pr = w->pairs;
+    for (int r = 0; r < rows; r++) {
+        int t = t0 + r, k = imin(f->KI, t + 1);
+        const float *ir = I + (int64_t)r * T;
+        uint8_t *m = f->mask + (int64_t)t * T;
+        int32_t *tk = f->topk_on ? f->topk + (int64_t)t * f->KI : NULL;
+        memset(m, 0, (size_t)T);
+        if (k == t + 1 && !tk) {
+            memset(m, 1, (size_t)(t + 1)); /* every visible key */
+            continue;
+        }
+        for (int s = 0; s <= t; s++) {
+            pr[s].v = isnan(ir[s]) ? -INFINITY : ir[s];
+            pr[s].i = s;
+        }
+        if (k < t + 1) select_best(pr, t + 1, k);
+        for (int i = 0; i < k; i++) m[pr[i].i] = 1;
+        if (tk) {
+            qsort(pr, (size_t)k, sizeof *pr, pair_cmp);
+            for (int i = 0; i < f->KI; i++) tk[i] = i < k ? pr[i].i : -1;
+        }
+    }
+    return DSQ_OK;
+}
+
+/* Scores every visible key of every query and fills f->mask (§4.5, §4.6). */
+static int indexer(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
+    int rc, T = f->T, HI = f->HI, dI = f->dI, dr = f->dr, half = dr / 2;
+    int il = f->cfg.indexer_rope_interleave;
+    DSQ_TRY(lin(f, L->iq, f->cq, T, f->rq, f->qi, HI * dI, 1, err));
+    DSQ_TRY(lin(f, L->ik, f->x, T, f->D, f->ki, dI, 1, err));
+    DSQ_TRY(lin(f, L->iw, f->x, T, f->D, f->wi, HI, 0, err));
+    for (int t = 0; t < T; t++) {
+        const float *ct = f->cos_t + (int64_t)t * half, *st = f->sin_t + (int64_t)t * half;
+        float *kt = f->ki + (int64_t)t * dI;
+        dsq_fwd_layernorm(kt, L->k_norm_w, L->k_norm_b, dI, LN_EPS, kt);
+        dsq_fwd_rope(kt, dr, ct, st, il); /* rope part first in the indexer */
+        for (int j = 0; j < HI; j++)
+            dsq_fwd_rope(f->qi + ((int64_t)t * HI + j) * dI, dr, ct, st, il);
+        for (int j = 0; j < HI; j++) f->wi[(int64_t)t * HI + j] *= f->idx_scale_h * f->idx_scale_d;
+        if (f->act_fp8) {
+            /* rotation spreads outliers before the per-vector FP8 cast */
+            dsq_fwd_hadamard(kt, dI);
+            dsq_fwd_act_fp8(kt, kt, dI, dI);
+            for (int j = 0; j < HI; j++) {
+                float *qv = f->qi + ((int64_t)t * HI + j) * dI;
+                dsq_fwd_hadamard(qv, dI);
+                dsq_fwd_act_fp8(qv, qv, dI, dI);
+            }
+        }
+    }
+    DSQ_TRY(par_run(f, (T + IDX_ROWS - 1) / IDX_ROWS, idx_rows, NULL, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+static int attention(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
+    int rc, T = f->T, half = f->dr / 2, il = f->cfg.rope_interleave;
+    int64_t lda = f->rkv + f->dr, ldq = (int64_t)f->H * f->dqk;
+    /* query path: cq -> q_a_layernorm (kept in cq: the indexer reads it) -> q_b */
+    DSQ_TRY(lin(f, L->q_a, f->x, T, f->D, f->cq, f->rq, 1, err));
+    for (int t = 0; t < T; t++)
+        dsq_fwd_rmsnorm(f->cq + (int64_t)t * f->rq, L->q_a_norm, f->rq, f->eps,
+                        f->cq + (int64_t)t * f->rq);
+    DSQ_TRY(lin(f, L->q_b, f->cq, T, f->rq, f->q, f->H * f->dqk, 1, err));
+    /* key/value path: kva = [latent | k_pe]; only the latent is normalised */
+    DSQ_TRY(lin(f, L->kv_a, f->x, T, f->D, f->kva, (int)lda, 1, err));
+    for (int t = 0; t < T; t++) {
+        const float *ct = f->cos_t + (int64_t)t * half, *st = f->sin_t + (int64_t)t * half;
+        dsq_fwd_rmsnorm(f->kva + t * lda, L->kv_a_norm, f->rkv, f->eps, f->c + (int64_t)t * f->rkv);
+        dsq_fwd_rope(f->kva + t * lda + f->rkv, f->dr, ct, st, il);
+        for (int h = 0; h < f->H; h++)
+            dsq_fwd_rope(f->q + t * ldq + (int64_t)h * f->dqk + f->dn, f->dr, ct, st, il);
+    }
+    DSQ_TRY(lin(f, L->kv_b, f->c, T, f->rkv, f->kvb, f->H * (f->dn + f->dv), 1, err));
+    /* With T <= index_topk every visible key is selected: plain causal
+     * attention, so the indexer is not run at all. */
+    f->mask_on = f->cfg.has_indexer && T > f->KI;
+    if (f->mask_on) DSQ_TRY(indexer(f, L, err));
+    DSQ_TRY(par_run(f, f->H, att_head, NULL, err));
+    DSQ_TRY(lin(f, L->o, f->o, T, f->H * f->dv, f->attn_out, f->D, 1, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+/* ==== feed-forward ======================================================== */
+
+/* g = SiLU(g) * u elementwise. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
+}
+
+/* SwiGLU MLP over n rows of width Fw: y = down(SiLU(gate x) * up x). */
+static int mlp(dsq_fwd *f, int gate, int up, int down, int Fw, const float *x, int n, float *y,
+               dsq_err *err) {
+    int rc;
+    DSQ_TRY(lin(f, gate, x, n, f->D, f->g, Fw, 1, err));
+    DSQ_TRY(lin(f, up, x, n, f->D, f->u, Fw, 1, err));
+    swiglu(f->g, f->u, (int64_t)n * Fw);
+    DSQ_TRY(lin(f, down, f->g, n, Fw, y, f->D, 1, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+typedef struct {
+    const fwd_layer *L;
+    const float *X; /* x2, or its FP8 round trip */
+} moe_ctx;
+
+/* One routed expert on the tokens routed to it (gathered rows). */
+static int expert_item(fwd_worker *w, int item, void *vc) {
+    moe_ctx *m = vc;
+    dsq_fwd *f = w->f;
+    int rc, e = f->eorder[item], n = f->ecount[e], D = f->D, Fe = f->Fe;
+    const int32_t *ent = f->elist + f->eoff[e];
+    for (int i = 0; i < n; i++)
+        memcpy(w->xa + (int64_t)i * D, m->X + (int64_t)(ent[i] / f->ke) * D,
+               (size_t)D * sizeof(float));
+    int nb_in = tile_rows(f, Fe, D, 0), nb_out = tile_rows(f, D, Fe, 0);
+    if ((rc = lin_rows(w, m->L->exp[3 * e], w->xa, n, D, w->xb, Fe, 0, Fe, nb_in)) < 0) return rc;
+    if ((rc = lin_rows(w, m->L->exp[3 * e + 1], w->xa, n, D, w->xc, Fe, 0, Fe, nb_in)) < 0)
+        return rc;
+    swiglu(w->xb, w->xc, (int64_t)n * Fe);
+    if (f->act_fp8)
+        for (int i = 0; i < n; i++)
+            dsq_fwd_act_fp8(w->xb + (int64_t)i * Fe, w->xb + (int64_t)i * Fe, Fe, ACT_GROUP);
+    if ((rc = lin_rows(w, m->L->exp[3 * e + 2], w->xb, n, Fe, w->xd, D, 0, D, nb_out)) < 0)
+        return rc;
+    for (int i = 0; i < n; i++)
+        memcpy(f->eo + (int64_t)ent[i] * D, w->xd + (int64_t)i * D, (size_t)D * sizeof(float));
+    return DSQ_OK;
+}
+
+static int moe(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
+    int rc, T = f->T, E = f->E, ke = f->ke, D = f->D;
+    /* router in f32 on the unquantized input (it is not an FP8 linear) */
+    DSQ_TRY(lin(f, L->router, f->x2, T, D, f->z, E, 0, err));
+    for (int t = 0; t < T; t++)
+        dsq_fwd_route(&f->cfg, f->z + (int64_t)t * E, L->router_bias, f->rexperts + (int64_t)t * ke,
+                      f->rweights + (int64_t)t * ke, f->rscratch);
+    /* group the (token, slot) pairs by expert, tokens in increasing order */
+    memset(f->ecount, 0, (size_t)E * sizeof(int32_t));
+    for (int64_t i = 0; i < (int64_t)T * ke; i++) f->ecount[f->rexperts[i]]++;
+    int n_used = 0;
+    for (int e = 0, o = 0; e < E; e++) {
+        f->eoff[e] = o;
+        o += f->ecount[e];
+        if (f->ecount[e]) f->eorder[n_used++] = e;
+    }
+    for (int e = 0; e < E; e++) f->ecount[e] = 0;
+    for (int64_t i = 0; i < (int64_t)T * ke; i++) {
+        int e = f->rexperts[i];
+        f->elist[f->eoff[e] + f->ecount[e]++] = (int32_t)i;
+    }
+    /* largest experts first, so the last items handed out are the short ones */
+    for (int i = 1; i < n_used; i++)
+        for (int j = i; j > 0 && f->ecount[f->eorder[j]] > f->ecount[f->eorder[j - 1]]; j--) {
+            int32_t t = f->eorder[j]; f->eorder[j] = f->eorder[j - 1]; f->eorder[j - 1] = t;
+        }
+    moe_ctx m;
+    m.L = L;
+    m.X = act_input(f, f->x2, T, D, f->xq2);
+    DSQ_TRY(par_run(f, n_used, expert_item, &m, err));
+    if (f->Fs > 0) DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->Fs, f->x2, T, f->sh_out, err));
+    /* y = sum over chosen experts in increasing id order of w * out, then
+     * + shared (upstream accumulation order) */
+    for (int t = 0; t < T; t++) {
+        float *y = f->ffn_out + (int64_t)t * D;
+        const int32_t *ex = f->rexperts + (int64_t)t * ke;
+        memset(y, 0, (size_t)D * sizeof(float));
+        int done[64] = {0}; /* ke <= 64 checked at open */
+        for (int k = 0; k < ke; k++) {
+            int sl = -1;
+            for (int j = 0; j < ke; j++)
+                if (!done[j] && (sl < 0 || ex[j] < ex[sl])) sl = j;
+            done[sl] = 1;
+            float wt = f->rweights[(int64_t)t * ke + sl];
+            const float *src = f->eo + ((int64_t)t * ke + sl) * D;
+            for (int i = 0; i < D; i++) y[i] += wt * src[i];
+        }
+        if (f->Fs > 0)
+            for (int i = 0; i < D; i++) y[i] += f->sh_out[(int64_t)t * D + i];
+    }
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+/* ==== layers ============================================================== */
+
+static int run_layer(dsq_fwd *f, int l, dsq_err *err) {
+    const fwd_layer *L = &f->layers[l];
+    int rc, T = f->T, D = f->D;
+    int64_t n = (int64_t)T * D;
+    for (int t = 0; t < T; t++)
+        dsq_fwd_rmsnorm(f->h + (int64_t)t * D, L->in_norm, D, f->eps, f->x + (int64_t)t * D);
+    DSQ_TRY(attention(f, L, err));
+    for (int64_t i = 0; i < n; i++) f->h[i] += f->attn_out[i];
+    for (int t = 0; t < T; t++)
+        dsq_fwd_rmsnorm(f->h + (int64_t)t * D, L->post_norm, D, f->eps, f->x2 + (int64_t)t * D);
+    if (L->moe) DSQ_TRY(moe(f, L, err));
+    else DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->F, f->x2, T, f->ffn_out, err));
+    for (int64_t i = 0; i < n; i++) f->h[i] += f->ffn_out[i];
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+int dsq_fwd_begin(dsq_fwd *f, const int32_t *tok, int T, dsq_err *err) {
+    f->ready = 0;
+    if (T < 1 || T > f->max_T)
+        return dsq_fail(err, DSQ_E_ARG, "forward: %d tokens, window holds 1..%d", T, f->max_T);
+    for (int t = 0; t < T; t++) {
+        if (tok[t] < 0 || tok[t] >= f->V)
+            return dsq_fail(err, DSQ_E_ARG, "forward: token %d at position %d outside vocab 0..%d",
+                            tok[t], t, f->V - 1);
+        int rc = f->w->rows_f32(f->w->ctx, f->embed, tok[t], tok[t] + 1, f->h + (int64_t)t * f->D,
+                                err);
+        if (rc < 0) return rc;
+    }
+    f->T = T;
+    f->next_layer = 0;
+    f->ready = 1;
+    return DSQ_OK;
+}
+
+int dsq_fwd_begin_at(dsq_fwd *f, int layer, const float *resid, int T, dsq_err *err) {
+    f->ready = 0;
+    if (T < 1 || T > f->max_T)
+        return dsq_fail(err, DSQ_E_ARG, "forward: %d tokens, window holds 1..%d", T, f->max_T);
+    if (layer < 0 || layer > f->L)
+        return dsq_fail(err, DSQ_E_ARG, "forward: no layer %d", layer);
+    memcpy(f->h, resid, (size_t)T * (size_t)f->D * sizeof(float));
+    f->T = T;
+    f->next_layer = layer;
+    f->ready = 1;
+    return DSQ_OK;
+}
+
+int dsq_fwd_layer(dsq_fwd *f, dsq_fwd_view *v, dsq_err *err) {
+    if (!f->ready) return dsq_fail(err, DSQ_E_ARG, "forward: dsq_fwd_layer before dsq_fwd_begin");
+    if (f->next_layer >= f->L) return DSQ_EOF;
+    int l = f->next_layer, rc = run_layer(f, l, err);
+    if (rc < 0) {
+        f->ready = 0;
+        return rc;
+    }
+    f->next_layer++;
+    if (v) {
+        memset(v, 0, sizeof *v);
+        v->layer = l;
+        v->n_tokens = f->T;
+        v->hidden = f->D;
+        v->resid = f->h;
+        v->attn_out = f->attn_out;
+        v->ffn_in = f->x2;
+        v->ffn_out = f->ffn_out;
+        if (f->mask_on && f->topk_on) {
+            v->topk = f->topk;
+            v->topk_k = f->KI;
+        }
+        if (f->layers[l].moe) {
+            v->n_slots = f->ke;
+            v->experts = f->rexperts;
+            v->weights = f->rweights;
+            v->expert_out = f->eo;
+            v->shared_out = f->Fs > 0 ? f->sh_out : NULL;
+        }
+    }
+    return DSQ_OK;
+}
+
+int dsq_fwd_logits(dsq_fwd *f, float *logits, dsq_err *err) {
+    if (!f->ready || f->next_layer != f->L)
+        return dsq_fail(err, DSQ_E_ARG, "forward: logits requested before the last layer ran");
+    for (int t = 0; t < f->T; t++)
+        dsq_fwd_rmsnorm(f->h + (int64_t)t * f->D, f->final_norm, f->D, f->eps,
+                        f->x + (int64_t)t * f->D);
+    return lin(f, f->head, f->x, f->T, f->D, logits, f->V, 0, err);
+}
+
+int dsq_fwd_run(dsq_fwd *f, const int32_t *tok, int T, float *logits, dsq_err *err) {
+    int rc = dsq_fwd_begin(f, tok, T, err);
+    while (rc == DSQ_OK) rc = dsq_fwd_layer(f, NULL, err);
+    if (rc < 0) return rc;
+    return logits ? dsq_fwd_logits(f, logits, err) : DSQ_OK;
+}
+
+int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, float *y,
+                   dsq_err *err) {
+    if (layer < 0 || layer >= f->L || !f->layers[layer].moe)
+        return dsq_fail(err, DSQ_E_ARG, "forward: layer %d has no experts", layer);
+    if (expert >= f->E || n < 0 || n > f->max_T || (expert < 0 && f->Fs <= 0))
+        return dsq_fail(err, DSQ_E_ARG, "forward: bad expert %d or row count %d", expert, n);
+    if (n == 0) return DSQ_OK;
+    f->ready = 0; /* scratch shared with the window state */
+    const fwd_layer *L = &f->layers[layer];
+    if (expert < 0) return mlp(f, L->gate, L->up, L->down, f->Fs, x, n, y, err);
+    return mlp(f, L->exp[3 * expert], L->exp[3 * expert + 1], L->exp[3 * expert + 2], f->Fe, x, n,
+               y, err);
+}
+
+const dsq_config *dsq_fwd_config(const dsq_fwd *f) { return &f->cfg; }
+
+/* ==== opening ============================================================= */
+
+/* Resolve a tensor by name and check its shape ([d0] or [d0, d1]). */
+static int need(dsq_fwd *f, int *id, const char *name, int nd, int64_t d0, int64_t d1,
+                dsq_err *err) {
+    int64_t sh[4] = {0};
+    *id = f->w->find(f->w->ctx, name);
+    if (*id < 0) return dsq_fail(err, DSQ_E_NOTFOUND, "%s: tensor missing", name);
+    int n = f->w->shape(f->w->ctx, *id, sh);
+    if (n != nd || sh[0] != d0 || (nd == 2 && sh[1] != d1)) {
+        if (nd == 2)
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: shape [%lld, %lld] (%d dims), expected [%lld, %lld]",
+                            name, (long long)sh[0], (long long)sh[1], n, (long long)d0,
+                            (long long)d1);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: shape [%lld] (%d dims), expected [%lld]", name,
+                        (long long)sh[0], n, (long long)d0);
+    }
+    return DSQ_OK;
+}
+
+/* Resolve a 1-D tensor of n elements and copy it into *cursor. */
+static int need_vec(dsq_fwd *f, const float **out, float **cursor, const char *name, int n,
+                    dsq_err *err) {
+    int id, rc = need(f, &id, name, 1, n, 0, err);
+    if (rc < 0) return rc;
+    if ((rc = f->w->rows_f32(f->w->ctx, id, 0, 1, *cursor, err)) < 0) return rc;
+    *out = *cursor;
+    *cursor += n;
+    return DSQ_OK;
+}
+
+static int check_config(const dsq_config *c, dsq_err *err) {
+    const struct { const char *name; int v; } dims[] = {
+        {"vocab_size", c->vocab_size}, {"hidden_size", c->hidden_size},
+        {"num_hidden_layers", c->n_layers}, {"num_attention_heads", c->n_heads},
+        {"q_lora_rank", c->q_lora_rank}, {"kv_lora_rank", c->kv_lora_rank},
+        {"qk_nope_head_dim", c->qk_nope_head_dim}, {"qk_rope_head_dim", c->qk_rope_head_dim},
+        {"v_head_dim", c->v_head_dim},
+    };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v < 1 || dims[i].v > DIM_MAX)
+            return dsq_fail(err, DSQ_E_CONFIG, "config: %s = %d is outside 1..%d", dims[i].name,
+                            dims[i].v, DIM_MAX);
+    if (c->qk_rope_head_dim % 2)
+        return dsq_fail(err, DSQ_E_CONFIG, "config: qk_rope_head_dim %d is odd", c->qk_rope_head_dim);
+    if (!(c->rms_norm_eps >= 0) || !(c->rope_theta > 1) || !isfinite(c->rope_theta) ||
+        !isfinite(c->routed_scaling_factor))
+        return dsq_fail(err, DSQ_E_CONFIG, "config: rms_norm_eps, rope_theta or "
+                                           "routed_scaling_factor out of range");
+    if (c->has_yarn && c->yarn_factor > 1.0 &&
+        !(c->yarn_original_max_pos > 0 && c->yarn_beta_fast > 0 && c->yarn_beta_slow > 0 &&
+          isfinite(c->yarn_factor) && c->yarn_mscale_all_dim >= 0))
+        return dsq_fail(err, DSQ_E_CONFIG, "config: rope_scaling parameters out of range");
+    int any_dense = 0, any_moe = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (is_moe_layer(c, l)) any_moe = 1;
+        else any_dense = 1;
+    }
+    if (any_dense && (c->intermediate_size < 1 || c->intermediate_size > DIM_MAX))
+        return dsq_fail(err, DSQ_E_CONFIG, "config: intermediate_size %d", c->intermediate_size);
+    if (any_moe) {
+        int E = c->n_routed_experts, G = c->n_group > 0 ? c->n_group : 1;
+        if (E > DIM_MAX || c->moe_intermediate_size < 1 || c->moe_intermediate_size > DIM_MAX ||
+            c->n_shared_experts < 0 || c->n_shared_experts > 64)
+            return dsq_fail(err, DSQ_E_CONFIG, "config: MoE sizes out of range");
+        if (E % G || c->topk_group < 1 || c->topk_group > G || c->topk_group > 64)
+            return dsq_fail(err, DSQ_E_CONFIG, "config: %d experts do not split into %d groups "
+                            "keeping %d", E, G, c->topk_group);
+        int cand = G > 1 && c->topk_group < G ? c->topk_group * (E / G) : E;
+        if (c->n_experts_per_tok < 1 || c->n_experts_per_tok > 64 || c->n_experts_per_tok > cand)
+            return dsq_fail(err, DSQ_E_CONFIG, "config: num_experts_per_tok %d with %d candidates",
+                            c->n_experts_per_tok, cand);
+    }
+    if (c->has_indexer &&
+        (c->index_n_heads < 1 || c->index_n_heads > DIM_MAX || c->index_head_dim < 1 ||
+         c->index_head_dim > DIM_MAX || c->index_head_dim < c->qk_rope_head_dim ||
+         c->index_topk < 1))
+        return dsq_fail(err, DSQ_E_CONFIG, "config: indexer sizes out of range");
+    return DSQ_OK;
+}
+
+static int load_layer(dsq_fwd *f, int l, int **exp_cursor, float **vcur, dsq_err *err) {
+    fwd_layer *L = &f->layers[l];
+    char nm[256];
+    int rc, D = f->D;
+#define NM(fmt, ...) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l, __VA_ARGS__), nm)
+#define NM0(s) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), nm)
+    L->moe = is_moe_layer(&f->cfg, l);
+    DSQ_TRY(need_vec(f, &L->in_norm, vcur, NM0("input_layernorm.weight"), D, err));
+    DSQ_TRY(need_vec(f, &L->post_norm, vcur, NM0("post_attention_layernorm.weight"), D, err));
+    DSQ_TRY(need(f, &L->q_a, NM0("self_attn.q_a_proj.weight"), 2, f->rq, D, err));
+    DSQ_TRY(need_vec(f, &L->q_a_norm, vcur, NM0("self_attn.q_a_layernorm.weight"), f->rq, err));
+    DSQ_TRY(need(f, &L->q_b, NM0("self_attn.q_b_proj.weight"), 2, (int64_t)f->H * f->dqk, f->rq, err));
+    DSQ_TRY(need(f, &L->kv_a, NM0("self_attn.kv_a_proj_with_mqa.weight"), 2, f->rkv + f->dr, D, err));
+    DSQ_TRY(need_vec(f, &L->kv_a_norm, vcur, NM0("self_attn.kv_a_layernorm.weight"), f->rkv, err));
+    DSQ_TRY(need(f, &L->kv_b, NM0("self_attn.kv_b_proj.weight"), 2, (int64_t)f->H * (f->dn + f->dv),
+                 f->rkv, err));
+    DSQ_TRY(need(f, &L->o, NM0("self_attn.o_proj.weight"), 2, D, (int64_t)f->H * f->dv, err));
+    if (f->cfg.has_indexer) {
+        DSQ_TRY(need(f, &L->iq, NM0("self_attn.indexer.wq_b.weight"), 2, (int64_t)f->HI * f->dI,
+                     f->rq, err));
+        DSQ_TRY(need(f, &L->ik, NM0("self_attn.indexer.wk.weight"), 2, f->dI, D, err));
+        DSQ_TRY(need_vec(f, &L->k_norm_w, vcur, NM0("self_attn.indexer.k_norm.weight"), f->dI, err));
+        DSQ_TRY(need_vec(f, &L->k_norm_b, vcur, NM0("self_attn.indexer.k_norm.bias"), f->dI, err));
+        DSQ_TRY(need(f, &L->iw, NM0("self_attn.indexer.weights_proj.weight"), 2, f->HI, D, err));
+    }
+    if (!L->moe) {
+        DSQ_TRY(need(f, &L->gate, NM0("mlp.gate_proj.weight"), 2, f->F, D, err));
+        DSQ_TRY(need(f, &L->up, NM0("mlp.up_proj.weight"), 2, f->F, D, err));
+        DSQ_TRY(need(f, &L->down, NM0("mlp.down_proj.weight"), 2, D, f->F, err));
+        return DSQ_OK;
+    }
+    DSQ_TRY(need(f, &L->router, NM0("mlp.gate.weight"), 2, f->E, D, err));
+    /* the correction bias is optional: older routers have none */
+    L->router_bias = NULL;
+    if (f->w->find(f->w->ctx, NM0("mlp.gate.e_score_correction_bias")) >= 0)
+        DSQ_TRY(need_vec(f, &L->router_bias, vcur, nm, f->E, err));
+    if (f->Fs > 0) {
+        DSQ_TRY(need(f, &L->gate, NM0("mlp.shared_experts.gate_proj.weight"), 2, f->Fs, D, err));
+        DSQ_TRY(need(f, &L->up, NM0("mlp.shared_experts.up_proj.weight"), 2, f->Fs, D, err));
+        DSQ_TRY(need(f, &L->down, NM0("mlp.shared_experts.down_proj.weight"), 2, D, f->Fs, err));
+    }
+    int *ex = *exp_cursor;
+    for (int e = 0; e < f->E; e++) {
+        DSQ_TRY(need(f, &ex[3 * e], NM("mlp.experts.%d.gate_proj.weight", e), 2, f->Fe, D, err));
+        DSQ_TRY(need(f, &ex[3 * e + 1], NM("mlp.experts.%d.up_proj.weight", e), 2, f->Fe, D, err));
+        DSQ_TRY(need(f, &ex[3 * e + 2], NM("mlp.experts.%d.down_proj.weight", e), 2, D, f->Fe, err));
+    }
+    L->exp = ex;
+    *exp_cursor += 3 * f->E;
+#undef NM
+#undef NM0
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, dsq_err *err) {
+    int rc;
+    *out = NULL;
+    if (!w || !w->cfg || !opts || opts->max_tokens < 1 || opts->max_tokens > (1 << 20))
+        return dsq_fail(err, DSQ_E_ARG, "forward: bad arguments (window must be 1..%d tokens)",
+                        1 << 20);
+    if ((rc = check_config(w->cfg, err)) < 0) return rc;
+    dsq_codecs_init();
+    dsq_fwd *f = dsq_calloc(1, sizeof *f);
+    if (!f) return dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory");
+    const dsq_config *c = &f->cfg;
+    f->w = w;
+    f->cfg = *w->cfg;
+    f->max_T = opts->max_tokens;
+    f->act_fp8 = opts->act_fp8 != 0;
+    f->trace = opts->trace;
+    f->D = c->hidden_size; f->V = c->vocab_size; f->H = c->n_heads; f->L = c->n_layers;
+    f->dn = c->qk_nope_head_dim; f->dr = c->qk_rope_head_dim; f->dqk = f->dn + f->dr;
+    f->dv = c->v_head_dim; f->rq = c->q_lora_rank; f->rkv = c->kv_lora_rank;
+    f->HI = c->has_indexer ? c->index_n_heads : 0;
+    f->dI = c->has_indexer ? c->index_head_dim : 0;
+    f->KI = c->has_indexer ? c->index_topk : 0;
+    int n_moe = 0;
+    for (int l = 0; l < f->L; l++) n_moe += is_moe_layer(c, l);
+    f->E = n_moe ? c->n_routed_experts : 0;
+    f->ke = n_moe ? c->n_experts_per_tok : 0;
+    f->Fe = n_moe ? c->moe_intermediate_size : 0;
+    f->Fs = n_moe ? c->n_shared_experts * c->moe_intermediate_size : 0;
+    f->F = n_moe < f->L ? c->intermediate_size : 0;
+    f->Fmax = imax(f->F, imax(f->Fs, f->Fe));
+    f->eps = (float)c->rms_norm_eps;
+    f->sm_scale = (float)dsq_fwd_softmax_scale(c);
+    f->idx_scale_h = f->HI ? (float)(1.0 / sqrt((double)f->HI)) : 0;
+    f->idx_scale_d = f->dI ? (float)(1.0 / sqrt((double)f->dI)) : 0;
+    if (f->act_fp8 && f->dI && (f->dI & (f->dI - 1))) {
+        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "forward: FP8 indexer simulation needs a power-of-two "
+                      "index_head_dim (Hadamard), got %d", f->dI);
+        goto fail;
+    }
+
+    /* ---- tensors ---- */
+    int64_t n_vec = (int64_t)f->D + (int64_t)f->L * (2 * f->D + f->rq + f->rkv + 2 * f->dI + f->E);
+    f->vecs = falloc2(n_vec, 1);
+    f->layers = dsq_calloc((size_t)f->L, sizeof *f->layers);
+    f->exp_ids = dsq_calloc((size_t)n_moe * 3 * (size_t)(f->E ? f->E : 1), sizeof(int));
+    if (!f->vecs || !f->layers || !f->exp_ids) goto nomem;
+    float *vcur = f->vecs;
+    int *ecur = f->exp_ids;
+    DSQ_TRY(need(f, &f->embed, "model.embed_tokens.weight", 2, f->V, f->D, err));
+    DSQ_TRY(need(f, &f->head, "lm_head.weight", 2, f->V, f->D, err));
+    DSQ_TRY(need_vec(f, &f->final_norm, &vcur, "model.norm.weight", f->D, err));
+    for (int l = 0; l < f->L; l++) DSQ_TRY(load_layer(f, l, &ecur, &vcur, err));
+
+    /* ---- RoPE tables for positions 0..max_T-1 (fp32 angle, as upstream) ---- */
+    int half = f->dr / 2, T = f->max_T;
+    f->theta = falloc2(half, 1);
+    f->cos_t = falloc2(T, half);
+    f->sin_t = falloc2(T, half);
+    if (!f->theta || !f->cos_t || !f->sin_t) goto nomem;
+    dsq_fwd_rope_freqs(c, f->theta);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)t * f->theta[i];
+            f->cos_t[(int64_t)t * half + i] = cosf(a);
+            f->sin_t[(int64_t)t * half + i] = sinf(a);
+        }
+
+    /* ---- activations ---- */
+    int D = f->D;
+    int kmax = imax(imax(D, f->rq), imax(f->rkv, imax(f->H * f->dv, f->Fmax)));
+    f->h = falloc2(T, D); f->x = falloc2(T, D); f->x2 = falloc2(T, D);
+    f->xq = falloc2(T, kmax); f->xq2 = falloc2(T, D);
+    f->cq = falloc2(T, f->rq);
+    f->q = falloc2(T, (int64_t)f->H * f->dqk);
+    f->kva = falloc2(T, f->rkv + f->dr);
+    f->c = falloc2(T, f->rkv);
+    f->kvb = falloc2(T, (int64_t)f->H * (f->dn + f->dv));
+    f->o = falloc2(T, (int64_t)f->H * f->dv);
+    f->attn_out = falloc2(T, D); f->ffn_out = falloc2(T, D);
+    f->g = falloc2(T, f->Fmax); f->u = falloc2(T, f->Fmax);
+    if (!f->h || !f->x || !f->x2 || !f->xq || !f->xq2 || !f->cq || !f->q || !f->kva || !f->c ||
+        !f->kvb || !f->o || !f->attn_out || !f->ffn_out || !f->g || !f->u)
+        goto nomem;
+    if (c->has_indexer) {
+        f->qi = falloc2(T, (int64_t)f->HI * f->dI);
+        f->ki = falloc2(T, f->dI);
+        f->wi = falloc2(T, f->HI);
+        f->mask = dsq_malloc((size_t)T * (size_t)T);
+        if (!f->qi || !f->ki || !f->wi || !f->mask) goto nomem;
+        if ((f->trace & DSQ_TRACE_TOPK) && T > f->KI) {
+            f->topk = (int32_t *)falloc2(T, f->KI);
+            if (!f->topk) goto nomem;
+            f->topk_on = 1;
+        }
+    }
+    if (n_moe) {
+        f->z = falloc2(T, f->E);
+        f->rscratch = falloc2(2 * (int64_t)f->E + (c->n_group > 0 ? c->n_group : 1), 1);
+        f->rweights = falloc2(T, f->ke);
+        f->rexperts = (int32_t *)falloc2(T, f->ke);
+        f->eo = falloc2((int64_t)T * f->ke, D);
+        f->sh_out = falloc2(T, D);
+        f->ecount = dsq_calloc((size_t)f->E, sizeof(int32_t));
+        f->eoff = dsq_calloc((size_t)f->E, sizeof(int32_t));
+        f->eorder = dsq_calloc((size_t)f->E, sizeof(int32_t));
+        f->elist = (int32_t *)falloc2(T, f->ke);
+        if (!f->z || !f->rscratch || !f->rweights || !f->rexperts || !f->eo || !f->sh_out ||
+            !f->ecount || !f->eoff || !f->eorder || !f->elist)
+            goto nomem;
+    }
+
+    /* ---- workers ---- */
+    int nt = opts->n_threads > 0 ? opts->n_threads : dsq_default_threads();
+    f->pool = dsq_pool_new(nt);
+    if (!f->pool) goto nomem;
+    f->n_workers = dsq_pool_size(f->pool);
+    f->workers = dsq_calloc((size_t)f->n_workers, sizeof *f->workers);
+    if (!f->workers) goto nomem;
+    int kw = imax(kmax, D); /* widest weight row */
+    f->wcap = (int64_t)kw * DSQ_GEMM_NR > WTILE_MIN ? (int64_t)kw * DSQ_GEMM_NR : WTILE_MIN;
+    int wa = imax(D, f->dqk);
+    for (int i = 0; i < f->n_workers; i++) {
+        fwd_worker *wk = &f->workers[i];
+        wk->f = f;
+        wk->wtile = falloc2(f->wcap, 1);
+        wk->pack = falloc2(DSQ_GEMM_PACK, 1);
+        wk->xa = falloc2(T, wa);
+        wk->xd = falloc2(T, wa);
+        wk->xb = falloc2(T, imax(f->Fe, 1));
+        wk->xc = falloc2(T, imax(f->Fe, 1));
+        wk->s = falloc2(ATT_ROWS, T);
+        wk->vt = falloc2(f->dv, T);
+        wk->ib = falloc2(IDX_ROWS, T);
+        wk->pairs = dsq_malloc((size_t)T * sizeof(sc_pair));
+        if (!wk->wtile || !wk->pack || !wk->xa || !wk->xd || !wk->xb || !wk->xc || !wk->s ||
+            !wk->vt || !wk->ib || !wk->pairs)
+            goto nomem;
+    }
+    *out = f;
+    return DSQ_OK;
+nomem:
+    rc = dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory for a %d-token window", f->max_T);
+fail:
+    dsq_fwd_free(f);
+    return rc;
+}
+
+void dsq_fwd_free(dsq_fwd *f) {
+    if (!f) return;
+    dsq_pool_free(f->pool);
+    if (f->workers)
+        for (int i = 0; i < f->n_workers; i++) {
+            fwd_worker *wk = &f->workers[i];
+            dsq_afree(wk->wtile); dsq_afree(wk->pack); dsq_afree(wk->xa); dsq_afree(wk->xd);
+            dsq_afree(wk->xb); dsq_afree(wk->xc); dsq_afree(wk->s); dsq_afree(wk->vt);
+            dsq_afree(wk->ib); free(wk->pairs);
+        }
+    free(f->workers);
+    float *bufs[] = {f->theta, f->cos_t, f->sin_t, f->vecs, f->h, f->x, f->x2, f->xq, f->xq2,
+                     f->cq, f->q, f->kva, f->c, f->kvb, f->o, f->attn_out, f->ffn_out, f->g,
+                     f->u, f->qi, f->ki, f->wi, f->z, f->rscratch, f->rweights, f->eo, f->sh_out};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dsq_afree(bufs[i]);
+    dsq_afree(f->rexperts);
+    dsq_afree(f->elist);
+    dsq_afree(f->topk);
+    free(f->mask);
+    free(f->ecount);
+    free(f->eoff);
+    free(f->eorder);
+    free(f->layers);
+    free(f->exp_ids);
+    free(f);
+}
