@@ -19,7 +19,8 @@ DEBS    := zlib1g-dev libarchive-dev libcjson-dev libxxhash-dev libpcre2-dev pkg
 # -O2 -g: optimised but debuggable.  No -ffast-math: the forward pass and the
 # quantizers must round exactly as written (NaN checks, RNE ties).
 OPT     ?= -O2 -g
-WARN    := -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter
+# -Wno-format-truncation: paths and messages are cut to fixed buffers on purpose.
+WARN    := -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
            -Iinclude -Icommon -I. -fno-strict-aliasing
 ifeq ($(SIMD),none)

@@ -87,6 +87,10 @@ int dsq_afile_open(dsq_afile **out, const char *path, int flags, dsq_err *err) {
         free(f);
         return dsq_fail(err, DSQ_E_IO, "%s: cannot create temporary file: %s", path, strerror(e));
     }
+    /* mkostemp creates 0600; give the file the mode open(2) would have */
+    mode_t um = umask(0);
+    umask(um);
+    if (fchmod(f->fd, 0666 & ~um) != 0) { /* not fatal: the file stays private */ }
     if (f->slot >= 0) {
         memcpy(g_open[f->slot], f->tmp, sizeof g_open[0]);
         g_open_used[f->slot] = 1;
