@@ -18,7 +18,9 @@
 
 typedef struct cand {
     char *path;       /* normalised entry path; from malloc */
-    int kind;         /* 0 regular safetensors, 1 blob, 2 not a regular file */
+    int kind;         /* 0 regular safetensors, 1 blob, 2 not a regular file, 3 bad shard */
+    char *errmsg;     /* kind 3: why the shard could not be read; from malloc */
+    int errcode;
     int blob;         /* blob index for kind 1 */
     char *data;       /* blob bytes */
     size_t len;
@@ -128,6 +130,7 @@ static int read_shard_entry(struct archive *a, struct archive_entry *ent, cand *
 
 static void cand_free(cand *c) {
     free(c->path);
+    free(c->errmsg);
     free(c->data);
     ck_shard *s = &c->shard;
     if (s->edata) {
@@ -203,7 +206,14 @@ int ck_open_archive(dsq_ckpt *ck, int flags, dsq_err *err) {
             continue;
         }
         c->kind = 0;
-        if ((rc = read_shard_entry(a, ent, c, ck->path, err))) goto out;
+        /* A bad .safetensors entry only matters if the checkpoint uses it:
+         * archives may hold unrelated or hostile files beside it. */
+        if ((rc = read_shard_entry(a, ent, c, ck->path, err))) {
+            c->kind = 3;
+            c->errcode = rc;
+            c->errmsg = dsq_strdup(err->msg);
+            rc = DSQ_OK;
+        }
     }
     /* the folder is where config.json is */
     int cfg = -1;
@@ -250,6 +260,10 @@ int ck_open_archive(dsq_ckpt *ck, int flags, dsq_err *err) {
                 found = &cs[i];
         if (!found) {
             rc = dsq_fail(err, DSQ_E_IO, "%s:%.*s%s: missing shard", ck->path, rootlen, root, names[k]);
+            goto out;
+        }
+        if (found->kind == 3) {
+            rc = dsq_fail(err, found->errcode, "%s", found->errmsg ? found->errmsg : "bad shard");
             goto out;
         }
         if (found->kind != 0) {
