@@ -214,14 +214,6 @@ static int shard_open(ck_shard *s, dsq_err *err) {
     return st_parse_header(&s->h, s->path, (const char *)s->map + 8, n, s->size - 8 - n, err);
 }
 
-/* Bytes of header entry k of a shard: from the mapping, or (archives) from
- * the copy kept in pass one.  NULL if not available. */
-static const uint8_t *entry_bytes(const ck_shard *s, int k) {
-    if (s->map) return s->map + s->h.data_start + s->h.e[k].begin;
-    if (s->edata) return s->edata[k];
-    return NULL;
-}
-
 /* ---- index -------------------------------------------------------------- */
 /* Check weight_map against the shard headers: every entry names a listed
  * shard that really holds that tensor, and every tensor is listed. */
@@ -348,11 +340,27 @@ static int load_scales(dsq_ckpt *ck, int wi, dsq_err *err) {
                         ck->path, s->name, (long long)s->shape[0], (long long)(s->n_dims > 1 ? s->shape[1] : 0),
                         (long long)er, (long long)ec, (long long)w->shape[0], (long long)w->shape[1]);
     const ck_shard *sh = &ck->shards[s->shard];
-    const uint8_t *p = entry_bytes(sh, ck->t_entry[w->scale_idx]);
-    if (!p) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data unavailable", ck->path, s->name);
     float *v = dsq_malloc(sizeof *v * (size_t)(er * ec));
     if (!v) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    const uint8_t *p = sh->edata ? sh->edata[ck->t_entry[w->scale_idx]] : NULL;
+    uint8_t *tmp = NULL;
+    if (!p && sh->fd >= 0) {
+        /* pread, not the mapping: faulting in pages scattered over the
+         * shards would map (and count as resident) their neighbours too */
+        tmp = dsq_malloc(s->nbytes + 1);
+        if (!tmp || pread(sh->fd, tmp, s->nbytes, (off_t)s->offset) != (ssize_t)s->nbytes) {
+            free(tmp);
+            free(v);
+            return dsq_fail(err, DSQ_E_IO, "%s: tensor '%s': read failed", sh->path, s->name);
+        }
+        p = tmp;
+    }
+    if (!p) {
+        free(v);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data unavailable", ck->path, s->name);
+    }
     dsq_to_f32(s->dtype, p, v, er * ec);
+    free(tmp);
     for (int64_t k = 0; k < er * ec; k++)
         if (!isfinite(v[k]) || !(v[k] > 0)) {
             int rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': scale [%lld, %lld] is %g (must be finite and positive)",

@@ -26,6 +26,9 @@ struct dsq_src {
     uint8_t *buf;         /* from malloc */
     size_t cap;
     int have;             /* current tensor already read into buf */
+    /* folder state: mapped pages released up to drop_pos of drop_shard */
+    int drop_shard;
+    uint64_t drop_pos;
 };
 
 int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err) {
@@ -35,6 +38,7 @@ int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err) {
     s->ck = ck;
     s->cur = -1;
     s->ar_shard = -1;
+    s->drop_shard = -1;
     if (ck->archive) {
         s->a = dsq_ar_open(ck->path, err);
         if (!s->a) {
@@ -46,21 +50,30 @@ int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err) {
     return DSQ_OK;
 }
 
-/* Let the kernel drop the pages of a tensor we are done with. */
-static void drop_pages(const dsq_ckpt *ck, int i) {
-    const dsq_tinfo *t = &ck->t[i];
-    const ck_shard *sh = &ck->shards[t->shard];
-    if (!sh->map || t->nbytes < (1u << 20)) return;
+/* Let the kernel drop the mapped pages of everything streamed so far in
+ * this shard, in steps of at least 8 MiB to keep madvise calls rare. */
+static void drop_pages(dsq_src *s, int i, int final) {
+    const dsq_tinfo *t = &s->ck->t[i];
+    const ck_shard *sh = &s->ck->shards[t->shard];
+    if (!sh->map) return;
+    if (s->drop_shard != t->shard) {
+        s->drop_shard = t->shard;
+        s->drop_pos = 0;
+    }
     long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t b = (uintptr_t)(sh->map + t->offset), e = b + t->nbytes;
-    b = (b + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-    e &= ~(uintptr_t)(pg - 1);
-    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    uint64_t end = final ? sh->size : t->offset + t->nbytes;
+    end &= ~(uint64_t)(pg - 1);
+    if (end <= s->drop_pos || (!final && end - s->drop_pos < (8u << 20))) return;
+    madvise(sh->map + s->drop_pos, end - s->drop_pos, MADV_DONTNEED);
+    s->drop_pos = end;
 }
 
 int dsq_src_next(dsq_src *s, int *idx, dsq_err *err) {
     (void)err;
-    if (s->cur >= 0 && !s->ck->archive) drop_pages(s->ck, s->cur);
+    if (s->cur >= 0 && !s->ck->archive) {
+        int last = s->cur + 1 >= s->ck->n || s->ck->t[s->cur + 1].shard != s->ck->t[s->cur].shard;
+        drop_pages(s, s->cur, last);
+    }
     if (s->cur + 1 >= s->ck->n) return DSQ_EOF;
     s->cur++;
     s->have = 0;
