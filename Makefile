@@ -19,8 +19,9 @@ DEBS    := zlib1g-dev libarchive-dev libcjson-dev libxxhash-dev libpcre2-dev pkg
 # -O2 -g: optimised but debuggable.  No -ffast-math: the forward pass and the
 # quantizers must round exactly as written (NaN checks, RNE ties).
 OPT     ?= -O2 -g
-WARN    := -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter
-CFLAGS  += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+# -Wno-format-truncation: paths and messages are cut to fixed buffers on purpose.
+WARN    := -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-format-truncation
+CFLAGS  += -std=c11 $(OPT) $(WARN) $(SAN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
            -Iinclude -Icommon -I. -fno-strict-aliasing
 ifeq ($(SIMD),none)
 CFLAGS  += -DDSQ_NO_SIMD
@@ -57,7 +58,8 @@ deps:
 
 $(BUILD)/obj/%.o: %.c $(HDRS) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/libdsq.a: $(LIB_OBJ)
 	@rm -f $@
@@ -86,7 +88,7 @@ test: all $(BUILD)/tests/run
 
 # The same suite under AddressSanitizer + UBSan, in its own build tree.
 sanitize asan ubsan:
-	$(MAKE) BUILD=build-san OPT="-O1 -g" CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
+	$(MAKE) BUILD=build-san OPT="-O1 -g" SAN="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
 
 demo: all
 	@sh tools/demo.sh $(BUILD)/dsq
@@ -96,3 +98,8 @@ bench: all
 
 clean:
 	rm -rf build build-san
+
+# ---- benchmarks (bench/*.c, each a program linked against libdsq) ----------
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)

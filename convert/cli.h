@@ -16,6 +16,10 @@ typedef struct dsq_cmd {
 int cmd_inspect(int argc, char **argv);
 int cmd_gen_tiny(int argc, char **argv);
 
+/* .dsq containers (cmd_inspect_container lives with the container commands). */
+int dsq_path_is_container(const char *path);
+int cmd_inspect_container(const char *path, int json);
+
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */
 int cli_is(const char *arg, const char *opt);
 /* Print "dsq CMD: message" from an error and return 1. */

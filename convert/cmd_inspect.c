@@ -1,4 +1,200 @@
-/* cmd_inspect.c -- `dsq inspect` (placeholder until the reader lands). */
+/*
+ * cmd_inspect.c -- `dsq inspect PATH [--json]`: what a checkpoint (folder,
+ * safetensors file or archive) holds: its configuration, tensor counts,
+ * parameters and bytes by class, dtypes, FP8 scale statistics and every
+ * inconsistency noticed while reading it.
+ */
 #include "convert/cli.h"
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
-int cmd_inspect(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "dsq inspect: not yet\n"); return 1; }
+
+typedef struct {
+    int64_t tensors, params;
+    uint64_t bytes;
+} cls_stat;
+
+typedef struct {
+    cls_stat cls[DSQ_C_COUNT];
+    int64_t n_tensors, n_scales, n_mtp_tensors;
+    int64_t params_total, params_main;
+    uint64_t bytes_total;
+    int64_t dtype_count[DSQ_DT_COUNT];
+    /* FP8 block scales */
+    int64_t n_scale_vals, n_pow2;
+    double log2_min, log2_max, log2_sum;
+} summary;
+
+static void summarize(const dsq_ckpt *ck, summary *s) {
+    memset(s, 0, sizeof *s);
+    s->log2_min = INFINITY;
+    s->log2_max = -INFINITY;
+    int n = dsq_ckpt_n_tensors(ck);
+    for (int i = 0; i < n; i++) {
+        const dsq_tinfo *t = dsq_ckpt_tensor(ck, i);
+        s->n_tensors++;
+        s->bytes_total += t->nbytes;
+        s->dtype_count[t->dtype]++;
+        if (t->role == DSQ_R_SCALE) {
+            s->n_scales++;
+            /* scale bytes are accounted to the class of their weight */
+            const dsq_tinfo *w = dsq_ckpt_tensor(ck, t->weight_idx);
+            dsq_class c = w->is_mtp ? DSQ_C_MTP : dsq_role_class(w->role);
+            s->cls[c].bytes += t->nbytes;
+            continue;
+        }
+        dsq_class c = t->is_mtp ? DSQ_C_MTP : dsq_role_class(t->role);
+        if (t->role == DSQ_R_UNKNOWN) c = DSQ_C_NORM;
+        if (t->is_mtp) s->n_mtp_tensors++;
+        s->cls[c].tensors++;
+        s->cls[c].params += t->numel;
+        s->cls[c].bytes += t->nbytes;
+        s->params_total += t->numel;
+        if (!t->is_mtp) s->params_main += t->numel;
+        int64_t sr, sc;
+        const float *sv = dsq_ckpt_scales(ck, i, &sr, &sc);
+        for (int64_t k = 0; sv && k < sr * sc; k++) {
+            int e;
+            double f = frexp(sv[k], &e);
+            double l2 = log2(sv[k]);
+            s->n_scale_vals++;
+            s->n_pow2 += f == 0.5;
+            s->log2_sum += l2;
+            if (l2 < s->log2_min) s->log2_min = l2;
+            if (l2 > s->log2_max) s->log2_max = l2;
+        }
+    }
+}
+
+static cJSON *config_json(const dsq_config *c) {
+    cJSON *o = cJSON_CreateObject();
+#define I(k, v) cJSON_AddNumberToObject(o, k, (double)(v))
+    cJSON_AddStringToObject(o, "model_type", c->model_type);
+    I("vocab_size", c->vocab_size); I("hidden_size", c->hidden_size);
+    I("num_hidden_layers", c->n_layers); I("num_nextn_predict_layers", c->n_mtp_layers);
+    I("first_k_dense_replace", c->first_k_dense); I("intermediate_size", c->intermediate_size);
+    I("moe_intermediate_size", c->moe_intermediate_size); I("num_attention_heads", c->n_heads);
+    I("q_lora_rank", c->q_lora_rank); I("kv_lora_rank", c->kv_lora_rank);
+    I("qk_nope_head_dim", c->qk_nope_head_dim); I("qk_rope_head_dim", c->qk_rope_head_dim);
+    I("v_head_dim", c->v_head_dim); I("n_routed_experts", c->n_routed_experts);
+    I("n_shared_experts", c->n_shared_experts); I("num_experts_per_tok", c->n_experts_per_tok);
+    I("n_group", c->n_group); I("topk_group", c->topk_group);
+    I("index_n_heads", c->index_n_heads); I("index_head_dim", c->index_head_dim);
+    I("index_topk", c->index_topk); I("routed_scaling_factor", c->routed_scaling_factor);
+    I("max_position_embeddings", c->max_position_embeddings);
+    cJSON_AddBoolToObject(o, "yarn", c->has_yarn);
+    cJSON_AddBoolToObject(o, "fp8", c->fp8);
+#undef I
+    return o;
+}
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: dsq inspect PATH [--json] [--allow-unknown]\n\n"
+               "Summarise a checkpoint folder, a .safetensors file or an archive (.tar, .tar.gz, .zip)\n"
+               "of a checkpoint folder: model configuration, tensor counts, parameters and bytes by\n"
+               "class, dtypes, FP8 scale statistics and inconsistencies.\n\n"
+               "  --json            print one JSON object instead of the table\n"
+               "  --allow-unknown   keep tensors whose names are outside the DeepSeek grammar\n");
+    return f == stdout ? 0 : 2;
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    int json = 0, flags = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is(argv[i], "--help") || cli_is(argv[i], "-h")) return usage(stdout);
+        else if (cli_is(argv[i], "--json")) json = 1;
+        else if (cli_is(argv[i], "--allow-unknown")) flags |= DSQ_OPEN_ALLOW_UNKNOWN;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "dsq inspect: unknown option '%s'\n", argv[i]);
+            return usage(stderr);
+        } else if (!path) path = argv[i];
+        else return usage(stderr);
+    }
+    if (!path) return usage(stderr);
+    if (dsq_path_is_container(path)) return cmd_inspect_container(path, json);
+    dsq_err err = {0};
+    dsq_ckpt *ck = NULL;
+    if (dsq_ckpt_open(&ck, path, flags, &err)) return cli_err("inspect", &err);
+    const dsq_config *c = dsq_ckpt_config(ck);
+    summary s;
+    summarize(ck, &s);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", path);
+        cJSON_AddStringToObject(o, "source", dsq_ckpt_is_archive(ck) ? "archive" : "folder");
+        cJSON_AddItemToObject(o, "config", config_json(c));
+        cJSON_AddNumberToObject(o, "shards", dsq_ckpt_n_shards(ck));
+        cJSON_AddNumberToObject(o, "tensors", (double)s.n_tensors);
+        cJSON_AddNumberToObject(o, "scale_tensors", (double)s.n_scales);
+        cJSON_AddNumberToObject(o, "mtp_tensors", (double)s.n_mtp_tensors);
+        cJSON_AddNumberToObject(o, "params", (double)s.params_total);
+        cJSON_AddNumberToObject(o, "params_main", (double)s.params_main);
+        cJSON_AddNumberToObject(o, "bytes", (double)s.bytes_total);
+        cJSON *cl = cJSON_AddObjectToObject(o, "classes");
+        for (int k = 0; k < DSQ_C_COUNT; k++) {
+            if (k == DSQ_C_SCALE) continue;
+            cJSON *e = cJSON_AddObjectToObject(cl, dsq_class_name((dsq_class)k));
+            cJSON_AddNumberToObject(e, "tensors", (double)s.cls[k].tensors);
+            cJSON_AddNumberToObject(e, "params", (double)s.cls[k].params);
+            cJSON_AddNumberToObject(e, "bytes", (double)s.cls[k].bytes);
+        }
+        cJSON *dt = cJSON_AddObjectToObject(o, "dtypes");
+        for (int k = 1; k < DSQ_DT_COUNT; k++)
+            if (s.dtype_count[k]) cJSON_AddNumberToObject(dt, dsq_dtype_name((dsq_dtype)k), (double)s.dtype_count[k]);
+        if (s.n_scale_vals) {
+            cJSON *sc = cJSON_AddObjectToObject(o, "fp8_scales");
+            cJSON_AddNumberToObject(sc, "count", (double)s.n_scale_vals);
+            cJSON_AddNumberToObject(sc, "power_of_two", (double)s.n_pow2);
+            cJSON_AddNumberToObject(sc, "log2_min", s.log2_min);
+            cJSON_AddNumberToObject(sc, "log2_max", s.log2_max);
+            cJSON_AddNumberToObject(sc, "log2_mean", s.log2_sum / (double)s.n_scale_vals);
+        }
+        cJSON *w = cJSON_AddArrayToObject(o, "warnings");
+        for (int k = 0; k < dsq_ckpt_n_warnings(ck); k++)
+            cJSON_AddItemToArray(w, cJSON_CreateString(dsq_ckpt_warning(ck, k)));
+        char *js = cJSON_Print(o);
+        if (js) puts(js);
+        free(js);
+        cJSON_Delete(o);
+    } else {
+        printf("%s (%s, %d shard%s)\n", path, dsq_ckpt_is_archive(ck) ? "archive" : "folder",
+               dsq_ckpt_n_shards(ck), dsq_ckpt_n_shards(ck) == 1 ? "" : "s");
+        printf("model      %s%s, %d layers (%d dense) + %d MTP, hidden %d, vocab %d\n", c->model_type,
+               c->fp8 ? " fp8" : "", c->n_layers, c->first_k_dense, c->n_mtp_layers, c->hidden_size,
+               c->vocab_size);
+        printf("attention  %d heads, q_lora %d, kv_lora %d, nope %d, rope %d, v %d%s\n", c->n_heads,
+               c->q_lora_rank, c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim,
+               c->v_head_dim, c->has_yarn ? ", YaRN" : "");
+        if (c->has_indexer)
+            printf("indexer    %d heads x %d, top-k %d\n", c->index_n_heads, c->index_head_dim, c->index_topk);
+        printf("moe        %d routed x %d + %d shared, top-%d of %d groups keep %d, scale %.3g\n",
+               c->n_routed_experts, c->moe_intermediate_size, c->n_shared_experts,
+               c->n_experts_per_tok, c->n_group, c->topk_group, c->routed_scaling_factor);
+        printf("tensors    %lld (%lld scale companions, %lld MTP)\n", (long long)s.n_tensors,
+               (long long)s.n_scales, (long long)s.n_mtp_tensors);
+        printf("params     %lld (main model %lld)\n", (long long)s.params_total, (long long)s.params_main);
+        printf("bytes      %llu (%.2f MiB)\n\n", (unsigned long long)s.bytes_total,
+               (double)s.bytes_total / 1048576.0);
+        printf("%-16s %8s %16s %16s\n", "class", "tensors", "params", "bytes");
+        for (int k = 0; k < DSQ_C_COUNT; k++) {
+            if (k == DSQ_C_SCALE || !s.cls[k].tensors) continue;
+            printf("%-16s %8lld %16lld %16llu\n", dsq_class_name((dsq_class)k), (long long)s.cls[k].tensors,
+                   (long long)s.cls[k].params, (unsigned long long)s.cls[k].bytes);
+        }
+        printf("\ndtypes    ");
+        for (int k = 1; k < DSQ_DT_COUNT; k++)
+            if (s.dtype_count[k]) printf(" %s:%lld", dsq_dtype_name((dsq_dtype)k), (long long)s.dtype_count[k]);
+        printf("\n");
+        if (s.n_scale_vals)
+            printf("fp8 scales %lld values, %lld powers of two, log2 range [%g, %g], mean %.2f\n",
+                   (long long)s.n_scale_vals, (long long)s.n_pow2, s.log2_min, s.log2_max,
+                   s.log2_sum / (double)s.n_scale_vals);
+        for (int k = 0; k < dsq_ckpt_n_warnings(ck); k++) printf("warning: %s\n", dsq_ckpt_warning(ck, k));
+        if (!dsq_ckpt_n_warnings(ck)) printf("no inconsistencies found\n");
+    }
+    dsq_ckpt_close(ck);
+    return 0;
+}

@@ -194,6 +194,11 @@ const char *dsq_ckpt_path(const dsq_ckpt *ck);
  * "tokenizer_config.json", "generation_config.json"); NULL if absent. */
 const void *dsq_ckpt_blob(const dsq_ckpt *ck, const char *name, size_t *len);
 
+/* Inconsistencies that do not stop reading (e.g. a wrong index total_size,
+ * a declared but absent MTP layer), one line each. */
+int dsq_ckpt_n_warnings(const dsq_ckpt *ck);
+const char *dsq_ckpt_warning(const dsq_ckpt *ck, int i);
+
 /* Shard files: count, basename and size (for provenance). */
 int dsq_ckpt_n_shards(const dsq_ckpt *ck);
 const char *dsq_ckpt_shard_name(const dsq_ckpt *ck, int i);

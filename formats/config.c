@@ -1,0 +1,271 @@
+/*
+ * config.c -- config.json of DeepSeek-V3 / V3.2 checkpoints
+ * (deepseek-v32.md section 1.2) into a validated dsq_config, and the tensor
+ * shapes each role must have under that config (section 2).
+ */
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+
+#define MAX_DIM (1 << 24) /* generous bound on any size in a config */
+
+typedef struct { const char *what; dsq_err *err; const cJSON *root; int rc; } cfgctx;
+
+static int get_int(cfgctx *c, const cJSON *obj, const char *key, int required, int def,
+                   int lo, int hi, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) {
+            c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
+            return 0;
+        }
+        *out = def;
+        return 1;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < lo || v->valuedouble > hi) {
+        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be an integer in [%d, %d]",
+                         c->what, key, lo, hi);
+        return 0;
+    }
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
+static int get_num(cfgctx *c, const cJSON *obj, const char *key, int required, double def,
+                   double lo, double hi, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) {
+            c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
+            return 0;
+        }
+        *out = def;
+        return 1;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo ||
+        v->valuedouble > hi) {
+        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be a number in [%g, %g]",
+                         c->what, key, lo, hi);
+        return 0;
+    }
+    *out = v->valuedouble;
+    return 1;
+}
+
+static int get_bool(cfgctx *c, const cJSON *obj, const char *key, int def, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) { *out = def; return 1; }
+    if (!cJSON_IsBool(v)) {
+        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be true or false", c->what, key);
+        return 0;
+    }
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
+int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *what,
+                     dsq_err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root)
+        return dsq_fail(err, DSQ_E_CONFIG, "%s: invalid JSON near byte %ld", what,
+                        end ? (long)(end - json) : -1L);
+    cfgctx c = {what, err, root, DSQ_E_CONFIG};
+    int ok = 1;
+    if (!cJSON_IsObject(root)) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: top level is not a JSON object", what);
+        goto fail;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(mt)) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: missing key 'model_type'", what);
+        goto fail;
+    }
+    if (strcmp(mt->valuestring, "deepseek_v32") && strcmp(mt->valuestring, "deepseek_v3")) {
+        dsq_fail(err, DSQ_E_UNSUPPORTED,
+                 "%s: model_type '%.40s' is not a DeepSeek-V3/V3.2 model", what, mt->valuestring);
+        c.rc = DSQ_E_UNSUPPORTED;
+        goto fail;
+    }
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt->valuestring);
+    cfg->has_indexer = !strcmp(mt->valuestring, "deepseek_v32");
+
+    ok = ok && get_int(&c, root, "vocab_size", 1, 0, 1, MAX_DIM, &cfg->vocab_size);
+    ok = ok && get_int(&c, root, "hidden_size", 1, 0, 1, MAX_DIM, &cfg->hidden_size);
+    ok = ok && get_int(&c, root, "intermediate_size", 1, 0, 1, MAX_DIM, &cfg->intermediate_size);
+    ok = ok && get_int(&c, root, "moe_intermediate_size", 1, 0, 1, MAX_DIM, &cfg->moe_intermediate_size);
+    ok = ok && get_int(&c, root, "num_hidden_layers", 1, 0, 1, 4096, &cfg->n_layers);
+    ok = ok && get_int(&c, root, "num_nextn_predict_layers", 0, 0, 0, 64, &cfg->n_mtp_layers);
+    ok = ok && get_int(&c, root, "first_k_dense_replace", 1, 0, 0, 4096, &cfg->first_k_dense);
+    ok = ok && get_int(&c, root, "moe_layer_freq", 0, 1, 1, 1, &cfg->moe_layer_freq);
+    ok = ok && get_int(&c, root, "num_attention_heads", 1, 0, 1, 65536, &cfg->n_heads);
+    ok = ok && get_int(&c, root, "q_lora_rank", 1, 0, 1, MAX_DIM, &cfg->q_lora_rank);
+    ok = ok && get_int(&c, root, "kv_lora_rank", 1, 0, 1, MAX_DIM, &cfg->kv_lora_rank);
+    ok = ok && get_int(&c, root, "qk_nope_head_dim", 1, 0, 1, 65536, &cfg->qk_nope_head_dim);
+    ok = ok && get_int(&c, root, "qk_rope_head_dim", 1, 0, 2, 65536, &cfg->qk_rope_head_dim);
+    ok = ok && get_int(&c, root, "v_head_dim", 1, 0, 1, 65536, &cfg->v_head_dim);
+    ok = ok && get_int(&c, root, "n_routed_experts", 1, 0, 1, 65536, &cfg->n_routed_experts);
+    ok = ok && get_int(&c, root, "n_shared_experts", 1, 0, 0, 64, &cfg->n_shared_experts);
+    ok = ok && get_int(&c, root, "num_experts_per_tok", 1, 0, 1, 65536, &cfg->n_experts_per_tok);
+    ok = ok && get_int(&c, root, "n_group", 0, 1, 1, 65536, &cfg->n_group);
+    ok = ok && get_int(&c, root, "topk_group", 0, 1, 1, 65536, &cfg->topk_group);
+    ok = ok && get_bool(&c, root, "norm_topk_prob", 0, &cfg->norm_topk_prob);
+    ok = ok && get_num(&c, root, "routed_scaling_factor", 0, 1.0, 0, 1e6, &cfg->routed_scaling_factor);
+    ok = ok && get_num(&c, root, "rms_norm_eps", 0, 1e-6, 0, 1, &cfg->rms_norm_eps);
+    ok = ok && get_num(&c, root, "rope_theta", 0, 10000.0, 1, 1e12, &cfg->rope_theta);
+    ok = ok && get_int(&c, root, "max_position_embeddings", 0, 4096, 1, 1 << 30, &cfg->max_position_embeddings);
+    ok = ok && get_int(&c, root, "bos_token_id", 0, 0, 0, MAX_DIM, &cfg->bos_token_id);
+    ok = ok && get_int(&c, root, "eos_token_id", 0, 1, 0, MAX_DIM, &cfg->eos_token_id);
+    ok = ok && get_bool(&c, root, "rope_interleave", 1, &cfg->rope_interleave);
+    ok = ok && get_bool(&c, root, "indexer_rope_interleave", 0, &cfg->indexer_rope_interleave);
+    if (ok && cfg->has_indexer) {
+        ok = ok && get_int(&c, root, "index_n_heads", 1, 0, 1, 65536, &cfg->index_n_heads);
+        ok = ok && get_int(&c, root, "index_head_dim", 1, 0, 1, 65536, &cfg->index_head_dim);
+        ok = ok && get_int(&c, root, "index_topk", 1, 0, 1, 1 << 30, &cfg->index_topk);
+    }
+    if (!ok) goto fail;
+
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        if (!cJSON_IsObject(rs)) {
+            dsq_fail(err, DSQ_E_CONFIG, "%s: 'rope_scaling' must be an object or null", what);
+            goto fail;
+        }
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+        if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "yarn")) {
+            dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: rope_scaling.type must be \"yarn\"", what);
+            c.rc = DSQ_E_UNSUPPORTED;
+            goto fail;
+        }
+        ok = ok && get_num(&c, rs, "factor", 1, 0, 1e-6, 1e6, &cfg->yarn_factor);
+        ok = ok && get_int(&c, rs, "original_max_position_embeddings", 1, 0, 1, 1 << 30,
+                           &cfg->yarn_original_max_pos);
+        ok = ok && get_num(&c, rs, "beta_fast", 0, 32, 0, 1e6, &cfg->yarn_beta_fast);
+        ok = ok && get_num(&c, rs, "beta_slow", 0, 1, 0, 1e6, &cfg->yarn_beta_slow);
+        ok = ok && get_num(&c, rs, "mscale", 0, 1, 0, 1e6, &cfg->yarn_mscale);
+        ok = ok && get_num(&c, rs, "mscale_all_dim", 0, 1, 0, 1e6, &cfg->yarn_mscale_all_dim);
+        if (!ok) goto fail;
+        /* factor 1 leaves every frequency and the attention scale unchanged */
+        cfg->has_yarn = cfg->yarn_factor > 1.0;
+    }
+
+    cfg->block_rows = cfg->block_cols = 128;
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (qc && !cJSON_IsNull(qc)) {
+        if (!cJSON_IsObject(qc)) {
+            dsq_fail(err, DSQ_E_CONFIG, "%s: 'quantization_config' must be an object", what);
+            goto fail;
+        }
+        const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
+        if (!cJSON_IsString(qm) || strcmp(qm->valuestring, "fp8")) {
+            dsq_fail(err, DSQ_E_UNSUPPORTED,
+                     "%s: quantization_config.quant_method must be \"fp8\"", what);
+            c.rc = DSQ_E_UNSUPPORTED;
+            goto fail;
+        }
+        cfg->fp8 = 1;
+        const cJSON *bs = cJSON_GetObjectItemCaseSensitive(qc, "weight_block_size");
+        if (bs) {
+            if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2) {
+                dsq_fail(err, DSQ_E_CONFIG,
+                         "%s: quantization_config.weight_block_size must be [rows, cols]", what);
+                goto fail;
+            }
+            const cJSON *a = cJSON_GetArrayItem(bs, 0), *b = cJSON_GetArrayItem(bs, 1);
+            if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 1 ||
+                b->valuedouble < 1 || a->valuedouble > 65536 || b->valuedouble > 65536 ||
+                a->valuedouble != floor(a->valuedouble) || b->valuedouble != floor(b->valuedouble)) {
+                dsq_fail(err, DSQ_E_CONFIG,
+                         "%s: quantization_config.weight_block_size must hold two integers in [1, 65536]", what);
+                goto fail;
+            }
+            cfg->block_rows = (int)a->valuedouble;
+            cfg->block_cols = (int)b->valuedouble;
+        }
+        const cJSON *sf = cJSON_GetObjectItemCaseSensitive(qc, "scale_fmt");
+        cfg->scale_ue8m0 = cJSON_IsString(sf) && !strcmp(sf->valuestring, "ue8m0");
+    }
+
+    /* cross-field consistency */
+    if (cfg->n_routed_experts % cfg->n_group) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: n_routed_experts (%d) is not a multiple of n_group (%d)",
+                 what, cfg->n_routed_experts, cfg->n_group);
+        goto fail;
+    }
+    if (cfg->topk_group > cfg->n_group) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: topk_group (%d) exceeds n_group (%d)", what,
+                 cfg->topk_group, cfg->n_group);
+        goto fail;
+    }
+    if (cfg->n_experts_per_tok > cfg->topk_group * (cfg->n_routed_experts / cfg->n_group)) {
+        dsq_fail(err, DSQ_E_CONFIG,
+                 "%s: num_experts_per_tok (%d) exceeds the experts in topk_group groups", what,
+                 cfg->n_experts_per_tok);
+        goto fail;
+    }
+    if (cfg->qk_rope_head_dim % 2) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: qk_rope_head_dim must be even", what);
+        goto fail;
+    }
+    if (cfg->first_k_dense > cfg->n_layers) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: first_k_dense_replace exceeds num_hidden_layers", what);
+        goto fail;
+    }
+    if (cfg->has_indexer && (cfg->index_head_dim < cfg->qk_rope_head_dim)) {
+        dsq_fail(err, DSQ_E_CONFIG, "%s: index_head_dim (%d) is smaller than qk_rope_head_dim (%d)",
+                 what, cfg->index_head_dim, cfg->qk_rope_head_dim);
+        goto fail;
+    }
+    cJSON_Delete(root);
+    return DSQ_OK;
+fail:
+    cJSON_Delete(root);
+    return c.rc ? c.rc : DSQ_E_CONFIG;
+}
+
+int dsq_config_is_moe_layer(const dsq_config *cfg, int layer) {
+    return layer >= cfg->first_k_dense;
+}
+
+int dsq_config_role_shape(const dsq_config *c, dsq_role r, int layer, int64_t s[4]) {
+    int64_t D = c->hidden_size, H = c->n_heads, dqk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    int64_t Fe = c->moe_intermediate_size, Fs = (int64_t)c->n_shared_experts * Fe;
+    (void)layer;
+#define S1(a) (s[0] = (a), 1)
+#define S2(a, b) (s[0] = (a), s[1] = (b), 2)
+    switch (r) {
+    case DSQ_R_EMBED: case DSQ_R_HEAD: case DSQ_R_MTP_EMBED: case DSQ_R_MTP_HEAD:
+        return S2(c->vocab_size, D);
+    case DSQ_R_FINAL_NORM: case DSQ_R_INPUT_NORM: case DSQ_R_POST_ATTN_NORM:
+    case DSQ_R_MTP_ENORM: case DSQ_R_MTP_HNORM: case DSQ_R_MTP_HEAD_NORM:
+        return S1(D);
+    case DSQ_R_ATTN_Q_A: return S2(c->q_lora_rank, D);
+    case DSQ_R_ATTN_Q_A_NORM: return S1(c->q_lora_rank);
+    case DSQ_R_ATTN_Q_B: return S2(H * dqk, c->q_lora_rank);
+    case DSQ_R_ATTN_KV_A: return S2(c->kv_lora_rank + c->qk_rope_head_dim, D);
+    case DSQ_R_ATTN_KV_A_NORM: return S1(c->kv_lora_rank);
+    case DSQ_R_ATTN_KV_B: return S2(H * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank);
+    case DSQ_R_ATTN_O: return S2(D, H * c->v_head_dim);
+    case DSQ_R_IDX_WQ_B: return S2((int64_t)c->index_n_heads * c->index_head_dim, c->q_lora_rank);
+    case DSQ_R_IDX_WK: return S2(c->index_head_dim, D);
+    case DSQ_R_IDX_K_NORM: case DSQ_R_IDX_K_NORM_BIAS: return S1(c->index_head_dim);
+    case DSQ_R_IDX_WEIGHTS_PROJ: return S2(c->index_n_heads, D);
+    case DSQ_R_DENSE_GATE: case DSQ_R_DENSE_UP: return S2(c->intermediate_size, D);
+    case DSQ_R_DENSE_DOWN: return S2(D, c->intermediate_size);
+    case DSQ_R_ROUTER: return S2(c->n_routed_experts, D);
+    case DSQ_R_ROUTER_BIAS: return S1(c->n_routed_experts);
+    case DSQ_R_SHEXP_GATE: case DSQ_R_SHEXP_UP: return S2(Fs, D);
+    case DSQ_R_SHEXP_DOWN: return S2(D, Fs);
+    case DSQ_R_EXP_GATE: case DSQ_R_EXP_UP: return S2(Fe, D);
+    case DSQ_R_EXP_DOWN: return S2(D, Fe);
+    case DSQ_R_MTP_EH_PROJ: return S2(D, 2 * D);
+    default: return 0;
+    }
+#undef S1
+#undef S2
+}

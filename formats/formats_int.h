@@ -1,0 +1,68 @@
+/*
+ * formats_int.h -- internal layouts of the formats module: parsed
+ * safetensors headers, the checkpoint handle, and the atomic output file.
+ */
+#ifndef DSQ_FORMATS_INT_H
+#define DSQ_FORMATS_INT_H
+
+#include "common.h"
+#include <stdio.h>
+
+/* ---- safetensors ---------------------------------------------------------
+ * File: u64 LE header length N | N bytes of JSON | data section.
+ * Offsets in the JSON are relative to the data section (8 + N). */
+#define ST_MAX_HEADER 100000000ull /* the reference reader's cap */
+
+typedef struct st_entry {
+    char *name;            /* from malloc */
+    dsq_dtype dtype;
+    int n_dims;
+    int64_t shape[4];
+    int64_t numel;
+    uint64_t begin, end;   /* relative to the data section */
+} st_entry;
+
+typedef struct st_header {
+    st_entry *e;           /* from malloc, sorted by begin */
+    int n;
+    uint64_t header_len;   /* N */
+    uint64_t data_start;   /* 8 + N */
+} st_header;
+
+/* Parse and validate the JSON header of a safetensors file whose data
+ * section holds data_size bytes.  `what` names the file in messages. */
+int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n,
+                    uint64_t data_size, dsq_err *err);
+void st_header_free(st_header *h);
+
+/* ---- atomic output file (afile.c) ---------------------------------------
+ * Writes go to "<dir>/.<name>.tmp.XXXXXX"; commit() flushes, fsyncs, renames
+ * over the target and fsyncs the directory.  Errors are sticky: after the
+ * first failure every write is a no-op and commit returns that error.  An
+ * optional XXH3-64 state sees every byte written. */
+typedef struct dsq_afile dsq_afile;
+enum { DSQ_AFILE_FORCE = 1, DSQ_AFILE_HASH = 2 };
+int dsq_afile_open(dsq_afile **out, const char *path, int flags, dsq_err *err);
+int dsq_afile_write(dsq_afile *f, const void *p, size_t n);
+int dsq_afile_pad(dsq_afile *f, unsigned align); /* zero bytes up to a multiple */
+int dsq_afile_pwrite(dsq_afile *f, const void *p, size_t n, uint64_t off); /* patch earlier bytes */
+uint64_t dsq_afile_tell(const dsq_afile *f);
+uint64_t dsq_afile_hash(const dsq_afile *f); /* xxh3 of bytes written via write/pad */
+int dsq_afile_commit(dsq_afile *f, dsq_err *err); /* frees f */
+void dsq_afile_abort(dsq_afile *f);               /* unlink temp, free; NULL ok */
+/* Remove every temp file still open (signal handlers call this). */
+void dsq_afile_cleanup_all(void);
+
+/* ---- safetensors writer (st_write.c) -------------------------------------
+ * For generators and tests: tensors are added with their bytes, then the
+ * file is written (header padded with spaces to a multiple of 8). */
+typedef struct st_writer st_writer;
+st_writer *st_writer_new(void);
+int st_writer_add(st_writer *w, const char *name, dsq_dtype dt, int n_dims,
+                  const int64_t *shape, const void *data, uint64_t nbytes);
+/* Writes the file atomically; `meta_json` ("{...}") may be NULL. */
+int st_writer_save(st_writer *w, const char *path, int flags, dsq_err *err);
+uint64_t st_writer_data_size(const st_writer *w);
+void st_writer_free(st_writer *w);
+
+#endif

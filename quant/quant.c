@@ -1,0 +1,585 @@
+/*
+ * quant.c -- the quantize / dequantize drivers of quant.h: argument checks,
+ * walking a matrix unit by unit (group, row, 128x128 block, whole tensor),
+ * range measurement, scale and zero-point choice, the optional clip-ratio
+ * search, and the stores of scales and zero points.  The element loops are
+ * kernels from quant_int.h, so the same driver runs the reference and the
+ * AVX2 path; all choices made here are scalar and shared, which is why the
+ * two paths cannot disagree on a scale.
+ *
+ * Scratch lives on the stack (SCR floats per call), never on the heap: a
+ * unit that fits (any group, any 128x128 block, rows up to SCR columns) is
+ * loaded once and kept; a longer row or a whole tensor is streamed in chunks
+ * for every pass (range, search, encode).
+ */
+#include "quant.h"
+#include "quant_int.h"
+#include "dtype.h"
+#include "common.h"
+#include "pool.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#define SCR 16384     /* scratch floats: one 128x128 block, 64 KiB of stack */
+#define MAX_CLIP 64   /* upper bound of dsq_qopts.clip_steps               */
+#define MAX_JOBS 64   /* row ranges per dsq_q_quantize_pool call           */
+
+/* A matrix with its scheme and sizes, validated. */
+typedef struct qmeta {
+    const dsq_qmat *m;
+    const dsq_qscheme *sc;
+    dsq_qsizes sz;
+} qmeta;
+
+/* Parameters of one unit: stored scale s (and its stored code), 1/s, zero
+ * point z (8 for symmetric INT4, 0 where unused). */
+typedef struct qparam {
+    float s, inv;
+    int z;
+    uint32_t code;
+} qparam;
+
+typedef struct qctx {
+    const dsq_qkern *k;
+    qmeta src, dst;
+    const float *imp; /* [cols] or NULL */
+    int nclip;        /* ratios tried; < 2 means plain absmax */
+    float clip_min;
+    float *scr;       /* SCR floats, owned by the caller's stack frame */
+} qctx;
+
+/* ---- scale arrays -------------------------------------------------------- */
+
+static float scale_load(const qmeta *q, int64_t idx) {
+    const uint8_t *p = q->m->scale;
+    switch (q->sc->sdt) {
+    case DSQ_DT_F32: return dsq_lef32(p + 4 * idx);
+    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(p + 2 * idx));
+    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(p + 2 * idx));
+    case DSQ_DT_F8_E8M0: return dsq_ue8m0_to_f32(p[idx]);
+    default: return 1.0f;
+    }
+}
+
+static void scale_store(const qmeta *q, int64_t idx, uint32_t code) {
+    uint8_t *p = q->m->scale;
+    switch (q->sc->sdt) {
+    case DSQ_DT_F32: dsq_st32(p + 4 * idx, code); break;
+    case DSQ_DT_F16:
+    case DSQ_DT_BF16: dsq_st16(p + 2 * idx, (uint16_t)code); break;
+    case DSQ_DT_F8_E8M0: p[idx] = (uint8_t)code; break;
+    default: break;
+    }
+}
+
+static int zero_load(const qmeta *q, int64_t r, int64_t g) {
+    const uint8_t *p = (const uint8_t *)q->m->zero + (uint64_t)r * ((uint64_t)(q->sz.scale_cols + 1) / 2);
+    return (g & 1) ? p[g / 2] >> 4 : p[g / 2] & 15;
+}
+
+/* Groups of a row are stored in increasing order, so the even group of a
+ * byte clears the high nibble before its odd partner fills it. */
+static void zero_store(const qmeta *q, int64_t r, int64_t g, int z) {
+    uint8_t *p = (uint8_t *)q->m->zero + (uint64_t)r * ((uint64_t)(q->sz.scale_cols + 1) / 2);
+    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
+    else p[g / 2] = (uint8_t)z;
+}
+
+/* Smallest value of dtype sdt that is >= r (r > 0), saturating at the
+ * largest finite one; *code receives its stored bits. */
+static float round_up_store(dsq_dtype sdt, float r, uint32_t *code) {
+    uint16_t h;
+    switch (sdt) {
+    case DSQ_DT_BF16:
+        h = dsq_f32_to_bf16(r);
+        if (dsq_bf16_to_f32(h) < r) h++;
+        if (h >= 0x7F80) h = 0x7F7F;
+        *code = h;
+        return dsq_bf16_to_f32(h);
+    case DSQ_DT_F16:
+        h = dsq_f32_to_f16(r);
+        if (dsq_f16_to_f32(h) < r) h++;
+        if (h >= 0x7C00) h = 0x7BFF;
+        *code = h;
+        return dsq_f16_to_f32(h);
+    case DSQ_DT_F8_E8M0: {
+        float s = dsq_pow2_ceil(r);
+        *code = dsq_f32_to_ue8m0(s);
+        return s;
+    }
+    default:
+        memcpy(code, &r, 4);
+        return r;
+    }
+}
+
+static uint32_t one_code(dsq_dtype sdt) {
+    switch (sdt) {
+    case DSQ_DT_BF16: return 0x3F80;
+    case DSQ_DT_F16: return 0x3C00;
+    case DSQ_DT_F8_E8M0: return 127;
+    default: return 0x3F800000u;
+    }
+}
+
+/* Scale and zero point of a unit whose (clipped) range is [lo, hi], lo <= 0
+ * <= hi; symmetric schemes use hi = amax only.  The formulas are the ones
+ * documented in quant.h. */
+static qparam make_params(const dsq_qscheme *d, float lo, float hi) {
+    qparam p;
+    int asym = !d->sym;
+    float range = asym ? hi - lo : hi;
+    float qmax = d->kind == DSQ_QK_FP8 ? 448.0f
+               : d->kind == DSQ_QK_INT8 ? 127.0f
+               : asym ? 15.0f : 7.5f;
+    p.z = d->kind == DSQ_QK_INT4 && d->sym ? 8 : 0;
+    if (!(range > 0)) {
+        p.s = 1.0f;
+        p.code = one_code(d->sdt);
+    } else {
+        float r = range / qmax;
+        if (!(r >= FLT_MIN)) r = FLT_MIN;
+        p.s = round_up_store(d->sdt, r, &p.code);
+        if (asym) {
+            float z = rintf(-lo / p.s);
+            p.z = z < 0 ? 0 : z > 15 ? 15 : (int)z;
+        }
+    }
+    p.inv = 1.0f / p.s;
+    return p;
+}
+
+/* ---- loading source rows -------------------------------------------------- */
+
+/* Row r, columns [c0, c1) of the source, dequantized to f32. */
+static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, int64_t c1,
+                     float *out) {
+    const dsq_qscheme *sc = q->sc;
+    const uint8_t *row = (const uint8_t *)q->m->data + (uint64_t)r * q->sz.row_bytes;
+    int64_t n = c1 - c0;
+    if (n <= 0) return;
+    switch (sc->kind) {
+    case DSQ_QK_FLOAT:
+        if (sc->elem == DSQ_DT_F32) memcpy(out, row + 4 * c0, (size_t)n * 4);
+        else if (sc->elem == DSQ_DT_F16) k->f16_dq(row + 2 * c0, n, out);
+        else k->bf16_dq(row + 2 * c0, n, out);
+        return;
+    case DSQ_QK_FP8:
+        if (sc->gran == DSQ_QG_BLOCK) {
+            const int64_t B = sc->group, sbase = (r / B) * q->sz.scale_cols;
+            for (int64_t j = c0; j < c1;) {
+                int64_t jb = j / B, je = (jb + 1) * B < c1 ? (jb + 1) * B : c1;
+                k->e4m3_dq(row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
+                j = je;
+            }
+        } else {
+            k->e4m3_dq(row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
+        }
+        return;
+    case DSQ_QK_INT8:
+        k->i8_dq(row + c0, n, scale_load(q, r), out);
+        return;
+    case DSQ_QK_INT4: {
+        const int64_t G = sc->group;
+        for (int64_t j = c0; j < c1;) {
+            int64_t g = j / G, je = (g + 1) * G < c1 ? (g + 1) * G : c1;
+            float s = scale_load(q, r * q->sz.scale_cols + g);
+            int z = sc->sym ? 8 : zero_load(q, r, g);
+            if (j & 1) { /* odd start: one high nibble, then byte-aligned */
+                out[j - c0] = (float)((row[j / 2] >> 4) - z) * s;
+                j++;
+            }
+            if (je > j) k->i4_dq(row + j / 2, je - j, s, z, out + (j - c0));
+            j = je;
+        }
+        return;
+    }
+    }
+}
+
+/* ---- units ---------------------------------------------------------------- */
+
+/* A rectangle of the matrix: rows [r0, r1), columns [c0, c1).  `res` is its
+ * f32 copy (row stride c1 - c0) when it fits in scratch, else NULL and every
+ * pass streams it through scratch again. */
+typedef struct unit {
+    int64_t r0, r1, c0, c1;
+    const float *res;
+} unit;
+
+/* Runs the statement (last argument) on every row chunk of u, at most SCR
+ * columns each, with X the chunk's f32 values, R its row, C its first column
+ * and W its width. */
+#define FOR_CHUNKS(c, u, X, R, C, W, ...)                                     \
+    do {                                                                      \
+        if ((u)->res) {                                                       \
+            for (int64_t R = (u)->r0; R < (u)->r1; R++) {                     \
+                int64_t C = (u)->c0, W = (u)->c1 - (u)->c0;                   \
+                const float *X = (u)->res + (R - (u)->r0) * W;                \
+                __VA_ARGS__                                                   \
+            }                                                                 \
+        } else {                                                              \
+            for (int64_t R = (u)->r0; R < (u)->r1; R++)                       \
+                for (int64_t C = (u)->c0; C < (u)->c1; C += SCR) {            \
+                    int64_t W = (u)->c1 - C < SCR ? (u)->c1 - C : SCR;        \
+                    load_seg((c)->k, &(c)->src, R, C, C + W, (c)->scr);       \
+                    const float *X = (c)->scr;                                \
+                    __VA_ARGS__                                               \
+                }                                                             \
+        }                                                                     \
+    } while (0)
+
+/* Range of a unit: [0, amax] for symmetric schemes, [min(0,min), max(0,max)]
+ * otherwise.  max/min are order-independent, so chunking cannot change it. */
+static void unit_range(qctx *c, const unit *u, float *lo, float *hi) {
+    float l = 0, h = 0;
+    int sym = c->dst.sc->sym;
+    if (u->res) {
+        int64_t n = (u->r1 - u->r0) * (u->c1 - u->c0);
+        if (sym) h = c->k->absmax(u->res, n);
+        else c->k->minmax(u->res, n, &l, &h);
+    } else {
+        FOR_CHUNKS(c, u, x, r, col, w, {
+            (void)r; (void)col;
+            if (sym) {
+                h = dsq_q_maxps(h, c->k->absmax(x, w));
+            } else {
+                float a, b;
+                c->k->minmax(x, w, &a, &b);
+                l = dsq_q_minps(l, a);
+                h = dsq_q_maxps(h, b);
+            }
+        });
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* Running weighted squared error of one row chunk (scalar for both paths:
+ * it decides scales, so it must not depend on the kernel set). */
+static double err_acc(double e, const dsq_qscheme *d, const qparam *p, const float *x, int64_t w,
+                      const float *imp) {
+    for (int64_t j = 0; j < w; j++) {
+        float v = x[j], y;
+        if (!(fabsf(v) < INFINITY)) continue;
+        switch (d->kind) {
+        case DSQ_QK_FP8: y = dsq_e4m3_lut[dsq_f32_to_e4m3(v / p->s)] * p->s; break;
+        case DSQ_QK_INT8: y = (float)dsq_q_i8_code(v, p->inv) * p->s; break;
+        default: y = (float)((int)dsq_q_i4_code(v, p->inv, p->z) - p->z) * p->s; break;
+        }
+        double t = (double)v - (double)y;
+        e += (imp ? (double)imp[j] : 1.0) * t * t;
+    }
+    return e;
+}
+
+/* Absmax parameters, or the best clip ratio when a search was asked for. */
+static qparam unit_choose(qctx *c, const unit *u, float lo, float hi) {
+    const dsq_qscheme *d = c->dst.sc;
+    qparam cand[MAX_CLIP];
+    double e[MAX_CLIP];
+    int nc = 0;
+    cand[nc++] = make_params(d, lo, hi);
+    if (c->nclip < 2 || !(hi - lo > 0)) return cand[0];
+    for (int k = 1; k < c->nclip; k++) {
+        float rho = 1.0f - (1.0f - c->clip_min) * (float)k / (float)(c->nclip - 1);
+        qparam p = make_params(d, lo * rho, hi * rho);
+        /* equal stored parameters give equal errors: score each once */
+        if (p.code == cand[nc - 1].code && p.z == cand[nc - 1].z) continue;
+        cand[nc++] = p;
+    }
+    if (nc == 1) return cand[0];
+    for (int i = 0; i < nc; i++) e[i] = 0;
+    FOR_CHUNKS(c, u, x, r, col, w, {
+        (void)r;
+        const float *im = c->imp ? c->imp + col : NULL;
+        for (int i = 0; i < nc; i++) e[i] = err_acc(e[i], d, &cand[i], x, w, im);
+    });
+    int best = 0;
+    for (int i = 1; i < nc; i++)
+        if (e[i] < e[best]) best = i;
+    return cand[best];
+}
+
+/* Encode w values of row r starting at column col into the destination. */
+static void encode_seg(const qctx *c, int64_t r, int64_t col, const float *x, int64_t w,
+                       const qparam *p) {
+    const qmeta *q = &c->dst;
+    uint8_t *row = (uint8_t *)q->m->data + (uint64_t)r * q->sz.row_bytes;
+    switch (q->sc->kind) {
+    case DSQ_QK_FLOAT:
+        if (q->sc->elem == DSQ_DT_F32) memcpy(row + 4 * col, x, (size_t)w * 4);
+        else if (q->sc->elem == DSQ_DT_F16) c->k->f16_enc(x, w, row + 2 * col);
+        else c->k->bf16_enc(x, w, row + 2 * col);
+        break;
+    case DSQ_QK_FP8: c->k->e4m3_enc(x, w, p->s, row + col); break;
+    case DSQ_QK_INT8: c->k->i8_enc(x, w, p->inv, row + col); break;
+    case DSQ_QK_INT4: c->k->i4_enc(x, w, p->inv, p->z, row + col / 2); break; /* col is even */
+    }
+}
+
+static void unit_encode(qctx *c, const unit *u, const qparam *p) {
+    FOR_CHUNKS(c, u, x, r, col, w, { encode_seg(c, r, col, x, w, p); });
+}
+
+/* Range, choice, scale store and encoding of one unit. */
+static void unit_quant(qctx *c, const unit *u, int64_t sidx) {
+    float lo, hi;
+    unit_range(c, u, &lo, &hi);
+    qparam p = unit_choose(c, u, lo, hi);
+    scale_store(&c->dst, sidx, p.code);
+    unit_encode(c, u, &p);
+}
+
+/* Load rows [r0, r1) x cols [c0, c1) of the source into scratch. */
+static const float *load_rect(qctx *c, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    for (int64_t r = r0; r < r1; r++) load_seg(c->k, &c->src, r, c0, c1, c->scr + (r - r0) * (c1 - c0));
+    return c->scr;
+}
+
+/* Parameters of a *-tensor destination from its stored scale. */
+static qparam tensor_params(const qctx *c) {
+    qparam p;
+    p.s = scale_load(&c->dst, 0);
+    p.inv = 1.0f / p.s;
+    p.z = 0;
+    p.code = 0;
+    return p;
+}
+
+/* Quantize rows [r0, r1); arguments already validated. */
+static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t cols = c->dst.m->cols, rows = c->dst.m->rows;
+    switch (d->gran) {
+    case DSQ_QG_NONE:
+    case DSQ_QG_TENSOR: {
+        qparam p = {1.0f, 1.0f, 0, 0};
+        if (d->gran == DSQ_QG_TENSOR) p = tensor_params(c);
+        unit u = {r0, r1, 0, cols, NULL};
+        unit_encode(c, &u, &p);
+        break;
+    }
+    case DSQ_QG_CHANNEL:
+        for (int64_t r = r0; r < r1; r++) {
+            unit u = {r, r + 1, 0, cols, NULL};
+            if (cols <= SCR) u.res = load_rect(c, r, r + 1, 0, cols);
+            unit_quant(c, &u, r);
+        }
+        break;
+    case DSQ_QG_BLOCK: {
+        const int64_t B = d->group;
+        for (int64_t b = r0; b < r1; b += B) {
+            int64_t be = b + B < rows ? b + B : rows;
+            for (int64_t cb = 0; cb * B < cols; cb++) {
+                int64_t ce = (cb + 1) * B < cols ? (cb + 1) * B : cols;
+                unit u = {b, be, cb * B, ce, NULL};
+                u.res = load_rect(c, b, be, cb * B, ce);
+                unit_quant(c, &u, (b / B) * c->dst.sz.scale_cols + cb);
+            }
+        }
+        break;
+    }
+    case DSQ_QG_GROUP: {
+        const int64_t G = d->group, chunk = (SCR / G) * G;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t cc = 0; cc < cols; cc += chunk) {
+                int64_t ce = cc + chunk < cols ? cc + chunk : cols;
+                const float *x = load_rect(c, r, r + 1, cc, ce);
+                for (int64_t j = cc; j < ce; j += G) {
+                    int64_t je = j + G < ce ? j + G : ce, g = j / G;
+                    unit u = {r, r + 1, j, je, x + (j - cc)};
+                    float lo, hi;
+                    unit_range(c, &u, &lo, &hi);
+                    qparam p = unit_choose(c, &u, lo, hi);
+                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g, p.code);
+                    if (!d->sym) zero_store(&c->dst, r, g, p.z);
+                    unit_encode(c, &u, &p);
+                }
+            }
+        break;
+    }
+    }
+}
+
+/* ---- argument checks ------------------------------------------------------ */
+
+static int meta_init(qmeta *q, const dsq_qmat *m, const char *what, dsq_err *err) {
+    int rc;
+    if (!m) return dsq_fail(err, DSQ_E_ARG, "quant: %s matrix is NULL", what);
+    q->m = m;
+    q->sc = dsq_q_scheme(m->type);
+    if (!q->sc) return dsq_fail(err, DSQ_E_ARG, "quant: %s has unknown scheme id %d", what, m->type);
+    if ((rc = dsq_q_sizes(m->type, m->rows, m->cols, &q->sz, err)) < 0) return rc;
+    if ((q->sz.data && !m->data) || (q->sz.scale && !m->scale) || (q->sz.zero && !m->zero))
+        return dsq_fail(err, DSQ_E_ARG, "quant: %s (%s) is missing its data, scale or zero array",
+                        what, q->sc->name);
+    return DSQ_OK;
+}
+
+static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
+                    const dsq_qopts *opt, dsq_err *err) {
+    int rc;
+    memset(c, 0, sizeof *c);
+    c->k = k;
+    if ((rc = meta_init(&c->src, src, "source", err)) < 0) return rc;
+    if ((rc = meta_init(&c->dst, dst, "destination", err)) < 0) return rc;
+    if (src->rows != dst->rows || src->cols != dst->cols)
+        return dsq_fail(err, DSQ_E_ARG, "quant: source [%lld, %lld] and destination [%lld, %lld] differ",
+                        (long long)src->rows, (long long)src->cols, (long long)dst->rows,
+                        (long long)dst->cols);
+    c->clip_min = 0.5f;
+    if (opt) {
+        if (opt->clip_steps < 0 || opt->clip_steps > MAX_CLIP)
+            return dsq_fail(err, DSQ_E_ARG, "quant: clip_steps %d outside 0..%d", opt->clip_steps, MAX_CLIP);
+        c->nclip = opt->clip_steps;
+        if (opt->clip_min != 0) {
+            if (!(opt->clip_min > 0 && opt->clip_min < 1))
+                return dsq_fail(err, DSQ_E_ARG, "quant: clip_min %g outside (0, 1)", (double)opt->clip_min);
+            c->clip_min = opt->clip_min;
+        }
+        if (opt->imp) {
+            for (int64_t j = 0; j < dst->cols; j++)
+                if (!(opt->imp[j] >= 0 && opt->imp[j] < INFINITY))
+                    return dsq_fail(err, DSQ_E_ARG, "quant: importance of column %lld is %g",
+                                    (long long)j, (double)opt->imp[j]);
+            c->imp = opt->imp;
+        }
+    }
+    /* FP8 re-quantization goes through dtype.h's decode table. */
+    dsq_codecs_init();
+    return DSQ_OK;
+}
+
+/* ---- public entry points -------------------------------------------------- */
+
+static int prepare(const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
+                   const dsq_qopts *opt, dsq_err *err) {
+    qctx c;
+    int rc = ctx_init(&c, k, src, dst, opt, err);
+    if (rc < 0) return rc;
+    if (c.dst.sc->gran != DSQ_QG_TENSOR) return DSQ_OK;
+    float scr[SCR];
+    c.scr = scr;
+    unit u = {0, dst->rows, 0, dst->cols, NULL};
+    float lo, hi;
+    unit_range(&c, &u, &lo, &hi);
+    qparam p = unit_choose(&c, &u, lo, hi);
+    scale_store(&c.dst, 0, p.code);
+    return DSQ_OK;
+}
+
+int dsq_q_prepare(const dsq_qmat *src, const dsq_qmat *dst, const dsq_qopts *opt, dsq_err *err) {
+    return prepare(dsq_qkern_best(), src, dst, opt, err);
+}
+int dsq_q_prepare_ref(const dsq_qmat *src, const dsq_qmat *dst, const dsq_qopts *opt,
+                      dsq_err *err) {
+    return prepare(&dsq_qkern_ref, src, dst, opt, err);
+}
+
+static int check_rows(const qctx *c, int64_t r0, int64_t r1, dsq_err *err) {
+    const dsq_qscheme *d = c->dst.sc;
+    int64_t rows = c->dst.m->rows, unitr = d->row_unit;
+    if (r0 < 0 || r1 < r0 || r1 > rows)
+        return dsq_fail(err, DSQ_E_ARG, "quant %s: row range [%lld, %lld) outside [0, %lld)", d->name,
+                        (long long)r0, (long long)r1, (long long)rows);
+    if (r0 % unitr || (r1 % unitr && r1 != rows))
+        return dsq_fail(err, DSQ_E_ARG, "quant %s: row range [%lld, %lld) not aligned to %lld rows",
+                        d->name, (long long)r0, (long long)r1, (long long)unitr);
+    if (d->gran == DSQ_QG_TENSOR) {
+        float s = scale_load(&c->dst, 0);
+        if (!(s > 0 && s < INFINITY))
+            return dsq_fail(err, DSQ_E_ARG, "quant %s: tensor scale not prepared (%g)", d->name, (double)s);
+    }
+    return DSQ_OK;
+}
+
+static int quantize(const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst, int64_t r0,
+                    int64_t r1, const dsq_qopts *opt, dsq_err *err) {
+    qctx c;
+    int rc = ctx_init(&c, k, src, dst, opt, err);
+    if (rc < 0) return rc;
+    if ((rc = check_rows(&c, r0, r1, err)) < 0) return rc;
+    float scr[SCR];
+    c.scr = scr;
+    quant_rows(&c, r0, r1);
+    return DSQ_OK;
+}
+
+int dsq_q_quantize(const dsq_qmat *src, const dsq_qmat *dst, int64_t r0, int64_t r1,
+                   const dsq_qopts *opt, dsq_err *err) {
+    return quantize(dsq_qkern_best(), src, dst, r0, r1, opt, err);
+}
+int dsq_q_quantize_ref(const dsq_qmat *src, const dsq_qmat *dst, int64_t r0, int64_t r1,
+                       const dsq_qopts *opt, dsq_err *err) {
+    return quantize(&dsq_qkern_ref, src, dst, r0, r1, opt, err);
+}
+
+typedef struct qjob {
+    const qctx *c;
+    int64_t r0, r1;
+} qjob;
+
+static void quant_job(void *arg) {
+    const qjob *j = arg;
+    qctx c = *j->c;
+    float scr[SCR];
+    c.scr = scr;
+    quant_rows(&c, j->r0, j->r1);
+}
+
+int dsq_q_quantize_pool(struct dsq_pool *pool, const dsq_qmat *src, const dsq_qmat *dst,
+                        const dsq_qopts *opt, dsq_err *err) {
+    qctx c;
+    int rc = prepare(dsq_qkern_best(), src, dst, opt, err);
+    if (rc < 0) return rc;
+    if ((rc = ctx_init(&c, dsq_qkern_best(), src, dst, opt, err)) < 0) return rc;
+    if ((rc = check_rows(&c, 0, dst->rows, err)) < 0) return rc;
+    int64_t unitr = c.dst.sc->row_unit, units = (dst->rows + unitr - 1) / unitr;
+    int64_t nj = (int64_t)dsq_pool_size(pool) * 4;
+    if (nj > MAX_JOBS) nj = MAX_JOBS;
+    if (nj > units) nj = units;
+    if (nj < 1) return DSQ_OK;
+    qjob jobs[MAX_JOBS];
+    for (int64_t i = 0; i < nj; i++) {
+        int64_t a = units * i / nj * unitr, b = units * (i + 1) / nj * unitr;
+        jobs[i] = (qjob){&c, a, b < dst->rows ? b : dst->rows};
+    }
+    dsq_pool_for(pool, (int)nj, quant_job, jobs, sizeof jobs[0]);
+    return DSQ_OK;
+}
+
+static int dequant(const dsq_qkern *k, const dsq_qmat *m, int64_t r0, int64_t r1, int64_t c0,
+                   int64_t c1, float *out, int64_t ld, dsq_err *err) {
+    qmeta q;
+    int rc = meta_init(&q, m, "matrix", err);
+    if (rc < 0) return rc;
+    if (r0 < 0 || r1 < r0 || r1 > m->rows || c0 < 0 || c1 < c0 || c1 > m->cols || ld < c1 - c0)
+        return dsq_fail(err, DSQ_E_ARG, "dequant %s: window [%lld, %lld) x [%lld, %lld) ld %lld outside [%lld, %lld]",
+                        q.sc->name, (long long)r0, (long long)r1, (long long)c0, (long long)c1,
+                        (long long)ld, (long long)m->rows, (long long)m->cols);
+    if (r1 > r0 && c1 > c0 && !out) return dsq_fail(err, DSQ_E_ARG, "dequant %s: out is NULL", q.sc->name);
+    dsq_codecs_init();
+    for (int64_t r = r0; r < r1; r++) load_seg(k, &q, r, c0, c1, out + (r - r0) * ld);
+    return DSQ_OK;
+}
+
+int dsq_q_dequantize(const dsq_qmat *m, int64_t r0, int64_t r1, float *out, dsq_err *err) {
+    return dequant(dsq_qkern_best(), m, r0, r1, 0, m ? m->cols : 0, out, m ? m->cols : 0, err);
+}
+int dsq_q_dequantize_ref(const dsq_qmat *m, int64_t r0, int64_t r1, float *out, dsq_err *err) {
+    return dequant(&dsq_qkern_ref, m, r0, r1, 0, m ? m->cols : 0, out, m ? m->cols : 0, err);
+}
+int dsq_q_dequantize_tile(const dsq_qmat *m, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                          float *out, int64_t ld, dsq_err *err) {
+    return dequant(dsq_qkern_best(), m, r0, r1, c0, c1, out, ld, err);
+}
+
+/* ---- row conversions ------------------------------------------------------ */
+
+void dsq_q_f32_to_bf16_row(const float *x, int64_t n, void *out) { dsq_qkern_best()->bf16_enc(x, n, out); }
+void dsq_q_f32_to_f16_row(const float *x, int64_t n, void *out) { dsq_qkern_best()->f16_enc(x, n, out); }
+void dsq_q_bf16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->bf16_dq(p, n, out); }
+void dsq_q_f16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->f16_dq(p, n, out); }

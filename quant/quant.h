@@ -1,0 +1,293 @@
+/*
+ * quant.h -- weight storage schemes of dsq: FP8 E4M3 with tensor / channel /
+ * 128x128-block scales, INT4 groups along the input dimension, INT8 per
+ * channel, and plain F32 / F16 / BF16.  Pure functions over caller buffers:
+ * no malloc, no I/O, no printing.  Each scheme has a scalar reference path
+ * (dsq_q_*_ref) and a fast path (AVX2+FMA+F16C, chosen at run time) that
+ * produces byte-identical quantized output.
+ *
+ * How to use it
+ *   1) Pick a scheme: an id from dsq_qtype, by name with dsq_q_from_name()
+ *      ("int4-g128-sym") or by parameters with dsq_q_find().
+ *   2) dsq_q_sizes() gives the byte sizes of the data, scale and zero-point
+ *      arrays for a [rows, cols] matrix; the caller allocates them.
+ *   3) Describe the source as a dsq_qmat: any scheme can be a source, e.g. an
+ *      upstream DeepSeek FP8 weight is {DSQ_Q_FP8_BLOCK, rows, cols, data =
+ *      the E4M3 bytes, scale = the f32 weight_scale_inv grid}; a BF16 weight is
+ *      {DSQ_Q_BF16, rows, cols, data}.  Quantizers read the source's exact
+ *      dequantized values (e4m3(q) * s as an f32 product).
+ *   4) dsq_q_prepare(src, dst) once per matrix (it computes the single scale
+ *      of the *-tensor schemes and does nothing for the others), then
+ *      dsq_q_quantize(src, dst, r0, r1) over disjoint row ranges, from any
+ *      number of threads.  Row ranges must start and end on a multiple of
+ *      dsq_q_row_unit() (128 for block schemes, else 1) or at `rows`.  The
+ *      output never depends on how the rows were split.
+ *      dsq_q_quantize_pool() does 4) on a common/pool.h pool.
+ *   5) dsq_q_dequantize(m, r0, r1, out) turns any row range back into f32
+ *      (dsq_q_dequantize_tile for a column window as well).
+ *
+ * A stacked MoE tensor [n_experts, out, in] quantized "per expert" is
+ * n_experts independent [out, in] matrices: call the functions above once per
+ * expert slice, so each expert's scales depend on that expert's weights only.
+ * Tensor, channel and block granularity all combine with this.
+ *
+ * ---------------------------------------------------------------------------
+ * Conventions shared by every scheme
+ *
+ *   A matrix is [rows, cols] row-major: rows are output channels, cols the
+ *   input dimension (contiguous), as in HF [out, in] weights.  Multi-byte
+ *   values are little-endian.  Pointers may have any alignment.
+ *
+ *   Scale dtypes.  A "raw scale" r > 0 (defined per scheme below) is stored as
+ *     f32    r itself;
+ *     bf16   the smallest bf16 >= r (rounded UP, so no element leaves the
+ *            code range because of scale rounding), saturating at the largest
+ *            finite bf16;
+ *     f16    the smallest f16 >= r, saturating at 65504 (values beyond the
+ *            saturated range clip);
+ *     ue8m0  byte b with 2^(b-127) = dsq_pow2_ceil(r), the smallest power of
+ *            two >= r, so nothing saturates.
+ *   Codes are always computed from the STORED (rounded) scale s, so
+ *   dequantization gives exactly the values the quantizer aimed at.
+ *   r is floored at FLT_MIN = 2^-126, so 1/s is always finite.
+ *
+ *   All-zero unit (no finite non-zero element): scale 1 (f32 1.0, ue8m0 127,
+ *   bf16 0x3F80, f16 0x3C00), zero point 0, every code encodes 0.
+ *
+ *   Non-finite inputs are ignored when ranges are measured.  NaN encodes to 0
+ *   in integer schemes and to 0x7F|sign in FP8; +-inf to the extreme code of
+ *   its sign (FP8: +-448).
+ *
+ *   "rne" is round to nearest, ties to even (rintf in the default mode).
+ *
+ * ---------------------------------------------------------------------------
+ * FP8 E4M3 schemes: fp8-tensor, fp8-channel, fp8-block, and the same with a
+ * "-ue8m0" suffix for power-of-two scales stored as one exponent byte.
+ *
+ *   data   rows * cols bytes, E4M3FN (dtype.h), row-major.
+ *   scale  tensor: 1 entry; channel: rows entries; block: a grid of
+ *          ceil(rows/128) x ceil(cols/128) entries, row-major, entry [i][j]
+ *          covering rows 128i.., cols 128j..; edge blocks are partial and
+ *          their range is taken over the real elements only.  This is the
+ *          upstream DeepSeek weight_scale_inv layout.  Entries are f32
+ *          (4 bytes) or ue8m0 (1 byte).  A scale is a multiplier.
+ *   unit   amax = max |x| over the tensor / row / block.
+ *          f32:   r = amax / 448            (s = max(r, 2^-126))
+ *          ue8m0: s = dsq_pow2_ceil(max(amax / 448, 2^-126))
+ *   encode q = dsq_f32_to_e4m3(x / s): IEEE division, then RNE to E4M3,
+ *          saturating at +-448.  (With power-of-two s the fast path may
+ *          multiply by 1/s: it is the same correctly rounded number.)
+ *   decode x = e4m3(q) * s.
+ *
+ * INT4 group schemes: int4-g{32,64,128}-{sym,asym}[-f16]
+ *
+ *   Groups of G consecutive columns of one row (G = 32, 64 or 128);
+ *   n_groups = ceil(cols / G), the last group is shorter when G does not
+ *   divide cols.  Codes u are unsigned nibbles 0..15, z the zero point:
+ *          decode x = (u - z) * s
+ *   data   ceil(cols/2) bytes per row, row-major: byte t of a row holds
+ *          column 2t in its LOW nibble and column 2t+1 in its HIGH nibble
+ *          (compressed-tensors / gpt-oss order).  When cols is odd the last
+ *          high nibble is 0.
+ *   scale  [rows, n_groups] bf16 (default) or f16 ("-f16" suffix).
+ *   sym    z = 8, not stored (signed codes -8..7 = u - 8).
+ *          r = amax / 7.5 (compressed-tensors: the extreme element maps to
+ *          +-7.5; the negative side reaches -8 exactly, the positive side
+ *          clamps to 7 with error <= s/2).
+ *   asym   mn = min(0, min x), mx = max(0, max x) (zero is always exact);
+ *          r = (mx - mn) / 15; z = clamp(rne(-mn / s), 0, 15).
+ *          zero   [rows, ceil(n_groups/2)] bytes: group 2t of a row in the
+ *                 low nibble of byte t, group 2t+1 in the high nibble (0 pad).
+ *   encode u = clamp(rne(x * inv) + z, 0, 15), inv = 1.0f / s computed once
+ *          per group in f32 (x * inv is clamped to [-16, 16] before rne).
+ *   Error: |x - decode| <= s/2 (+ f32 rounding) for every element inside the
+ *   (unclipped) range.
+ *
+ * INT8 channel schemes: int8-channel (f32 scale), int8-channel-f16
+ *
+ *   data   rows * cols int8 codes q in -127..127 (two's complement bytes).
+ *   scale  rows entries, f32 or f16.
+ *   unit   r = amax / 127 over the row; q = clamp(rne(x * inv), -127, 127),
+ *          inv = 1.0f / s; decode x = q * s.
+ *
+ * Float schemes: f32, f16, bf16 -- data only, rows * cols elements.
+ *   f16 / bf16 round to nearest even (dsq_f32_to_f16 / dsq_f32_to_bf16:
+ *   f16 overflows to inf as IEEE does); f32 copies the bits.
+ *
+ * ---------------------------------------------------------------------------
+ * Scale search (dsq_qopts.clip_steps >= 2): instead of the full range, try
+ * clip ratios rho_k = 1 - (1 - clip_min) * k / (clip_steps - 1), k = 0..,
+ * computed in f32 (rho_0 = 1 is plain absmax).  For each rho the unit's range
+ * is scaled (amax * rho; asym: mn * rho and mx * rho), the scale (and zero
+ * point) follow from it exactly as above, and the unit is scored by
+ *     E(rho) = sum over the unit of w[col] * (x - decode(encode(x)))^2
+ * accumulated in double in row-major order, w = imp (per input column,
+ * length cols) or 1.  The first rho with the smallest E wins, so the result
+ * is never worse than absmax in that weighted error.  The search is scalar
+ * code shared by both paths.  Units are a group (int4), a row (channel), a
+ * 128x128 block or the whole matrix (tensor, inside dsq_q_prepare).
+ */
+#ifndef DSQ_QUANT_H
+#define DSQ_QUANT_H
+
+#include "dsq.h"
+
+#include <stdint.h>
+
+/* ---- schemes ------------------------------------------------------------ */
+
+/* Scheme ids.  Stable within a release; containers should store the name. */
+typedef enum dsq_qtype {
+    DSQ_Q_F32 = 0,
+    DSQ_Q_F16,
+    DSQ_Q_BF16,
+    DSQ_Q_FP8_TENSOR,         /* "fp8-tensor"          f32 scale  */
+    DSQ_Q_FP8_TENSOR_UE8M0,   /* "fp8-tensor-ue8m0"                */
+    DSQ_Q_FP8_CHANNEL,        /* "fp8-channel"                     */
+    DSQ_Q_FP8_CHANNEL_UE8M0,  /* "fp8-channel-ue8m0"               */
+    DSQ_Q_FP8_BLOCK,          /* "fp8-block": upstream DeepSeek    */
+    DSQ_Q_FP8_BLOCK_UE8M0,    /* "fp8-block-ue8m0"                 */
+    DSQ_Q_INT8_CHANNEL,       /* "int8-channel"        f32 scale   */
+    DSQ_Q_INT8_CHANNEL_F16,   /* "int8-channel-f16"                */
+    DSQ_Q_INT4_G32_SYM,       /* "int4-g32-sym"        bf16 scales */
+    DSQ_Q_INT4_G32_SYM_F16,   /* "int4-g32-sym-f16"                */
+    DSQ_Q_INT4_G32_ASYM,      /* "int4-g32-asym"                   */
+    DSQ_Q_INT4_G32_ASYM_F16,  /* "int4-g32-asym-f16"               */
+    DSQ_Q_INT4_G64_SYM,
+    DSQ_Q_INT4_G64_SYM_F16,
+    DSQ_Q_INT4_G64_ASYM,
+    DSQ_Q_INT4_G64_ASYM_F16,
+    DSQ_Q_INT4_G128_SYM,
+    DSQ_Q_INT4_G128_SYM_F16,
+    DSQ_Q_INT4_G128_ASYM,
+    DSQ_Q_INT4_G128_ASYM_F16,
+    DSQ_Q_COUNT
+} dsq_qtype;
+
+typedef enum dsq_qkind {
+    DSQ_QK_FLOAT = 0, /* f32 / f16 / bf16 elements, no scales */
+    DSQ_QK_FP8,       /* E4M3 codes and scales                 */
+    DSQ_QK_INT8,      /* int8 codes, per-row scale             */
+    DSQ_QK_INT4       /* packed nibbles, per-group scale       */
+} dsq_qkind;
+
+typedef enum dsq_qgran {
+    DSQ_QG_NONE = 0, /* float schemes      */
+    DSQ_QG_TENSOR,   /* one scale          */
+    DSQ_QG_CHANNEL,  /* one scale per row  */
+    DSQ_QG_BLOCK,    /* group x group tile */
+    DSQ_QG_GROUP     /* group columns of one row */
+} dsq_qgran;
+
+/* Traits of one scheme (the table is const). */
+typedef struct dsq_qscheme {
+    const char *name;   /* "int4-g128-sym", see the enum above            */
+    dsq_qkind kind;
+    dsq_qgran gran;
+    int group;          /* INT4: columns per group; block: tile edge 128; else 0 */
+    int sym;            /* 1 symmetric, 0 with zero points (INT4 asym)     */
+    dsq_dtype elem;     /* element dtype of the data array: F32, F16, BF16,
+                           F8_E4M3, I8, or U8 for packed nibbles           */
+    dsq_dtype sdt;      /* scale dtype: F32, F16, BF16, F8_E8M0, or INVALID */
+    int row_unit;       /* row ranges of dsq_q_quantize align to this      */
+    double bpw;         /* nominal bits per weight for large aligned shapes */
+} dsq_qscheme;
+
+/* Traits of scheme t, or NULL if t is out of range. */
+const dsq_qscheme *dsq_q_scheme(int t);
+/* Scheme id by name, or -1. */
+int dsq_q_from_name(const char *name);
+/* Scheme id by parameters (group ignored where it does not apply), or -1.
+ * For DSQ_QK_FLOAT (gran DSQ_QG_NONE, sym 1) sdt names the element dtype.
+ * Example: dsq_q_find(DSQ_QK_INT4, DSQ_QG_GROUP, 128, 1, DSQ_DT_BF16). */
+int dsq_q_find(dsq_qkind kind, dsq_qgran gran, int group, int sym, dsq_dtype sdt);
+/* 128 for block schemes, else 1 (0 for a bad id). */
+int dsq_q_row_unit(int t);
+
+/* Storage of a [rows, cols] matrix. */
+typedef struct dsq_qsizes {
+    uint64_t data;        /* bytes of the data array                  */
+    uint64_t scale;       /* bytes of the scale array (0 if none)     */
+    uint64_t zero;        /* bytes of the zero-point array (0 if none) */
+    uint64_t row_bytes;   /* data bytes per row                       */
+    int64_t scale_rows;   /* scale grid shape: tensor 1x1, channel rows x 1, */
+    int64_t scale_cols;   /* block ceil x ceil, group rows x n_groups; 0x0 none */
+} dsq_qsizes;
+
+/* Fill *out for scheme t and shape [rows, cols] (rows, cols >= 0, each at
+ * most 2^40, no size may overflow).  DSQ_E_ARG otherwise. */
+int dsq_q_sizes(int t, int64_t rows, int64_t cols, dsq_qsizes *out, dsq_err *err);
+/* Exact bits per weight (data + scales + zero points) for that shape; 0 for
+ * an empty or invalid one. */
+double dsq_q_bpw(int t, int64_t rows, int64_t cols);
+
+/* ---- matrices ------------------------------------------------------------ */
+
+/* A [rows, cols] matrix stored in scheme `type`: the three arrays laid out as
+ * described at the top of this file (sizes from dsq_q_sizes).  `scale` is
+ * NULL for float schemes, `zero` is NULL unless the scheme is asymmetric.
+ * Dequantizing never writes through these pointers. */
+typedef struct dsq_qmat {
+    int type;           /* dsq_qtype */
+    int64_t rows, cols;
+    void *data;
+    void *scale;
+    void *zero;
+} dsq_qmat;
+
+/* Quantization options; NULL means all defaults (plain absmax). */
+typedef struct dsq_qopts {
+    const float *imp;   /* per-input-column importance [cols] (finite, >= 0)
+                           weighting the search error, or NULL (all 1)  */
+    int clip_steps;     /* 0 or 1: absmax; 2..64: ratios tried (20 is typical) */
+    float clip_min;     /* smallest ratio tried, in (0, 1); 0 means 0.5  */
+} dsq_qopts;
+
+/* Compute the single scale of a *-tensor destination from the whole source
+ * and store it in dst->scale; a no-op for the other schemes.  Call once per
+ * matrix before dsq_q_quantize. */
+int dsq_q_prepare(const dsq_qmat *src, const dsq_qmat *dst, const dsq_qopts *opt,
+                  dsq_err *err);
+int dsq_q_prepare_ref(const dsq_qmat *src, const dsq_qmat *dst, const dsq_qopts *opt,
+                      dsq_err *err);
+
+/* Quantize rows [r0, r1) of src (same shape as dst, any scheme) into dst's
+ * arrays.  Writes only the bytes of those rows (for block schemes, of those
+ * 128-row bands).  Safe to call concurrently on disjoint row ranges.
+ * Returns DSQ_OK or DSQ_E_ARG (bad scheme, shape, range, pointer, options,
+ * or an unprepared tensor scale). */
+int dsq_q_quantize(const dsq_qmat *src, const dsq_qmat *dst, int64_t r0, int64_t r1,
+                   const dsq_qopts *opt, dsq_err *err);
+/* The same with the scalar reference kernels only: the definition of the
+ * output bytes. */
+int dsq_q_quantize_ref(const dsq_qmat *src, const dsq_qmat *dst, int64_t r0, int64_t r1,
+                       const dsq_qopts *opt, dsq_err *err);
+
+/* Rows [r0, r1) of m as f32 into out ((r1 - r0) * cols floats, row-major).
+ * Any r0 <= r1 <= rows.  Fast and reference paths agree bit for bit
+ * (every decode is one exact-rounded f32 product). */
+int dsq_q_dequantize(const dsq_qmat *m, int64_t r0, int64_t r1, float *out, dsq_err *err);
+int dsq_q_dequantize_ref(const dsq_qmat *m, int64_t r0, int64_t r1, float *out, dsq_err *err);
+/* Window rows [r0, r1) x cols [c0, c1) into out with row stride ld floats
+ * (ld >= c1 - c0). */
+int dsq_q_dequantize_tile(const dsq_qmat *m, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                          float *out, int64_t ld, dsq_err *err);
+
+/* prepare + quantize of all rows, split over the pool's workers in
+ * row_unit-aligned ranges (pool NULL: inline).  Same bytes as one call. */
+struct dsq_pool;
+int dsq_q_quantize_pool(struct dsq_pool *pool, const dsq_qmat *src, const dsq_qmat *dst,
+                        const dsq_qopts *opt, dsq_err *err);
+
+/* Name of the kernel set dsq_q_quantize uses: "avx2" or "ref". */
+const char *dsq_q_simd_name(void);
+
+/* ---- row conversions ---------------------------------------------------- */
+/* n values between f32 and 16-bit floats (little-endian bytes, any
+ * alignment), using the fast kernels; identical to dtype.h element by element. */
+void dsq_q_f32_to_bf16_row(const float *x, int64_t n, void *out);
+void dsq_q_f32_to_f16_row(const float *x, int64_t n, void *out);
+void dsq_q_bf16_to_f32_row(const void *p, int64_t n, float *out);
+void dsq_q_f16_to_f32_row(const void *p, int64_t n, float *out);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * quant_int.h -- the kernel table behind quant.h.  The drivers in quant.c
+ * (unit iteration, range and scale choice, scale search) are shared scalar
+ * code; only these element loops have a scalar (_ref) and an AVX2 version.
+ * Every quantizing kernel must produce the same bytes as its _ref twin for
+ * every input, which is what makes dsq_q_quantize reproducible everywhere.
+ *
+ * Semantics (all n >= 0, pointers of any alignment, little-endian bytes):
+ *   e4m3_dq   out[i] = e4m3(q[i]) * s               (one rounding)
+ *   bf16_dq / f16_dq   out[i] = widen(p[2i..2i+1])  (exact)
+ *   i8_dq     out[i] = (float)(int8)p[i] * s
+ *   i4_dq     out[i] = (float)(u_i - z) * s, u_i the nibble of element i
+ *             counting from the LOW nibble of p[0]
+ *   absmax    max |x| over finite x (0 if none)
+ *   minmax    *mn = min(0, finite x), *mx = max(0, finite x)
+ *   e4m3_enc  out[i] = dsq_f32_to_e4m3(x[i] / s)
+ *   i8_enc    out[i] = clamp(rne(t), -127, 127), t = x[i] * inv with NaN -> 0
+ *             and t clamped to [-128, 128] before rounding
+ *   i4_enc    u_i = clamp(rne(t) + z, 0, 15), t = x[i] * inv, NaN -> 0,
+ *             clamped to [-16, 16]; packed two per byte, element 2j in the
+ *             low nibble of out[j]; odd n leaves the last high nibble 0
+ *   bf16_enc / f16_enc  dsq_f32_to_bf16 / dsq_f32_to_f16, stored LE
+ */
+#ifndef DSQ_QUANT_INT_H
+#define DSQ_QUANT_INT_H
+
+#include <math.h>
+#include <stdint.h>
+
+typedef struct dsq_qkern {
+    const char *name;
+    void (*e4m3_dq)(const uint8_t *q, int64_t n, float s, float *out);
+    void (*bf16_dq)(const uint8_t *p, int64_t n, float *out);
+    void (*f16_dq)(const uint8_t *p, int64_t n, float *out);
+    void (*i8_dq)(const uint8_t *p, int64_t n, float s, float *out);
+    void (*i4_dq)(const uint8_t *p, int64_t n, float s, int z, float *out);
+    float (*absmax)(const float *x, int64_t n);
+    void (*minmax)(const float *x, int64_t n, float *mn, float *mx);
+    void (*e4m3_enc)(const float *x, int64_t n, float s, uint8_t *out);
+    void (*i8_enc)(const float *x, int64_t n, float inv, uint8_t *out);
+    void (*i4_enc)(const float *x, int64_t n, float inv, int z, uint8_t *out);
+    void (*bf16_enc)(const float *x, int64_t n, uint8_t *out);
+    void (*f16_enc)(const float *x, int64_t n, uint8_t *out);
+} dsq_qkern;
+
+/* The scalar reference kernels (quant_ref.c). */
+extern const dsq_qkern dsq_qkern_ref;
+/* AVX2 kernels, or NULL when built with DSQ_NO_SIMD, on non-x86 targets, or
+ * when the CPU lacks AVX2, FMA or F16C (simd_avx2.c). */
+const dsq_qkern *dsq_qkern_avx2(void);
+/* The kernel set used by the non-_ref entry points, chosen once. */
+const dsq_qkern *dsq_qkern_best(void);
+
+/* Scalar helpers shared by the reference kernels and the drivers. */
+static inline float dsq_q_maxps(float a, float b) { return a > b ? a : b; } /* = _mm256_max_ps(a, b) */
+static inline float dsq_q_minps(float a, float b) { return a < b ? a : b; } /* = _mm256_min_ps(a, b) */
+
+/* One INT4 code (see i4_enc above). */
+static inline unsigned dsq_q_i4_code(float x, float inv, int z) {
+    float t = x * inv;
+    if (t != t) t = 0;
+    t = dsq_q_minps(dsq_q_maxps(t, -16.0f), 16.0f);
+    int u = (int)rintf(t) + z;
+    return (unsigned)(u < 0 ? 0 : u > 15 ? 15 : u);
+}
+/* One INT8 code, as a signed value (see i8_enc above). */
+static inline int dsq_q_i8_code(float x, float inv) {
+    float t = x * inv;
+    if (t != t) t = 0;
+    t = dsq_q_minps(dsq_q_maxps(t, -128.0f), 128.0f);
+    int q = (int)rintf(t);
+    return q < -127 ? -127 : q > 127 ? 127 : q;
+}
+
+#endif

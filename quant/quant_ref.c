@@ -1,0 +1,129 @@
+/*
+ * quant_ref.c -- the scalar reference kernels of quant_int.h ("reference
+ * implementation for deterministic creation of model files", as ggml-quants.c
+ * puts it) and the run-time choice between them and the AVX2 set.
+ *
+ * These loops define the output bytes; simd_avx2.c must match them exactly.
+ */
+#include "quant_int.h"
+#include "quant.h"
+#include "dtype.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+static void e4m3_dq_ref(const uint8_t *q, int64_t n, float s, float *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = dsq_e4m3_lut[q[i]] * s;
+}
+
+static void bf16_dq_ref(const uint8_t *p, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = dsq_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+static void f16_dq_ref(const uint8_t *p, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = dsq_f16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+static void i8_dq_ref(const uint8_t *p, int64_t n, float s, float *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = (float)(int8_t)p[i] * s;
+}
+
+static void i4_dq_ref(const uint8_t *p, int64_t n, float s, int z, float *out) {
+    for (int64_t i = 0; i < n; i++) {
+        int u = (i & 1) ? p[i / 2] >> 4 : p[i / 2] & 15;
+        out[i] = (float)(u - z) * s;
+    }
+}
+
+/* Non-finite elements count as 0, so a stray inf/NaN cannot blow the range
+ * up; the comparison form matches _mm256_max_ps. */
+static float absmax_ref(const float *x, int64_t n) {
+    float m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (!(a < INFINITY)) a = 0;
+        m = dsq_q_maxps(m, a);
+    }
+    return m;
+}
+
+static void minmax_ref(const float *x, int64_t n, float *mn, float *mx) {
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = fabsf(x[i]) < INFINITY ? x[i] : 0.0f;
+        lo = dsq_q_minps(lo, v);
+        hi = dsq_q_maxps(hi, v);
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+static void e4m3_enc_ref(const float *x, int64_t n, float s, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
+}
+
+static void i8_enc_ref(const float *x, int64_t n, float inv, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = (uint8_t)(int8_t)dsq_q_i8_code(x[i], inv);
+}
+
+static void i4_enc_ref(const float *x, int64_t n, float inv, int z, uint8_t *out) {
+    for (int64_t i = 0; i < n; i += 2) {
+        unsigned lo = dsq_q_i4_code(x[i], inv, z);
+        unsigned hi = i + 1 < n ? dsq_q_i4_code(x[i + 1], inv, z) : 0;
+        out[i / 2] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+static void bf16_enc_ref(const float *x, int64_t n, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = dsq_f32_to_bf16(x[i]);
+        out[2 * i] = (uint8_t)h;
+        out[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+static void f16_enc_ref(const float *x, int64_t n, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = dsq_f32_to_f16(x[i]);
+        out[2 * i] = (uint8_t)h;
+        out[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+const dsq_qkern dsq_qkern_ref = {
+    .name = "ref",
+    .e4m3_dq = e4m3_dq_ref,
+    .bf16_dq = bf16_dq_ref,
+    .f16_dq = f16_dq_ref,
+    .i8_dq = i8_dq_ref,
+    .i4_dq = i4_dq_ref,
+    .absmax = absmax_ref,
+    .minmax = minmax_ref,
+    .e4m3_enc = e4m3_enc_ref,
+    .i8_enc = i8_enc_ref,
+    .i4_enc = i4_enc_ref,
+    .bf16_enc = bf16_enc_ref,
+    .f16_enc = f16_enc_ref,
+};
+
+/* ---- dispatch ------------------------------------------------------------
+ * The one writable global of quant/: the chosen kernel set, written once
+ * under pthread_once and read-only afterwards. */
+static const dsq_qkern *g_best;
+static pthread_once_t g_best_once = PTHREAD_ONCE_INIT;
+
+static void choose_best(void) {
+    dsq_codecs_init();
+    const dsq_qkern *k = dsq_qkern_avx2();
+    g_best = k ? k : &dsq_qkern_ref;
+}
+
+const dsq_qkern *dsq_qkern_best(void) {
+    pthread_once(&g_best_once, choose_best);
+    return g_best;
+}
+
+const char *dsq_q_simd_name(void) { return dsq_qkern_best()->name; }

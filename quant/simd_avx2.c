@@ -1,0 +1,342 @@
+/*
+ * simd_avx2.c -- AVX2 (+FMA, F16C) versions of the quant_int.h kernels.
+ * Each loop handles whole vectors with intrinsics and leaves the tail to the
+ * same scalar code as quant_ref.c (ggml-cpu/arch/x86/quants.c style).
+ *
+ * Built without -mavx2: the functions carry __attribute__((target)) and the
+ * table is only handed out when __builtin_cpu_supports says the CPU has the
+ * instructions, so one binary runs everywhere.  -DDSQ_NO_SIMD (make SIMD=none)
+ * compiles none of it.
+ *
+ * Bit-exactness with the reference, kernel by kernel:
+ *   - E4M3 decode puts the 7 magnitude bits at f32 bit 20 (exponent field =
+ *     E4M3 exponent, mantissa = top 3 bits), which reads as 2^-120 times the
+ *     E4M3 value also for subnormals; the exact product with 2^120 restores
+ *     it.  0x7F/0xFF become NaN as in the table.  Then one multiply by s.
+ *   - E4M3 encode is dtype.c's minifloat_round done on 8 lanes: bias-adjusted
+ *     RNE on the f32 bits for normal results, rne(a * 2^9) below 2^-6, a
+ *     min() for saturation, NaN forced to 0x7F.  x / s is an IEEE division;
+ *     when s is a normal power of two it becomes x * (1/s), the same
+ *     correctly rounded quotient.
+ *   - Integer codes: x * inv, NaN -> 0, clamp, cvtps (round to nearest even
+ *     under the default MXCSR), integer add and clamp: the exact operation
+ *     sequence of dsq_q_i4_code / dsq_q_i8_code.
+ *   - max/min of finite values do not depend on the order of evaluation.
+ *   - F16 uses F16C (IEEE RNE) with NaNs rewritten to dtype.c's quiet NaN.
+ */
+#include "quant_int.h"
+#include "dtype.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#if !defined(DSQ_NO_SIMD) && defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+
+/* ---- decoding -------------------------------------------------------------- */
+
+TGT static inline __m256 e4m3x8(__m128i b) {
+    __m256i v = _mm256_cvtepu8_epi32(b);
+    __m256i mag = _mm256_and_si256(v, _mm256_set1_epi32(0x7F));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
+    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)), _mm256_set1_ps(0x1p120f));
+    __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F)));
+    f = _mm256_blendv_ps(f, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), nan);
+    return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
+}
+
+TGT static void e4m3_dq_avx2(const uint8_t *q, int64_t n, float s, float *out) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(b), vs));
+        _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(e4m3x8(_mm_srli_si128(b, 8)), vs));
+    }
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(_mm_loadl_epi64((const __m128i *)(q + i))), vs));
+    for (; i < n; i++) out[i] = dsq_e4m3_lut[q[i]] * s;
+}
+
+TGT static void bf16_dq_avx2(const uint8_t *p, int64_t n, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i)));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_slli_epi32(v, 16));
+    }
+    for (; i < n; i++) out[i] = dsq_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+TGT static void f16_dq_avx2(const uint8_t *p, int64_t n, float *out) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i)));
+        __m256 nan = _mm256_cmp_ps(f, f, _CMP_UNORD_Q);
+        f = _mm256_blendv_ps(f, _mm256_or_ps(_mm256_and_ps(f, sign), qnan), nan);
+        _mm256_storeu_ps(out + i, f);
+    }
+    for (; i < n; i++) out[i] = dsq_f16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+}
+
+TGT static void i8_dq_avx2(const uint8_t *p, int64_t n, float s, float *out) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vs));
+    }
+    for (; i < n; i++) out[i] = (float)(int8_t)p[i] * s;
+}
+
+TGT static void i4_dq_avx2(const uint8_t *p, int64_t n, float s, int z, float *out) {
+    const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps((float)z);
+    const __m256i sh = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4), m15 = _mm256_set1_epi32(15);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(p + i / 2));
+        b = _mm_unpacklo_epi8(b, b); /* each byte twice: low nibble lane, high nibble lane */
+        __m256i u0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(b), sh), m15);
+        __m256i u1 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)), sh), m15);
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u0), vz), vs));
+        _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u1), vz), vs));
+    }
+    for (; i < n; i++) {
+        int u = (i & 1) ? p[i / 2] >> 4 : p[i / 2] & 15;
+        out[i] = (float)(u - z) * s;
+    }
+}
+
+/* ---- ranges ---------------------------------------------------------------- */
+
+TGT static inline __m256 finite_or_zero(__m256 x, __m256 *ax) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    __m256 a = _mm256_and_ps(x, absm);
+    __m256 ok = _mm256_cmp_ps(a, inf, _CMP_LT_OQ);
+    *ax = _mm256_and_ps(a, ok);
+    return _mm256_and_ps(x, ok);
+}
+
+TGT static float hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+TGT static float hmin(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+TGT static float absmax_avx2(const float *x, int64_t n) {
+    __m256 m0 = _mm256_setzero_ps(), m1 = m0, a;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        finite_or_zero(_mm256_loadu_ps(x + i), &a);
+        m0 = _mm256_max_ps(m0, a);
+        finite_or_zero(_mm256_loadu_ps(x + i + 8), &a);
+        m1 = _mm256_max_ps(m1, a);
+    }
+    for (; i + 8 <= n; i += 8) {
+        finite_or_zero(_mm256_loadu_ps(x + i), &a);
+        m0 = _mm256_max_ps(m0, a);
+    }
+    float m = hmax(_mm256_max_ps(m0, m1));
+    for (; i < n; i++) {
+        float v = fabsf(x[i]);
+        if (!(v < INFINITY)) v = 0;
+        m = dsq_q_maxps(m, v);
+    }
+    return m;
+}
+
+TGT static void minmax_avx2(const float *x, int64_t n, float *mn, float *mx) {
+    __m256 lo = _mm256_setzero_ps(), hi = lo, a;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = finite_or_zero(_mm256_loadu_ps(x + i), &a);
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
+    }
+    float l = hmin(lo), h = hmax(hi);
+    for (; i < n; i++) {
+        float v = fabsf(x[i]) < INFINITY ? x[i] : 0.0f;
+        l = dsq_q_minps(l, v);
+        h = dsq_q_maxps(h, v);
+    }
+    *mn = l;
+    *mx = h;
+}
+
+/* ---- encoding -------------------------------------------------------------- */
+
+/* Eight E4M3 codes (one per int32 lane) of v, as dsq_f32_to_e4m3. */
+TGT static inline __m256i e4m3_enc8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i sign = _mm256_srli_epi32(_mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u)), 24);
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+    /* normal result: RNE at mantissa bit 20, rebias 127 -> 7 */
+    __m256i r = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_set1_epi32(0x7FFFF),
+                                 _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1))));
+    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(r, 20), _mm256_set1_epi32(120 << 3));
+    cn = _mm256_min_epi32(cn, _mm256_set1_epi32(0x7E));
+    /* subnormal result (|v| < 2^-6): rne(|v| * 2^9), exact scaling */
+    __m256i cs = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(512.0f)));
+    __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3C800000), a);
+    __m256i c = _mm256_blendv_epi8(cn, cs, sub);
+    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
+    c = _mm256_or_si256(c, _mm256_and_si256(nan, _mm256_set1_epi32(0x7F)));
+    return _mm256_or_si256(c, sign);
+}
+
+/* 32 int32 lanes holding 0..255 -> 32 bytes in order. */
+TGT static inline __m256i pack32_u8(__m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+/* Same for signed lanes in -128..127. */
+TGT static inline __m256i pack32_i8(__m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+TGT static void e4m3_enc_avx2(const float *x, int64_t n, float s, uint8_t *out) {
+    uint32_t sb;
+    memcpy(&sb, &s, 4);
+    uint32_t e = (sb >> 23) & 0xFF;
+    int pow2 = (sb & 0x807FFFFFu) == 0 && e >= 1 && e <= 254;
+    const __m256 vs = _mm256_set1_ps(s), vinv = _mm256_set1_ps(pow2 ? 1.0f / s : 0.0f);
+#define E4DIV(p) (pow2 ? _mm256_mul_ps(_mm256_loadu_ps(p), vinv) : _mm256_div_ps(_mm256_loadu_ps(p), vs))
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c0 = e4m3_enc8(E4DIV(x + i)), c1 = e4m3_enc8(E4DIV(x + i + 8));
+        __m256i c2 = e4m3_enc8(E4DIV(x + i + 16)), c3 = e4m3_enc8(E4DIV(x + i + 24));
+        _mm256_storeu_si256((__m256i *)(out + i), pack32_u8(c0, c1, c2, c3));
+    }
+#undef E4DIV
+    for (; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
+}
+
+/* x * inv with NaN -> 0, clamped to [-lim, lim], rounded to nearest even. */
+TGT static inline __m256i icode8(const float *p, __m256 vinv, __m256 lo, __m256 hi) {
+    __m256 t = _mm256_mul_ps(_mm256_loadu_ps(p), vinv);
+    t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q));
+    t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+    return _mm256_cvtps_epi32(t);
+}
+
+TGT static void i8_enc_avx2(const float *x, int64_t n, float inv, uint8_t *out) {
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(128.0f);
+    const __m256i qlo = _mm256_set1_epi32(-127), qhi = _mm256_set1_epi32(127);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c[4];
+        for (int k = 0; k < 4; k++)
+            c[k] = _mm256_min_epi32(_mm256_max_epi32(icode8(x + i + 8 * k, vinv, lo, hi), qlo), qhi);
+        _mm256_storeu_si256((__m256i *)(out + i), pack32_i8(c[0], c[1], c[2], c[3]));
+    }
+    for (; i < n; i++) out[i] = (uint8_t)(int8_t)dsq_q_i8_code(x[i], inv);
+}
+
+TGT static void i4_enc_avx2(const float *x, int64_t n, float inv, int z, uint8_t *out) {
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-16.0f), hi = _mm256_set1_ps(16.0f);
+    const __m256i vz = _mm256_set1_epi32(z), q0 = _mm256_setzero_si256(), q15 = _mm256_set1_epi32(15);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c[4];
+        for (int k = 0; k < 4; k++) {
+            __m256i u = _mm256_add_epi32(icode8(x + i + 8 * k, vinv, lo, hi), vz);
+            c[k] = _mm256_min_epi32(_mm256_max_epi32(u, q0), q15);
+        }
+        __m256i b = pack32_u8(c[0], c[1], c[2], c[3]);
+        /* 16-bit word t = e[2t] | e[2t+1] << 8  ->  e[2t] | e[2t+1] << 4 */
+        __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0xFF));
+        __m128i nib = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(out + i / 2), nib);
+    }
+    for (; i < n; i += 2) {
+        unsigned l = dsq_q_i4_code(x[i], inv, z);
+        unsigned h = i + 1 < n ? dsq_q_i4_code(x[i + 1], inv, z) : 0;
+        out[i / 2] = (uint8_t)(l | h << 4);
+    }
+}
+
+TGT static inline __m256i bf16x8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)),
+                                     _mm256_set1_epi32(0x7F800000));
+    __m256i hi = _mm256_srli_epi32(u, 16);
+    __m256i rn = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF),
+                                   _mm256_and_si256(hi, _mm256_set1_epi32(1)))), 16);
+    return _mm256_blendv_epi8(rn, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+}
+
+TGT static void bf16_enc_avx2(const float *x, int64_t n, uint8_t *out) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_packus_epi32(bf16x8(_mm256_loadu_ps(x + i)), bf16x8(_mm256_loadu_ps(x + i + 8)));
+        _mm256_storeu_si256((__m256i *)(out + 2 * i), _mm256_permute4x64_epi64(h, 0xD8));
+    }
+    for (; i < n; i++) {
+        uint16_t h = dsq_f32_to_bf16(x[i]);
+        out[2 * i] = (uint8_t)h;
+        out[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+TGT static void f16_enc_avx2(const float *x, int64_t n, uint8_t *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        __m256i fix = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 16),
+                                                       _mm256_set1_epi32(0x8000)),
+                                      _mm256_set1_epi32(0x7E00));
+        __m128i fix16 = _mm_packus_epi32(_mm256_castsi256_si128(fix), _mm256_extracti128_si256(fix, 1));
+        __m128i nan16 = _mm_packs_epi32(_mm256_castsi256_si128(nan), _mm256_extracti128_si256(nan, 1));
+        _mm_storeu_si128((__m128i *)(out + 2 * i), _mm_blendv_epi8(h, fix16, nan16));
+    }
+    for (; i < n; i++) {
+        uint16_t h = dsq_f32_to_f16(x[i]);
+        out[2 * i] = (uint8_t)h;
+        out[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+static const dsq_qkern k_avx2 = {
+    .name = "avx2",
+    .e4m3_dq = e4m3_dq_avx2,
+    .bf16_dq = bf16_dq_avx2,
+    .f16_dq = f16_dq_avx2,
+    .i8_dq = i8_dq_avx2,
+    .i4_dq = i4_dq_avx2,
+    .absmax = absmax_avx2,
+    .minmax = minmax_avx2,
+    .e4m3_enc = e4m3_enc_avx2,
+    .i8_enc = i8_enc_avx2,
+    .i4_enc = i4_enc_avx2,
+    .bf16_enc = bf16_enc_avx2,
+    .f16_enc = f16_enc_avx2,
+};
+
+const dsq_qkern *dsq_qkern_avx2(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return &k_avx2;
+    return NULL;
+}
+
+#else /* no SIMD build */
+
+const dsq_qkern *dsq_qkern_avx2(void) { return NULL; }
+
+#endif

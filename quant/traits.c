@@ -1,0 +1,133 @@
+/*
+ * traits.c -- the scheme table of quant.h (one const entry per dsq_qtype,
+ * designated initializers as in ggml's type_traits) and the storage size
+ * arithmetic derived from it.
+ */
+#include "quant.h"
+#include "common.h"
+
+#include <string.h>
+
+#define FP8(id, nm, g, sd, bits)                                              \
+    [id] = {.name = nm, .kind = DSQ_QK_FP8, .gran = g, .group = (g) == DSQ_QG_BLOCK ? 128 : 0, \
+            .sym = 1, .elem = DSQ_DT_F8_E4M3, .sdt = sd,                      \
+            .row_unit = (g) == DSQ_QG_BLOCK ? 128 : 1, .bpw = bits}
+#define I4(id, nm, g, s, sd)                                                  \
+    [id] = {.name = nm, .kind = DSQ_QK_INT4, .gran = DSQ_QG_GROUP, .group = g, .sym = s, \
+            .elem = DSQ_DT_U8, .sdt = sd, .row_unit = 1,                      \
+            .bpw = 4.0 + 16.0 / (g) + ((s) ? 0.0 : 4.0 / (g))}
+
+/* bpw: data bits plus scale (and zero-point) bits per weight for a large
+ * matrix whose sides are multiples of the group / block. */
+static const dsq_qscheme g_schemes[DSQ_Q_COUNT] = {
+    [DSQ_Q_F32] = {.name = "f32", .kind = DSQ_QK_FLOAT, .gran = DSQ_QG_NONE, .sym = 1,
+                   .elem = DSQ_DT_F32, .sdt = DSQ_DT_INVALID, .row_unit = 1, .bpw = 32},
+    [DSQ_Q_F16] = {.name = "f16", .kind = DSQ_QK_FLOAT, .gran = DSQ_QG_NONE, .sym = 1,
+                   .elem = DSQ_DT_F16, .sdt = DSQ_DT_INVALID, .row_unit = 1, .bpw = 16},
+    [DSQ_Q_BF16] = {.name = "bf16", .kind = DSQ_QK_FLOAT, .gran = DSQ_QG_NONE, .sym = 1,
+                    .elem = DSQ_DT_BF16, .sdt = DSQ_DT_INVALID, .row_unit = 1, .bpw = 16},
+    FP8(DSQ_Q_FP8_TENSOR, "fp8-tensor", DSQ_QG_TENSOR, DSQ_DT_F32, 8.0),
+    FP8(DSQ_Q_FP8_TENSOR_UE8M0, "fp8-tensor-ue8m0", DSQ_QG_TENSOR, DSQ_DT_F8_E8M0, 8.0),
+    FP8(DSQ_Q_FP8_CHANNEL, "fp8-channel", DSQ_QG_CHANNEL, DSQ_DT_F32, 8.0),
+    FP8(DSQ_Q_FP8_CHANNEL_UE8M0, "fp8-channel-ue8m0", DSQ_QG_CHANNEL, DSQ_DT_F8_E8M0, 8.0),
+    FP8(DSQ_Q_FP8_BLOCK, "fp8-block", DSQ_QG_BLOCK, DSQ_DT_F32, 8.0 + 32.0 / 16384),
+    FP8(DSQ_Q_FP8_BLOCK_UE8M0, "fp8-block-ue8m0", DSQ_QG_BLOCK, DSQ_DT_F8_E8M0, 8.0 + 8.0 / 16384),
+    [DSQ_Q_INT8_CHANNEL] = {.name = "int8-channel", .kind = DSQ_QK_INT8, .gran = DSQ_QG_CHANNEL,
+                            .sym = 1, .elem = DSQ_DT_I8, .sdt = DSQ_DT_F32, .row_unit = 1,
+                            .bpw = 8},
+    [DSQ_Q_INT8_CHANNEL_F16] = {.name = "int8-channel-f16", .kind = DSQ_QK_INT8,
+                                .gran = DSQ_QG_CHANNEL, .sym = 1, .elem = DSQ_DT_I8,
+                                .sdt = DSQ_DT_F16, .row_unit = 1, .bpw = 8},
+    I4(DSQ_Q_INT4_G32_SYM, "int4-g32-sym", 32, 1, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G32_SYM_F16, "int4-g32-sym-f16", 32, 1, DSQ_DT_F16),
+    I4(DSQ_Q_INT4_G32_ASYM, "int4-g32-asym", 32, 0, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G32_ASYM_F16, "int4-g32-asym-f16", 32, 0, DSQ_DT_F16),
+    I4(DSQ_Q_INT4_G64_SYM, "int4-g64-sym", 64, 1, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G64_SYM_F16, "int4-g64-sym-f16", 64, 1, DSQ_DT_F16),
+    I4(DSQ_Q_INT4_G64_ASYM, "int4-g64-asym", 64, 0, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G64_ASYM_F16, "int4-g64-asym-f16", 64, 0, DSQ_DT_F16),
+    I4(DSQ_Q_INT4_G128_SYM, "int4-g128-sym", 128, 1, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G128_SYM_F16, "int4-g128-sym-f16", 128, 1, DSQ_DT_F16),
+    I4(DSQ_Q_INT4_G128_ASYM, "int4-g128-asym", 128, 0, DSQ_DT_BF16),
+    I4(DSQ_Q_INT4_G128_ASYM_F16, "int4-g128-asym-f16", 128, 0, DSQ_DT_F16),
+};
+
+const dsq_qscheme *dsq_q_scheme(int t) {
+    if (t < 0 || t >= DSQ_Q_COUNT) return NULL;
+    return &g_schemes[t];
+}
+
+int dsq_q_from_name(const char *name) {
+    if (!name) return -1;
+    for (int t = 0; t < DSQ_Q_COUNT; t++)
+        if (strcmp(g_schemes[t].name, name) == 0) return t;
+    return -1;
+}
+
+int dsq_q_find(dsq_qkind kind, dsq_qgran gran, int group, int sym, dsq_dtype sdt) {
+    for (int t = 0; t < DSQ_Q_COUNT; t++) {
+        const dsq_qscheme *s = &g_schemes[t];
+        if (s->kind != kind || s->gran != gran || s->sym != (sym != 0)) continue;
+        if ((kind == DSQ_QK_FLOAT ? s->elem : s->sdt) != sdt) continue;
+        if (gran == DSQ_QG_GROUP && s->group != group) continue;
+        return t;
+    }
+    return -1;
+}
+
+int dsq_q_row_unit(int t) {
+    const dsq_qscheme *s = dsq_q_scheme(t);
+    return s ? s->row_unit : 0;
+}
+
+static uint64_t sdt_size(dsq_dtype d) {
+    switch (d) {
+    case DSQ_DT_F32: return 4;
+    case DSQ_DT_F16:
+    case DSQ_DT_BF16: return 2;
+    case DSQ_DT_F8_E8M0: return 1;
+    default: return 0;
+    }
+}
+
+int dsq_q_sizes(int t, int64_t rows, int64_t cols, dsq_qsizes *out, dsq_err *err) {
+    const dsq_qscheme *s = dsq_q_scheme(t);
+    memset(out, 0, sizeof *out);
+    if (!s) return dsq_fail(err, DSQ_E_ARG, "quant: unknown scheme id %d", t);
+    /* 2^40 per side keeps every product below 2^63 even with 4-byte elements
+     * (rows * cols is checked separately). */
+    const int64_t lim = (int64_t)1 << 40;
+    if (rows < 0 || cols < 0 || rows > lim || cols > lim)
+        return dsq_fail(err, DSQ_E_ARG, "quant %s: bad shape [%lld, %lld]", s->name,
+                        (long long)rows, (long long)cols);
+    uint64_t r = (uint64_t)rows, c = (uint64_t)cols, n;
+    uint64_t es = s->elem == DSQ_DT_F32 ? 4 : (s->elem == DSQ_DT_F16 || s->elem == DSQ_DT_BF16) ? 2 : 1;
+    if (dsq_mul_ovf(r, c, &n) || n > ((uint64_t)1 << 60))
+        return dsq_fail(err, DSQ_E_ARG, "quant %s: shape [%lld, %lld] too large", s->name,
+                        (long long)rows, (long long)cols);
+    out->row_bytes = s->kind == DSQ_QK_INT4 ? (c + 1) / 2 : c * es;
+    out->data = out->row_bytes * r;
+    uint64_t ss = sdt_size(s->sdt), g = (uint64_t)s->group;
+    switch (s->gran) {
+    case DSQ_QG_NONE: break;
+    case DSQ_QG_TENSOR: out->scale_rows = out->scale_cols = 1; break;
+    case DSQ_QG_CHANNEL: out->scale_rows = rows; out->scale_cols = 1; break;
+    case DSQ_QG_BLOCK:
+        out->scale_rows = (int64_t)((r + g - 1) / g);
+        out->scale_cols = (int64_t)((c + g - 1) / g);
+        break;
+    case DSQ_QG_GROUP:
+        out->scale_rows = rows;
+        out->scale_cols = (int64_t)((c + g - 1) / g);
+        if (!s->sym) out->zero = r * (((uint64_t)out->scale_cols + 1) / 2);
+        break;
+    }
+    out->scale = (uint64_t)out->scale_rows * (uint64_t)out->scale_cols * ss;
+    return DSQ_OK;
+}
+
+double dsq_q_bpw(int t, int64_t rows, int64_t cols) {
+    dsq_qsizes z;
+    if (dsq_q_sizes(t, rows, cols, &z, NULL) != DSQ_OK || rows == 0 || cols == 0) return 0;
+    return 8.0 * (double)(z.data + z.scale + z.zero) / ((double)rows * (double)cols);
+}

@@ -1,0 +1,249 @@
+/*
+ * test_quant_simd.c -- the fast kernels against the scalar reference: each
+ * kernel on random bit patterns and constructed rounding ties, then whole
+ * quantize / dequantize calls on awkward shapes (odd rows, columns that are
+ * not multiples of 8, 32 or 128, zeros, huge and tiny values) from f32, bf16
+ * and FP8 sources; and the 1-thread versus 2-thread identity of
+ * dsq_q_quantize_pool.  In a SIMD=none build the kernel tests skip and the
+ * end-to-end ones compare the reference with itself.
+ */
+#include "test.h"
+#include "quant/quant.h"
+#include "quant/quant_int.h"
+#include "quant/dtype.h"
+#include "common.h"
+#include "pool.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static uint64_t g_rng;
+static uint32_t rnd(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (uint32_t)((g_rng * 0x2545F4914F6CDD1DULL) >> 32);
+}
+static float bits_f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* Random f32 in a useful spread: any bit pattern (NaN, inf, subnormal) one
+ * time in 8, otherwise sign * 2^[-40, 20) * [1, 2). */
+static float any_f(void) {
+    uint32_t u = rnd();
+    if ((u & 7) == 0) return bits_f(rnd());
+    return bits_f((rnd() & 0x807FFFFFu) | (uint32_t)(127 - 40 + (int)(u >> 3) % 60) << 23);
+}
+
+static const dsq_qkern *fast(void) {
+    const dsq_qkern *k = dsq_qkern_best();
+    return k == &dsq_qkern_ref ? NULL : k;
+}
+
+enum { NK = 4099 }; /* odd length: every kernel runs its vector loop and tail */
+
+TEST(test_quant_simd_encode_kernels) {
+    const dsq_qkern *k = fast(), *r = &dsq_qkern_ref;
+    if (!k) SKIP("no SIMD kernels in this build or on this CPU");
+    static float x[NK];
+    static uint8_t a[2 * NK], b[2 * NK];
+    g_rng = 21;
+    dsq_codecs_init();
+    for (int rep = 0; rep < 40; rep++) {
+        for (int i = 0; i < NK; i++) x[i] = any_f();
+        if (rep & 1) /* E4M3 ties: midpoints of neighbours and one ulp around */
+            for (int i = 0; i + 3 < NK; i += 3) {
+                unsigned c = rnd() % 126;
+                float m = (dsq_e4m3_lut[c] + dsq_e4m3_lut[c + 1]) / 2;
+                x[i] = m;
+                x[i + 1] = nextafterf(m, 0);
+                x[i + 2] = -nextafterf(m, INFINITY);
+            }
+        float scales[] = {1.0f, 0.0078125f, 3.0f, 1e-3f, ldexpf(1, -126), ldexpf(1, 127), ldexpf(1, -130)};
+        for (int si = 0; si < 7; si++) {
+            float s = scales[si];
+            k->e4m3_enc(x, NK, s, a);
+            r->e4m3_enc(x, NK, s, b);
+            for (int i = 0; i < NK; i++)
+                CHECKF(a[i] == b[i], "e4m3_enc x=%a s=%a: %02x vs %02x", (double)x[i], (double)s, a[i], b[i]);
+            for (int z = 0; z < 16; z += 5) {
+                k->i4_enc(x + 1, NK - 1, 1.0f / s, z, a);
+                r->i4_enc(x + 1, NK - 1, 1.0f / s, z, b);
+                CHECKF(memcmp(a, b, NK / 2) == 0, "i4_enc s=%g z=%d", (double)s, z);
+            }
+            k->i8_enc(x, NK, 1.0f / s, a);
+            r->i8_enc(x, NK, 1.0f / s, b);
+            CHECKF(memcmp(a, b, NK) == 0, "i8_enc s=%g", (double)s);
+        }
+        for (int i = 0; i < NK; i += 2) x[i] = bits_f(rnd()); /* raw patterns for the 16-bit floats */
+        k->bf16_enc(x, NK, a);
+        r->bf16_enc(x, NK, b);
+        CHECK(memcmp(a, b, 2 * NK) == 0);
+        k->f16_enc(x, NK, a);
+        r->f16_enc(x, NK, b);
+        for (int i = 0; i < NK; i++)
+            CHECKF(a[2 * i] == b[2 * i] && a[2 * i + 1] == b[2 * i + 1], "f16_enc %a", (double)x[i]);
+        for (int n = 0; n < 40; n++) {
+            float l1, h1, l2, h2;
+            CHECK(k->absmax(x + n, NK - 2 * n) == r->absmax(x + n, NK - 2 * n));
+            k->minmax(x + n, NK - 2 * n, &l1, &h1);
+            r->minmax(x + n, NK - 2 * n, &l2, &h2);
+            CHECK(l1 == l2 && h1 == h2);
+        }
+    }
+}
+
+TEST(test_quant_simd_decode_kernels) {
+    const dsq_qkern *k = fast(), *r = &dsq_qkern_ref;
+    if (!k) SKIP("no SIMD kernels in this build or on this CPU");
+    static uint8_t p[2 * NK];
+    static float a[NK], b[NK];
+    g_rng = 22;
+    dsq_codecs_init();
+    for (int rep = 0; rep < 20; rep++) {
+        for (int i = 0; i < 2 * NK; i++) p[i] = (uint8_t)rnd();
+        float s = rep ? ldexpf((float)(rnd() % 1000 + 1), (int)(rnd() % 40) - 30) : 1.0f;
+        int n = NK - rep;
+        k->e4m3_dq(p, n, s, a);
+        r->e4m3_dq(p, n, s, b);
+        for (int i = 0; i < n; i++) CHECK(isnan(b[i]) ? isnan(a[i]) : memcmp(&a[i], &b[i], 4) == 0);
+        k->bf16_dq(p, n, a);
+        r->bf16_dq(p, n, b);
+        CHECK(memcmp(a, b, 4 * (size_t)n) == 0);
+        k->f16_dq(p, n, a);
+        r->f16_dq(p, n, b);
+        CHECK(memcmp(a, b, 4 * (size_t)n) == 0); /* NaNs canonical on both sides */
+        k->i8_dq(p, n, s, a);
+        r->i8_dq(p, n, s, b);
+        CHECK(memcmp(a, b, 4 * (size_t)n) == 0);
+        k->i4_dq(p, n, s, rep % 16, a);
+        r->i4_dq(p, n, s, rep % 16, b);
+        CHECK(memcmp(a, b, 4 * (size_t)n) == 0);
+    }
+}
+
+/* ---- whole calls ------------------------------------------------------------- */
+
+static dsq_qmat qm_new(int t, int64_t rows, int64_t cols, dsq_qsizes *z) {
+    dsq_qmat m = {t, rows, cols, NULL, NULL, NULL};
+    dsq_q_sizes(t, rows, cols, z, NULL);
+    m.data = malloc(z->data + 1);
+    memset(m.data, 0xA5, z->data + 1);
+    if (z->scale) m.scale = calloc(1, z->scale);
+    if (z->zero) m.zero = calloc(1, z->zero);
+    return m;
+}
+static void qm_free(dsq_qmat *m) {
+    free(m->data);
+    free(m->scale);
+    free(m->zero);
+}
+
+/* Weights with exact zeros, outliers, huge and tiny rows. */
+static void fill(float *x, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        float mag = r % 5 == 1 ? 1e4f : r % 5 == 2 ? 1e-20f : r % 5 == 3 ? 3e-39f : 0.05f;
+        for (int64_t c = 0; c < cols; c++) {
+            uint32_t k = rnd();
+            float v = ((float)(k >> 8) / 16777216.0f * 2 - 1) * mag;
+            if ((k & 31) == 0) v = 0;
+            if ((k & 255) == 1) v *= 30;
+            x[r * cols + c] = v;
+        }
+    }
+}
+
+static int same_output(int t, const dsq_qmat *src, const dsq_qopts *o, const char **what) {
+    dsq_qsizes z;
+    dsq_qmat a = qm_new(t, src->rows, src->cols, &z), b = qm_new(t, src->rows, src->cols, &z);
+    int ok = 1;
+    dsq_err e;
+    *what = "quantize";
+    if (dsq_q_prepare(src, &a, o, &e) || dsq_q_quantize(src, &a, 0, src->rows, o, &e) ||
+        dsq_q_prepare_ref(src, &b, o, &e) || dsq_q_quantize_ref(src, &b, 0, src->rows, o, &e))
+        ok = 0;
+    if (ok && (memcmp(a.data, b.data, z.data) || (z.scale && memcmp(a.scale, b.scale, z.scale)) ||
+               (z.zero && memcmp(a.zero, b.zero, z.zero))))
+        ok = 0;
+    if (ok) {
+        *what = "dequantize";
+        size_t n = (size_t)(src->rows * src->cols);
+        float *fa = malloc(4 * n + 4), *fb = malloc(4 * n + 4);
+        if (dsq_q_dequantize(&a, 0, src->rows, fa, &e) || dsq_q_dequantize_ref(&a, 0, src->rows, fb, &e) ||
+            memcmp(fa, fb, 4 * n))
+            ok = 0;
+        free(fa);
+        free(fb);
+    }
+    qm_free(&a);
+    qm_free(&b);
+    return ok;
+}
+
+TEST(test_quant_simd_identical) {
+    static const int64_t shapes[][2] = {{1, 1}, {3, 7}, {1, 33}, {5, 129}, {129, 130}, {2, 257}, {131, 31}, {4, 1000}};
+    g_rng = 23;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1];
+        float *x = malloc(sizeof(float) * rows * cols);
+        fill(x, rows, cols);
+        /* three sources: f32, bf16 of it, FP8 block of it */
+        dsq_qsizes zb, zf;
+        dsq_qmat s32 = {DSQ_Q_F32, rows, cols, x, NULL, NULL};
+        dsq_qmat sbf = qm_new(DSQ_Q_BF16, rows, cols, &zb), sf8 = qm_new(DSQ_Q_FP8_BLOCK, rows, cols, &zf);
+        CHECK(dsq_q_quantize(&s32, &sbf, 0, rows, NULL, NULL) == DSQ_OK);
+        CHECK(dsq_q_quantize(&s32, &sf8, 0, rows, NULL, NULL) == DSQ_OK);
+        const dsq_qmat *srcs[3] = {&s32, &sbf, &sf8};
+        for (int t = 0; t < DSQ_Q_COUNT; t++)
+            for (int k = 0; k < 3; k++) {
+                const char *what;
+                dsq_qopts o = {NULL, 8, 0.6f};
+                CHECKF(same_output(t, srcs[k], NULL, &what), "%s from source %d [%lld, %lld]: %s differs",
+                       dsq_q_scheme(t)->name, k, (long long)rows, (long long)cols, what);
+                if (k == 0 && rows * cols < 5000)
+                    CHECKF(same_output(t, srcs[k], &o, &what), "%s with clip search [%lld, %lld]: %s differs",
+                           dsq_q_scheme(t)->name, (long long)rows, (long long)cols, what);
+            }
+        qm_free(&sbf);
+        qm_free(&sf8);
+        free(x);
+    }
+}
+
+/* dsq_q_quantize_pool on 1 and 2 workers, and plain row-range calls split at
+ * odd places, all give the same bytes. */
+TEST(test_quant_threads_identical) {
+    int64_t rows = 300, cols = 260;
+    float *x = malloc(sizeof(float) * rows * cols);
+    g_rng = 24;
+    fill(x, rows, cols);
+    dsq_qmat src = {DSQ_Q_F32, rows, cols, x, NULL, NULL};
+    dsq_pool *p1 = dsq_pool_new(1), *p2 = dsq_pool_new(2);
+    CHECK(p1 && p2);
+    int ts[] = {DSQ_Q_FP8_BLOCK, DSQ_Q_FP8_BLOCK_UE8M0, DSQ_Q_FP8_TENSOR, DSQ_Q_FP8_CHANNEL,
+                DSQ_Q_INT4_G128_SYM, DSQ_Q_INT4_G32_ASYM_F16, DSQ_Q_INT8_CHANNEL, DSQ_Q_BF16};
+    for (int ti = 0; ti < 8; ti++) {
+        int t = ts[ti];
+        dsq_qsizes z;
+        dsq_qmat a = qm_new(t, rows, cols, &z), b = qm_new(t, rows, cols, &z), c = qm_new(t, rows, cols, &z);
+        dsq_qopts o = {NULL, ti & 1 ? 6 : 0, 0};
+        CHECK(dsq_q_quantize_pool(p1, &src, &a, &o, NULL) == DSQ_OK);
+        CHECK(dsq_q_quantize_pool(p2, &src, &b, &o, NULL) == DSQ_OK);
+        CHECK(dsq_q_prepare(&src, &c, &o, NULL) == DSQ_OK);
+        int64_t u = dsq_q_row_unit(t), cut = u == 1 ? 77 : 128;
+        CHECK(dsq_q_quantize(&src, &c, cut, rows, &o, NULL) == DSQ_OK);
+        CHECK(dsq_q_quantize(&src, &c, 0, cut, &o, NULL) == DSQ_OK);
+        CHECKF(memcmp(a.data, b.data, z.data) == 0 && memcmp(a.data, c.data, z.data) == 0, "%s data",
+               dsq_q_scheme(t)->name);
+        if (z.scale) CHECK(memcmp(a.scale, b.scale, z.scale) == 0 && memcmp(a.scale, c.scale, z.scale) == 0);
+        if (z.zero) CHECK(memcmp(a.zero, b.zero, z.zero) == 0 && memcmp(a.zero, c.zero, z.zero) == 0);
+        qm_free(&a);
+        qm_free(&b);
+        qm_free(&c);
+    }
+    dsq_pool_free(p1);
+    dsq_pool_free(p2);
+    free(x);
+}
