@@ -7,6 +7,7 @@
 #define DSQ_CLI_H
 
 #include "dsq.h"
+#include "verify/weights.h"
 
 typedef struct dsq_cmd {
     const char *name, *help;
@@ -15,6 +16,8 @@ typedef struct dsq_cmd {
 
 int cmd_inspect(int argc, char **argv);
 int cmd_gen_tiny(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* .dsq containers (cmd_inspect_container lives with the container commands). */
 int dsq_path_is_container(const char *path);
@@ -26,5 +29,14 @@ int cli_is(const char *arg, const char *opt);
 int cli_err(const char *cmd, const dsq_err *err);
 /* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
 long long cli_parse_size(const char *s);
+
+/* A model to run: checkpoint folder (later also a .dsq container) and its
+ * weights for the forward pass.  Close with cli_close_model. */
+typedef struct cli_model {
+    dsq_ckpt *ck;
+    dsq_weights w;
+} cli_model;
+int cli_open_model(cli_model *m, const char *path, dsq_err *err);
+void cli_close_model(cli_model *m);
 
 #endif

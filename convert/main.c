@@ -10,6 +10,8 @@
 static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
+    {"eval", "perplexity of a model over a token file", cmd_eval},
+    {"verify", "per-layer drift of a candidate model against a reference", cmd_verify},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,181 @@
+/*
+ * cmd_eval.c -- `dsq eval MODEL --tokens FILE.json`: perplexity and mean
+ * negative log-likelihood of a model over a token file, with the reference
+ * forward pass (verify/eval.h describes the windows).  Optionally dumps the
+ * raw logits as little-endian f32 [rows x vocab], one row per position of
+ * every evaluated window, in order.
+ */
+#include "convert/cli.h"
+#include "common.h"
+#include "formats/formats_int.h"
+#include "verify/eval.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int usage(FILE *f) {
+    fprintf(f,
+            "usage: dsq eval MODEL --tokens FILE.json [--ctx N] [--threads N] [--act-fp8]\n"
+            "                [--logits OUT.f32] [--max-windows N] [--json]\n\n"
+            "Perplexity of MODEL (a checkpoint folder) over the token ids in FILE.json (a JSON\n"
+            "array).  The tokens are cut into non-overlapping windows of N tokens (default:\n"
+            "max_position_embeddings capped at 256); each window is a fresh prefill scored on\n"
+            "its N-1 next-token predictions; a trailing partial window is not scored.\n\n"
+            "  --ctx N          window length\n"
+            "  --threads N      worker threads (default: DSQ_THREADS or all cores)\n"
+            "  --act-fp8        quantize activations to FP8 as the upstream deployment does\n"
+            "  --logits OUT     write raw little-endian f32 logits [windows*N x vocab]\n"
+            "  --max-windows N  evaluate only the first N windows\n"
+            "  --json           print the result as JSON\n");
+    return f == stdout ? 0 : 2;
+}
+
+typedef struct {
+    dsq_afile *out;   /* --logits file, or NULL */
+    int tty;
+    double t0;
+} eval_ui;
+
+static int write_logits(void *user, const float *logits, int T, int V) {
+    eval_ui *ui = user;
+    /* the host is little-endian (checked in the build), so f32 bytes go as is */
+    return dsq_afile_write(ui->out, logits, (size_t)T * (size_t)V * sizeof(float));
+}
+
+static void progress(void *user, int64_t done, int64_t total) {
+    eval_ui *ui = user;
+    if (!ui->tty) return;
+    double el = dsq_now() - ui->t0;
+    fprintf(stderr, "\r  window %lld/%lld  %.1f s, about %.0f s left   ", (long long)done,
+            (long long)total, el, done ? el / (double)done * (double)(total - done) : 0.0);
+    if (done == total) fprintf(stderr, "\r%60s\r", "");
+}
+
+static void on_signal(int sig) {
+    dsq_afile_cleanup_all(); /* no half-written logits file stays behind */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static long parse_pos(const char *s, long lo, long hi) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    return (end == s || *end || v < lo || v > hi) ? -1 : v;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *tokens = NULL, *logits = NULL;
+    int json = 0;
+    long ctx = 0, threads = 0, maxw = 0;
+    dsq_eval_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
+        else if (cli_is(a, "--json")) json = 1;
+        else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
+        else if (cli_is(a, "--tokens") && more) tokens = argv[++i];
+        else if (cli_is(a, "--logits") && more) logits = argv[++i];
+        else if (cli_is(a, "--ctx") && more) {
+            if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
+        } else if (cli_is(a, "--threads") && more) {
+            if ((threads = parse_pos(argv[++i], 1, 4096)) < 0) goto bad_num;
+        } else if (cli_is(a, "--max-windows") && more) {
+            if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "dsq eval: unknown option or missing value '%s'\n", a);
+            return usage(stderr);
+        } else if (!model) model = a;
+        else return usage(stderr);
+        continue;
+    bad_num:
+        fprintf(stderr, "dsq eval: bad value for %s: '%s'\n", a, argv[i]);
+        return 2;
+    }
+    if (!model || !tokens) return usage(stderr);
+
+    dsq_err err = {0};
+    cli_model m;
+    int32_t *tok = NULL;
+    int64_t n = 0;
+    eval_ui ui = {0};
+    dsq_eval_result r;
+    int ret = 1;
+    if (cli_open_model(&m, model, &err)) return cli_err("eval", &err);
+    if (dsq_tokens_load_json(tokens, &tok, &n, &err)) goto fail;
+    const dsq_config *cfg = m.w.cfg;
+    for (int64_t i = 0; i < n; i++)
+        if (tok[i] >= cfg->vocab_size) {
+            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %lld is %d, outside the vocabulary (%d)", tokens,
+                     (long long)i, tok[i], cfg->vocab_size);
+            goto fail;
+        }
+    o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(cfg);
+    if (o.ctx > cfg->max_position_embeddings)
+        fprintf(stderr, "dsq eval: warning: --ctx %d exceeds max_position_embeddings %d\n", o.ctx,
+                cfg->max_position_embeddings);
+    o.max_windows = maxw;
+    o.n_threads = (int)threads;
+    o.on_progress = progress;
+    o.user = &ui;
+    ui.tty = isatty(2);
+    if (logits) {
+        if (dsq_afile_open(&ui.out, logits, DSQ_AFILE_FORCE, &err)) goto fail;
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        o.on_logits = write_logits;
+    }
+    ui.t0 = dsq_now();
+    if (dsq_eval_run(&m.w, tok, n, &o, &r, &err)) {
+        if (ui.out && err.code == 0) dsq_fail(&err, DSQ_E_IO, "%s: write failed", logits);
+        goto fail;
+    }
+    double secs = dsq_now() - ui.t0;
+    if (ui.out) {
+        dsq_afile *out = ui.out;
+        ui.out = NULL;
+        if (dsq_afile_commit(out, &err)) goto fail;
+    }
+    double tps = secs > 0 ? (double)(r.n_windows * r.ctx) / secs : 0;
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "tokens_file", tokens);
+        cJSON_AddNumberToObject(j, "n_tokens", (double)n);
+        cJSON_AddNumberToObject(j, "ctx", r.ctx);
+        cJSON_AddNumberToObject(j, "windows", (double)r.n_windows);
+        cJSON_AddNumberToObject(j, "predicted_tokens", (double)r.n_predicted);
+        cJSON_AddStringToObject(j, "activations", o.act_fp8 ? "fp8" : "f32");
+        cJSON_AddNumberToObject(j, "mean_nll", r.mean_nll);
+        cJSON_AddNumberToObject(j, "ppl", r.ppl);
+        cJSON_AddNumberToObject(j, "first_window_loss", r.first_window_loss);
+        cJSON_AddNumberToObject(j, "seconds", secs);
+        cJSON_AddNumberToObject(j, "tokens_per_second", tps);
+        if (logits) cJSON_AddStringToObject(j, "logits", logits);
+        char *s = cJSON_Print(j);
+        if (s) printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("model        %s\n", model);
+        printf("tokens       %s (%lld tokens)\n", tokens, (long long)n);
+        printf("windows      %lld x %d tokens, %lld predictions, %s activations\n",
+               (long long)r.n_windows, r.ctx, (long long)r.n_predicted, o.act_fp8 ? "FP8" : "f32");
+        printf("mean NLL     %.6f nats\n", r.mean_nll);
+        printf("perplexity   %.4f\n", r.ppl);
+        printf("time         %.2f s (%.0f tokens/s)\n", secs, tps);
+        if (logits)
+            printf("logits       %s (%lld x %d f32)\n", logits, (long long)(r.n_windows * r.ctx),
+                   cfg->vocab_size);
+    }
+    ret = 0;
+fail:
+    if (ret) cli_err("eval", &err);
+    dsq_afile_abort(ui.out);
+    free(tok);
+    cli_close_model(&m);
+    return ret;
+}

@@ -1,0 +1,127 @@
+/*
+ * eval.c -- perplexity over non-overlapping windows (see eval.h) and the
+ * JSON token-file loader.
+ */
+#include "verify/eval.h"
+#include "verify/forward.h"
+
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+
+#define TOKENS_FILE_MAX ((size_t)1 << 31) /* 2 GiB of JSON */
+
+int dsq_tokens_load_json(const char *path, int32_t **out, int64_t *n, dsq_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    int32_t *tok = NULL;
+    cJSON *root = NULL;
+    int rc;
+    *out = NULL;
+    *n = 0;
+    DSQ_TRY(dsq_read_file(path, TOKENS_FILE_MAX, &text, &len, err));
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: not valid JSON near byte %lld", path,
+                      (long long)(end ? end - text : 0));
+        goto fail;
+    }
+    if (!cJSON_IsArray(root)) {
+        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: expected a JSON array of token ids", path);
+        goto fail;
+    }
+    int64_t cnt = cJSON_GetArraySize(root);
+    tok = dsq_malloc((size_t)(cnt ? cnt : 1) * sizeof *tok);
+    if (!tok) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for %lld tokens", path, (long long)cnt);
+        goto fail;
+    }
+    int64_t i = 0;
+    for (cJSON *e = root->child; e; e = e->next, i++) {
+        double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
+        if (!cJSON_IsNumber(e) || !(v >= 0 && v <= 2147483647.0) || v != floor(v)) {
+            rc = dsq_fail(err, DSQ_E_FORMAT, "%s: element %lld is not a token id (an integer in "
+                          "[0, 2^31))", path, (long long)i);
+            goto fail;
+        }
+        tok[i] = (int32_t)v;
+    }
+    *out = tok;
+    *n = cnt;
+    tok = NULL;
+    rc = DSQ_OK;
+fail:
+    cJSON_Delete(root);
+    free(text);
+    free(tok);
+    return rc;
+}
+
+int dsq_eval_default_ctx(const dsq_config *cfg) {
+    int m = cfg->max_position_embeddings;
+    return m > 0 && m < 256 ? m : 256;
+}
+
+int dsq_eval_plan(int64_t n, int ctx, int64_t max_windows, int64_t *n_windows, int *win_len,
+                  dsq_err *err) {
+    if (ctx < 2) return dsq_fail(err, DSQ_E_ARG, "eval: window of %d tokens (need >= 2)", ctx);
+    if (n < 2) return dsq_fail(err, DSQ_E_ARG, "eval: %lld tokens, need at least 2", (long long)n);
+    int64_t nw = n / ctx;
+    *win_len = ctx;
+    if (nw == 0) { /* shorter than one window: score what there is */
+        nw = 1;
+        *win_len = (int)n;
+    }
+    if (max_windows > 0 && nw > max_windows) nw = max_windows;
+    *n_windows = nw;
+    return DSQ_OK;
+}
+
+double dsq_eval_nll(const float *logits, int V, int target) {
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < V; i++)
+        if (logits[i] > mx) mx = logits[i];
+    for (int i = 0; i < V; i++) s += exp((double)logits[i] - mx);
+    return mx + log(s) - logits[target];
+}
+
+int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_eval_opts *o,
+                 dsq_eval_result *r, dsq_err *err) {
+    int rc, T;
+    int64_t nw;
+    dsq_fwd *f = NULL;
+    float *logits = NULL;
+    memset(r, 0, sizeof *r);
+    int ctx = o->ctx > 0 ? o->ctx : dsq_eval_default_ctx(w->cfg);
+    DSQ_TRY(dsq_eval_plan(n, ctx, o->max_windows, &nw, &T, err));
+    dsq_fwd_opts fo = {.max_tokens = T, .n_threads = o->n_threads, .act_fp8 = o->act_fp8};
+    DSQ_TRY(dsq_fwd_new(&f, w, &fo, err));
+    int V = w->cfg->vocab_size;
+    logits = dsq_malloc((size_t)T * (size_t)V * sizeof(float));
+    if (!logits) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "eval: out of memory for %d x %d logits", T, V);
+        goto fail;
+    }
+    r->ctx = T;
+    for (int64_t wi = 0; wi < nw; wi++) {
+        const int32_t *wt = tok + wi * T;
+        DSQ_TRY(dsq_fwd_run(f, wt, T, logits, err));
+        if (o->on_logits) DSQ_TRY(o->on_logits(o->user, logits, T, V));
+        double s = 0;
+        for (int t = 0; t + 1 < T; t++) s += dsq_eval_nll(logits + (int64_t)t * V, V, wt[t + 1]);
+        if (wi == 0) r->first_window_loss = s / (T - 1);
+        r->nll_sum += s;
+        r->n_predicted += T - 1;
+        r->n_windows++;
+        if (o->on_progress) o->on_progress(o->user, wi + 1, nw);
+    }
+    r->mean_nll = r->nll_sum / (double)r->n_predicted;
+    r->ppl = exp(r->mean_nll);
+    rc = DSQ_OK;
+fail:
+    free(logits);
+    dsq_fwd_free(f);
+    return rc;
+}
