@@ -789,7 +789,7 @@ int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, flo
     if (expert >= f->E || n < 0 || n > f->max_T || (expert < 0 && f->Fs <= 0))
         return dsq_fail(err, DSQ_E_ARG, "forward: bad expert %d or row count %d", expert, n);
     if (n == 0) return DSQ_OK;
-    f->ready = 0; /* scratch shared with the window state */
+    /* uses only scratch (g, u, xq): a window in progress is not disturbed */
     const fwd_layer *L = &f->layers[layer];
     if (expert < 0) return mlp(f, L->gate, L->up, L->down, f->Fs, x, n, y, err);
     return mlp(f, L->exp[3 * expert], L->exp[3 * expert + 1], L->exp[3 * expert + 2], f->Fe, x, n,

@@ -99,7 +99,8 @@ int dsq_fwd_logits(dsq_fwd *f, float *logits, dsq_err *err);
 
 /* Run routed expert `expert` of MoE layer `layer` (or its shared expert when
  * expert < 0) alone on n rows x [n x D] (n <= max_tokens), into y [n x D];
- * the same arithmetic as inside the MoE block. */
+ * the same arithmetic as inside the MoE block.  May be called between two
+ * dsq_fwd_layer steps: the window state and the last view are left intact. */
 int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, float *y,
                    dsq_err *err);
 
