@@ -104,8 +104,9 @@ TEST(test_eval_matches_forward) {
             if (w == 0) first += nll / (CTX - 1);
         }
     }
-    CHECK(fabs(r.mean_nll - sum / 36) < 1e-9 && fabs(r.ppl - exp(sum / 36)) < 1e-6 * r.ppl);
-    CHECK(fabs(r.first_window_loss - first) < 1e-9);
+    /* the eval sums f32 exponentials in double: agreement to ~1e-7 */
+    CHECK(fabs(r.mean_nll - sum / 36) < 1e-6 && fabs(r.ppl - exp(sum / 36)) < 1e-6 * r.ppl);
+    CHECK(fabs(r.first_window_loss - first) < 1e-6);
     dsq_fwd_free(f);
     free(lg);
     free(g.all);

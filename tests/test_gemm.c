@@ -55,8 +55,10 @@ static int check_shape(gemm_fn fn, int T, int N, int K, int acc, uint64_t seed) 
 }
 
 TEST(test_gemm_matches_triple_loop) {
-    static const int shapes[][3] = {{1, 1, 1},   {6, 16, 8},  {7, 17, 9},   {5, 3, 300},
-                                    {13, 40, 257}, {12, 16, 512}, {1, 33, 1000}, {20, 5, 0}};
+    /* T <= 64 takes the transposed path, larger T the packed-weight path */
+    static const int shapes[][3] = {{1, 1, 1},     {6, 16, 8},   {7, 17, 9},    {5, 3, 300},
+                                    {13, 40, 257}, {12, 16, 512}, {1, 33, 1000}, {20, 5, 0},
+                                    {64, 70, 260}, {65, 33, 100}, {130, 17, 513}, {77, 1, 3}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int acc = 0; acc < 2; acc++) {
             CHECKF(check_shape(dsq_gemm_nt, shapes[i][0], shapes[i][1], shapes[i][2], acc, 11 + i),
@@ -66,9 +68,11 @@ TEST(test_gemm_matches_triple_loop) {
         }
 }
 
-/* Splitting the output columns or rows must not change a single bit. */
+/* Splitting the output columns or rows must not change a single bit, and
+ * both orientations of the kernel (many tokens: packed weights; few
+ * tokens: packed tokens) give the same bits. */
 TEST(test_gemm_split_invariant) {
-    enum { T = 23, N = 50, K = 700 };
+    enum { T = 150, N = 150, K = 700 };
     uint64_t rng = 5;
     float *X = malloc(sizeof(float) * T * K), *W = malloc(sizeof(float) * N * K);
     float *A = malloc(sizeof(float) * T * N), *B = malloc(sizeof(float) * T * N);
@@ -78,11 +82,21 @@ TEST(test_gemm_split_invariant) {
     fill(W, N * K, &rng);
     dsq_gemm_nt(T, N, K, X, K, W, K, A, N, 0, pack);
     /* columns in uneven pieces, rows one by one */
-    int cuts[] = {0, 3, 19, 20, 50};
+    int cuts[] = {0, 3, 19, 20, 150};
     for (int c = 0; c < 4; c++)
         for (int t = 0; t < T; t++)
             dsq_gemm_nt(1, cuts[c + 1] - cuts[c], K, X + t * K, K, W + cuts[c] * K, K,
                         B + t * N + cuts[c], N, 0, pack);
+    CHECK(memcmp(A, B, sizeof(float) * T * N) == 0);
+    /* rows in blocks of 40 (transposed path) against all 150 at once */
+    memset(B, 0, sizeof(float) * T * N);
+    for (int t0 = 0; t0 < T; t0 += 40)
+        dsq_gemm_nt(T - t0 < 40 ? T - t0 : 40, N, K, X + t0 * K, K, W, K, B + t0 * N, N, 0, pack);
+    CHECK(memcmp(A, B, sizeof(float) * T * N) == 0);
+    /* accumulate mode in both orientations */
+    dsq_gemm_nt(T, N, K, X, K, W, K, A, N, 1, pack);
+    for (int t0 = 0; t0 < T; t0 += 40)
+        dsq_gemm_nt(T - t0 < 40 ? T - t0 : 40, N, K, X + t0 * K, K, W, K, B + t0 * N, N, 1, pack);
     CHECK(memcmp(A, B, sizeof(float) * T * N) == 0);
     free(X); free(W); free(A); free(B); dsq_afree(pack);
 }

@@ -79,20 +79,13 @@ int dsq_eval_plan(int64_t n, int ctx, int64_t max_windows, int64_t *n_windows, i
     return DSQ_OK;
 }
 
-double dsq_eval_nll(const float *logits, int V, int target) {
-    double mx = -INFINITY, s = 0;
-    for (int i = 0; i < V; i++)
-        if (logits[i] > mx) mx = logits[i];
-    for (int i = 0; i < V; i++) s += exp((double)logits[i] - mx);
-    return mx + log(s) - logits[target];
-}
-
 int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_eval_opts *o,
                  dsq_eval_result *r, dsq_err *err) {
     int rc, T;
     int64_t nw;
     dsq_fwd *f = NULL;
     float *logits = NULL;
+    double *nll = NULL;
     memset(r, 0, sizeof *r);
     int ctx = o->ctx > 0 ? o->ctx : dsq_eval_default_ctx(w->cfg);
     DSQ_TRY(dsq_eval_plan(n, ctx, o->max_windows, &nw, &T, err));
@@ -100,7 +93,8 @@ int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_
     DSQ_TRY(dsq_fwd_new(&f, w, &fo, err));
     int V = w->cfg->vocab_size;
     logits = dsq_malloc((size_t)T * (size_t)V * sizeof(float));
-    if (!logits) {
+    nll = dsq_malloc((size_t)T * sizeof(double));
+    if (!logits || !nll) {
         rc = dsq_fail(err, DSQ_E_NOMEM, "eval: out of memory for %d x %d logits", T, V);
         goto fail;
     }
@@ -109,8 +103,9 @@ int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_
         const int32_t *wt = tok + wi * T;
         DSQ_TRY(dsq_fwd_run(f, wt, T, logits, err));
         if (o->on_logits) DSQ_TRY(o->on_logits(o->user, logits, T, V));
+        DSQ_TRY(dsq_fwd_nll(f, logits, wt + 1, T - 1, nll, err));
         double s = 0;
-        for (int t = 0; t + 1 < T; t++) s += dsq_eval_nll(logits + (int64_t)t * V, V, wt[t + 1]);
+        for (int t = 0; t + 1 < T; t++) s += nll[t]; /* in order: reproducible */
         if (wi == 0) r->first_window_loss = s / (T - 1);
         r->nll_sum += s;
         r->n_predicted += T - 1;
@@ -122,6 +117,7 @@ int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_
     rc = DSQ_OK;
 fail:
     free(logits);
+    free(nll);
     dsq_fwd_free(f);
     return rc;
 }

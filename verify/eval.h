@@ -32,9 +32,6 @@ int dsq_eval_default_ctx(const dsq_config *cfg);
 int dsq_eval_plan(int64_t n, int ctx, int64_t max_windows, int64_t *n_windows, int *win_len,
                   dsq_err *err);
 
-/* -log softmax(logits)[target] over V logits, in double. */
-double dsq_eval_nll(const float *logits, int V, int target);
-
 typedef struct dsq_eval_opts {
     int ctx;             /* window length; <= 0: dsq_eval_default_ctx */
     int64_t max_windows; /* 0: every window */

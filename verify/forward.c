@@ -27,7 +27,7 @@
 
 #define ATT_ROWS 64           /* query rows per attention block          */
 #define IDX_ROWS 16           /* query rows per indexer work item        */
-#define WTILE_MIN (64 * 1024) /* floats of weight tile per worker (256 KB) */
+#define WTILE_MIN (128 * 1024) /* floats of weight tile per worker (512 KB) */
 #define ACT_GROUP 128         /* activation quantization group (§3.6)    */
 #define LN_EPS 1e-6f          /* indexer LayerNorm epsilon, fixed upstream */
 #define DIM_MAX (1 << 24)     /* sanity bound for any single dimension   */
@@ -58,6 +58,7 @@ typedef struct fwd_worker {
     float *xa, *xd;/* [T x max(D, d_qk)] gathered rows / outputs  */
     float *xb, *xc;/* [T x F_e] expert intermediate               */
     float *s;      /* [ATT_ROWS x T] scores                       */
+    float *rs;     /* [2E + n_group] router scratch               */
     float *vt;     /* [d_v x T] transposed values of one head     */
     float *ib;     /* [IDX_ROWS x T] index scores                 */
     void *pairs;   /* [T] (score, position) pairs for top-k       */
@@ -91,7 +92,7 @@ struct dsq_fwd {
     /* activations, all sized for max_T tokens */
     float *h, *x, *x2, *xq, *xq2;  /* [T x D] (xq: [T x Kmax])    */
     float *cq, *q, *kva, *c, *kvb, *o, *attn_out, *ffn_out, *sh_out;
-    float *qi, *ki, *wi, *z, *g, *u, *eo, *rscratch;
+    float *qi, *ki, *wi, *z, *g, *u, *eo;
     float *rweights;               /* [T x ke]                    */
     int32_t *rexperts;             /* [T x ke]                    */
     int32_t *ecount, *eoff, *elist, *eorder; /* expert grouping   */
@@ -322,17 +323,20 @@ static int par_run(dsq_fwd *f, int n, item_fn fn, void *ctx, dsq_err *err) {
 
 /* ==== linear layers ======================================================= */
 
-/* Rows per weight tile for an input width K: as many as fit the scratch
- * (a multiple of 16), but no more than keeps every worker busy. */
+/* Rows per weight tile for an input width K: as many as fit the scratch,
+ * but no more than keeps every worker busy; a multiple of 48, which the
+ * kernel's 16-row panels and 6-row groups both divide. */
+#define TILE_UNIT 48
 static int tile_rows(const dsq_fwd *f, int N, int K, int parallel) {
     int64_t nb = f->wcap / (K > 0 ? K : 1);
-    nb -= nb % DSQ_GEMM_NR;
+    nb -= nb % TILE_UNIT;
+    if (nb > DSQ_GEMM_CHUNK) nb = DSQ_GEMM_CHUNK; /* one transposed block per tile */
     if (parallel) {
         int64_t bal = ((int64_t)N + 4 * f->n_workers - 1) / (4 * f->n_workers);
-        bal = (bal + DSQ_GEMM_NR - 1) / DSQ_GEMM_NR * DSQ_GEMM_NR;
+        bal = (bal + TILE_UNIT - 1) / TILE_UNIT * TILE_UNIT;
         if (bal < nb) nb = bal;
     }
-    if (nb < DSQ_GEMM_NR) nb = DSQ_GEMM_NR;
+    if (nb < TILE_UNIT) nb = TILE_UNIT;
     return (int)nb;
 }
 
@@ -627,13 +631,49 @@ static int expert_item(fwd_worker *w, int item, void *vc) {
     return DSQ_OK;
 }
 
+#define TOK_ROWS 16 /* tokens per item of the per-token loops */
+
+static int route_item(fwd_worker *w, int item, void *vc) {
+    const fwd_layer *L = vc;
+    dsq_fwd *f = w->f;
+    int E = f->E, ke = f->ke;
+    for (int t = item * TOK_ROWS; t < imin(f->T, (item + 1) * TOK_ROWS); t++)
+        dsq_fwd_route(&f->cfg, f->z + (int64_t)t * E, L->router_bias, f->rexperts + (int64_t)t * ke,
+                      f->rweights + (int64_t)t * ke, w->rs);
+    return DSQ_OK;
+}
+
+/* y[t] = sum over the chosen experts in increasing id order of w * out,
+ * then + shared (the upstream accumulation order). */
+static int combine_item(fwd_worker *w, int item, void *vc) {
+    dsq_fwd *f = w->f;
+    int D = f->D, ke = f->ke;
+    (void)vc;
+    for (int t = item * TOK_ROWS; t < imin(f->T, (item + 1) * TOK_ROWS); t++) {
+        float *y = f->ffn_out + (int64_t)t * D;
+        const int32_t *ex = f->rexperts + (int64_t)t * ke;
+        memset(y, 0, (size_t)D * sizeof(float));
+        int done[64] = {0}; /* ke <= 64 checked at open */
+        for (int k = 0; k < ke; k++) {
+            int sl = -1;
+            for (int j = 0; j < ke; j++)
+                if (!done[j] && (sl < 0 || ex[j] < ex[sl])) sl = j;
+            done[sl] = 1;
+            float wt = f->rweights[(int64_t)t * ke + sl];
+            const float *src = f->eo + ((int64_t)t * ke + sl) * D;
+            for (int i = 0; i < D; i++) y[i] += wt * src[i];
+        }
+        if (f->Fs > 0)
+            for (int i = 0; i < D; i++) y[i] += f->sh_out[(int64_t)t * D + i];
+    }
+    return DSQ_OK;
+}
+
 static int moe(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
-    int rc, T = f->T, E = f->E, ke = f->ke, D = f->D;
+    int rc, T = f->T, E = f->E, ke = f->ke, D = f->D, n_tok = (T + TOK_ROWS - 1) / TOK_ROWS;
     /* router in f32 on the unquantized input (it is not an FP8 linear) */
     DSQ_TRY(lin(f, L->router, f->x2, T, D, f->z, E, 0, err));
-    for (int t = 0; t < T; t++)
-        dsq_fwd_route(&f->cfg, f->z + (int64_t)t * E, L->router_bias, f->rexperts + (int64_t)t * ke,
-                      f->rweights + (int64_t)t * ke, f->rscratch);
+    DSQ_TRY(par_run(f, n_tok, route_item, (void *)L, err));
     /* group the (token, slot) pairs by expert, tokens in increasing order */
     memset(f->ecount, 0, (size_t)E * sizeof(int32_t));
     for (int64_t i = 0; i < (int64_t)T * ke; i++) f->ecount[f->rexperts[i]]++;
@@ -658,25 +698,7 @@ static int moe(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
     m.X = act_input(f, f->x2, T, D, f->xq2);
     DSQ_TRY(par_run(f, n_used, expert_item, &m, err));
     if (f->Fs > 0) DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->Fs, f->x2, T, f->sh_out, err));
-    /* y = sum over chosen experts in increasing id order of w * out, then
-     * + shared (upstream accumulation order) */
-    for (int t = 0; t < T; t++) {
-        float *y = f->ffn_out + (int64_t)t * D;
-        const int32_t *ex = f->rexperts + (int64_t)t * ke;
-        memset(y, 0, (size_t)D * sizeof(float));
-        int done[64] = {0}; /* ke <= 64 checked at open */
-        for (int k = 0; k < ke; k++) {
-            int sl = -1;
-            for (int j = 0; j < ke; j++)
-                if (!done[j] && (sl < 0 || ex[j] < ex[sl])) sl = j;
-            done[sl] = 1;
-            float wt = f->rweights[(int64_t)t * ke + sl];
-            const float *src = f->eo + ((int64_t)t * ke + sl) * D;
-            for (int i = 0; i < D; i++) y[i] += wt * src[i];
-        }
-        if (f->Fs > 0)
-            for (int i = 0; i < D; i++) y[i] += f->sh_out[(int64_t)t * D + i];
-    }
+    DSQ_TRY(par_run(f, n_tok, combine_item, NULL, err));
     return DSQ_OK;
 fail:
     return rc;
@@ -797,6 +819,42 @@ int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, flo
 }
 
 const dsq_config *dsq_fwd_config(const dsq_fwd *f) { return &f->cfg; }
+
+/* ==== scoring ============================================================= */
+
+typedef struct {
+    const float *logits;
+    const int32_t *next;
+    int n;
+    double *nll;
+} nll_ctx;
+
+static int nll_item(fwd_worker *w, int item, void *vc) {
+    nll_ctx *c = vc;
+    int V = w->f->V;
+    for (int t = item * TOK_ROWS; t < imin(c->n, (item + 1) * TOK_ROWS); t++) {
+        const float *r = c->logits + (int64_t)t * V;
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++)
+            if (r[i] > mx) mx = r[i];
+        /* exp of a non-positive f32 difference is accurate to an ulp; the
+         * sum runs in double so V terms add no visible error */
+        double s = 0;
+        for (int i = 0; i < V; i++) s += expf(r[i] - mx);
+        c->nll[t] = (double)mx + log(s) - r[c->next[t]];
+    }
+    return DSQ_OK;
+}
+
+int dsq_fwd_nll(dsq_fwd *f, const float *logits, const int32_t *next, int n, double *nll,
+                dsq_err *err) {
+    if (n < 0 || n > f->max_T) return dsq_fail(err, DSQ_E_ARG, "forward: %d positions to score", n);
+    for (int t = 0; t < n; t++)
+        if (next[t] < 0 || next[t] >= f->V)
+            return dsq_fail(err, DSQ_E_ARG, "forward: target %d outside vocab", next[t]);
+    nll_ctx c = {logits, next, n, nll};
+    return par_run(f, (n + TOK_ROWS - 1) / TOK_ROWS, nll_item, &c, err);
+}
 
 /* ==== opening ============================================================= */
 
@@ -1032,7 +1090,6 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
     }
     if (n_moe) {
         f->z = falloc2(T, f->E);
-        f->rscratch = falloc2(2 * (int64_t)f->E + (c->n_group > 0 ? c->n_group : 1), 1);
         f->rweights = falloc2(T, f->ke);
         f->rexperts = (int32_t *)falloc2(T, f->ke);
         f->eo = falloc2((int64_t)T * f->ke, D);
@@ -1041,7 +1098,7 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
         f->eoff = dsq_calloc((size_t)f->E, sizeof(int32_t));
         f->eorder = dsq_calloc((size_t)f->E, sizeof(int32_t));
         f->elist = (int32_t *)falloc2(T, f->ke);
-        if (!f->z || !f->rscratch || !f->rweights || !f->rexperts || !f->eo || !f->sh_out ||
+        if (!f->z || !f->rweights || !f->rexperts || !f->eo || !f->sh_out ||
             !f->ecount || !f->eoff || !f->eorder || !f->elist)
             goto nomem;
     }
@@ -1054,7 +1111,7 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
     f->workers = dsq_calloc((size_t)f->n_workers, sizeof *f->workers);
     if (!f->workers) goto nomem;
     int kw = imax(kmax, D); /* widest weight row */
-    f->wcap = (int64_t)kw * DSQ_GEMM_NR > WTILE_MIN ? (int64_t)kw * DSQ_GEMM_NR : WTILE_MIN;
+    f->wcap = (int64_t)kw * TILE_UNIT > WTILE_MIN ? (int64_t)kw * TILE_UNIT : WTILE_MIN;
     int wa = imax(D, f->dqk);
     for (int i = 0; i < f->n_workers; i++) {
         fwd_worker *wk = &f->workers[i];
@@ -1069,7 +1126,8 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
         wk->vt = falloc2(f->dv, T);
         wk->ib = falloc2(IDX_ROWS, T);
         wk->pairs = dsq_malloc((size_t)T * sizeof(sc_pair));
-        if (!wk->wtile || !wk->pack || !wk->xa || !wk->xd || !wk->xb || !wk->xc || !wk->s ||
+        wk->rs = falloc2(2 * (int64_t)f->E + (c->n_group > 0 ? c->n_group : 1), 1);
+        if (!wk->rs || !wk->wtile || !wk->pack || !wk->xa || !wk->xd || !wk->xb || !wk->xc || !wk->s ||
             !wk->vt || !wk->ib || !wk->pairs)
             goto nomem;
     }
@@ -1090,12 +1148,12 @@ void dsq_fwd_free(dsq_fwd *f) {
             fwd_worker *wk = &f->workers[i];
             dsq_afree(wk->wtile); dsq_afree(wk->pack); dsq_afree(wk->xa); dsq_afree(wk->xd);
             dsq_afree(wk->xb); dsq_afree(wk->xc); dsq_afree(wk->s); dsq_afree(wk->vt);
-            dsq_afree(wk->ib); free(wk->pairs);
+            dsq_afree(wk->ib); dsq_afree(wk->rs); free(wk->pairs);
         }
     free(f->workers);
     float *bufs[] = {f->theta, f->cos_t, f->sin_t, f->vecs, f->h, f->x, f->x2, f->xq, f->xq2,
                      f->cq, f->q, f->kva, f->c, f->kvb, f->o, f->attn_out, f->ffn_out, f->g,
-                     f->u, f->qi, f->ki, f->wi, f->z, f->rscratch, f->rweights, f->eo, f->sh_out};
+                     f->u, f->qi, f->ki, f->wi, f->z, f->rweights, f->eo, f->sh_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dsq_afree(bufs[i]);
     dsq_afree(f->rexperts);
     dsq_afree(f->elist);

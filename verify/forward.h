@@ -104,6 +104,13 @@ int dsq_fwd_logits(dsq_fwd *f, float *logits, dsq_err *err);
 int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, float *y,
                    dsq_err *err);
 
+/* Negative log-likelihood of each target: nll[t] = -log softmax(logits[t])
+ * [next[t]] for t < n (n <= max_tokens), logits [n x vocab], split over the
+ * workers (each position by one worker, so the values do not depend on the
+ * thread count). */
+int dsq_fwd_nll(dsq_fwd *f, const float *logits, const int32_t *next, int n, double *nll,
+                dsq_err *err);
+
 /* ---- building blocks, exposed for tests ---------------------------------- */
 
 /* RoPE frequencies theta'[i], i < qk_rope_head_dim/2, with YaRN when

@@ -22,8 +22,13 @@
 /* Depth of one packed weight panel (elements of k) and its width (columns). */
 #define DSQ_GEMM_KC 256
 #define DSQ_GEMM_NR 16
-/* Floats of scratch dsq_gemm_nt needs in `pack` (64-byte aligned). */
-#define DSQ_GEMM_PACK (DSQ_GEMM_KC * DSQ_GEMM_NR)
+/* Products with at most this many tokens (rows of X) swap the roles of the
+ * operands; weight rows are then taken DSQ_GEMM_CHUNK at a time. */
+#define DSQ_GEMM_SMALL_T 64
+#define DSQ_GEMM_CHUNK 240
+/* Floats of scratch dsq_gemm_nt needs in `pack` (64-byte aligned): a packed
+ * panel, plus the transposed output block of the few-token path. */
+#define DSQ_GEMM_PACK (DSQ_GEMM_KC * DSQ_GEMM_NR + (DSQ_GEMM_CHUNK + 8) * DSQ_GEMM_SMALL_T)
 
 /* Dispatching kernel: AVX2+FMA when the CPU has it (and the build was not
  * made with DSQ_NO_SIMD), otherwise the scalar kernel.  Strides are in
