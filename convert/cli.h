@@ -15,6 +15,11 @@ typedef struct dsq_cmd {
 
 int cmd_inspect(int argc, char **argv);
 int cmd_gen_tiny(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_quant(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+/* Remove temporary outputs on SIGINT / SIGTERM / SIGHUP. */
+void cli_install_signals(void);
 
 /* .dsq containers (cmd_inspect_container lives with the container commands). */
 int dsq_path_is_container(const char *path);

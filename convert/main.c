@@ -9,6 +9,9 @@
 
 static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
+    {"convert", "store a checkpoint losslessly in one .dsq container", cmd_convert},
+    {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
+    {"check", "verify a .dsq container's structure and checksums", cmd_check},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
 };
 
