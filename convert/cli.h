@@ -15,6 +15,8 @@ typedef struct dsq_cmd {
 
 int cmd_inspect(int argc, char **argv);
 int cmd_gen_tiny(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */
 int cli_is(const char *arg, const char *opt);

@@ -10,6 +10,8 @@
 static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
+    {"tokenize", "encode text to token ids with a checkpoint's tokenizer", cmd_tokenize},
+    {"detokenize", "decode token ids back to text", cmd_detokenize},
 };
 
 static void usage(FILE *f) {
