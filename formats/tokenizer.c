@@ -403,9 +403,8 @@ static int load_vocab(dsq_tok *t, const cJSON *vocab, const char *what, dsq_err 
     char *rawbuf = NULL;
     size_t rawcap = 0;
     t->keys = dsq_calloc(n ? n : 1, sizeof *t->keys);
-    if (!t->keys) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", what);
-    DSQ_TRY(smap_init(&t->orig_map, n));
-    DSQ_TRY(smap_init(&t->raw_map, n));
+    if (!t->keys || smap_init(&t->orig_map, n) < 0 || smap_init(&t->raw_map, n) < 0)
+        return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for %zu tokens", what, n);
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         const char *s = it->string;
@@ -691,7 +690,8 @@ static int re_add(dsq_tok *t, const char *pat, size_t len, int literal, const ch
     PCRE2_SIZE eoff;
     if (t->n_re >= TOK_MAX_STEPS + 1)
         return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: too many regexes", what, path);
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | (literal ? PCRE2_LITERAL : 0);
+    /* PCRE2_LITERAL allows neither UCP nor MULTILINE (nor needs them) */
+    uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, opts, &ec, &eoff, NULL);
     if (!re) {
         PCRE2_UCHAR msg[160];
@@ -891,7 +891,7 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
         size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON at byte %zu", what, off);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %zu", what, off);
     }
     if (!cJSON_IsObject(root)) {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s: top level is not a JSON object", what);
@@ -1027,7 +1027,7 @@ int dsq_tok_set_config(dsq_tok *t, const char *json, size_t len, const char *wha
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
         size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON at byte %zu", what, off);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %zu", what, off);
     }
     int32_t bos = t->bos_id, eos = t->eos_id;
     int add_bos = t->add_bos;
