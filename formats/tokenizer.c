@@ -53,7 +53,7 @@
 #include <xxhash.h>
 
 /* ---- limits ------------------------------------------------------------- */
-#define TOK_MAX_ID (1 << 24)          /* largest accepted token id + 1        */
+#define TOK_MAX_ID (1 << 22)          /* largest accepted token id + 1        */
 #define TOK_MAX_MERGES (1 << 24)
 #define TOK_MAX_STEPS 32              /* pre-tokenizer steps after flattening */
 #define TOK_MAX_DEPTH 8               /* nesting of Sequence objects          */
@@ -1405,6 +1405,11 @@ static int split_piece(enc *e, int k, const char *p, size_t n, int re, int beh, 
     split_acc a = {.beh = beh};
     size_t pos = 0, prev = 0, last_end = SIZE_MAX;
     int rc;
+    /* PCRE2 stops a match after 10M backtracking steps by default; a long
+     * run of spaces costs one step per character for `\s*[\r\n]+`, so the
+     * budget grows with the piece instead of failing on long input. */
+    uint64_t lim = 10000000u + 64u * (uint64_t)n;
+    pcre2_set_match_limit(e->st->mctx, lim > UINT32_MAX ? UINT32_MAX : (uint32_t)lim);
     while (pos <= n) {
         int m = re_match(e, re, p, n, pos, 0);
         if (m == PCRE2_ERROR_NOMATCH) break;
