@@ -176,6 +176,7 @@ int cmd_tokenize(int argc, char **argv) {
         rc = cli_err("tokenize", &err);
         goto done;
     }
+    /* the summary's MB/s covers encoding only, not loading or printing */
     double t0 = dsq_now();
     if (dsq_tok_encode(tok, text, len, &ids, &n, &err) < 0) {
         rc = cli_err("tokenize", &err);
@@ -189,6 +190,7 @@ int cmd_tokenize(int argc, char **argv) {
                     model);
             goto done;
         }
+        /* encode never adds BOS; the caller asked for it here */
         int32_t *p = dsq_realloc(ids, (n + 1) * sizeof *ids);
         if (!p) {
             fprintf(stderr, "dsq tokenize: out of memory\n");
@@ -203,6 +205,8 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "dsq tokenize: writing standard output failed: %s\n", strerror(errno));
         goto done;
     }
+    /* with --json, stdout is the array alone and stderr stays quiet, so the
+     * output can be piped straight into a JSON reader */
     if (!json)
         fprintf(stderr, "%zu tokens, %zu bytes, %.1f MB/s\n", n, len,
                 dt > 0 ? (double)len / dt / 1e6 : 0.0);
@@ -254,6 +258,7 @@ int cmd_detokenize(int argc, char **argv) {
         return 2;
     }
     if (load_tokenizer(model, &tok, &err) < 0) return cli_err("detokenize", &err);
+    /* standard input has no path for dsq_tokens_load_json; parse the buffer */
     if (!strcmp(tok_path, "-")) {
         if (read_input("-", &buf, &len, &err) < 0 ||
             dsq_tokens_parse_json(buf, len, "stdin", &ids, &n, &err) < 0) {

@@ -396,6 +396,10 @@ static const char *clip(const char *s, size_t n, char buf[64]) {
 
 /* ---- loading: model ----------------------------------------------------- */
 
+/* model.vocab: every key is stored twice, as written (merges and configs
+ * name tokens that way) and as the raw bytes it stands for (what BPE works
+ * on).  Keys with a character outside the byte alphabet (special tokens kept
+ * in the vocabulary) cannot come out of BPE; they are only decoded. */
 static int load_vocab(dsq_tok *t, const cJSON *vocab, const char *what, dsq_err *err) {
     int rc;
     char tmp[64];
@@ -464,6 +468,9 @@ static int32_t vocab_id(const dsq_tok *t, const char *s, size_t n) {
     return k < 0 ? -1 : t->keys[k].id;
 }
 
+/* model.merges, in rank order: merge r joins the pair (a, b) into the token
+ * spelled a + b.  As in the library's BPE builder, a, b and a + b must all be
+ * in the vocabulary; an unknown one is an error naming the merge. */
 static int load_merges(dsq_tok *t, const cJSON *merges, const char *what, dsq_err *err) {
     int rc = DSQ_OK;
     char t1[64], t2[64], t3[64];
@@ -630,6 +637,9 @@ static int trie_add(dsq_tok *t, int pass, const char *s, size_t n, int32_t added
     return DSQ_OK;
 }
 
+/* added_tokens: each goes into the trie of its pass (normalized or not).
+ * The file's id is taken as is; the library reassigns ids only when a token
+ * is added at run time. */
 static int load_added(dsq_tok *t, const cJSON *root, const char *what, dsq_err *err) {
     const cJSON *arr = jget(root, "added_tokens");
     int rc;
@@ -741,6 +751,9 @@ static int push_step(dsq_tok *t, tok_step s, const char *what, const char *path,
     return DSQ_OK;
 }
 
+/* Flatten the pre-tokenizer into t->steps: nested Sequences disappear,
+ * since a Sequence only applies its members one after the other to every
+ * piece. */
 static int load_pretok(dsq_tok *t, const cJSON *p, const char *what, const char *path, int depth,
                        dsq_err *err) {
     int rc;
@@ -805,6 +818,8 @@ fail:
     return rc;
 }
 
+/* The decoder must be ByteLevel (alone or in a Sequence): decoding is done
+ * from the per-id bytes built at load time, so nothing else is applied. */
 static int load_decoder(const cJSON *d, const char *what, const char *path, int depth, int *n_bl,
                         dsq_err *err) {
     const char *ty = jtype(d);
@@ -1127,6 +1142,8 @@ static void state_free(enc_state *st) {
     free(st);
 }
 
+/* Match data is per thread (PCRE2 writes the ovector into it), which is
+ * why it lives here and not in the read-only dsq_tok. */
 static enc_state *state_new(const dsq_tok *t) {
     enc_state *st = dsq_calloc(1, sizeof *st);
     if (!st) return NULL;
@@ -1148,6 +1165,8 @@ fail:
     return NULL;
 }
 
+/* Grow *p to hold at least `need` elements (by half again, so appends are
+ * amortised O(1)); -1 on allocation failure with *p untouched. */
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 64;
@@ -1270,6 +1289,8 @@ static int bpe_word(enc *e, const char *w, size_t n) {
     if (!ns) return DSQ_OK;
     s[ns - 1].next = -1;
 
+    /* every adjacent pair that has a merge, keyed by (rank, position) so the
+     * lowest rank merges first and ties go to the leftmost pair */
     bheap *h = st->heap;
     size_t nh = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
@@ -1283,6 +1304,7 @@ static int bpe_word(enc *e, const char *w, size_t n) {
         bsym *b = &s[a->next];
         const mrg_ent *m = mrg_find(t, a->id, b->id);
         if (!m || m->id != top.id) continue; /* stale: a neighbour changed */
+        /* merge b into a, then offer the two new pairs around a */
         a->id = top.id;
         b->id = -1;
         a->next = b->next;
@@ -1311,6 +1333,7 @@ static int emit_word(enc *e, const char *w, size_t n) {
         int32_t k = smap_find(t, &t->raw_map, 1, w, n, -1);
         if (k >= 0) return emit(e, t->keys[k].id);
     }
+    /* long pre-tokens are rare and would crowd the cache out */
     if (n > CACHE_MAX_WORD) return bpe_word(e, w, n);
     uint64_t h = hash_bytes(w, n) | 1;
     const cslot *c = cache_get(e->st, w, n, h);
@@ -1545,6 +1568,7 @@ static int added_pass(enc *e, int pass, const char *p, size_t n) {
     const dsq_tok *t = e->t;
     int rc;
     if (!t->has_added[pass]) return pass == 0 ? added_pass(e, 1, p, n) : pretok_segment(e, p, n);
+    /* seg: start of the text not yet handed on; i: where to look next */
     size_t i = 0, seg = 0;
     while (i < n) {
         int32_t ai;
@@ -1552,6 +1576,8 @@ static int added_pass(enc *e, int pass, const char *p, size_t n) {
         if (!len) { i++; continue; }
         const tok_added *a = &t->added[ai];
         size_t ms = i, me = i + len;
+        /* a rejected match still consumes its bytes, as the automaton's
+         * iterator does */
         if (a->single_word && !single_word_ok(e, p, n, ms, me)) { i = me; continue; }
         if (a->lstrip) ms = space_run_before(p, seg, ms);
         if (a->rstrip) me = space_run_after(p, n, me);
@@ -1602,6 +1628,8 @@ fail:
 
 /* ==== decoding =========================================================== */
 
+/* Two passes: validate every id and size the output, then copy; a bad id
+ * anywhere leaves nothing allocated. */
 int dsq_tok_decode(const dsq_tok *t, const int32_t *ids, size_t n, char **text, size_t *len,
                    dsq_err *err) {
     *text = NULL;

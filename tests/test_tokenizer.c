@@ -964,6 +964,15 @@ TEST(test_tokenizer_cli) {
     ok = back && olen == sizeof text - 1 && !memcmp(back, text, olen);
     free(back);
     CHECK(ok);
+
+    /* '-' reads standard input, for both commands */
+    snprintf(cmd, sizeof cmd, "%s tokenize '%s' --text - --json < '%s' | %s detokenize '%s' --tokens - > '%s'",
+             t_dsq(), dir, tp, t_dsq(), dir, op);
+    CHECK(t_run(cmd, NULL) == 0);
+    back = t_read_file(op, &olen);
+    ok = back && olen == sizeof text - 1 && !memcmp(back, text, olen);
+    free(back);
+    CHECK(ok);
     tv_free(&v);
 }
 
