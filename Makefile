@@ -96,6 +96,11 @@ demo: all
 bench: all
 	@sh bench/run.sh $(BUILD)/dsq
 
+# Tokenizer encode MB/s (bench/tok_bench.c); a standalone program linking libdsq.a.
+$(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ bench/tok_bench.c $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
 clean:
 	rm -rf build build-san
 

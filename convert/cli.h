@@ -24,6 +24,8 @@ void cli_install_signals(void);
 /* .dsq containers (cmd_inspect_container lives with the container commands). */
 int dsq_path_is_container(const char *path);
 int cmd_inspect_container(const char *path, int json);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */
 int cli_is(const char *arg, const char *opt);

@@ -13,6 +13,8 @@ static const dsq_cmd g_cmds[] = {
     {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
     {"check", "verify a .dsq container's structure and checksums", cmd_check},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
+    {"tokenize", "encode text to token ids with a checkpoint's tokenizer", cmd_tokenize},
+    {"detokenize", "decode token ids back to text", cmd_detokenize},
 };
 
 static void usage(FILE *f) {
