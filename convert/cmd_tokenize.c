@@ -5,6 +5,7 @@
  * eval and verify read back with dsq_tokens_load_json().
  */
 #include "convert/cli.h"
+#include "convert/model.h"
 #include "common.h"
 #include "formats/tokenizer.h"
 
@@ -45,66 +46,12 @@ static int read_input(const char *path, char **out, size_t *len, dsq_err *err) {
     return DSQ_OK;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
 
-/* tokenizer.json at `json_path`, plus tokenizer_config.json at `cfg_path`
- * when that file exists (it names BOS/EOS). */
-static int load_pair(const char *json_path, const char *cfg_path, dsq_tok **out, dsq_err *err) {
-    char *buf = NULL;
-    size_t len;
-    dsq_tok *tok = NULL;
-    int rc = dsq_read_file(json_path, TOK_JSON_MAX, &buf, &len, err);
-    if (rc < 0) return rc;
-    rc = dsq_tok_new_from_json(&tok, buf, len, json_path, err);
-    free(buf);
-    buf = NULL;
-    if (rc < 0) return rc;
-    struct stat st;
-    if (cfg_path && stat(cfg_path, &st) == 0) {
-        rc = dsq_read_file(cfg_path, TOK_JSON_MAX, &buf, &len, err);
-        if (rc == DSQ_OK) rc = dsq_tok_set_config(tok, buf, len, cfg_path, err);
-        free(buf);
-        if (rc < 0) {
-            dsq_tok_free(tok);
-            return rc;
-        }
-    }
-    *out = tok;
-    return DSQ_OK;
-}
 
-/* MODEL may be a checkpoint folder (MODEL/tokenizer.json and
- * MODEL/tokenizer_config.json) or a tokenizer.json itself (a
- * tokenizer_config.json beside it is used too).  A .dsq container will carry
- * both files as blobs; that branch is where to read them. */
+/* MODEL: a checkpoint folder or archive, a .dsq container or a tokenizer.json. */
 static int load_tokenizer(const char *model, dsq_tok **out, dsq_err *err) {
-    char jp[4096], cp[4096];
-    *out = NULL;
-    if (is_dir(model)) {
-        snprintf(jp, sizeof jp, "%s/tokenizer.json", model);
-        snprintf(cp, sizeof cp, "%s/tokenizer_config.json", model);
-        struct stat st;
-        if (stat(jp, &st) != 0)
-            return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no tokenizer.json in this folder", model);
-        return load_pair(jp, cp, out, err);
-    }
-    if (ends_with(model, ".dsq"))
-        return dsq_fail(err, DSQ_E_UNSUPPORTED,
-                        "%s: reading the tokenizer from a .dsq container is not supported yet; "
-                        "pass the checkpoint folder or its tokenizer.json",
-                        model);
-    const char *base = dsq_basename(model);
-    size_t dirlen = (size_t)(base - model);
-    snprintf(cp, sizeof cp, "%.*stokenizer_config.json", (int)dirlen, model);
-    return load_pair(model, cp, out, err);
+    return dsq_model_tokenizer(model, out, err);
 }
 
 /* Write ids as "a b c\n" or as one JSON array "[a,b,c]\n", buffered. */
