@@ -12,7 +12,8 @@
  * ratio to memcpy of the same number of bytes with the same thread count,
  * measured in the same run.
  *
- * usage: quant_bench [threads]     (default: all cores, DSQ_THREADS)
+ * usage: quant_bench [threads [scheme]]   (default: all cores or DSQ_THREADS,
+ *        int4-g128-sym, int4-g128-asym, fp8-block-ue8m0 and fp8-block)
  */
 #include "dsq.h"
 #include "bench_util.h"
@@ -123,6 +124,8 @@ int main(int argc, char **argv) {
         for (int k = 0; k < 32; k++) ((float *)s->scale)[k] = ldexpf(1.0f, ue[k] - 127);
     }
     free(w);
+    memset(out, 0, nbytes + nscale); /* no first-touch page faults inside a measurement */
+    memset(copy, 0, nbytes);
     double src_gb = (double)nbytes * PASSES / 1e9, gw = (double)nbytes * PASSES / 1e9;
     printf("quant_bench: kernels %s, %d expert matrices, %.2f GB of FP8 source per measurement\n",
            dsq_q_simd_name(), N_MAT, src_gb);
@@ -135,6 +138,7 @@ int main(int argc, char **argv) {
         printf("memcpy                              threads %d  %6.2f GB/s\n", nt, src_gb / tc);
         const int ts[] = {DSQ_Q_INT4_G128_SYM, DSQ_Q_INT4_G128_ASYM, DSQ_Q_FP8_BLOCK_UE8M0, DSQ_Q_FP8_BLOCK};
         for (int k = 0; k < 4; k++) {
+            if (argc > 2 && dsq_q_from_name(argv[2]) != ts[k]) continue;
             double tq = quant_seconds(pool, m, ts[k], out);
             printf("fp8-block -> %-20s   threads %d  %6.2f GB/s  %6.3f Gweights/s  %.2f x memcpy\n",
                    dsq_q_scheme(ts[k])->name, nt, src_gb / tq, gw / tq, tc / tq);

@@ -18,9 +18,10 @@
  *     min() for saturation, NaN forced to 0x7F.  x / s is an IEEE division;
  *     when s is a normal power of two it becomes x * (1/s), the same
  *     correctly rounded quotient.
- *   - Integer codes: x * inv, NaN -> 0, clamp, cvtps (round to nearest even
- *     under the default MXCSR), integer add and clamp: the exact operation
- *     sequence of dsq_q_i4_code / dsq_q_i8_code.
+ *   - Integer codes: x * inv, NaN -> 0, then one clamp straight to the code
+ *     range and cvtps (round to nearest even under the default MXCSR); for
+ *     integer bounds this equals dsq_q_i4_code / dsq_q_i8_code's
+ *     clamp-round-clamp.
  *   - max/min of finite values do not depend on the order of evaluation.
  *   - F16 uses F16C (IEEE RNE) with NaNs rewritten to dtype.c's quiet NaN.
  */
@@ -224,7 +225,9 @@ TGT static void e4m3_enc_avx2(const float *x, int64_t n, float s, uint8_t *out) 
     for (; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
 }
 
-/* x * inv with NaN -> 0, clamped to [-lim, lim], rounded to nearest even. */
+/* x * inv with NaN -> 0, clamped to [lo, hi], rounded to nearest even.  With
+ * integer bounds, rne(clamp(t, lo, hi)) = clamp(rne(t), lo, hi), so clamping
+ * straight to the code range gives the reference's clamp-round-clamp. */
 TGT static inline __m256i icode8(const float *p, __m256 vinv, __m256 lo, __m256 hi) {
     __m256 t = _mm256_mul_ps(_mm256_loadu_ps(p), vinv);
     t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q));
@@ -233,29 +236,27 @@ TGT static inline __m256i icode8(const float *p, __m256 vinv, __m256 lo, __m256 
 }
 
 TGT static void i8_enc_avx2(const float *x, int64_t n, float inv, uint8_t *out) {
-    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(128.0f);
-    const __m256i qlo = _mm256_set1_epi32(-127), qhi = _mm256_set1_epi32(127);
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i c[4];
-        for (int k = 0; k < 4; k++)
-            c[k] = _mm256_min_epi32(_mm256_max_epi32(icode8(x + i + 8 * k, vinv, lo, hi), qlo), qhi);
-        _mm256_storeu_si256((__m256i *)(out + i), pack32_i8(c[0], c[1], c[2], c[3]));
+        __m256i c0 = icode8(x + i, vinv, lo, hi), c1 = icode8(x + i + 8, vinv, lo, hi);
+        __m256i c2 = icode8(x + i + 16, vinv, lo, hi), c3 = icode8(x + i + 24, vinv, lo, hi);
+        _mm256_storeu_si256((__m256i *)(out + i), pack32_i8(c0, c1, c2, c3));
     }
     for (; i < n; i++) out[i] = (uint8_t)(int8_t)dsq_q_i8_code(x[i], inv);
 }
 
+/* Codes u = rne(clamp(t, -z, 15 - z)) + z, packed two per byte. */
 TGT static void i4_enc_avx2(const float *x, int64_t n, float inv, int z, uint8_t *out) {
-    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-16.0f), hi = _mm256_set1_ps(16.0f);
-    const __m256i vz = _mm256_set1_epi32(z), q0 = _mm256_setzero_si256(), q15 = _mm256_set1_epi32(15);
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps((float)-z), hi = _mm256_set1_ps((float)(15 - z));
+    const __m256i vz = _mm256_set1_epi32(z);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i c[4];
-        for (int k = 0; k < 4; k++) {
-            __m256i u = _mm256_add_epi32(icode8(x + i + 8 * k, vinv, lo, hi), vz);
-            c[k] = _mm256_min_epi32(_mm256_max_epi32(u, q0), q15);
-        }
-        __m256i b = pack32_u8(c[0], c[1], c[2], c[3]);
+        __m256i c0 = _mm256_add_epi32(icode8(x + i, vinv, lo, hi), vz);
+        __m256i c1 = _mm256_add_epi32(icode8(x + i + 8, vinv, lo, hi), vz);
+        __m256i c2 = _mm256_add_epi32(icode8(x + i + 16, vinv, lo, hi), vz);
+        __m256i c3 = _mm256_add_epi32(icode8(x + i + 24, vinv, lo, hi), vz);
+        __m256i b = pack32_u8(c0, c1, c2, c3);
         /* 16-bit word t = e[2t] | e[2t+1] << 8  ->  e[2t] | e[2t+1] << 4 */
         __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0xFF));
         __m128i nib = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
