@@ -9,10 +9,10 @@
  * compiles none of it.
  *
  * Bit-exactness with the reference, kernel by kernel:
- *   - E4M3 decode puts the 7 magnitude bits at f32 bit 20 (exponent field =
- *     E4M3 exponent, mantissa = top 3 bits), which reads as 2^-120 times the
- *     E4M3 value also for subnormals; the exact product with 2^120 restores
- *     it.  0x7F/0xFF become NaN as in the table.  Then one multiply by s.
+ *   - E4M3 decode rebuilds the value exactly (as F16 bits widened by F16C,
+ *     or f32 bits for huge scales), NaN codes as the table's quiet NaN, and
+ *     applies the scale in ONE multiply, so the product rounds once, as
+ *     dsq_e4m3_lut[q] * s does.
  *   - E4M3 encode is dtype.c's minifloat_round done on 8 lanes: bias-adjusted
  *     RNE on the f32 bits for normal results, rne(a * 2^9) below 2^-6, a
  *     min() for saturation, NaN forced to 0x7F.  x / s is an IEEE division;
@@ -28,6 +28,7 @@
 #include "quant_int.h"
 #include "dtype.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -49,16 +50,38 @@ TGT static inline __m256 e4m3x8(__m128i b) {
     return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
 }
 
+/* Sixteen E4M3 bytes as F16 bit patterns: E4M3 and F16 differ only in
+ * exponent width and bias (7 vs 15), so the 7 magnitude bits moved up by 7
+ * are an F16 of value 2^-8 times the E4M3 value, subnormals included.  NaN
+ * codes become F16 0x7E00 (widening to the f32 quiet NaN) with their sign. */
+TGT static inline __m256i e4m3x16_h(__m128i b) {
+    __m256i v = _mm256_cvtepu8_epi16(b);
+    __m256i mag = _mm256_and_si256(v, _mm256_set1_epi16(0x7F));
+    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x80)), 8);
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(mag, 7), sign);
+    __m256i nan = _mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F));
+    return _mm256_blendv_epi8(h, _mm256_or_si256(sign, _mm256_set1_epi16(0x7E00)), nan);
+}
+
 TGT static void e4m3_dq_avx2(const uint8_t *q, int64_t n, float s, float *out) {
-    const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(b), vs));
-        _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(e4m3x8(_mm_srli_si128(b, 8)), vs));
+    /* f16(q) * (256 s) is one rounding of the exact product e4m3(q) * s, like
+     * the table path, as long as 256 s itself is exact (no overflow). */
+    if (fabsf(s) < 0x1p119f) {
+        const __m256 vs = _mm256_set1_ps(s * 256.0f);
+        for (; i + 16 <= n; i += 16) {
+            __m256i h = e4m3x16_h(_mm_loadu_si128((const __m128i *)(q + i)));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), vs));
+            _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), vs));
+        }
+    } else {
+        const __m256 vs = _mm256_set1_ps(s);
+        for (; i + 16 <= n; i += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(b), vs));
+            _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(e4m3x8(_mm_srli_si128(b, 8)), vs));
+        }
     }
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(_mm_loadl_epi64((const __m128i *)(q + i))), vs));
     for (; i < n; i++) out[i] = dsq_e4m3_lut[q[i]] * s;
 }
 
