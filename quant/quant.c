@@ -424,27 +424,37 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
+        float lo[SCR / 32], hi[SCR / 32];
+        qparam par[SCR / 32];
         for (int64_t r = r0; r < r1; r++)
             for (int64_t cc = 0; cc < cols; cc += chunk) {
                 int64_t ce = cc + chunk < cols ? cc + chunk : cols;
                 const float *x = load_rect(c, r, r + 1, cc, ce);
                 uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
-                for (int64_t j = cc; j < ce; j += G) {
-                    int64_t je = j + G < ce ? j + G : ce, g = j / G;
-                    const float *xg = x + (j - cc);
-                    float lo = 0, hi;
-                    if (d->sym) hi = c->k->absmax(xg, je - j);
-                    else c->k->minmax(xg, je - j, &lo, &hi);
-                    qparam p;
+                /* three sweeps over the chunk's groups (ranges, parameters,
+                 * codes) so the divisions of neighbouring groups overlap
+                 * instead of forming one long dependency chain */
+                int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    lo[k] = 0;
+                    if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
+                    else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
                     if (c->nclip < 2) {
-                        p = make_params(d, lo, hi);
+                        par[k] = make_params(d, lo[k], hi[k]);
                     } else {
-                        unit u = {r, r + 1, j, je, xg};
-                        p = unit_choose(c, &u, lo, hi);
+                        unit u = {r, r + 1, j, je, x + (j - cc)};
+                        par[k] = unit_choose(c, &u, lo[k], hi[k]);
                     }
-                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g, p.code);
-                    if (!d->sym) zero_store(&c->dst, r, g, p.z);
-                    c->k->i4_enc(xg, je - j, p.inv, p.z, out + j / 2);
+                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+                    if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
                 }
             }
         break;
