@@ -127,7 +127,7 @@ static uint32_t one_code(dsq_dtype sdt) {
 /* Scale and zero point of a unit whose (clipped) range is [lo, hi], lo <= 0
  * <= hi; symmetric schemes use hi = amax only.  The formulas are the ones
  * documented in quant.h. */
-static qparam make_params(const dsq_qscheme *d, float lo, float hi) {
+static inline qparam make_params(const dsq_qscheme *d, float lo, float hi) {
     qparam p;
     int asym = !d->sym;
     float range = asym ? hi - lo : hi;
@@ -349,6 +349,42 @@ static qparam tensor_params(const qctx *c) {
     return p;
 }
 
+/* Block scales without a search, walking each 128-row band row by row so the
+ * source streams in order: pass 1 takes every block's amax, pass 2 encodes
+ * (the band's source bytes are still in cache).  Columns go in windows of
+ * at most SCR so a row piece fits in scratch.  Same bytes as unit_quant. */
+static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t B = d->group, cols = c->dst.m->cols, rows = c->dst.m->rows;
+    float amax[SCR / 128];
+    qparam p[SCR / 128];
+    for (int64_t b = r0; b < r1; b += B) {
+        int64_t be = b + B < rows ? b + B : rows;
+        for (int64_t w0 = 0; w0 < cols; w0 += SCR) {
+            int64_t w1 = w0 + SCR < cols ? w0 + SCR : cols, nb = (w1 - w0 + B - 1) / B;
+            for (int64_t k = 0; k < nb; k++) amax[k] = 0;
+            for (int64_t r = b; r < be; r++) {
+                load_seg(c->k, &c->src, r, w0, w1, c->scr);
+                for (int64_t k = 0; k < nb; k++) {
+                    int64_t j = k * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+                    amax[k] = dsq_q_maxps(amax[k], c->k->absmax(c->scr + j, je - j));
+                }
+            }
+            for (int64_t k = 0; k < nb; k++) {
+                p[k] = make_params(d, 0, amax[k]);
+                scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + k, p[k].code);
+            }
+            for (int64_t r = b; r < be; r++) {
+                load_seg(c->k, &c->src, r, w0, w1, c->scr);
+                for (int64_t k = 0; k < nb; k++) {
+                    int64_t j = k * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+                    encode_seg(c, r, w0 + j, c->scr + j, je - j, &p[k]);
+                }
+            }
+        }
+    }
+}
+
 /* Quantize rows [r0, r1); arguments already validated. */
 static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
@@ -371,6 +407,10 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
         break;
     case DSQ_QG_BLOCK: {
         const int64_t B = d->group;
+        if (c->nclip < 2) {
+            block_rows_absmax(c, r0, r1);
+            break;
+        }
         for (int64_t b = r0; b < r1; b += B) {
             int64_t be = b + B < rows ? b + B : rows;
             for (int64_t cb = 0; cb * B < cols; cb++) {
@@ -384,19 +424,37 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
+        float lo[SCR / 32], hi[SCR / 32];
+        qparam par[SCR / 32];
         for (int64_t r = r0; r < r1; r++)
             for (int64_t cc = 0; cc < cols; cc += chunk) {
                 int64_t ce = cc + chunk < cols ? cc + chunk : cols;
                 const float *x = load_rect(c, r, r + 1, cc, ce);
-                for (int64_t j = cc; j < ce; j += G) {
-                    int64_t je = j + G < ce ? j + G : ce, g = j / G;
-                    unit u = {r, r + 1, j, je, x + (j - cc)};
-                    float lo, hi;
-                    unit_range(c, &u, &lo, &hi);
-                    qparam p = unit_choose(c, &u, lo, hi);
-                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g, p.code);
-                    if (!d->sym) zero_store(&c->dst, r, g, p.z);
-                    unit_encode(c, &u, &p);
+                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+                /* three sweeps over the chunk's groups (ranges, parameters,
+                 * codes) so the divisions of neighbouring groups overlap
+                 * instead of forming one long dependency chain */
+                int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    lo[k] = 0;
+                    if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
+                    else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    if (c->nclip < 2) {
+                        par[k] = make_params(d, lo[k], hi[k]);
+                    } else {
+                        unit u = {r, r + 1, j, je, x + (j - cc)};
+                        par[k] = unit_choose(c, &u, lo[k], hi[k]);
+                    }
+                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+                    if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
                 }
             }
         break;
