@@ -998,7 +998,7 @@ TEST(test_tokenizer_cli_errors) {
         {"detokenize DIR", 2, "usage:"},
         {"tokenize DIR/none --text IN", 1, "none"},
         {"tokenize DIR --text DIR/none.txt", 1, "none.txt: cannot open"},
-        {"tokenize model.dsq --text IN", 1, "model.dsq: reading the tokenizer from a .dsq container is not supported yet"},
+        {"tokenize model.dsq --text IN", 1, "model.dsq: no such file or folder"},
         {"detokenize DIR --tokens DIR/bad.json", 1, "bad.json: element 1 (byte 4) is not an integer"},
         {"detokenize DIR --tokens DIR/range.json", 1, "range.json: token 1: id 4000 is not in the vocabulary"},
         {"tokenize DIR/broken --text IN", 1, "broken/tokenizer.json: model.merges[0]: token 'x' is not in model.vocab"},
