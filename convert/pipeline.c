@@ -187,6 +187,7 @@ static int plan_ctr(ctx *c) {
 
 /* ---- progress ------------------------------------------------------------- */
 static void draw(ctx *c, int final) {
+    if (c->o->on_tensor && !final) c->o->on_tensor(c->o->on_tensor_arg, c->done_bytes, c->total_bytes);
     if (!c->o->progress) return;
     double now = dsq_now();
     if (!final && now - c->last_draw < 0.2) return;

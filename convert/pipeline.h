@@ -16,6 +16,9 @@ typedef struct dsq_pipe_opts {
     int force, drop_mtp, threads;
     int progress;               /* draw a progress line on stderr */
     int measure_error;          /* compute per-tensor weight error */
+    /* called after each source tensor (may be NULL) */
+    void (*on_tensor)(void *arg, uint64_t done_bytes, uint64_t total_bytes);
+    void *on_tensor_arg;
     int argc;                   /* command line, for provenance */
     char **argv;
 } dsq_pipe_opts;
