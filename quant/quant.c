@@ -46,6 +46,7 @@ typedef struct qctx {
     qmeta src, dst;
     const float *imp; /* [cols] or NULL */
     int nclip;        /* ratios tried; < 2 means plain absmax */
+    int fixed;        /* parameters preset in dst (dsq_qopts.fixed) */
     float clip_min;
     float *scr;       /* SCR floats, owned by the caller's stack frame */
 } qctx;
@@ -386,9 +387,53 @@ static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
 }
 
 /* Quantize rows [r0, r1); arguments already validated. */
+/* Parameters stored in dst for scale index sidx (and group g of row r). */
+static qparam stored_params(const qctx *c, int64_t sidx, int64_t r, int64_t g) {
+    qparam p;
+    p.s = scale_load(&c->dst, sidx);
+    p.inv = 1.0f / p.s;
+    p.z = c->dst.sc->kind == DSQ_QK_INT4 ? (c->dst.sc->sym ? 8 : zero_load(&c->dst, r, g)) : 0;
+    p.code = 0;
+    return p;
+}
+
+/* dsq_qopts.fixed: encode every unit with the parameters already stored. */
+static void quant_rows_fixed(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t cols = c->dst.m->cols;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t j = 0; j < cols;) {
+            int64_t je, sidx, g = 0;
+            switch (d->gran) {
+            case DSQ_QG_TENSOR: je = cols; sidx = 0; break;
+            case DSQ_QG_CHANNEL: je = cols; sidx = r; break;
+            case DSQ_QG_BLOCK:
+                g = j / d->group;
+                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
+                sidx = (r / d->group) * c->dst.sz.scale_cols + g;
+                break;
+            case DSQ_QG_GROUP:
+                g = j / d->group;
+                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
+                sidx = r * c->dst.sz.scale_cols + g;
+                break;
+            default: je = cols; sidx = 0; break;
+            }
+            if (je - j > SCR) je = j + SCR; /* long rows in pieces; j stays even */
+            qparam p = d->gran == DSQ_QG_NONE ? (qparam){1.0f, 1.0f, 0, 0} : stored_params(c, sidx, r, g);
+            load_seg(c->k, &c->src, r, j, je, c->scr);
+            encode_seg(c, r, j, c->scr, je - j, &p);
+            j = je;
+        }
+}
+
 static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t cols = c->dst.m->cols, rows = c->dst.m->rows;
+    if (c->fixed) {
+        quant_rows_fixed(c, r0, r1);
+        return;
+    }
     switch (d->gran) {
     case DSQ_QG_NONE:
     case DSQ_QG_TENSOR: {
@@ -505,6 +550,7 @@ static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_
                                     (long long)j, (double)opt->imp[j]);
             c->imp = opt->imp;
         }
+        c->fixed = opt->fixed != 0;
     }
     /* FP8 re-quantization goes through dtype.h's decode table. */
     dsq_codecs_init();
@@ -518,7 +564,7 @@ static int prepare(const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
     qctx c;
     int rc = ctx_init(&c, k, src, dst, opt, err);
     if (rc < 0) return rc;
-    if (c.dst.sc->gran != DSQ_QG_TENSOR) return DSQ_OK;
+    if (c.dst.sc->gran != DSQ_QG_TENSOR || c.fixed) return DSQ_OK;
     float scr[SCR];
     c.scr = scr;
     unit u = {0, dst->rows, 0, dst->cols, NULL};
@@ -641,3 +687,13 @@ void dsq_q_f32_to_bf16_row(const float *x, int64_t n, void *out) { dsq_qkern_bes
 void dsq_q_f32_to_f16_row(const float *x, int64_t n, void *out) { dsq_qkern_best()->f16_enc(x, n, out); }
 void dsq_q_bf16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->bf16_dq(p, n, out); }
 void dsq_q_f16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->f16_dq(p, n, out); }
+
+int dsq_q_params(int scheme, float lo, float hi, float *s, int *z, uint32_t *code) {
+    const dsq_qscheme *d = dsq_q_scheme(scheme);
+    if (!d || d->kind == DSQ_QK_FLOAT) return DSQ_E_ARG;
+    qparam p = make_params(d, d->sym ? 0 : lo, d->sym ? (fabsf(lo) > hi ? fabsf(lo) : hi) : hi);
+    *s = p.s;
+    *z = p.z;
+    if (code) *code = p.code;
+    return DSQ_OK;
+}

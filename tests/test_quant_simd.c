@@ -201,7 +201,7 @@ TEST(test_quant_simd_identical) {
         for (int t = 0; t < DSQ_Q_COUNT; t++)
             for (int k = 0; k < 3; k++) {
                 const char *what;
-                dsq_qopts o = {NULL, 8, 0.6f};
+                dsq_qopts o = {NULL, 8, 0.6f, 0};
                 CHECKF(same_output(t, srcs[k], NULL, &what), "%s from source %d [%lld, %lld]: %s differs",
                        dsq_q_scheme(t)->name, k, (long long)rows, (long long)cols, what);
                 if (k == 0 && rows * cols < 5000)
@@ -230,7 +230,7 @@ TEST(test_quant_threads_identical) {
         int t = ts[ti];
         dsq_qsizes z;
         dsq_qmat a = qm_new(t, rows, cols, &z), b = qm_new(t, rows, cols, &z), c = qm_new(t, rows, cols, &z);
-        dsq_qopts o = {NULL, ti & 1 ? 6 : 0, 0};
+        dsq_qopts o = {NULL, ti & 1 ? 6 : 0, 0, 0};
         CHECK(dsq_q_quantize_pool(p1, &src, &a, &o, NULL) == DSQ_OK);
         CHECK(dsq_q_quantize_pool(p2, &src, &b, &o, NULL) == DSQ_OK);
         CHECK(dsq_q_prepare(&src, &c, &o, NULL) == DSQ_OK);
@@ -264,7 +264,7 @@ TEST(test_quant_long_rows) {
                 DSQ_Q_INT4_G128_ASYM};
     for (int ti = 0; ti < 5; ti++) {
         const char *what;
-        dsq_qopts o = {NULL, 4, 0};
+        dsq_qopts o = {NULL, 4, 0, 0};
         CHECKF(same_output(ts[ti], &src, NULL, &what), "%s long rows: %s", dsq_q_scheme(ts[ti])->name, what);
         CHECKF(same_output(ts[ti], &src, &o, &what), "%s long rows, search: %s", dsq_q_scheme(ts[ti])->name, what);
         dsq_qsizes z;
