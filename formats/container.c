@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -22,7 +23,7 @@
 #include <xxhash.h>
 #include <zlib.h>
 
-static const char *const g_arr_names[DSQ_ARR_N] = {"data", "scale", "zero"};
+static const char *const g_arr_names[DSQ_ARR_N] = {"data", "scale", "zero", "colscale"};
 
 /* ========================================================================
  * Reader
@@ -183,7 +184,7 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
         goto fail;
     }
     c->t = dsq_calloc(n_expect + 1, sizeof *c->t);
-    sp = dsq_calloc(n_expect * 3 + (size_t)c->n_files + 1, sizeof *sp);
+    sp = dsq_calloc(n_expect * DSQ_ARR_N + (size_t)c->n_files + 1, sizeof *sp);
     if (!c->t || !sp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     int ns = 0;
     for (const cJSON *e = arr->child; e; e = e->next) {
@@ -237,9 +238,10 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': shape too large for its scheme", c->path, t->name);
             goto fail;
         }
-        uint64_t mult = t->experts ? (uint64_t)t->experts : 1, want[3];
+        uint64_t mult = t->experts ? (uint64_t)t->experts : 1, want[DSQ_ARR_N];
+        uint64_t cs = cJSON_GetObjectItemCaseSensitive(e, "colscale") ? (uint64_t)t->cols * 4 : 0;
         if (dsq_mul_ovf(qs.data, mult, &want[0]) || dsq_mul_ovf(qs.scale, mult, &want[1]) ||
-            dsq_mul_ovf(qs.zero, mult, &want[2])) {
+            dsq_mul_ovf(qs.zero, mult, &want[2]) || dsq_mul_ovf(cs, mult, &want[3])) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': size overflows", c->path, t->name);
             goto fail;
         }
@@ -389,7 +391,7 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
     }
     if (dsq_le32(h + 12) < DSQ_CTR_HEADER) { dsq_fail(err, DSQ_E_FORMAT, "%s: header_size below 128", path); goto fail; }
     if (XXH3_64bits(h, 120) != dsq_le64(h + 120)) { dsq_fail(err, DSQ_E_CHECKSUM, "%s: header checksum mismatch", path); rc = DSQ_E_CHECKSUM; goto fail; }
-    if (dsq_le64(h + 16)) {
+    if (dsq_le64(h + 16) & ~DSQ_CTR_FLAGS_KNOWN) {
         rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: requires features this dsq lacks (flags 0x%llx)", path,
                       (unsigned long long)dsq_le64(h + 16));
         goto fail;
@@ -431,6 +433,23 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
     uint64_t nt = dsq_le64(h + 88);
     if (nt > (1u << 24)) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: %llu tensors is implausible", path, (unsigned long long)nt); goto fail; }
     if ((rc = parse_dir(c, (const char *)h + s_off[2], s_len[2], nt, s_off[0], s_off[0] + s_len[0], err))) goto fail;
+    for (int i = 0; i < c->n; i++) {
+        const dsq_carray *a = &c->t[i].arr[DSQ_ARR_COLSCALE];
+        if (!a->size) continue;
+        if (!(dsq_le64(h + 16) & DSQ_CTR_FLAG_COLSCALE)) {
+            dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' has a colscale array but the header lacks its required flag",
+                     path, c->t[i].name);
+            goto fail;
+        }
+        for (uint64_t k = 0; k < a->size / 4; k++) {
+            float v = dsq_lef32(c->map + a->offset + 4 * k);
+            if (!(v > 0 && v < INFINITY)) {
+                dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': colscale[%llu] is %g (must be finite and positive)",
+                         path, c->t[i].name, (unsigned long long)k, (double)v);
+                goto fail;
+            }
+        }
+    }
     *out = c;
     return DSQ_OK;
 fail:
@@ -445,8 +464,8 @@ int dsq_ctr_qmat(const dsq_ctr *c, int i, int e, dsq_qmat *m, dsq_err *err) {
     m->type = t->scheme;
     m->rows = t->rows;
     m->cols = t->cols;
-    void *p[3];
-    for (int k = 0; k < 3; k++) {
+    void *p[DSQ_ARR_N];
+    for (int k = 0; k < DSQ_ARR_N; k++) {
         uint64_t sl = t->arr[k].size / (uint64_t)ne;
         p[k] = t->arr[k].size ? (void *)(c->map + t->arr[k].offset + sl * (uint64_t)e) : NULL;
     }
@@ -454,6 +473,13 @@ int dsq_ctr_qmat(const dsq_ctr *c, int i, int e, dsq_qmat *m, dsq_err *err) {
     m->scale = p[1];
     m->zero = p[2];
     return DSQ_OK;
+}
+
+const void *dsq_ctr_colscale(const dsq_ctr *c, int i, int e) {
+    const dsq_ctensor *t = &c->t[i];
+    const dsq_carray *a = &t->arr[DSQ_ARR_COLSCALE];
+    if (!a->size) return NULL;
+    return c->map + a->offset + (uint64_t)t->cols * 4 * (uint64_t)e;
 }
 
 int dsq_ctr_verify(const dsq_ctr *c, int64_t *n_checked, dsq_err *err) {
@@ -603,6 +629,7 @@ int dsq_ctrw_add_tensor(dsq_ctrw *w, const dsq_ctw_tensor *d, dsq_err *err) {
     t->slice[0] = qs.data;
     t->slice[1] = qs.scale;
     t->slice[2] = qs.zero;
+    t->slice[3] = d->colscale ? (uint64_t)d->cols * 4 : 0;
     int ne = d->experts ? d->experts : 1;
     for (int k = 0; k < DSQ_ARR_N && t->name && t->recipe; k++) {
         t->hash[k] = dsq_calloc((size_t)ne, sizeof(uint64_t));
@@ -770,6 +797,10 @@ int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
     dsq_st16(h + 8, 1);
     dsq_st16(h + 10, 0);
     dsq_st32(h + 12, DSQ_CTR_HEADER);
+    uint64_t flags = 0;
+    for (int i = 0; i < w->n; i++)
+        if (w->t[i].slice[DSQ_ARR_COLSCALE]) flags |= DSQ_CTR_FLAG_COLSCALE;
+    dsq_st64(h + 16, flags);
     dsq_st64(h + 32, fsize);
     dsq_st64(h + 40, DSQ_CTR_DATA_OFFSET);
     dsq_st64(h + 48, w->data_end - DSQ_CTR_DATA_OFFSET);

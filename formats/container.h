@@ -16,7 +16,14 @@
 #define DSQ_CTR_ALIGN 64
 #define DSQ_CTR_DATA_OFFSET 4096
 
-enum { DSQ_ARR_DATA = 0, DSQ_ARR_SCALE = 1, DSQ_ARR_ZERO = 2, DSQ_ARR_N = 3 };
+/* Arrays of a tensor.  COLSCALE (optional, f32 [cols] per matrix) is a
+ * per-input-column multiplier applied after dequantization (activation-aware
+ * scaling that could not be folded elsewhere). */
+enum { DSQ_ARR_DATA = 0, DSQ_ARR_SCALE = 1, DSQ_ARR_ZERO = 2, DSQ_ARR_COLSCALE = 3, DSQ_ARR_N = 4 };
+
+/* flags_required bits (docs/FORMAT.md section 2) */
+#define DSQ_CTR_FLAG_COLSCALE 1ull
+#define DSQ_CTR_FLAGS_KNOWN DSQ_CTR_FLAG_COLSCALE
 
 typedef struct dsq_carray {
     uint64_t offset, size; /* absolute; size 0 when absent */
@@ -51,6 +58,9 @@ int dsq_ctr_find(const dsq_ctr *c, const char *name); /* index or -1 */
 /* The matrix of tensor i (expert e of a stacked tensor, else e = 0), with
  * pointers into the mapping. */
 int dsq_ctr_qmat(const dsq_ctr *c, int i, int e, dsq_qmat *m, dsq_err *err);
+/* Column multipliers of tensor i, expert e ([cols] f32, possibly
+ * unaligned little-endian bytes), or NULL when the tensor has none. */
+const void *dsq_ctr_colscale(const dsq_ctr *c, int i, int e);
 /* Check every array's checksums; the message names the first bad tensor
  * (and expert).  *n_checked receives the number of arrays checked. */
 int dsq_ctr_verify(const dsq_ctr *c, int64_t *n_checked, dsq_err *err);
@@ -74,6 +84,7 @@ typedef struct dsq_ctw_tensor {
     int experts;
     int scheme;
     int64_t rows, cols;
+    int colscale;          /* has a COLSCALE array */
     const char *recipe;    /* JSON object text, or NULL */
 } dsq_ctw_tensor;
 

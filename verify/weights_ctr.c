@@ -8,6 +8,7 @@
  */
 #include "verify/weights.h"
 #include "formats/container.h"
+#include "common.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -46,7 +47,12 @@ static int ctr_rows(void *ctx, int id, int64_t r0, int64_t r1, float *dst, dsq_e
     dsq_qmat m;
     int rc = dsq_ctr_qmat(ctx, id / ID_STRIDE, id % ID_STRIDE, &m, err);
     if (rc) return rc;
-    return dsq_q_dequantize(&m, r0, r1, dst, err);
+    if ((rc = dsq_q_dequantize(&m, r0, r1, dst, err))) return rc;
+    const uint8_t *cs = dsq_ctr_colscale(ctx, id / ID_STRIDE, id % ID_STRIDE);
+    if (cs)
+        for (int64_t r = 0; r < r1 - r0; r++)
+            for (int64_t j = 0; j < m.cols; j++) dst[r * m.cols + j] *= dsq_lef32(cs + 4 * j);
+    return DSQ_OK;
 }
 
 void dsq_weights_from_ctr(dsq_weights *w, const dsq_ctr *c) {
