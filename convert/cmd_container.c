@@ -7,6 +7,7 @@
  */
 #include "convert/cli.h"
 #include "common.h"
+#include "calib/stats.h"
 #include "convert/pipeline.h"
 #include "formats/container.h"
 #include "formats/formats_int.h"
@@ -55,6 +56,8 @@ static int usage_convert(FILE *f, int quant) {
                    "                   int8         every projection int8 per channel\n"
                    "                   Embedding and head stay bf16; norms, router and its bias f32.\n"
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
+                   "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
+                   "                   recipe's mse / gptq / awq methods\n"
                    "  --json           print the report as JSON on stdout\n"
                    "  --no-error       skip measuring per-tensor weight error\n");
     return f == stdout ? 0 : 2;
@@ -148,15 +151,17 @@ static int run_pipe(int argc, char **argv, int quant) {
         fprintf(stderr, "dsq quant: give exactly one of --preset or --recipe\n");
         return 2;
     }
-    if (calib) {
-        fprintf(stderr, "dsq quant: --calib needs calibration statistics support, which this build lacks\n");
-        return 2;
-    }
     dsq_err err = {0};
+    dsq_cstats *cs = NULL;
+    if (calib && dsq_cstats_load(&cs, calib, &err)) return cli_err(cmd, &err);
+    o.calib = cs;
     dsq_recipe r;
     int rc = quant ? (preset ? dsq_recipe_preset(&r, preset, &err) : dsq_recipe_load(&r, recipe_file, &err))
                    : dsq_recipe_preset(&r, "lossless", &err);
-    if (rc) return cli_err(cmd, &err);
+    if (rc) {
+        dsq_cstats_free(cs);
+        return cli_err(cmd, &err);
+    }
     o.recipe = &r;
     o.progress = !quiet && isatty(2);
     o.measure_error = quant && !no_error;
@@ -164,6 +169,7 @@ static int run_pipe(int argc, char **argv, int quant) {
     dsq_pipe_report rep;
     rc = dsq_pipeline_run(&o, &rep, &err);
     dsq_recipe_deinit(&r);
+    dsq_cstats_free(cs);
     if (rc) return cli_err(cmd, &err);
     if (quant) print_report(&rep, json, o.out);
     else if (!quiet)

@@ -16,6 +16,8 @@
 #include "convert/gen.h"
 #include "formats/container.h"
 #include "quant/quant.h"
+#include "calib/methods.h"
+#include "calib/stats.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -28,11 +30,16 @@ typedef struct plan {
     char name[160];
     char recipe[256];
     int src_scheme;      /* scheme of the source matrices, -1 until known */
+    int src_colscale;    /* source (a container) has column multipliers */
     int copy;            /* store the source bytes unchanged */
+    const dsq_rule *rule;/* the recipe rule that decided it, or NULL */
+    int method;          /* M_PLAIN, M_MSE, M_GPTQ, M_AWQ */
     dsq_qopts opts;
     int out;             /* writer index */
     double se, sx, maxabs; /* error accumulators */
 } plan;
+
+enum { M_PLAIN = 0, M_MSE, M_GPTQ, M_AWQ };
 
 typedef struct ctx {
     const dsq_pipe_opts *o;
@@ -45,9 +52,11 @@ typedef struct ctx {
     int *map_plan, *map_expert; /* ckpt tensor -> plan, expert */
     dsq_ctrw *w;
     dsq_pool *pool;
-    uint8_t *buf[3];
-    uint64_t cap[3];
-    float *fa, *fb;             /* error scratch, per job */
+    uint8_t *buf[DSQ_ARR_N];
+    uint64_t cap[DSQ_ARR_N];
+    float *wf;                  /* f32 copy of one source matrix (calibrated methods) */
+    uint64_t wf_cap;
+    float *imp;                 /* per-column importance scratch */
     uint64_t done_bytes, total_bytes;
     double t0, last_draw;
 } ctx;
@@ -81,17 +90,37 @@ static int choose_scheme(ctx *c, plan *p) {
     else s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_F32 : -1;
     if (s < 0) s = p->src_scheme;
     p->d.scheme = s;
+    p->rule = u;
     memset(&p->opts, 0, sizeof p->opts);
+    p->method = M_PLAIN;
     if (u) {
         p->opts.clip_steps = u->clip_steps;
         p->opts.clip_min = u->clip_min;
+        if (!strcmp(u->method, "gptq")) p->method = M_GPTQ;
+        else if (!strcmp(u->method, "awq")) p->method = M_AWQ;
+        else if (p->opts.clip_steps >= 2) p->method = M_MSE;
     }
-    p->copy = s == p->src_scheme && p->opts.clip_steps < 2;
-    snprintf(p->recipe, sizeof p->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"%s}", dsq_q_scheme(s)->name,
-             p->copy ? "copy" : (u ? u->method : "absmax"), "");
-    if (p->opts.clip_steps >= 2)
-        snprintf(p->recipe, sizeof p->recipe, "{\"scheme\":\"%s\",\"method\":\"mse\",\"clip_steps\":%d}",
-                 dsq_q_scheme(s)->name, p->opts.clip_steps);
+    const dsq_qscheme *sd = dsq_q_scheme(s);
+    if (p->method != M_PLAIN && sd->kind == DSQ_QK_FLOAT) p->method = M_PLAIN; /* nothing to calibrate */
+    if ((p->method == M_GPTQ || p->method == M_AWQ) && !c->o->calib)
+        return dsq_fail(c->err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
+                        p->name, u->method);
+    if (p->method == M_GPTQ && sd->gran == DSQ_QG_TENSOR)
+        return dsq_fail(c->err, DSQ_E_ARG, "%s: gptq does not support per-tensor scheme %s", p->name, sd->name);
+    p->copy = s == p->src_scheme && p->method == M_PLAIN;
+    p->d.colscale = p->copy ? p->src_colscale : p->method == M_AWQ;
+    const char *mname = p->copy ? "copy" : p->method == M_GPTQ ? "gptq" : p->method == M_AWQ ? "awq"
+                      : p->method == M_MSE ? "mse" : "absmax";
+    int o = snprintf(p->recipe, sizeof p->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", sd->name, mname);
+    if (p->method == M_MSE || (p->method == M_AWQ && p->opts.clip_steps >= 2))
+        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"clip_steps\":%d", p->opts.clip_steps);
+    if (p->method == M_GPTQ)
+        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s",
+                      u->damp > 0 ? u->damp : 0.01, u->act_order ? "true" : "false");
+    if (p->method == M_AWQ) o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"grid\":%d", u->grid ? u->grid : 20);
+    if (c->o->calib && p->method != M_PLAIN)
+        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"calib\":true");
+    snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, "}");
     p->d.recipe = p->recipe;
     return DSQ_OK;
 }
@@ -181,6 +210,7 @@ static int plan_ctr(ctx *c) {
         p->d.rows = t->rows;
         p->d.cols = t->cols;
         p->src_scheme = t->scheme;
+        p->src_colscale = t->arr[DSQ_ARR_COLSCALE].size > 0;
     }
     return DSQ_OK;
 }
@@ -247,19 +277,54 @@ static void measure(ctx *c, plan *p, const dsq_qmat *a, const dsq_qmat *b) {
     }
 }
 
-static int process(ctx *c, plan *p, int e, const dsq_qmat *src) {
+/* Name of the weight whose statistics apply to expert e of plan p. */
+static void stat_name(const plan *p, int e, char *out, size_t n) {
+    if (!p->d.experts) {
+        snprintf(out, n, "%s", p->name);
+        return;
+    }
+    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+    snprintf(out, n, "model.layers.%d.mlp.experts.%d.%s.weight", p->d.layer, e, proj[p->d.role - DSQ_R_EXP_GATE]);
+}
+
+/* f32 copy of a source matrix (times its column multipliers, if any). */
+static int load_f32(ctx *c, const dsq_qmat *src, const void *colscale, float **out) {
+    uint64_t n = (uint64_t)(src->rows * src->cols);
+    if (n > c->wf_cap) {
+        free(c->wf);
+        c->wf = dsq_malloc(sizeof *c->wf * n);
+        c->wf_cap = c->wf ? n : 0;
+        if (!c->wf) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    }
+    int rc = dsq_q_dequantize(src, 0, src->rows, c->wf, c->err);
+    if (rc) return rc;
+    if (colscale)
+        for (int64_t r = 0; r < src->rows; r++)
+            for (int64_t j = 0; j < src->cols; j++) c->wf[r * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
+    *out = c->wf;
+    return DSQ_OK;
+}
+
+static int process(ctx *c, plan *p, int e, const dsq_qmat *src_in, const void *colscale) {
     int rc;
     if (p->copy) {
-        const void *arr[3] = {src->data, src->scale, src->zero};
-        for (int k = 0; k < 3; k++) {
+        const void *arr[DSQ_ARR_N] = {src_in->data, src_in->scale, src_in->zero, colscale};
+        for (int k = 0; k < DSQ_ARR_N; k++) {
             uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
             if (!n) continue;
             if ((rc = dsq_ctrw_write(c->w, p->out, e, k, arr[k], n, c->err))) return rc;
         }
         return DSQ_OK;
     }
-    dsq_qmat dst = {p->d.scheme, src->rows, src->cols, NULL, NULL, NULL};
-    for (int k = 0; k < 3; k++) {
+    dsq_qmat f32m, src = *src_in;
+    float *wf = NULL;
+    if (colscale || p->method == M_GPTQ || p->method == M_AWQ) {
+        if ((rc = load_f32(c, src_in, colscale, &wf))) return rc;
+        f32m = (dsq_qmat){DSQ_Q_F32, src_in->rows, src_in->cols, wf, NULL, NULL};
+        src = f32m;
+    }
+    dsq_qmat dst = {p->d.scheme, src.rows, src.cols, NULL, NULL, NULL};
+    for (int k = 0; k < DSQ_ARR_N; k++) {
         uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
         if (n > c->cap[k]) {
             free(c->buf[k]);
@@ -271,9 +336,63 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src) {
     dst.data = c->buf[0];
     dst.scale = dsq_ctrw_slice_size(c->w, p->out, 1) ? c->buf[1] : NULL;
     dst.zero = dsq_ctrw_slice_size(c->w, p->out, 2) ? c->buf[2] : NULL;
-    if ((rc = dsq_q_quantize_pool(c->pool, src, &dst, &p->opts, c->err))) return rc;
-    if (c->o->measure_error) measure(c, p, src, &dst);
-    for (int k = 0; k < 3; k++) {
+    const dsq_cstat *st = NULL;
+    if (c->o->calib && p->method != M_PLAIN) {
+        char nm[200];
+        stat_name(p, e, nm, sizeof nm);
+        st = dsq_cstats_find(c->o->calib, nm);
+        if (!st && p->method != M_MSE)
+            return dsq_fail(c->err, DSQ_E_NOTFOUND, "%s: no calibration statistics for '%s'", p->name, nm);
+        if (st && st->cols != src.cols)
+            return dsq_fail(c->err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld",
+                            p->name, (long long)st->cols, (long long)src.cols);
+        if (st) {
+            float *ni = dsq_realloc(c->imp, sizeof *ni * (size_t)src.cols * 2);
+            if (!ni) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+            c->imp = ni;
+            dsq_cstat_mean_sq(st, c->imp);
+            dsq_cstat_mean_abs(st, c->imp + src.cols);
+        }
+    }
+    dsq_qopts qo = p->opts;
+    if (st && p->method == M_MSE) qo.imp = c->imp;
+    if (p->method == M_GPTQ) {
+        double *H = dsq_malloc(sizeof *H * (size_t)(src.cols * src.cols));
+        if (!H) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", p->name);
+        if (dsq_cstat_hessian(st, H)) {
+            free(H);
+            return dsq_fail(c->err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (run dsq calib with a gptq recipe)", p->name);
+        }
+        dsq_gptq_opts go = {p->rule->damp > 0 ? p->rule->damp : 0.01, p->rule->act_order, 128};
+        rc = dsq_gptq(wf, src.rows, src.cols, H, &go, &dst, NULL, c->err);
+        free(H);
+        if (rc) return rc;
+    } else if (p->method == M_AWQ) {
+        float alpha;
+        if ((rc = dsq_awq(wf, src.rows, src.cols, c->imp + src.cols, c->imp, p->rule->grid ? p->rule->grid : 20,
+                          p->opts.clip_steps, &dst, (float *)c->buf[DSQ_ARR_COLSCALE], &alpha, NULL, c->err)))
+            return rc;
+    } else if ((rc = dsq_q_quantize_pool(c->pool, &src, &dst, &qo, c->err))) {
+        return rc;
+    }
+    if (c->o->measure_error) {
+        /* against the source values; a colscale output is compared through a
+         * temporary f32 matrix with the multipliers applied */
+        if (p->method == M_AWQ) {
+            float *tmp = dsq_malloc(sizeof *tmp * (size_t)(src.rows * src.cols));
+            if (!tmp) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+            dsq_q_dequantize(&dst, 0, src.rows, tmp, NULL);
+            const float *cs = (const float *)c->buf[DSQ_ARR_COLSCALE];
+            for (int64_t r = 0; r < src.rows; r++)
+                for (int64_t j = 0; j < src.cols; j++) tmp[r * src.cols + j] *= cs[j];
+            dsq_qmat tq = {DSQ_Q_F32, src.rows, src.cols, tmp, NULL, NULL};
+            measure(c, p, &src, &tq);
+            free(tmp);
+        } else {
+            measure(c, p, &src, &dst);
+        }
+    }
+    for (int k = 0; k < DSQ_ARR_N; k++) {
         uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
         if (n && (rc = dsq_ctrw_write(c->w, p->out, e, k, c->buf[k], n, c->err))) return rc;
     }
@@ -415,7 +534,7 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
             plan *p = &c.p[c.map_plan[idx]];
             dsq_qmat m = {p->src_scheme, p->d.rows, p->d.cols, (void *)data,
                           (void *)dsq_ckpt_scales(c.ck, idx, NULL, NULL), NULL};
-            if ((rc = process(&c, p, c.map_expert[idx], &m))) break;
+            if ((rc = process(&c, p, c.map_expert[idx], &m, NULL))) break;
             draw(&c, 0);
         }
         dsq_src_close(s);
@@ -424,18 +543,18 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
     } else {
         for (int i = 0; i < dsq_ctr_n_tensors(c.ctr); i++) {
             const dsq_ctensor *t = dsq_ctr_tensor(c.ctr, i);
-            for (int k = 0; k < 3; k++) c.total_bytes += t->arr[k].size;
+            for (int k = 0; k < DSQ_ARR_N; k++) c.total_bytes += t->arr[k].size;
         }
         int pi = 0;
         for (int i = 0; i < dsq_ctr_n_tensors(c.ctr); i++) {
             const dsq_ctensor *t = dsq_ctr_tensor(c.ctr, i);
-            uint64_t tb = t->arr[0].size + t->arr[1].size + t->arr[2].size;
+            uint64_t tb = t->arr[0].size + t->arr[1].size + t->arr[2].size + t->arr[3].size;
             if (t->is_mtp && o->drop_mtp) { c.done_bytes += tb; continue; }
             plan *p = &c.p[pi++];
             for (int e = 0; e < (t->experts ? t->experts : 1); e++) {
                 dsq_qmat m;
                 if ((rc = dsq_ctr_qmat(c.ctr, i, e, &m, err))) goto out;
-                if ((rc = process(&c, p, e, &m))) goto out;
+                if ((rc = process(&c, p, e, &m, dsq_ctr_colscale(c.ctr, i, e)))) goto out;
             }
             c.done_bytes += tb;
             draw(&c, 0);
@@ -454,7 +573,7 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
         r->scheme = p->d.scheme;
         r->experts = p->d.experts;
         r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
-        for (int k = 0; k < 3; k++) r->bytes += dsq_ctrw_slice_size(c.w, p->out, k) * (uint64_t)(p->d.experts ? p->d.experts : 1);
+        for (int k = 0; k < DSQ_ARR_N; k++) r->bytes += dsq_ctrw_slice_size(c.w, p->out, k) * (uint64_t)(p->d.experts ? p->d.experts : 1);
         r->rel_err = p->copy ? 0 : o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
         r->max_abs = p->copy ? 0 : o->measure_error ? p->maxabs : -1;
         rep->role_params[r->role] += (uint64_t)r->params;
@@ -492,7 +611,9 @@ out:
     if (rc) dsq_pipe_report_free(rep);
     free(meta);
     free(cfgjs);
-    for (int k = 0; k < 3; k++) free(c.buf[k]);
+    for (int k = 0; k < DSQ_ARR_N; k++) free(c.buf[k]);
+    free(c.wf);
+    free(c.imp);
     free(c.p);
     free(c.map_plan);
     free(c.map_expert);

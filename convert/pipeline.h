@@ -13,6 +13,7 @@
 typedef struct dsq_pipe_opts {
     const char *src, *out;
     const dsq_recipe *recipe;   /* "lossless" preset for convert */
+    const struct dsq_cstats *calib; /* activation statistics (dsq quant --calib), or NULL */
     int force, drop_mtp, threads;
     int progress;               /* draw a progress line on stderr */
     int measure_error;          /* compute per-tensor weight error */

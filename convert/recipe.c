@@ -60,6 +60,10 @@ static void rule_init(dsq_rule *u) {
     snprintf(u->method, sizeof u->method, "absmax");
 }
 
+int dsq_rule_needs_calib(const dsq_rule *u) {
+    return u && (!strcmp(u->method, "gptq") || !strcmp(u->method, "awq"));
+}
+
 static int scheme_arg(const char *s) { return !strcmp(s, "keep") ? -1 : dsq_q_from_name(s); }
 
 int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *what, dsq_err *err) {
@@ -129,8 +133,9 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                 }
             } else if (!strcmp(key, "method")) {
                 if (!cJSON_IsString(k) || (strcmp(k->valuestring, "absmax") && strcmp(k->valuestring, "mse") &&
-                                           strcmp(k->valuestring, "rtn"))) {
-                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown method '%s' (absmax, rtn, mse)", what, i,
+                                           strcmp(k->valuestring, "rtn") && strcmp(k->valuestring, "gptq") &&
+                                           strcmp(k->valuestring, "awq"))) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown method '%s' (absmax, rtn, mse, gptq, awq)", what, i,
                              cJSON_IsString(k) ? k->valuestring : "?");
                     goto fail;
                 }
@@ -142,6 +147,24 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                     goto fail;
                 }
                 u->clip_steps = (int)k->valuedouble;
+            } else if (!strcmp(key, "damp")) {
+                if (!cJSON_IsNumber(k) || !(k->valuedouble > 0 && k->valuedouble < 10)) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: damp must be in (0, 10)", what, i);
+                    goto fail;
+                }
+                u->damp = k->valuedouble;
+            } else if (!strcmp(key, "act_order")) {
+                if (!cJSON_IsBool(k)) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: act_order must be true or false", what, i);
+                    goto fail;
+                }
+                u->act_order = cJSON_IsTrue(k);
+            } else if (!strcmp(key, "grid")) {
+                if (!cJSON_IsNumber(k) || k->valuedouble < 1 || k->valuedouble > 100) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: grid must be in [1, 100]", what, i);
+                    goto fail;
+                }
+                u->grid = (int)k->valuedouble;
             } else if (!strcmp(key, "clip_min")) {
                 if (!cJSON_IsNumber(k) || !(k->valuedouble > 0 && k->valuedouble < 1)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: clip_min must be in (0, 1)", what, i);

@@ -17,8 +17,14 @@ typedef struct dsq_rule {
     int scheme;                /* dsq_qtype, or -1 for "keep as stored" */
     int clip_steps;            /* 0 = absmax, >= 2 = MSE clip search */
     float clip_min;
-    char method[16];           /* "absmax", "mse" (informational, in the container) */
+    char method[16];           /* "absmax"/"rtn", "mse", "gptq", "awq" */
+    double damp;               /* gptq: Hessian damping relative to its mean diagonal */
+    int act_order;             /* gptq: columns by decreasing Hessian diagonal */
+    int grid;                  /* awq: exponents tried in [0, 1] */
 } dsq_rule;
+
+/* Does the rule's method need calibration statistics (dsq quant --calib)? */
+int dsq_rule_needs_calib(const dsq_rule *u);
 
 typedef struct dsq_recipe {
     char name[64];
