@@ -16,7 +16,7 @@
 #include "convert/gen.h"
 #include "formats/container.h"
 #include "quant/quant.h"
-#include "calib/methods.h"
+#include "convert/qmatrix.h"
 #include "calib/stats.h"
 
 #include <cjson/cJSON.h>
@@ -28,18 +28,12 @@
 typedef struct plan {
     dsq_ctw_tensor d;
     char name[160];
-    char recipe[256];
     int src_scheme;      /* scheme of the source matrices, -1 until known */
     int src_colscale;    /* source (a container) has column multipliers */
-    int copy;            /* store the source bytes unchanged */
-    const dsq_rule *rule;/* the recipe rule that decided it, or NULL */
-    int method;          /* M_PLAIN, M_MSE, M_GPTQ, M_AWQ */
-    dsq_qopts opts;
+    dsq_qmethod m;       /* scheme and method from the recipe */
     int out;             /* writer index */
     double se, sx, maxabs; /* error accumulators */
 } plan;
-
-enum { M_PLAIN = 0, M_MSE, M_GPTQ, M_AWQ };
 
 typedef struct ctx {
     const dsq_pipe_opts *o;
@@ -54,9 +48,7 @@ typedef struct ctx {
     dsq_pool *pool;
     uint8_t *buf[DSQ_ARR_N];
     uint64_t cap[DSQ_ARR_N];
-    float *wf;                  /* f32 copy of one source matrix (calibrated methods) */
-    uint64_t wf_cap;
-    float *imp;                 /* per-column importance scratch */
+    dsq_qwork work;             /* scratch of dsq_quantize_matrix */
     uint64_t done_bytes, total_bytes;
     double t0, last_draw;
 } ctx;
@@ -78,50 +70,12 @@ static int src_scheme_of(ctx *c, const dsq_tinfo *t) {
 }
 
 static int choose_scheme(ctx *c, plan *p) {
-    const dsq_recipe *r = c->o->recipe;
-    const dsq_rule *u = dsq_recipe_match(r, p->name, p->d.role, p->d.layer);
-    int s;
-    if (u) s = u->scheme;
-    else if (dsq_role_is_projection(p->d.role)) s = r->default_scheme;
-    else if (p->d.role == DSQ_R_IDX_WEIGHTS_PROJ || p->d.role == DSQ_R_MTP_EH_PROJ) s = -1;
-    else if (p->d.role == DSQ_R_EMBED || p->d.role == DSQ_R_HEAD || p->d.role == DSQ_R_MTP_EMBED ||
-             p->d.role == DSQ_R_MTP_HEAD)
-        s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_BF16 : -1;
-    else s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_F32 : -1;
-    if (s < 0) s = p->src_scheme;
-    p->d.scheme = s;
-    p->rule = u;
-    memset(&p->opts, 0, sizeof p->opts);
-    p->method = M_PLAIN;
-    if (u) {
-        p->opts.clip_steps = u->clip_steps;
-        p->opts.clip_min = u->clip_min;
-        if (!strcmp(u->method, "gptq")) p->method = M_GPTQ;
-        else if (!strcmp(u->method, "awq")) p->method = M_AWQ;
-        else if (p->opts.clip_steps >= 2) p->method = M_MSE;
-    }
-    const dsq_qscheme *sd = dsq_q_scheme(s);
-    if (p->method != M_PLAIN && sd->kind == DSQ_QK_FLOAT) p->method = M_PLAIN; /* nothing to calibrate */
-    if ((p->method == M_GPTQ || p->method == M_AWQ) && !c->o->calib)
-        return dsq_fail(c->err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
-                        p->name, u->method);
-    if (p->method == M_GPTQ && sd->gran == DSQ_QG_TENSOR)
-        return dsq_fail(c->err, DSQ_E_ARG, "%s: gptq does not support per-tensor scheme %s", p->name, sd->name);
-    p->copy = s == p->src_scheme && p->method == M_PLAIN;
-    p->d.colscale = p->copy ? p->src_colscale : p->method == M_AWQ;
-    const char *mname = p->copy ? "copy" : p->method == M_GPTQ ? "gptq" : p->method == M_AWQ ? "awq"
-                      : p->method == M_MSE ? "mse" : "absmax";
-    int o = snprintf(p->recipe, sizeof p->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", sd->name, mname);
-    if (p->method == M_MSE || (p->method == M_AWQ && p->opts.clip_steps >= 2))
-        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"clip_steps\":%d", p->opts.clip_steps);
-    if (p->method == M_GPTQ)
-        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s",
-                      u->damp > 0 ? u->damp : 0.01, u->act_order ? "true" : "false");
-    if (p->method == M_AWQ) o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"grid\":%d", u->grid ? u->grid : 20);
-    if (c->o->calib && p->method != M_PLAIN)
-        o += snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, ",\"calib\":true");
-    snprintf(p->recipe + o, sizeof p->recipe - (size_t)o, "}");
-    p->d.recipe = p->recipe;
+    int rc = dsq_qmethod_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->o->calib != NULL,
+                             &p->m, c->err);
+    if (rc) return rc;
+    p->d.scheme = p->m.scheme;
+    p->d.colscale = p->m.copy ? p->src_colscale : p->m.method == DSQ_QM_AWQ;
+    p->d.recipe = p->m.recipe;
     return DSQ_OK;
 }
 
@@ -287,28 +241,10 @@ static void stat_name(const plan *p, int e, char *out, size_t n) {
     snprintf(out, n, "model.layers.%d.mlp.experts.%d.%s.weight", p->d.layer, e, proj[p->d.role - DSQ_R_EXP_GATE]);
 }
 
-/* f32 copy of a source matrix (times its column multipliers, if any). */
-static int load_f32(ctx *c, const dsq_qmat *src, const void *colscale, float **out) {
-    uint64_t n = (uint64_t)(src->rows * src->cols);
-    if (n > c->wf_cap) {
-        free(c->wf);
-        c->wf = dsq_malloc(sizeof *c->wf * n);
-        c->wf_cap = c->wf ? n : 0;
-        if (!c->wf) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
-    }
-    int rc = dsq_q_dequantize(src, 0, src->rows, c->wf, c->err);
-    if (rc) return rc;
-    if (colscale)
-        for (int64_t r = 0; r < src->rows; r++)
-            for (int64_t j = 0; j < src->cols; j++) c->wf[r * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
-    *out = c->wf;
-    return DSQ_OK;
-}
-
-static int process(ctx *c, plan *p, int e, const dsq_qmat *src_in, const void *colscale) {
+static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
     int rc;
-    if (p->copy) {
-        const void *arr[DSQ_ARR_N] = {src_in->data, src_in->scale, src_in->zero, colscale};
+    if (p->m.copy) {
+        const void *arr[DSQ_ARR_N] = {src->data, src->scale, src->zero, colscale};
         for (int k = 0; k < DSQ_ARR_N; k++) {
             uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
             if (!n) continue;
@@ -316,14 +252,6 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src_in, const void *c
         }
         return DSQ_OK;
     }
-    dsq_qmat f32m, src = *src_in;
-    float *wf = NULL;
-    if (colscale || p->method == M_GPTQ || p->method == M_AWQ) {
-        if ((rc = load_f32(c, src_in, colscale, &wf))) return rc;
-        f32m = (dsq_qmat){DSQ_Q_F32, src_in->rows, src_in->cols, wf, NULL, NULL};
-        src = f32m;
-    }
-    dsq_qmat dst = {p->d.scheme, src.rows, src.cols, NULL, NULL, NULL};
     for (int k = 0; k < DSQ_ARR_N; k++) {
         uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
         if (n > c->cap[k]) {
@@ -333,63 +261,35 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src_in, const void *c
             if (!c->buf[k]) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
         }
     }
-    dst.data = c->buf[0];
-    dst.scale = dsq_ctrw_slice_size(c->w, p->out, 1) ? c->buf[1] : NULL;
-    dst.zero = dsq_ctrw_slice_size(c->w, p->out, 2) ? c->buf[2] : NULL;
+    dsq_qmat dst = {p->d.scheme, src->rows, src->cols, c->buf[0],
+                    dsq_ctrw_slice_size(c->w, p->out, 1) ? c->buf[1] : NULL,
+                    dsq_ctrw_slice_size(c->w, p->out, 2) ? c->buf[2] : NULL};
     const dsq_cstat *st = NULL;
-    if (c->o->calib && p->method != M_PLAIN) {
-        char nm[200];
-        stat_name(p, e, nm, sizeof nm);
-        st = dsq_cstats_find(c->o->calib, nm);
-        if (!st && p->method != M_MSE)
-            return dsq_fail(c->err, DSQ_E_NOTFOUND, "%s: no calibration statistics for '%s'", p->name, nm);
-        if (st && st->cols != src.cols)
-            return dsq_fail(c->err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld",
-                            p->name, (long long)st->cols, (long long)src.cols);
-        if (st) {
-            float *ni = dsq_realloc(c->imp, sizeof *ni * (size_t)src.cols * 2);
-            if (!ni) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
-            c->imp = ni;
-            dsq_cstat_mean_sq(st, c->imp);
-            dsq_cstat_mean_abs(st, c->imp + src.cols);
-        }
-    }
-    dsq_qopts qo = p->opts;
-    if (st && p->method == M_MSE) qo.imp = c->imp;
-    if (p->method == M_GPTQ) {
-        double *H = dsq_malloc(sizeof *H * (size_t)(src.cols * src.cols));
-        if (!H) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", p->name);
-        if (dsq_cstat_hessian(st, H)) {
-            free(H);
-            return dsq_fail(c->err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (run dsq calib with a gptq recipe)", p->name);
-        }
-        dsq_gptq_opts go = {p->rule->damp > 0 ? p->rule->damp : 0.01, p->rule->act_order, 128};
-        rc = dsq_gptq(wf, src.rows, src.cols, H, &go, &dst, NULL, c->err);
-        free(H);
-        if (rc) return rc;
-    } else if (p->method == M_AWQ) {
-        float alpha;
-        if ((rc = dsq_awq(wf, src.rows, src.cols, c->imp + src.cols, c->imp, p->rule->grid ? p->rule->grid : 20,
-                          p->opts.clip_steps, &dst, (float *)c->buf[DSQ_ARR_COLSCALE], &alpha, NULL, c->err)))
-            return rc;
-    } else if ((rc = dsq_q_quantize_pool(c->pool, &src, &dst, &qo, c->err))) {
-        return rc;
-    }
+    char nm[200];
+    stat_name(p, e, nm, sizeof nm);
+    if (c->o->calib && p->m.method != DSQ_QM_PLAIN) st = dsq_cstats_find(c->o->calib, nm);
+    float *cs_out = p->m.method == DSQ_QM_AWQ ? (float *)c->buf[DSQ_ARR_COLSCALE] : NULL;
+    if ((rc = dsq_quantize_matrix(c->pool, &p->m, src, colscale, st, &dst, cs_out, &c->work, nm, c->err))) return rc;
     if (c->o->measure_error) {
-        /* against the source values; a colscale output is compared through a
-         * temporary f32 matrix with the multipliers applied */
-        if (p->method == M_AWQ) {
-            float *tmp = dsq_malloc(sizeof *tmp * (size_t)(src.rows * src.cols));
-            if (!tmp) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
-            dsq_q_dequantize(&dst, 0, src.rows, tmp, NULL);
-            const float *cs = (const float *)c->buf[DSQ_ARR_COLSCALE];
-            for (int64_t r = 0; r < src.rows; r++)
-                for (int64_t j = 0; j < src.cols; j++) tmp[r * src.cols + j] *= cs[j];
-            dsq_qmat tq = {DSQ_Q_F32, src.rows, src.cols, tmp, NULL, NULL};
-            measure(c, p, &src, &tq);
-            free(tmp);
+        /* against the source's values; column multipliers (source or AWQ)
+         * are applied through f32 copies */
+        if (colscale || cs_out) {
+            int64_t n = src->rows * src->cols;
+            float *a = dsq_malloc(sizeof *a * (size_t)n), *b = dsq_malloc(sizeof *b * (size_t)n);
+            if (!a || !b) { free(a); free(b); return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory"); }
+            dsq_q_dequantize(src, 0, src->rows, a, NULL);
+            dsq_q_dequantize(&dst, 0, src->rows, b, NULL);
+            for (int64_t r = 0; r < src->rows; r++)
+                for (int64_t j = 0; j < src->cols; j++) {
+                    if (colscale) a[r * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
+                    if (cs_out) b[r * src->cols + j] *= cs_out[j];
+                }
+            dsq_qmat qa = {DSQ_Q_F32, src->rows, src->cols, a, NULL, NULL}, qb = {DSQ_Q_F32, src->rows, src->cols, b, NULL, NULL};
+            measure(c, p, &qa, &qb);
+            free(a);
+            free(b);
         } else {
-            measure(c, p, &src, &dst);
+            measure(c, p, src, &dst);
         }
     }
     for (int k = 0; k < DSQ_ARR_N; k++) {
@@ -574,8 +474,8 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
         r->experts = p->d.experts;
         r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
         for (int k = 0; k < DSQ_ARR_N; k++) r->bytes += dsq_ctrw_slice_size(c.w, p->out, k) * (uint64_t)(p->d.experts ? p->d.experts : 1);
-        r->rel_err = p->copy ? 0 : o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
-        r->max_abs = p->copy ? 0 : o->measure_error ? p->maxabs : -1;
+        r->rel_err = p->m.copy ? 0 : o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
+        r->max_abs = p->m.copy ? 0 : o->measure_error ? p->maxabs : -1;
         rep->role_params[r->role] += (uint64_t)r->params;
         rep->role_bytes[r->role] += r->bytes;
         tbytes += r->bytes;
@@ -612,8 +512,7 @@ out:
     free(meta);
     free(cfgjs);
     for (int k = 0; k < DSQ_ARR_N; k++) free(c.buf[k]);
-    free(c.wf);
-    free(c.imp);
+    dsq_qwork_deinit(&c.work);
     free(c.p);
     free(c.map_plan);
     free(c.map_expert);
