@@ -96,10 +96,18 @@ demo: all
 bench: all
 	@sh bench/run.sh $(BUILD)/dsq
 
+# Tokenizer encode MB/s (bench/tok_bench.c); a standalone program linking libdsq.a.
+$(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ bench/tok_bench.c $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
 clean:
 	rm -rf build build-san
 
 # ---- benchmarks (bench/*.c, each a program linked against libdsq) ----------
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/bench/quant_bench: bench/quant_bench.c $(BUILD)/libdsq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)

@@ -16,6 +16,7 @@
 #include "bench_util.h"
 #include "common/common.h"
 #include "common/pool.h"
+#include "formats/tokenizer.h"
 #include "verify/eval.h"
 #include "verify/gemm.h"
 #include "verify/weights.h"
@@ -79,11 +80,15 @@ static double gemm_gflops(int T, int N, int K, int nb) {
 /* Tokens for the eval run: the model's own eval.tokens.json when present,
  * else a fixed pseudo-random sequence (speed does not depend on the text). */
 static int32_t *bench_tokens(const char *dir, int V, int64_t want, int64_t *n) {
+    size_t got = 0;
     char path[4096];
     dsq_err err;
     int32_t *tok = NULL;
     snprintf(path, sizeof path, "%s/eval.tokens.json", dir);
-    if (dsq_tokens_load_json(path, &tok, n, &err) == DSQ_OK && *n >= want) return tok;
+    if (dsq_tokens_load_json(path, &tok, &got, &err) == DSQ_OK && (int64_t)got >= want) {
+        *n = (int64_t)got;
+        return tok;
+    }
     free(tok);
     tok = malloc(sizeof *tok * (size_t)want);
     uint64_t s = 88172645463325252ull;

@@ -7,7 +7,6 @@
 #define DSQ_CLI_H
 
 #include "dsq.h"
-#include "verify/weights.h"
 
 typedef struct dsq_cmd {
     const char *name, *help;
@@ -18,10 +17,17 @@ int cmd_inspect(int argc, char **argv);
 int cmd_gen_tiny(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_quant(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+/* Remove temporary outputs on SIGINT / SIGTERM / SIGHUP. */
+void cli_install_signals(void);
 
 /* .dsq containers (cmd_inspect_container lives with the container commands). */
 int dsq_path_is_container(const char *path);
 int cmd_inspect_container(const char *path, int json);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */
 int cli_is(const char *arg, const char *opt);
@@ -29,14 +35,5 @@ int cli_is(const char *arg, const char *opt);
 int cli_err(const char *cmd, const dsq_err *err);
 /* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
 long long cli_parse_size(const char *s);
-
-/* A model to run: checkpoint folder (later also a .dsq container) and its
- * weights for the forward pass.  Close with cli_close_model. */
-typedef struct cli_model {
-    dsq_ckpt *ck;
-    dsq_weights w;
-} cli_model;
-int cli_open_model(cli_model *m, const char *path, dsq_err *err);
-void cli_close_model(cli_model *m);
 
 #endif

@@ -6,22 +6,23 @@
  * every evaluated window, in order.
  */
 #include "convert/cli.h"
+#include "convert/model.h"
 #include "common.h"
 #include "formats/formats_int.h"
 #include "verify/eval.h"
 
 #include <cjson/cJSON.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static int usage(FILE *f) {
     fprintf(f,
-            "usage: dsq eval MODEL --tokens FILE.json [--ctx N] [--threads N] [--act-fp8]\n"
-            "                [--logits OUT.f32] [--max-windows N] [--json]\n\n"
-            "Perplexity of MODEL (a checkpoint folder) over the token ids in FILE.json (a JSON\n"
-            "array).  The tokens are cut into non-overlapping windows of N tokens (default:\n"
+            "usage: dsq eval MODEL (--tokens FILE.json | --text FILE) [--ctx N] [--threads N]\n"
+            "                [--act-fp8] [--logits OUT.f32] [--max-windows N] [--json]\n\n"
+            "Perplexity of MODEL (a checkpoint folder or .dsq container) over the token ids in\n"
+            "FILE.json (a JSON array), or over a text file encoded with MODEL's tokenizer.\n"
+            "The tokens are cut into non-overlapping windows of N tokens (default:\n"
             "max_position_embeddings capped at 256); each window is a fresh prefill scored on\n"
             "its N-1 next-token predictions; a trailing partial window is not scored.\n\n"
             "  --ctx N          window length\n"
@@ -54,12 +55,6 @@ static void progress(void *user, int64_t done, int64_t total) {
     if (done == total) fprintf(stderr, "\r%60s\r", "");
 }
 
-static void on_signal(int sig) {
-    dsq_afile_cleanup_all(); /* no half-written logits file stays behind */
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 static long parse_pos(const char *s, long lo, long hi) {
     char *end;
     long v = strtol(s, &end, 10);
@@ -67,7 +62,7 @@ static long parse_pos(const char *s, long lo, long hi) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *tokens = NULL, *logits = NULL;
+    const char *model = NULL, *tokens = NULL, *text = NULL, *logits = NULL;
     int json = 0;
     long ctx = 0, threads = 0, maxw = 0;
     dsq_eval_opts o = {0};
@@ -78,6 +73,7 @@ int cmd_eval(int argc, char **argv) {
         else if (cli_is(a, "--json")) json = 1;
         else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
         else if (cli_is(a, "--tokens") && more) tokens = argv[++i];
+        else if (cli_is(a, "--text") && more) text = argv[++i];
         else if (cli_is(a, "--logits") && more) logits = argv[++i];
         else if (cli_is(a, "--ctx") && more) {
             if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
@@ -95,22 +91,22 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "dsq eval: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
-    if (!model || !tokens) return usage(stderr);
+    if (!model || !tokens == !text) return usage(stderr);
 
     dsq_err err = {0};
-    cli_model m;
+    dsq_model m;
     int32_t *tok = NULL;
-    int64_t n = 0;
+    size_t n = 0;
     eval_ui ui = {0};
     dsq_eval_result r;
     int ret = 1;
-    if (cli_open_model(&m, model, &err)) return cli_err("eval", &err);
-    if (dsq_tokens_load_json(tokens, &tok, &n, &err)) goto fail;
+    if (dsq_model_open(&m, model, &err)) return cli_err("eval", &err);
+    if (dsq_model_load_tokens(model, tokens, text, 0, &tok, &n, &err)) goto fail;
     const dsq_config *cfg = m.w.cfg;
-    for (int64_t i = 0; i < n; i++)
-        if (tok[i] >= cfg->vocab_size) {
-            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %lld is %d, outside the vocabulary (%d)", tokens,
-                     (long long)i, tok[i], cfg->vocab_size);
+    for (size_t i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= cfg->vocab_size) {
+            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %zu is %d, outside the vocabulary (%d)",
+                     tokens ? tokens : text, i, tok[i], cfg->vocab_size);
             goto fail;
         }
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(cfg);
@@ -124,12 +120,11 @@ int cmd_eval(int argc, char **argv) {
     ui.tty = isatty(2);
     if (logits) {
         if (dsq_afile_open(&ui.out, logits, DSQ_AFILE_FORCE, &err)) goto fail;
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
+        cli_install_signals(); /* no half-written logits file stays behind */
         o.on_logits = write_logits;
     }
     ui.t0 = dsq_now();
-    if (dsq_eval_run(&m.w, tok, n, &o, &r, &err)) {
+    if (dsq_eval_run(&m.w, tok, (int64_t)n, &o, &r, &err)) {
         if (ui.out && err.code == 0) dsq_fail(&err, DSQ_E_IO, "%s: write failed", logits);
         goto fail;
     }
@@ -143,7 +138,7 @@ int cmd_eval(int argc, char **argv) {
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddStringToObject(j, "tokens_file", tokens);
+        cJSON_AddStringToObject(j, tokens ? "tokens_file" : "text_file", tokens ? tokens : text);
         cJSON_AddNumberToObject(j, "n_tokens", (double)n);
         cJSON_AddNumberToObject(j, "ctx", r.ctx);
         cJSON_AddNumberToObject(j, "windows", (double)r.n_windows);
@@ -161,7 +156,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_Delete(j);
     } else {
         printf("model        %s\n", model);
-        printf("tokens       %s (%lld tokens)\n", tokens, (long long)n);
+        printf("tokens       %s (%zu tokens)\n", tokens ? tokens : text, n);
         printf("windows      %lld x %d tokens, %lld predictions, %s activations\n",
                (long long)r.n_windows, r.ctx, (long long)r.n_predicted, o.act_fp8 ? "FP8" : "f32");
         printf("mean NLL     %.6f nats\n", r.mean_nll);
@@ -176,6 +171,6 @@ fail:
     if (ret) cli_err("eval", &err);
     dsq_afile_abort(ui.out);
     free(tok);
-    cli_close_model(&m);
+    dsq_model_close(&m);
     return ret;
 }

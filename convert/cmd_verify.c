@@ -6,6 +6,7 @@
  * metrics and of the attribution (--svg OUT.svg).
  */
 #include "convert/cli.h"
+#include "convert/model.h"
 #include "common.h"
 #include "formats/formats_int.h"
 #include "verify/drift.h"
@@ -13,7 +14,6 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +21,12 @@
 
 static int usage(FILE *f) {
     fprintf(f,
-            "usage: dsq verify REF CAND --tokens FILE.json [--ctx N] [--max-windows N]\n"
+            "usage: dsq verify REF CAND (--tokens FILE.json | --text FILE) [--ctx N] [--max-windows N]\n"
             "                  [--threads N] [--act-fp8] [--json OUT.json] [--svg OUT.svg]\n"
             "                  [--attribution] [--no-experts]\n\n"
-            "Run REF and CAND (checkpoint folders of the same shape) in lockstep over the token\n"
-            "windows of FILE.json (as dsq eval cuts them) and report, per layer, the drift of the\n"
+            "Run REF and CAND (checkpoint folders or .dsq containers of the same shape) in lockstep\n"
+            "over the token windows of FILE.json, or of a text file encoded with REF's tokenizer\n"
+            "(windows as dsq eval cuts them), and report, per layer, the drift of the\n"
             "residual stream, attention and FFN outputs, indexer selections and expert routing;\n"
             "per expert, CAND's output error on REF's inputs; overall, both perplexities,\n"
             "KL(REF||CAND) and top-1 agreement.\n\n"
@@ -47,12 +48,6 @@ static void progress(void *user, int64_t done, int64_t total) {
     fprintf(stderr, "\r  window %lld/%lld  %.1f s, about %.0f s left   ", (long long)done,
             (long long)total, el, el / (double)done * (double)(total - done));
     if (done == total) fprintf(stderr, "\r%60s\r", "");
-}
-
-static void on_signal(int sig) {
-    dsq_afile_cleanup_all();
-    signal(sig, SIG_DFL);
-    raise(sig);
 }
 
 /* ---- text ------------------------------------------------------------------ */
@@ -382,7 +377,7 @@ static long parse_pos(const char *s, long lo, long hi) {
 }
 
 int cmd_verify(int argc, char **argv) {
-    const char *ref = NULL, *cand = NULL, *tokens = NULL, *json = NULL, *svg = NULL;
+    const char *ref = NULL, *cand = NULL, *tokens = NULL, *text = NULL, *json = NULL, *svg = NULL;
     long ctx = 0, threads = 0, maxw = 0;
     dsq_drift_opts o = {0};
     o.experts = 1;
@@ -394,6 +389,7 @@ int cmd_verify(int argc, char **argv) {
         else if (cli_is(a, "--attribution")) o.attribution = 1;
         else if (cli_is(a, "--no-experts")) o.experts = 0;
         else if (cli_is(a, "--tokens") && more) tokens = argv[++i];
+        else if (cli_is(a, "--text") && more) text = argv[++i];
         else if (cli_is(a, "--json") && more) json = argv[++i];
         else if (cli_is(a, "--svg") && more) svg = argv[++i];
         else if (cli_is(a, "--ctx") && more) {
@@ -413,31 +409,30 @@ int cmd_verify(int argc, char **argv) {
         fprintf(stderr, "dsq verify: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
-    if (!ref || !cand || !tokens) return usage(stderr);
+    if (!ref || !cand || !tokens == !text) return usage(stderr);
 
     dsq_err err = {0};
-    cli_model mr = {0}, mc = {0};
+    dsq_model mr = {0}, mc = {0};
     int32_t *tok = NULL;
-    int64_t n = 0;
+    size_t n = 0;
     dsq_drift_report *rep = NULL;
     char *js = NULL, *sv = NULL;
     int ret = 1;
-    if (cli_open_model(&mr, ref, &err)) goto fail;
-    if (cli_open_model(&mc, cand, &err)) goto fail;
-    if (dsq_tokens_load_json(tokens, &tok, &n, &err)) goto fail;
+    if (dsq_model_open(&mr, ref, &err)) goto fail;
+    if (dsq_model_open(&mc, cand, &err)) goto fail;
+    if (dsq_model_load_tokens(ref, tokens, text, 0, &tok, &n, &err)) goto fail;
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(mr.w.cfg);
     o.max_windows = maxw;
     o.n_threads = (int)threads;
     o.on_progress = progress;
     g_tty = isatty(2);
     g_t0 = dsq_now();
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    if (dsq_drift_run(&mr.w, &mc.w, tok, n, &o, &rep, &err)) goto fail;
+    cli_install_signals();
+    if (dsq_drift_run(&mr.w, &mc.w, tok, (int64_t)n, &o, &rep, &err)) goto fail;
     print_table(rep, ref, cand);
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {
-        js = report_json(rep, ref, cand, tokens);
+        js = report_json(rep, ref, cand, tokens ? tokens : text);
         if (write_text(json, js, &err)) goto fail;
     }
     if (svg) {
@@ -451,7 +446,7 @@ fail:
     free(sv);
     dsq_drift_free(rep);
     free(tok);
-    cli_close_model(&mc);
-    cli_close_model(&mr);
+    dsq_model_close(&mc);
+    dsq_model_close(&mr);
     return ret;
 }

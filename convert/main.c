@@ -9,9 +9,14 @@
 
 static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
+    {"convert", "store a checkpoint losslessly in one .dsq container", cmd_convert},
+    {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
+    {"check", "verify a .dsq container's structure and checksums", cmd_check},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
     {"eval", "perplexity of a model over a token file", cmd_eval},
     {"verify", "per-layer drift of a candidate model against a reference", cmd_verify},
+    {"tokenize", "encode text to token ids with a checkpoint's tokenizer", cmd_tokenize},
+    {"detokenize", "decode token ids back to text", cmd_detokenize},
 };
 
 static void usage(FILE *f) {

@@ -46,6 +46,7 @@ typedef struct qctx {
     qmeta src, dst;
     const float *imp; /* [cols] or NULL */
     int nclip;        /* ratios tried; < 2 means plain absmax */
+    int fixed;        /* parameters preset in dst (dsq_qopts.fixed) */
     float clip_min;
     float *scr;       /* SCR floats, owned by the caller's stack frame */
 } qctx;
@@ -127,7 +128,7 @@ static uint32_t one_code(dsq_dtype sdt) {
 /* Scale and zero point of a unit whose (clipped) range is [lo, hi], lo <= 0
  * <= hi; symmetric schemes use hi = amax only.  The formulas are the ones
  * documented in quant.h. */
-static qparam make_params(const dsq_qscheme *d, float lo, float hi) {
+static inline qparam make_params(const dsq_qscheme *d, float lo, float hi) {
     qparam p;
     int asym = !d->sym;
     float range = asym ? hi - lo : hi;
@@ -349,10 +350,90 @@ static qparam tensor_params(const qctx *c) {
     return p;
 }
 
+/* Block scales without a search, walking each 128-row band row by row so the
+ * source streams in order: pass 1 takes every block's amax, pass 2 encodes
+ * (the band's source bytes are still in cache).  Columns go in windows of
+ * at most SCR so a row piece fits in scratch.  Same bytes as unit_quant. */
+static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t B = d->group, cols = c->dst.m->cols, rows = c->dst.m->rows;
+    float amax[SCR / 128];
+    qparam p[SCR / 128];
+    for (int64_t b = r0; b < r1; b += B) {
+        int64_t be = b + B < rows ? b + B : rows;
+        for (int64_t w0 = 0; w0 < cols; w0 += SCR) {
+            int64_t w1 = w0 + SCR < cols ? w0 + SCR : cols, nb = (w1 - w0 + B - 1) / B;
+            for (int64_t k = 0; k < nb; k++) amax[k] = 0;
+            for (int64_t r = b; r < be; r++) {
+                load_seg(c->k, &c->src, r, w0, w1, c->scr);
+                for (int64_t k = 0; k < nb; k++) {
+                    int64_t j = k * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+                    amax[k] = dsq_q_maxps(amax[k], c->k->absmax(c->scr + j, je - j));
+                }
+            }
+            for (int64_t k = 0; k < nb; k++) {
+                p[k] = make_params(d, 0, amax[k]);
+                scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + k, p[k].code);
+            }
+            for (int64_t r = b; r < be; r++) {
+                load_seg(c->k, &c->src, r, w0, w1, c->scr);
+                for (int64_t k = 0; k < nb; k++) {
+                    int64_t j = k * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+                    encode_seg(c, r, w0 + j, c->scr + j, je - j, &p[k]);
+                }
+            }
+        }
+    }
+}
+
 /* Quantize rows [r0, r1); arguments already validated. */
+/* Parameters stored in dst for scale index sidx (and group g of row r). */
+static qparam stored_params(const qctx *c, int64_t sidx, int64_t r, int64_t g) {
+    qparam p;
+    p.s = scale_load(&c->dst, sidx);
+    p.inv = 1.0f / p.s;
+    p.z = c->dst.sc->kind == DSQ_QK_INT4 ? (c->dst.sc->sym ? 8 : zero_load(&c->dst, r, g)) : 0;
+    p.code = 0;
+    return p;
+}
+
+/* dsq_qopts.fixed: encode every unit with the parameters already stored. */
+static void quant_rows_fixed(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t cols = c->dst.m->cols;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t j = 0; j < cols;) {
+            int64_t je, sidx, g = 0;
+            switch (d->gran) {
+            case DSQ_QG_TENSOR: je = cols; sidx = 0; break;
+            case DSQ_QG_CHANNEL: je = cols; sidx = r; break;
+            case DSQ_QG_BLOCK:
+                g = j / d->group;
+                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
+                sidx = (r / d->group) * c->dst.sz.scale_cols + g;
+                break;
+            case DSQ_QG_GROUP:
+                g = j / d->group;
+                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
+                sidx = r * c->dst.sz.scale_cols + g;
+                break;
+            default: je = cols; sidx = 0; break;
+            }
+            if (je - j > SCR) je = j + SCR; /* long rows in pieces; j stays even */
+            qparam p = d->gran == DSQ_QG_NONE ? (qparam){1.0f, 1.0f, 0, 0} : stored_params(c, sidx, r, g);
+            load_seg(c->k, &c->src, r, j, je, c->scr);
+            encode_seg(c, r, j, c->scr, je - j, &p);
+            j = je;
+        }
+}
+
 static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t cols = c->dst.m->cols, rows = c->dst.m->rows;
+    if (c->fixed) {
+        quant_rows_fixed(c, r0, r1);
+        return;
+    }
     switch (d->gran) {
     case DSQ_QG_NONE:
     case DSQ_QG_TENSOR: {
@@ -371,6 +452,10 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
         break;
     case DSQ_QG_BLOCK: {
         const int64_t B = d->group;
+        if (c->nclip < 2) {
+            block_rows_absmax(c, r0, r1);
+            break;
+        }
         for (int64_t b = r0; b < r1; b += B) {
             int64_t be = b + B < rows ? b + B : rows;
             for (int64_t cb = 0; cb * B < cols; cb++) {
@@ -384,19 +469,37 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
+        float lo[SCR / 32], hi[SCR / 32];
+        qparam par[SCR / 32];
         for (int64_t r = r0; r < r1; r++)
             for (int64_t cc = 0; cc < cols; cc += chunk) {
                 int64_t ce = cc + chunk < cols ? cc + chunk : cols;
                 const float *x = load_rect(c, r, r + 1, cc, ce);
-                for (int64_t j = cc; j < ce; j += G) {
-                    int64_t je = j + G < ce ? j + G : ce, g = j / G;
-                    unit u = {r, r + 1, j, je, x + (j - cc)};
-                    float lo, hi;
-                    unit_range(c, &u, &lo, &hi);
-                    qparam p = unit_choose(c, &u, lo, hi);
-                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g, p.code);
-                    if (!d->sym) zero_store(&c->dst, r, g, p.z);
-                    unit_encode(c, &u, &p);
+                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+                /* three sweeps over the chunk's groups (ranges, parameters,
+                 * codes) so the divisions of neighbouring groups overlap
+                 * instead of forming one long dependency chain */
+                int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    lo[k] = 0;
+                    if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
+                    else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    if (c->nclip < 2) {
+                        par[k] = make_params(d, lo[k], hi[k]);
+                    } else {
+                        unit u = {r, r + 1, j, je, x + (j - cc)};
+                        par[k] = unit_choose(c, &u, lo[k], hi[k]);
+                    }
+                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+                    if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
+                }
+                for (int64_t k = 0; k < ng; k++) {
+                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+                    c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
                 }
             }
         break;
@@ -447,6 +550,7 @@ static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_
                                     (long long)j, (double)opt->imp[j]);
             c->imp = opt->imp;
         }
+        c->fixed = opt->fixed != 0;
     }
     /* FP8 re-quantization goes through dtype.h's decode table. */
     dsq_codecs_init();
@@ -460,7 +564,7 @@ static int prepare(const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
     qctx c;
     int rc = ctx_init(&c, k, src, dst, opt, err);
     if (rc < 0) return rc;
-    if (c.dst.sc->gran != DSQ_QG_TENSOR) return DSQ_OK;
+    if (c.dst.sc->gran != DSQ_QG_TENSOR || c.fixed) return DSQ_OK;
     float scr[SCR];
     c.scr = scr;
     unit u = {0, dst->rows, 0, dst->cols, NULL};
@@ -583,3 +687,13 @@ void dsq_q_f32_to_bf16_row(const float *x, int64_t n, void *out) { dsq_qkern_bes
 void dsq_q_f32_to_f16_row(const float *x, int64_t n, void *out) { dsq_qkern_best()->f16_enc(x, n, out); }
 void dsq_q_bf16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->bf16_dq(p, n, out); }
 void dsq_q_f16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best()->f16_dq(p, n, out); }
+
+int dsq_q_params(int scheme, float lo, float hi, float *s, int *z, uint32_t *code) {
+    const dsq_qscheme *d = dsq_q_scheme(scheme);
+    if (!d || d->kind == DSQ_QK_FLOAT) return DSQ_E_ARG;
+    qparam p = make_params(d, d->sym ? 0 : lo, d->sym ? (fabsf(lo) > hi ? fabsf(lo) : hi) : hi);
+    *s = p.s;
+    *z = p.z;
+    if (code) *code = p.code;
+    return DSQ_OK;
+}

@@ -241,7 +241,17 @@ typedef struct dsq_qopts {
                            weighting the search error, or NULL (all 1)  */
     int clip_steps;     /* 0 or 1: absmax; 2..64: ratios tried (20 is typical) */
     float clip_min;     /* smallest ratio tried, in (0, 1); 0 means 0.5  */
+    int fixed;          /* 1: dst->scale (and dst->zero) already hold the
+                           parameters of every unit; only the codes are
+                           computed, with those parameters (calibrated
+                           methods such as GPTQ choose scales themselves) */
 } dsq_qopts;
+
+/* The stored scale s (after rounding to the scheme's scale dtype, as
+ * described above) and zero point z of a unit whose range is [lo, hi]
+ * (lo <= 0 <= hi; symmetric schemes use hi as amax), and the bits to store
+ * (*code: the scale dtype's encoding of s).  DSQ_E_ARG for float schemes. */
+int dsq_q_params(int scheme, float lo, float hi, float *s, int *z, uint32_t *code);
 
 /* Compute the single scale of a *-tensor destination from the whole source
  * and store it in dst->scale; a no-op for the other schemes.  Call once per

@@ -9,24 +9,26 @@
  * compiles none of it.
  *
  * Bit-exactness with the reference, kernel by kernel:
- *   - E4M3 decode puts the 7 magnitude bits at f32 bit 20 (exponent field =
- *     E4M3 exponent, mantissa = top 3 bits), which reads as 2^-120 times the
- *     E4M3 value also for subnormals; the exact product with 2^120 restores
- *     it.  0x7F/0xFF become NaN as in the table.  Then one multiply by s.
+ *   - E4M3 decode rebuilds the value exactly (as F16 bits widened by F16C,
+ *     or f32 bits for huge scales), NaN codes as the table's quiet NaN, and
+ *     applies the scale in ONE multiply, so the product rounds once, as
+ *     dsq_e4m3_lut[q] * s does.
  *   - E4M3 encode is dtype.c's minifloat_round done on 8 lanes: bias-adjusted
  *     RNE on the f32 bits for normal results, rne(a * 2^9) below 2^-6, a
  *     min() for saturation, NaN forced to 0x7F.  x / s is an IEEE division;
  *     when s is a normal power of two it becomes x * (1/s), the same
  *     correctly rounded quotient.
- *   - Integer codes: x * inv, NaN -> 0, clamp, cvtps (round to nearest even
- *     under the default MXCSR), integer add and clamp: the exact operation
- *     sequence of dsq_q_i4_code / dsq_q_i8_code.
+ *   - Integer codes: x * inv, NaN -> 0, then one clamp straight to the code
+ *     range and cvtps (round to nearest even under the default MXCSR); for
+ *     integer bounds this equals dsq_q_i4_code / dsq_q_i8_code's
+ *     clamp-round-clamp.
  *   - max/min of finite values do not depend on the order of evaluation.
  *   - F16 uses F16C (IEEE RNE) with NaNs rewritten to dtype.c's quiet NaN.
  */
 #include "quant_int.h"
 #include "dtype.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -48,16 +50,38 @@ TGT static inline __m256 e4m3x8(__m128i b) {
     return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
 }
 
+/* Sixteen E4M3 bytes as F16 bit patterns: E4M3 and F16 differ only in
+ * exponent width and bias (7 vs 15), so the 7 magnitude bits moved up by 7
+ * are an F16 of value 2^-8 times the E4M3 value, subnormals included.  NaN
+ * codes become F16 0x7E00 (widening to the f32 quiet NaN) with their sign. */
+TGT static inline __m256i e4m3x16_h(__m128i b) {
+    __m256i v = _mm256_cvtepu8_epi16(b);
+    __m256i mag = _mm256_and_si256(v, _mm256_set1_epi16(0x7F));
+    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x80)), 8);
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(mag, 7), sign);
+    __m256i nan = _mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F));
+    return _mm256_blendv_epi8(h, _mm256_or_si256(sign, _mm256_set1_epi16(0x7E00)), nan);
+}
+
 TGT static void e4m3_dq_avx2(const uint8_t *q, int64_t n, float s, float *out) {
-    const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(b), vs));
-        _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(e4m3x8(_mm_srli_si128(b, 8)), vs));
+    /* f16(q) * (256 s) is one rounding of the exact product e4m3(q) * s, like
+     * the table path, as long as 256 s itself is exact (no overflow). */
+    if (fabsf(s) < 0x1p119f) {
+        const __m256 vs = _mm256_set1_ps(s * 256.0f);
+        for (; i + 16 <= n; i += 16) {
+            __m256i h = e4m3x16_h(_mm_loadu_si128((const __m128i *)(q + i)));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), vs));
+            _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), vs));
+        }
+    } else {
+        const __m256 vs = _mm256_set1_ps(s);
+        for (; i + 16 <= n; i += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(b), vs));
+            _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(e4m3x8(_mm_srli_si128(b, 8)), vs));
+        }
     }
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(e4m3x8(_mm_loadl_epi64((const __m128i *)(q + i))), vs));
     for (; i < n; i++) out[i] = dsq_e4m3_lut[q[i]] * s;
 }
 
@@ -224,7 +248,9 @@ TGT static void e4m3_enc_avx2(const float *x, int64_t n, float s, uint8_t *out) 
     for (; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
 }
 
-/* x * inv with NaN -> 0, clamped to [-lim, lim], rounded to nearest even. */
+/* x * inv with NaN -> 0, clamped to [lo, hi], rounded to nearest even.  With
+ * integer bounds, rne(clamp(t, lo, hi)) = clamp(rne(t), lo, hi), so clamping
+ * straight to the code range gives the reference's clamp-round-clamp. */
 TGT static inline __m256i icode8(const float *p, __m256 vinv, __m256 lo, __m256 hi) {
     __m256 t = _mm256_mul_ps(_mm256_loadu_ps(p), vinv);
     t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q));
@@ -233,29 +259,27 @@ TGT static inline __m256i icode8(const float *p, __m256 vinv, __m256 lo, __m256 
 }
 
 TGT static void i8_enc_avx2(const float *x, int64_t n, float inv, uint8_t *out) {
-    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(128.0f);
-    const __m256i qlo = _mm256_set1_epi32(-127), qhi = _mm256_set1_epi32(127);
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i c[4];
-        for (int k = 0; k < 4; k++)
-            c[k] = _mm256_min_epi32(_mm256_max_epi32(icode8(x + i + 8 * k, vinv, lo, hi), qlo), qhi);
-        _mm256_storeu_si256((__m256i *)(out + i), pack32_i8(c[0], c[1], c[2], c[3]));
+        __m256i c0 = icode8(x + i, vinv, lo, hi), c1 = icode8(x + i + 8, vinv, lo, hi);
+        __m256i c2 = icode8(x + i + 16, vinv, lo, hi), c3 = icode8(x + i + 24, vinv, lo, hi);
+        _mm256_storeu_si256((__m256i *)(out + i), pack32_i8(c0, c1, c2, c3));
     }
     for (; i < n; i++) out[i] = (uint8_t)(int8_t)dsq_q_i8_code(x[i], inv);
 }
 
+/* Codes u = rne(clamp(t, -z, 15 - z)) + z, packed two per byte. */
 TGT static void i4_enc_avx2(const float *x, int64_t n, float inv, int z, uint8_t *out) {
-    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-16.0f), hi = _mm256_set1_ps(16.0f);
-    const __m256i vz = _mm256_set1_epi32(z), q0 = _mm256_setzero_si256(), q15 = _mm256_set1_epi32(15);
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps((float)-z), hi = _mm256_set1_ps((float)(15 - z));
+    const __m256i vz = _mm256_set1_epi32(z);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i c[4];
-        for (int k = 0; k < 4; k++) {
-            __m256i u = _mm256_add_epi32(icode8(x + i + 8 * k, vinv, lo, hi), vz);
-            c[k] = _mm256_min_epi32(_mm256_max_epi32(u, q0), q15);
-        }
-        __m256i b = pack32_u8(c[0], c[1], c[2], c[3]);
+        __m256i c0 = _mm256_add_epi32(icode8(x + i, vinv, lo, hi), vz);
+        __m256i c1 = _mm256_add_epi32(icode8(x + i + 8, vinv, lo, hi), vz);
+        __m256i c2 = _mm256_add_epi32(icode8(x + i + 16, vinv, lo, hi), vz);
+        __m256i c3 = _mm256_add_epi32(icode8(x + i + 24, vinv, lo, hi), vz);
+        __m256i b = pack32_u8(c0, c1, c2, c3);
         /* 16-bit word t = e[2t] | e[2t+1] << 8  ->  e[2t] | e[2t+1] << 4 */
         __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0xFF));
         __m128i nib = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));

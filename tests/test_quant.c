@@ -465,7 +465,7 @@ TEST(test_quant_clip_never_worse) {
     for (int ti = 0; ti < 8; ti++) {
         for (int wi = 0; wi < 2; wi++) {
             const float *im = wi ? imp : NULL;
-            dsq_qopts o0 = {im, 0, 0}, o1 = {im, 20, 0.5f};
+            dsq_qopts o0 = {im, 0, 0, 0}, o1 = {im, 20, 0.5f, 0};
             dsq_qmat src = f32_mat(x, rows, cols), d = qm_new(ts[ti], rows, cols);
             CHECK(quant_all(&src, &d, &o0) == DSQ_OK);
             CHECK(dsq_q_dequantize(&d, 0, rows, y, NULL) == DSQ_OK);
@@ -570,11 +570,11 @@ TEST(test_quant_args) {
     CHECK(dsq_q_quantize(&src, &d, 64, 128, NULL, &e) == DSQ_E_ARG);
     CHECK(dsq_q_quantize(&src, &d, 0, 301, NULL, &e) == DSQ_E_ARG);
     CHECK(dsq_q_quantize(&src, &d, 5, 4, NULL, &e) == DSQ_E_ARG);
-    dsq_qopts o = {imp, 0, 0};
+    dsq_qopts o = {imp, 0, 0, 0};
     CHECK(dsq_q_quantize(&src, &d, 0, 300, &o, &e) == DSQ_E_ARG);
-    o = (dsq_qopts){NULL, 65, 0};
+    o = (dsq_qopts){NULL, 65, 0, 0};
     CHECK(dsq_q_quantize(&src, &d, 0, 300, &o, &e) == DSQ_E_ARG);
-    o = (dsq_qopts){NULL, 20, 1.5f};
+    o = (dsq_qopts){NULL, 20, 1.5f, 0};
     CHECK(dsq_q_quantize(&src, &d, 0, 300, &o, &e) == DSQ_E_ARG);
     void *sv = d.scale;
     d.scale = NULL;

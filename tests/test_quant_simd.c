@@ -105,6 +105,8 @@ TEST(test_quant_simd_decode_kernels) {
     for (int rep = 0; rep < 20; rep++) {
         for (int i = 0; i < 2 * NK; i++) p[i] = (uint8_t)rnd();
         float s = rep ? ldexpf((float)(rnd() % 1000 + 1), (int)(rnd() % 40) - 30) : 1.0f;
+        if (rep == 1) s = 0x1p125f; /* too large for the F16C decode: f32 route */
+        if (rep == 2) s = ldexpf(3.0f, -140); /* subnormal scale */
         int n = NK - rep;
         k->e4m3_dq(p, n, s, a);
         r->e4m3_dq(p, n, s, b);
@@ -199,7 +201,7 @@ TEST(test_quant_simd_identical) {
         for (int t = 0; t < DSQ_Q_COUNT; t++)
             for (int k = 0; k < 3; k++) {
                 const char *what;
-                dsq_qopts o = {NULL, 8, 0.6f};
+                dsq_qopts o = {NULL, 8, 0.6f, 0};
                 CHECKF(same_output(t, srcs[k], NULL, &what), "%s from source %d [%lld, %lld]: %s differs",
                        dsq_q_scheme(t)->name, k, (long long)rows, (long long)cols, what);
                 if (k == 0 && rows * cols < 5000)
@@ -228,7 +230,7 @@ TEST(test_quant_threads_identical) {
         int t = ts[ti];
         dsq_qsizes z;
         dsq_qmat a = qm_new(t, rows, cols, &z), b = qm_new(t, rows, cols, &z), c = qm_new(t, rows, cols, &z);
-        dsq_qopts o = {NULL, ti & 1 ? 6 : 0, 0};
+        dsq_qopts o = {NULL, ti & 1 ? 6 : 0, 0, 0};
         CHECK(dsq_q_quantize_pool(p1, &src, &a, &o, NULL) == DSQ_OK);
         CHECK(dsq_q_quantize_pool(p2, &src, &b, &o, NULL) == DSQ_OK);
         CHECK(dsq_q_prepare(&src, &c, &o, NULL) == DSQ_OK);
@@ -246,4 +248,46 @@ TEST(test_quant_threads_identical) {
     dsq_pool_free(p1);
     dsq_pool_free(p2);
     free(x);
+}
+
+/* Rows longer than the scratch (16384 floats): channel units and block
+ * windows are streamed in chunks; fast and reference paths still agree, the
+ * search still never loses, and FP8 stays within its error bound. */
+TEST(test_quant_long_rows) {
+    int64_t rows = 3, cols = 16384 + 130;
+    float *x = malloc(sizeof(float) * rows * cols), *y = malloc(sizeof(float) * rows * cols);
+    g_rng = 25;
+    fill(x, rows, cols);
+    for (int64_t r = 0; r < rows; r++) x[r * cols + cols - 1] = 0.7f; /* range set in the last chunk */
+    dsq_qmat src = {DSQ_Q_F32, rows, cols, x, NULL, NULL};
+    int ts[] = {DSQ_Q_FP8_BLOCK, DSQ_Q_FP8_CHANNEL_UE8M0, DSQ_Q_FP8_TENSOR, DSQ_Q_INT8_CHANNEL,
+                DSQ_Q_INT4_G128_ASYM};
+    for (int ti = 0; ti < 5; ti++) {
+        const char *what;
+        dsq_qopts o = {NULL, 4, 0, 0};
+        CHECKF(same_output(ts[ti], &src, NULL, &what), "%s long rows: %s", dsq_q_scheme(ts[ti])->name, what);
+        CHECKF(same_output(ts[ti], &src, &o, &what), "%s long rows, search: %s", dsq_q_scheme(ts[ti])->name, what);
+        dsq_qsizes z;
+        dsq_qmat d = qm_new(ts[ti], rows, cols, &z);
+        double e[2];
+        for (int k = 0; k < 2; k++) {
+            CHECK(dsq_q_prepare(&src, &d, k ? &o : NULL, NULL) == DSQ_OK);
+            CHECK(dsq_q_quantize(&src, &d, 0, rows, k ? &o : NULL, NULL) == DSQ_OK);
+            CHECK(dsq_q_dequantize(&d, 0, rows, y, NULL) == DSQ_OK);
+            e[k] = 0;
+            for (int64_t i = 0; i < rows * cols; i++) e[k] += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+            if (dsq_q_scheme(ts[ti])->kind == DSQ_QK_FP8 && k == 0) {
+                /* relative 2^-4, or half a subnormal step of the largest
+                 * possible scale (2 amax / 448 with power-of-two rounding) */
+                double gmax = 0;
+                for (int64_t i = 0; i < rows * cols; i++) gmax = fmax(gmax, fabs(x[i]));
+                for (int64_t i = 0; i < rows * cols; i++)
+                    CHECK(fabs((double)x[i] - y[i]) <= fabs(x[i]) * 0.0625 + gmax * 2 / 448 / 1024);
+            }
+        }
+        CHECK(e[1] <= e[0] * (1 + 1e-12));
+        qm_free(&d);
+    }
+    free(x);
+    free(y);
 }

@@ -1,63 +1,12 @@
 /*
- * eval.c -- perplexity over non-overlapping windows (see eval.h) and the
- * JSON token-file loader.
+ * eval.c -- perplexity over non-overlapping windows (see eval.h).
  */
 #include "verify/eval.h"
 #include "verify/forward.h"
 
 #include "common.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
-
-#define TOKENS_FILE_MAX ((size_t)1 << 31) /* 2 GiB of JSON */
-
-int dsq_tokens_load_json(const char *path, int32_t **out, int64_t *n, dsq_err *err) {
-    char *text = NULL;
-    size_t len = 0;
-    int32_t *tok = NULL;
-    cJSON *root = NULL;
-    int rc;
-    *out = NULL;
-    *n = 0;
-    DSQ_TRY(dsq_read_file(path, TOKENS_FILE_MAX, &text, &len, err));
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: not valid JSON near byte %lld", path,
-                      (long long)(end ? end - text : 0));
-        goto fail;
-    }
-    if (!cJSON_IsArray(root)) {
-        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: expected a JSON array of token ids", path);
-        goto fail;
-    }
-    int64_t cnt = cJSON_GetArraySize(root);
-    tok = dsq_malloc((size_t)(cnt ? cnt : 1) * sizeof *tok);
-    if (!tok) {
-        rc = dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for %lld tokens", path, (long long)cnt);
-        goto fail;
-    }
-    int64_t i = 0;
-    for (cJSON *e = root->child; e; e = e->next, i++) {
-        double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
-        if (!cJSON_IsNumber(e) || !(v >= 0 && v <= 2147483647.0) || v != floor(v)) {
-            rc = dsq_fail(err, DSQ_E_FORMAT, "%s: element %lld is not a token id (an integer in "
-                          "[0, 2^31))", path, (long long)i);
-            goto fail;
-        }
-        tok[i] = (int32_t)v;
-    }
-    *out = tok;
-    *n = cnt;
-    tok = NULL;
-    rc = DSQ_OK;
-fail:
-    cJSON_Delete(root);
-    free(text);
-    free(tok);
-    return rc;
-}
 
 int dsq_eval_default_ctx(const dsq_config *cfg) {
     int m = cfg->max_position_embeddings;

@@ -18,10 +18,6 @@
 
 #include <stdint.h>
 
-/* Read a JSON array of token ids (integers in [0, 2^31)).  *out is from
- * malloc (free()); *n receives the count. */
-int dsq_tokens_load_json(const char *path, int32_t **out, int64_t *n, dsq_err *err);
-
 /* Default window: max_position_embeddings capped at 256 (long enough for a
  * stable figure, short enough to be quick on a CPU). */
 int dsq_eval_default_ctx(const dsq_config *cfg);

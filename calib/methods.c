@@ -1,0 +1,410 @@
+/*
+ * methods.c -- GPTQ and AWQ (see methods.h).
+ *
+ * GPTQ follows Frantar et al. 2022 ("GPTQ: Accurate Post-Training
+ * Quantization for Generative Pre-trained Transformers", Algorithm 1):
+ * damp H, take the upper Cholesky factor U of H^-1, then quantize column by
+ * column, spreading each column's error over the columns not yet quantized
+ * through row i of U, with lazy batch updates every `block` columns.
+ *
+ * AWQ follows Lin et al. 2023 ("AWQ: Activation-aware Weight Quantization"):
+ * a grid search over the exponent of per-input-channel scales derived from
+ * mean |activation|.
+ */
+#include "calib/methods.h"
+#include "common.h"
+#include "quant/dtype.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ---- scheme helpers ------------------------------------------------------- */
+
+/* The value the scheme's encoder produces for w with scale s (1/s = inv)
+ * and zero point z: the formulas of quant.h. */
+static float qvalue(const dsq_qscheme *d, float w, float s, float inv, int z) {
+    switch (d->kind) {
+    case DSQ_QK_INT4: {
+        float t = w * inv;
+        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
+        int u = (int)rintf(t) + z;
+        u = u < 0 ? 0 : u > 15 ? 15 : u;
+        return (float)(u - z) * s;
+    }
+    case DSQ_QK_INT8: {
+        float t = rintf(w * inv);
+        t = t < -127.0f ? -127.0f : t > 127.0f ? 127.0f : t;
+        return t * s;
+    }
+    case DSQ_QK_FP8:
+        return dsq_e4m3_lut[dsq_f32_to_e4m3(w / s)] * s;
+    default:
+        return w;
+    }
+}
+
+static void store_scale(const dsq_qscheme *d, void *scale, int64_t idx, uint32_t code) {
+    uint8_t *p = scale;
+    switch (d->sdt) {
+    case DSQ_DT_F32: dsq_st32(p + 4 * idx, code); break;
+    case DSQ_DT_F16:
+    case DSQ_DT_BF16: dsq_st16(p + 2 * idx, (uint16_t)code); break;
+    case DSQ_DT_F8_E8M0: p[idx] = (uint8_t)code; break;
+    default: break;
+    }
+}
+
+static void store_zero(void *zero, int64_t scale_cols, int64_t r, int64_t g, int z) {
+    uint8_t *p = (uint8_t *)zero + (uint64_t)r * ((uint64_t)(scale_cols + 1) / 2);
+    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
+    else p[g / 2] = (uint8_t)z;
+}
+
+/* Unit geometry of a scheme: columns per unit along a row (0 = whole row),
+ * rows per unit (block schemes). */
+static void unit_shape(const dsq_qscheme *d, int64_t cols, int64_t *ucols, int64_t *urows) {
+    switch (d->gran) {
+    case DSQ_QG_GROUP: *ucols = d->group; *urows = 1; break;
+    case DSQ_QG_BLOCK: *ucols = d->group; *urows = d->group; break;
+    default: *ucols = cols; *urows = 1; break;
+    }
+}
+
+/* Parameters of unit (row band rb, column unit cg) from values in M
+ * (row-major, stride cols), stored into dst; returns s/inv/z per row. */
+static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, const dsq_qsizes *sz,
+                        const float *M, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                        float *s, float *inv, int *z) {
+    float lo = 0, hi = 0;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t j = c0; j < c1; j++) {
+            float v = M[r * cols + j];
+            if (!(fabsf(v) < INFINITY)) continue;
+            if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
+            else {
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+        }
+    uint32_t code;
+    dsq_q_params(scheme, lo, hi, s, z, &code);
+    *inv = 1.0f / *s;
+    int64_t sidx;
+    switch (d->gran) {
+    case DSQ_QG_GROUP: sidx = r0 * sz->scale_cols + c0 / d->group; break;
+    case DSQ_QG_BLOCK: sidx = (r0 / d->group) * sz->scale_cols + c0 / d->group; break;
+    case DSQ_QG_CHANNEL: sidx = r0; break;
+    default: sidx = 0; break;
+    }
+    store_scale(d, dst->scale, sidx, code);
+    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz->scale_cols, r0, c0 / d->group, *z);
+}
+
+/* Encode the matrix of exactly representable values Q with the parameters
+ * already stored in dst. */
+static int encode_fixed(const float *Q, int64_t rows, int64_t cols, const dsq_qmat *dst, dsq_err *err) {
+    dsq_qmat src = {DSQ_Q_F32, rows, cols, (void *)Q, NULL, NULL};
+    dsq_qopts o = {0};
+    o.fixed = 1;
+    return dsq_q_quantize(&src, dst, 0, rows, &o, err);
+}
+
+/* ---- linear algebra (double, in place) ------------------------------------ */
+
+/* Cholesky A = L L^T (lower, in place, upper part zeroed); 0 on success. */
+static int cholesky(double *A, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        double s = A[j * n + j];
+        for (int64_t k = 0; k < j; k++) s -= A[j * n + k] * A[j * n + k];
+        if (!(s > 0)) return -1;
+        double d = sqrt(s);
+        A[j * n + j] = d;
+        for (int64_t i = j + 1; i < n; i++) {
+            double t = A[i * n + j];
+            for (int64_t k = 0; k < j; k++) t -= A[i * n + k] * A[j * n + k];
+            A[i * n + j] = t / d;
+        }
+        for (int64_t i = 0; i < j; i++) A[i * n + j] = 0;
+    }
+    return 0;
+}
+
+/* Inverse of an SPD matrix from its lower Cholesky factor L: A^-1 = L^-T L^-1. */
+static int spd_inverse(double *A, int64_t n, double *tmp) {
+    if (cholesky(A, n)) return -1;
+    /* tmp = L^-1 (lower) */
+    for (int64_t i = 0; i < n * n; i++) tmp[i] = 0;
+    for (int64_t j = 0; j < n; j++) {
+        tmp[j * n + j] = 1.0 / A[j * n + j];
+        for (int64_t i = j + 1; i < n; i++) {
+            double s = 0;
+            for (int64_t k = j; k < i; k++) s += A[i * n + k] * tmp[k * n + j];
+            tmp[i * n + j] = -s / A[i * n + i];
+        }
+    }
+    /* A = tmp^T tmp */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t k = i; k < n; k++) s += tmp[k * n + i] * tmp[k * n + j];
+            A[i * n + j] = A[j * n + i] = s;
+        }
+    return 0;
+}
+
+/* ---- GPTQ ------------------------------------------------------------------- */
+
+int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const dsq_gptq_opts *o,
+             const dsq_qmat *dst, double *out_err, dsq_err *err) {
+    const dsq_qscheme *d = dsq_q_scheme(dst->type);
+    if (!d || d->kind == DSQ_QK_FLOAT || d->gran == DSQ_QG_TENSOR)
+        return dsq_fail(err, DSQ_E_ARG, "gptq: scheme %s is not supported", d ? d->name : "?");
+    dsq_qsizes sz;
+    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
+    if (rc) return rc;
+    double damp = o && o->damp > 0 ? o->damp : 0.01;
+    int act = o ? o->act_order : 0;
+    int64_t B = o && o->block > 0 ? o->block : 128;
+    int64_t n = cols, ucols, urows;
+    unit_shape(d, cols, &ucols, &urows);
+    double *Hd = dsq_malloc(sizeof *Hd * (size_t)(n * n)), *tmp = dsq_malloc(sizeof *tmp * (size_t)(n * n));
+    float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_malloc(sizeof *Q * (size_t)(rows * n));
+    float *Ps = dsq_malloc(sizeof *Ps * (size_t)rows), *Pi = dsq_malloc(sizeof *Pi * (size_t)rows);
+    int *Pz = dsq_malloc(sizeof *Pz * (size_t)rows);
+    int64_t *perm = dsq_malloc(sizeof *perm * (size_t)n);
+    float *E = dsq_malloc(sizeof *E * (size_t)(rows * B));
+    if (!Hd || !tmp || !Wp || !Q || !Ps || !Pi || !Pz || !perm || !E) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
+        goto out;
+    }
+    /* damped Hessian; dead columns get H_ii = 1 and no influence */
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
+    mean = mean > 0 ? mean / (double)n : 1;
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    if (act) {
+        /* stable sort by decreasing diagonal (insertion into index order) */
+        for (int64_t i = 1; i < n; i++) {
+            int64_t v = perm[i], j = i;
+            while (j > 0 && H[perm[j - 1] * n + perm[j - 1]] < H[v * n + v]) { perm[j] = perm[j - 1]; j--; }
+            perm[j] = v;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) Hd[i * n + j] = H[perm[i] * n + perm[j]];
+    for (int64_t i = 0; i < n; i++) {
+        if (!(Hd[i * n + i] > 0)) {
+            for (int64_t j = 0; j < n; j++) Hd[i * n + j] = Hd[j * n + i] = 0;
+            Hd[i * n + i] = 1;
+        }
+        Hd[i * n + i] += damp * mean;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) Wp[r * n + j] = W[r * n + perm[j]];
+    /* U = upper Cholesky factor of H^-1 (stored in Hd) */
+    if (spd_inverse(Hd, n, tmp) || cholesky(Hd, n)) {
+        rc = dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) /* transpose lower L to upper U = L^T */
+        for (int64_t j = i + 1; j < n; j++) {
+            Hd[i * n + j] = Hd[j * n + i];
+            Hd[j * n + i] = 0;
+        }
+    /* static parameters: channel / block granularity, or act-order groups,
+     * come from the original weights before any update */
+    int dynamic = !act && d->gran == DSQ_QG_GROUP;
+    if (!dynamic) {
+        for (int64_t r = 0; r < rows; r += urows)
+            for (int64_t c0 = 0; c0 < cols; c0 += ucols) {
+                int64_t r1 = r + urows < rows ? r + urows : rows, c1 = c0 + ucols < cols ? c0 + ucols : cols;
+                float s, inv;
+                int z;
+                unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, &s, &inv, &z);
+            }
+    }
+    for (int64_t i1 = 0; i1 < n; i1 += B) {
+        int64_t i2 = i1 + B < n ? i1 + B : n, cnt = i2 - i1;
+        for (int64_t i = i1; i < i2; i++) {
+            int64_t orig = perm[i];
+            double dii = Hd[i * n + i];
+            for (int64_t r = 0; r < rows; r++) {
+                float s;
+                int z;
+                if (dynamic && orig % ucols == 0) {
+                    /* new group: parameters from the current (updated) weights of
+                     * its columns, which without act-order are i .. i+G-1 */
+                    int64_t c1 = orig + ucols < cols ? orig + ucols : cols;
+                    float lo = 0, hi = 0;
+                    for (int64_t j = orig; j < c1; j++) {
+                        float v = Wp[r * n + j];
+                        if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
+                        else { lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+                    }
+                    uint32_t code;
+                    dsq_q_params(dst->type, lo, hi, &s, &z, &code);
+                    store_scale(d, dst->scale, r * sz.scale_cols + orig / ucols, code);
+                    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz.scale_cols, r, orig / ucols, z);
+                    Ps[r] = s;
+                    Pi[r] = 1.0f / s;
+                    Pz[r] = z;
+                } else if (!dynamic) {
+                    /* read back the stored parameters of (r, orig) */
+                    int64_t sidx = d->gran == DSQ_QG_GROUP ? r * sz.scale_cols + orig / ucols
+                                 : d->gran == DSQ_QG_BLOCK ? (r / urows) * sz.scale_cols + orig / ucols
+                                 : r;
+                    const uint8_t *sp = dst->scale;
+                    switch (d->sdt) {
+                    case DSQ_DT_F32: s = dsq_lef32(sp + 4 * sidx); break;
+                    case DSQ_DT_F16: s = dsq_f16_to_f32(dsq_le16(sp + 2 * sidx)); break;
+                    case DSQ_DT_BF16: s = dsq_bf16_to_f32(dsq_le16(sp + 2 * sidx)); break;
+                    default: s = dsq_ue8m0_to_f32(sp[sidx]); break;
+                    }
+                    z = 0;
+                    if (d->kind == DSQ_QK_INT4) {
+                        if (d->sym) z = 8;
+                        else {
+                            const uint8_t *zp = (const uint8_t *)dst->zero + (uint64_t)r * ((uint64_t)(sz.scale_cols + 1) / 2);
+                            int64_t g = orig / ucols;
+                            z = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
+                        }
+                    }
+                    Ps[r] = s;
+                    Pi[r] = 1.0f / s;
+                    Pz[r] = z;
+                }
+                float w = Wp[r * n + i];
+                float q = qvalue(d, w, Ps[r], Pi[r], Pz[r]);
+                Q[r * n + i] = q;
+                float e = (float)((w - q) / dii);
+                E[r * B + (i - i1)] = e;
+                /* update the rest of the block */
+                const double *u = Hd + i * n;
+                float *wr = Wp + r * n;
+                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * (float)u[j];
+            }
+        }
+        /* lazy update of the columns after the block */
+        for (int64_t r = 0; r < rows; r++) {
+            float *wr = Wp + r * n;
+            const float *er = E + r * B;
+            for (int64_t k = 0; k < cnt; k++) {
+                const double *u = Hd + (i1 + k) * n;
+                float ek = er[k];
+                if (ek == 0) continue;
+                for (int64_t j = i2; j < n; j++) wr[j] -= ek * (float)u[j];
+            }
+        }
+    }
+    /* back to the original column order, then encode with the stored parameters */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) Wp[r * n + perm[j]] = Q[r * n + j];
+    if ((rc = encode_fixed(Wp, rows, cols, dst, err))) goto out;
+    if (out_err) {
+        /* tr(dW H dW^T) / tr(W H W^T) with the undamped H */
+        double num = 0, den = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t i = 0; i < n; i++) {
+                double di = (double)W[r * n + i] - Wp[r * n + i], wi = W[r * n + i];
+                double hd = 0, hw = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    hd += H[i * n + j] * ((double)W[r * n + j] - Wp[r * n + j]);
+                    hw += H[i * n + j] * W[r * n + j];
+                }
+                num += di * hd;
+                den += wi * hw;
+            }
+        }
+        *out_err = den > 0 ? num / den : 0;
+    }
+out:
+    free(Hd);
+    free(tmp);
+    free(Wp);
+    free(Q);
+    free(Ps);
+    free(Pi);
+    free(Pz);
+    free(perm);
+    free(E);
+    return rc;
+}
+
+/* ---- AWQ ---------------------------------------------------------------------- */
+
+double dsq_weighted_err(const float *W, const dsq_qmat *q, const float *colscale, const float *mean_sq) {
+    int64_t rows = q->rows, cols = q->cols;
+    float *row = malloc(sizeof *row * (size_t)cols);
+    if (!row) return -1;
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        dsq_q_dequantize(q, r, r + 1, row, NULL);
+        for (int64_t j = 0; j < cols; j++) {
+            double y = colscale ? (double)row[j] * colscale[j] : row[j];
+            double dlt = (double)W[r * cols + j] - y, m = mean_sq ? mean_sq[j] : 1.0;
+            num += m * dlt * dlt;
+            den += m * (double)W[r * cols + j] * W[r * cols + j];
+        }
+    }
+    free(row);
+    return den > 0 ? num / den : 0;
+}
+
+int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, const float *mean_sq,
+            int n_grid, int clip_steps, const dsq_qmat *dst, float *colscale, float *alpha_out,
+            double *out_err, dsq_err *err) {
+    dsq_qsizes sz;
+    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
+    if (rc) return rc;
+    if (n_grid < 1) n_grid = 20;
+    float *Ws = dsq_malloc(sizeof *Ws * (size_t)(rows * cols));
+    float *s = dsq_malloc(sizeof *s * (size_t)cols), *best_inv = dsq_malloc(sizeof *best_inv * (size_t)cols);
+    uint8_t *buf = dsq_malloc(sz.data + sz.scale + sz.zero + 1);
+    if (!Ws || !s || !best_inv || !buf) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "awq: out of memory");
+        goto out;
+    }
+    dsq_qmat cand = {dst->type, rows, cols, buf, sz.scale ? buf + sz.data : NULL, sz.zero ? buf + sz.data + sz.scale : NULL};
+    dsq_qopts qo = {0};
+    qo.clip_steps = clip_steps;
+    double best = INFINITY;
+    float best_alpha = 0;
+    for (int k = 0; k <= n_grid; k++) {
+        float alpha = (float)k / (float)n_grid;
+        /* s_j = m_j^alpha, normalised so that sqrt(max * min) = 1 keeps the
+         * weights in a sane range (as the reference implementation does) */
+        double lmax = -INFINITY, lmin = INFINITY;
+        for (int64_t j = 0; j < cols; j++) {
+            float m = mean_abs[j] > 1e-8f ? mean_abs[j] : 1e-8f;
+            s[j] = powf(m, alpha);
+            double l = log(s[j]);
+            lmax = l > lmax ? l : lmax;
+            lmin = l < lmin ? l : lmin;
+        }
+        float norm = (float)exp(-(lmax + lmin) / 2);
+        for (int64_t j = 0; j < cols; j++) s[j] *= norm;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) Ws[r * cols + j] = W[r * cols + j] * s[j];
+        dsq_qmat src = {DSQ_Q_F32, rows, cols, Ws, NULL, NULL};
+        if ((rc = dsq_q_prepare(&src, &cand, &qo, err)) || (rc = dsq_q_quantize(&src, &cand, 0, rows, &qo, err))) goto out;
+        for (int64_t j = 0; j < cols; j++) s[j] = 1.0f / s[j];
+        double e = dsq_weighted_err(W, &cand, s, mean_sq);
+        if (e < best) {
+            best = e;
+            best_alpha = alpha;
+            memcpy(best_inv, s, sizeof *s * (size_t)cols);
+            memcpy(dst->data, cand.data, sz.data);
+            if (sz.scale) memcpy(dst->scale, cand.scale, sz.scale);
+            if (sz.zero) memcpy(dst->zero, cand.zero, sz.zero);
+        }
+    }
+    memcpy(colscale, best_inv, sizeof *colscale * (size_t)cols);
+    if (alpha_out) *alpha_out = best_alpha;
+    if (out_err) *out_err = best;
+out:
+    free(Ws);
+    free(s);
+    free(best_inv);
+    free(buf);
+    return rc;
+}

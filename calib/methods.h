@@ -1,0 +1,48 @@
+/*
+ * methods.h -- calibrated weight quantization: GPTQ (Hessian-based error
+ * compensation) and AWQ (activation-aware per-input-channel scaling), on
+ * top of the storage schemes of quant/quant.h.  Both take statistics of the
+ * layer's input activations (calib/stats.h) and write a destination matrix
+ * in the scheme's documented layout, so every reader decodes them as usual.
+ */
+#ifndef DSQ_CALIB_METHODS_H
+#define DSQ_CALIB_METHODS_H
+
+#include "dsq.h"
+#include "quant/quant.h"
+
+typedef struct dsq_gptq_opts {
+    double damp;     /* added to the Hessian diagonal, relative to its mean (0.01) */
+    int act_order;   /* quantize columns by decreasing Hessian diagonal */
+    int block;       /* columns per lazy-update block (128) */
+} dsq_gptq_opts;
+
+/* GPTQ of one [rows, cols] f32 matrix W with input Hessian H = E[x x^T]
+ * ([cols x cols], row-major, symmetric positive semi-definite) into dst
+ * (scheme of any non-float kind except the *-tensor ones; data/scale/zero
+ * buffers sized by dsq_q_sizes).  Group parameters are computed from the
+ * error-updated weights as each group is reached (with act_order, from the
+ * original weights of each group: "static groups", so the stored layout is
+ * unchanged).  Columns whose Hessian diagonal is 0 (never activated) are
+ * quantized plainly.  Allocates O(cols^2) scratch.
+ * *out_err (may be NULL) receives tr(dW H dW^T) / tr(W H W^T). */
+int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H,
+             const dsq_gptq_opts *o, const dsq_qmat *dst, double *out_err, dsq_err *err);
+
+/* AWQ: choose per-input-column scales s_j = m_j^alpha / mean over j (m_j =
+ * mean |x_j|), alpha on a grid of n_grid values in [0, 1], quantize
+ * W diag(s) (absmax, or the clip search when clip_steps >= 2) and keep the
+ * alpha minimising the activation-weighted error
+ *     sum_ij msq_j (W_ij - Q(W diag s)_ij / s_j)^2      (msq_j = mean x_j^2).
+ * dst receives the quantized W diag(s); colscale[cols] receives 1/s_j, the
+ * multiplier a reader applies to column j after dequantizing.
+ * *alpha_out receives the chosen alpha (0 means plain quantization). */
+int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, const float *mean_sq,
+            int n_grid, int clip_steps, const dsq_qmat *dst, float *colscale, float *alpha_out,
+            double *out_err, dsq_err *err);
+
+/* Activation-weighted relative error of a quantized matrix against W:
+ * sum_ij msq_j (W_ij - Wq_ij)^2 / sum_ij msq_j W_ij^2 (colscale may be NULL). */
+double dsq_weighted_err(const float *W, const dsq_qmat *q, const float *colscale, const float *mean_sq);
+
+#endif

@@ -1,0 +1,368 @@
+/*
+ * stats.c -- activation statistics and the .dsqcal file (see stats.h and
+ * docs/CALIB.md).
+ *
+ * A .dsqcal file is a .dsq container (docs/FORMAT.md) whose metadata has
+ * "kind": "calibration" and whose tensors are f32 arrays named
+ * "<weight>:mean_sq", "<weight>:mean_abs", "<weight>:max_abs" ([cols]) and
+ * "<weight>:hessian" ([cols, cols], E[x x^T]), with per-record token counts,
+ * fallback flags and aliases in the metadata.  Reusing the container gives
+ * the file checksums, validation and atomic writing for free.
+ */
+#include "calib/stats.h"
+#include "common.h"
+#include "formats/container.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+
+typedef struct { char *alias, *target; } alias_t;
+
+struct dsq_cstats {
+    dsq_cstat *s;
+    int n, cap;
+    alias_t *al;
+    int n_al;
+};
+
+dsq_cstats *dsq_cstats_new(void) { return dsq_calloc(1, sizeof(dsq_cstats)); }
+
+void dsq_cstats_free(dsq_cstats *cs) {
+    if (!cs) return;
+    for (int i = 0; i < cs->n; i++) {
+        free(cs->s[i].sum_sq);
+        free(cs->s[i].sum_abs);
+        free(cs->s[i].max_abs);
+        free(cs->s[i].hess);
+    }
+    for (int i = 0; i < cs->n_al; i++) {
+        free(cs->al[i].alias);
+        free(cs->al[i].target);
+    }
+    free(cs->al);
+    free(cs->s);
+    free(cs);
+}
+
+int dsq_cstats_count(const dsq_cstats *cs) { return cs->n; }
+dsq_cstat *dsq_cstats_at(dsq_cstats *cs, int i) { return &cs->s[i]; }
+
+static dsq_cstat *lookup(const dsq_cstats *cs, const char *name) {
+    for (int i = cs->n - 1; i >= 0; i--)
+        if (!strcmp(cs->s[i].name, name)) return &cs->s[i];
+    return NULL;
+}
+
+const dsq_cstat *dsq_cstats_find(const dsq_cstats *cs, const char *name) {
+    const dsq_cstat *s = lookup(cs, name);
+    if (s) return s;
+    for (int i = 0; i < cs->n_al; i++)
+        if (!strcmp(cs->al[i].alias, name)) return lookup(cs, cs->al[i].target);
+    return NULL;
+}
+
+dsq_cstat *dsq_cstats_get(dsq_cstats *cs, const char *name, int64_t cols, int want_hess) {
+    dsq_cstat *s = lookup(cs, name);
+    if (s) return s->cols == cols ? s : NULL;
+    if (cols <= 0 || strlen(name) >= sizeof s->name) return NULL;
+    if (cs->n == cs->cap) {
+        int nc = cs->cap ? cs->cap * 2 : 64;
+        dsq_cstat *ns = dsq_realloc(cs->s, sizeof *ns * (size_t)nc);
+        if (!ns) return NULL;
+        cs->s = ns;
+        cs->cap = nc;
+    }
+    s = &cs->s[cs->n];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->cols = cols;
+    s->sum_sq = dsq_calloc((size_t)cols, sizeof *s->sum_sq);
+    s->sum_abs = dsq_calloc((size_t)cols, sizeof *s->sum_abs);
+    s->max_abs = dsq_calloc((size_t)cols, sizeof *s->max_abs);
+    if (want_hess) s->hess = dsq_calloc((size_t)(cols * cols), sizeof *s->hess);
+    if (!s->sum_sq || !s->sum_abs || !s->max_abs || (want_hess && !s->hess)) {
+        free(s->sum_sq);
+        free(s->sum_abs);
+        free(s->max_abs);
+        free(s->hess);
+        return NULL;
+    }
+    cs->n++;
+    return s;
+}
+
+int dsq_cstats_alias(dsq_cstats *cs, const char *alias, const char *target) {
+    for (int i = 0; i < cs->n_al; i++)
+        if (!strcmp(cs->al[i].alias, alias)) return DSQ_OK;
+    alias_t *na = dsq_realloc(cs->al, sizeof *na * (size_t)(cs->n_al + 1));
+    if (!na) return DSQ_E_NOMEM;
+    cs->al = na;
+    na[cs->n_al].alias = dsq_strdup(alias);
+    na[cs->n_al].target = dsq_strdup(target);
+    if (!na[cs->n_al].alias || !na[cs->n_al].target) {
+        free(na[cs->n_al].alias);
+        free(na[cs->n_al].target);
+        return DSQ_E_NOMEM;
+    }
+    cs->n_al++;
+    return DSQ_OK;
+}
+
+void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
+    int64_t c = s->cols;
+    for (int64_t t = 0; t < n; t++) {
+        const float *r = x + t * c;
+        for (int64_t j = 0; j < c; j++) {
+            float a = fabsf(r[j]);
+            s->sum_sq[j] += (double)r[j] * r[j];
+            s->sum_abs[j] += a;
+            if (a > s->max_abs[j]) s->max_abs[j] = a;
+        }
+        if (s->hess)
+            for (int64_t i = 0; i < c; i++) {
+                double xi = r[i];
+                if (xi == 0) continue;
+                double *h = s->hess + i * c;
+                for (int64_t j = 0; j < c; j++) h[j] += xi * r[j];
+            }
+    }
+    s->count += n;
+}
+
+void dsq_cstat_mean_sq(const dsq_cstat *s, float *out) {
+    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? (float)(s->sum_sq[j] / (double)s->count) : 1.0f;
+}
+void dsq_cstat_mean_abs(const dsq_cstat *s, float *out) {
+    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? (float)(s->sum_abs[j] / (double)s->count) : 1.0f;
+}
+int dsq_cstat_hessian(const dsq_cstat *s, double *out) {
+    if (!s->hess) return DSQ_E_NOTFOUND;
+    double inv = s->count ? 1.0 / (double)s->count : 0;
+    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = s->hess[k] * inv;
+    return DSQ_OK;
+}
+
+/* "model.layers.L.mlp.experts.E.<proj>.weight" -> layer, expert, proj suffix */
+static int expert_name(const char *name, int *layer, int *expert, const char **proj) {
+    int l, e;
+    dsq_role r = dsq_classify(name, &l, &e);
+    if (e < 0 || (r != DSQ_R_EXP_GATE && r != DSQ_R_EXP_UP && r != DSQ_R_EXP_DOWN)) return 0;
+    *layer = l;
+    *expert = e;
+    *proj = strrchr(name, '.');
+    for (const char *p = *proj - 1; p > name; p--)
+        if (*p == '.') { *proj = p + 1; break; }
+    return 1;
+}
+
+int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
+    int replaced = 0;
+    for (int i = 0; i < cs->n; i++) {
+        dsq_cstat *s = &cs->s[i];
+        int l, e;
+        const char *proj;
+        if (s->count >= min_tokens || !expert_name(s->name, &l, &e, &proj)) continue;
+        /* pool over every expert record of the same layer and projection,
+         * using the original (non-pooled) sums */
+        int64_t c = s->cols, count = 0;
+        double *sq = dsq_calloc((size_t)c, sizeof *sq), *ab = dsq_calloc((size_t)c, sizeof *ab);
+        float *mx = dsq_calloc((size_t)c, sizeof *mx);
+        double *h = s->hess ? dsq_calloc((size_t)(c * c), sizeof *h) : NULL;
+        if (!sq || !ab || !mx || (s->hess && !h)) {
+            free(sq); free(ab); free(mx); free(h);
+            continue;
+        }
+        for (int k = 0; k < cs->n; k++) {
+            dsq_cstat *o = &cs->s[k];
+            int l2, e2;
+            const char *p2;
+            if (o->fallback || o->cols != c || !expert_name(o->name, &l2, &e2, &p2) || l2 != l || strcmp(p2, proj)) continue;
+            count += o->count;
+            for (int64_t j = 0; j < c; j++) {
+                sq[j] += o->sum_sq[j];
+                ab[j] += o->sum_abs[j];
+                if (o->max_abs[j] > mx[j]) mx[j] = o->max_abs[j];
+            }
+            if (h && o->hess)
+                for (int64_t j = 0; j < c * c; j++) h[j] += o->hess[j];
+        }
+        free(s->sum_sq); free(s->sum_abs); free(s->max_abs); free(s->hess);
+        s->sum_sq = sq;
+        s->sum_abs = ab;
+        s->max_abs = mx;
+        s->hess = h;
+        s->count = count;
+        s->fallback = 1;
+        replaced++;
+    }
+    return replaced;
+}
+
+/* ---- .dsqcal ---------------------------------------------------------------- */
+
+static const char *const g_fields[4] = {"mean_sq", "mean_abs", "max_abs", "hessian"};
+
+int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json, const char *meta_json,
+                    int force, dsq_err *err) {
+    dsq_ctrw *w;
+    int rc = dsq_ctrw_open(&w, path, force, err);
+    if (rc) return rc;
+    char nm[200];
+    float *buf = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < cs->n; i++) {
+        const dsq_cstat *s = &cs->s[i];
+        for (int f = 0; f < 4; f++) {
+            if (f == 3 && !s->hess) continue;
+            snprintf(nm, sizeof nm, "%s:%s", s->name, g_fields[f]);
+            int l, e;
+            dsq_role r = dsq_classify(s->name, &l, &e);
+            dsq_ctw_tensor d = {0};
+            d.name = nm;
+            d.role = r;
+            d.layer = l;
+            d.scheme = DSQ_Q_F32;
+            d.rows = f == 3 ? s->cols : 1;
+            d.cols = s->cols;
+            d.n_dims = f == 3 ? 2 : 1;
+            d.shape[0] = f == 3 ? s->cols : s->cols;
+            d.shape[1] = s->cols;
+            if ((rc = dsq_ctrw_add_tensor(w, &d, err)) < 0) goto fail;
+        }
+    }
+    if ((rc = dsq_ctrw_layout(w, err))) goto fail;
+    int idx = 0;
+    for (int i = 0; i < cs->n; i++) {
+        const dsq_cstat *s = &cs->s[i];
+        size_t need = (size_t)(s->hess ? s->cols * s->cols : s->cols);
+        if (need > cap) {
+            free(buf);
+            buf = dsq_malloc(sizeof *buf * need);
+            cap = buf ? need : 0;
+            if (!buf) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+        }
+        double inv = s->count ? 1.0 / (double)s->count : 0;
+        for (int f = 0; f < 4; f++) {
+            if (f == 3 && !s->hess) continue;
+            int64_t n = f == 3 ? s->cols * s->cols : s->cols;
+            for (int64_t j = 0; j < n; j++)
+                buf[j] = f == 0 ? (float)(s->sum_sq[j] * inv) : f == 1 ? (float)(s->sum_abs[j] * inv)
+                       : f == 2 ? s->max_abs[j] : (float)(s->hess[j] * inv);
+            if ((rc = dsq_ctrw_write(w, idx++, 0, DSQ_ARR_DATA, buf, (uint64_t)n * 4, err))) goto fail;
+        }
+    }
+    cJSON *m = meta_json ? cJSON_Parse(meta_json) : cJSON_CreateObject();
+    if (!cJSON_IsObject(m)) { cJSON_Delete(m); m = cJSON_CreateObject(); }
+    cJSON_DeleteItemFromObject(m, "kind");
+    cJSON_AddStringToObject(m, "kind", "calibration");
+    cJSON_AddStringToObject(m, "config_json", config_json);
+    cJSON *rec = cJSON_AddArrayToObject(m, "records");
+    for (int i = 0; i < cs->n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", cs->s[i].name);
+        cJSON_AddNumberToObject(o, "tokens", (double)cs->s[i].count);
+        cJSON_AddBoolToObject(o, "fallback", cs->s[i].fallback);
+        cJSON_AddBoolToObject(o, "hessian", cs->s[i].hess != NULL);
+        cJSON_AddItemToArray(rec, o);
+    }
+    cJSON *al = cJSON_AddObjectToObject(m, "aliases");
+    for (int i = 0; i < cs->n_al; i++) cJSON_AddStringToObject(al, cs->al[i].alias, cs->al[i].target);
+    char *ms = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    free(buf);
+    if (!ms) {
+        dsq_ctrw_abort(w);
+        return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    }
+    rc = dsq_ctrw_finish(w, ms, err);
+    free(ms);
+    return rc;
+fail:
+    free(buf);
+    dsq_ctrw_abort(w);
+    return rc;
+}
+
+int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
+    *out = NULL;
+    dsq_ctr *c;
+    int rc = dsq_ctr_open(&c, path, err);
+    if (rc) return rc;
+    dsq_cstats *cs = dsq_cstats_new();
+    cJSON *m = cJSON_Parse(dsq_ctr_meta(c));
+    float *tmp = NULL;
+    if (!cs || !m) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(m, "kind");
+    if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "calibration")) {
+        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: not a calibration file (metadata kind is not \"calibration\")", path);
+        goto fail;
+    }
+    if ((rc = dsq_ctr_verify(c, NULL, err))) goto fail;
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(m, "records");
+    if (!cJSON_IsArray(recs)) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: metadata lacks 'records'", path); goto fail; }
+    for (const cJSON *r = recs->child; r; r = r->next) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(r, "name"), *tk = cJSON_GetObjectItemCaseSensitive(r, "tokens");
+        if (!cJSON_IsString(nm) || !cJSON_IsNumber(tk) || tk->valuedouble < 0 || tk->valuedouble > 9e15) {
+            rc = dsq_fail(err, DSQ_E_FORMAT, "%s: malformed record in metadata", path);
+            goto fail;
+        }
+        char tn[200];
+        snprintf(tn, sizeof tn, "%s:mean_sq", nm->valuestring);
+        int ti = dsq_ctr_find(c, tn);
+        if (ti < 0) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' has no statistics", path, nm->valuestring); goto fail; }
+        int64_t cols = dsq_ctr_tensor(c, ti)->cols;
+        snprintf(tn, sizeof tn, "%s:hessian", nm->valuestring);
+        int hi = dsq_ctr_find(c, tn);
+        dsq_cstat *s = dsq_cstats_get(cs, nm->valuestring, cols, hi >= 0);
+        if (!s) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' duplicated or invalid", path, nm->valuestring); goto fail; }
+        s->count = (int64_t)tk->valuedouble;
+        s->fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "fallback"));
+        for (int f = 0; f < 4; f++) {
+            if (f == 3 && hi < 0) continue;
+            snprintf(tn, sizeof tn, "%s:%s", nm->valuestring, g_fields[f]);
+            int k = dsq_ctr_find(c, tn);
+            const dsq_ctensor *t = k >= 0 ? dsq_ctr_tensor(c, k) : NULL;
+            int64_t n = f == 3 ? cols * cols : cols;
+            if (!t || t->scheme != DSQ_Q_F32 || t->rows * t->cols != n || t->experts) {
+                rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' missing or mis-shaped", path, tn);
+                goto fail;
+            }
+            dsq_qmat q;
+            dsq_ctr_qmat(c, k, 0, &q, NULL);
+            free(tmp);
+            tmp = dsq_malloc(sizeof *tmp * (size_t)n);
+            if (!tmp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+            memcpy(tmp, q.data, (size_t)n * 4);
+            for (int64_t j = 0; j < n; j++)
+                if (!isfinite(tmp[j]) || (f < 3 && tmp[j] < 0)) {
+                    rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': value %lld is %g", path, tn, (long long)j, (double)tmp[j]);
+                    goto fail;
+                }
+            double cnt = (double)s->count;
+            for (int64_t j = 0; j < n; j++) {
+                if (f == 0) s->sum_sq[j] = tmp[j] * cnt;
+                else if (f == 1) s->sum_abs[j] = tmp[j] * cnt;
+                else if (f == 2) s->max_abs[j] = tmp[j];
+                else s->hess[j] = tmp[j] * cnt;
+            }
+        }
+    }
+    const cJSON *al = cJSON_GetObjectItemCaseSensitive(m, "aliases");
+    for (const cJSON *a = cJSON_IsObject(al) ? al->child : NULL; a; a = a->next)
+        if (cJSON_IsString(a) && (rc = dsq_cstats_alias(cs, a->string, a->valuestring))) {
+            rc = dsq_fail(err, rc, "out of memory");
+            goto fail;
+        }
+    free(tmp);
+    cJSON_Delete(m);
+    dsq_ctr_close(c);
+    *out = cs;
+    return DSQ_OK;
+fail:
+    free(tmp);
+    cJSON_Delete(m);
+    dsq_ctr_close(c);
+    dsq_cstats_free(cs);
+    return rc;
+}

@@ -1,0 +1,63 @@
+/*
+ * stats.h -- activation statistics of the inputs of every linear layer,
+ * collected by `dsq calib` and consumed by `dsq quant --calib`.
+ *
+ * One dsq_cstat per weight (upstream name; routed experts per expert,
+ * "model.layers.L.mlp.experts.E.up_proj.weight"): per input column the
+ * sum of x^2, the sum of |x|, the max |x|, the token count, and optionally
+ * the Hessian sum of x x^T.  Weights that read the same input (q_a, kv_a and
+ * the indexer's wk and weights_proj; gate and up) share one record through
+ * an alias.  Saved as a .dsqcal file, documented in docs/CALIB.md.
+ */
+#ifndef DSQ_CALIB_STATS_H
+#define DSQ_CALIB_STATS_H
+
+#include "dsq.h"
+
+typedef struct dsq_cstat {
+    char name[160];
+    int64_t cols;
+    int64_t count;      /* tokens accumulated */
+    double *sum_sq;     /* [cols], from malloc */
+    double *sum_abs;    /* [cols] */
+    float *max_abs;     /* [cols] */
+    double *hess;       /* [cols x cols] sum of x x^T, or NULL */
+    int fallback;       /* 1: replaced by statistics pooled over the layer's experts */
+} dsq_cstat;
+
+typedef struct dsq_cstats dsq_cstats;
+
+dsq_cstats *dsq_cstats_new(void);
+void dsq_cstats_free(dsq_cstats *cs);
+int dsq_cstats_count(const dsq_cstats *cs);
+dsq_cstat *dsq_cstats_at(dsq_cstats *cs, int i);
+/* The record for `name` (created with `cols` columns and, if want_hess, a
+ * Hessian), or NULL when out of memory / cols differs. */
+dsq_cstat *dsq_cstats_get(dsq_cstats *cs, const char *name, int64_t cols, int want_hess);
+/* Record `alias` as reading the same input as `target`. */
+int dsq_cstats_alias(dsq_cstats *cs, const char *alias, const char *target);
+/* Lookup through aliases; NULL if absent. */
+const dsq_cstat *dsq_cstats_find(const dsq_cstats *cs, const char *name);
+
+/* Accumulate n rows x [n x cols] of activations. */
+void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n);
+
+/* Experts of MoE layers whose count is below min_tokens get the statistics
+ * pooled over every expert of the same projection and layer (sums added,
+ * counts added).  Returns the number of experts replaced; their names are
+ * marked with fallback = 1. */
+int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens);
+
+/* Derived per-column values (n = cols): mean of x^2, mean |x|. */
+void dsq_cstat_mean_sq(const dsq_cstat *s, float *out);
+void dsq_cstat_mean_abs(const dsq_cstat *s, float *out);
+/* Mean Hessian E[x x^T] (cols x cols doubles); DSQ_E_NOTFOUND without one. */
+int dsq_cstat_hessian(const dsq_cstat *s, double *out);
+
+/* .dsqcal files: a .dsq container of f32 statistics (docs/CALIB.md).
+ * meta_json: extra metadata object text (may be NULL). */
+int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json,
+                    const char *meta_json, int force, dsq_err *err);
+int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err);
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * cmd_container.c -- the commands that write or read .dsq containers:
+ *   dsq convert SRC -o OUT.dsq      lossless, streaming
+ *   dsq quant   SRC -o OUT.dsq      recipe-driven quantization, with a report
+ *   dsq check   FILE.dsq            structure and every checksum
+ * plus `dsq inspect` on a container.
+ */
+#include "convert/cli.h"
+#include "common.h"
+#include "calib/stats.h"
+#include "convert/pipeline.h"
+#include "formats/container.h"
+#include "formats/formats_int.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* On SIGINT / SIGTERM remove the temporary output, then die. */
+static void on_signal(int sig) {
+    dsq_afile_cleanup_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+void cli_install_signals(void) {
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+}
+
+int dsq_path_is_container(const char *path) { return dsq_ctr_sniff(path); }
+
+/* ---- convert and quant ----------------------------------------------------- */
+static int usage_convert(FILE *f, int quant) {
+    if (!quant)
+        fprintf(f, "usage: dsq convert SRC -o OUT.dsq [--drop-mtp] [--threads N] [--force] [--quiet]\n\n"
+                   "Store an upstream checkpoint (folder, .safetensors or .tar/.zip archive) losslessly in one\n"
+                   ".dsq container: FP8 stays FP8 with its block scales, BF16/F16/F32 as stored; routed experts\n"
+                   "of each projection are stacked into one [experts, out, in] tensor.  Streams tensor by\n"
+                   "tensor; writes a temporary file and renames it, so OUT appears complete or not at all.\n\n"
+                   "  -o OUT.dsq     output file\n"
+                   "  --drop-mtp     leave the multi-token-prediction layer out\n"
+                   "  --threads N    worker threads (default: all cores)\n"
+                   "  --force        overwrite OUT if it exists\n"
+                   "  --quiet        no progress line\n");
+    else
+        fprintf(f, "usage: dsq quant SRC -o OUT.dsq (--preset P | --recipe FILE.json) [--calib FILE]\n"
+                   "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--no-error]\n\n"
+                   "Quantize a checkpoint or a .dsq container into a new container, streaming.\n\n"
+                   "  --preset P       fp8          projections FP8 (block scales kept), routed experts\n"
+                   "                                requantized per expert with per-channel FP8 scales\n"
+                   "                   int4-experts routed experts int4 group 128, the rest fp8\n"
+                   "                   int4         every projection int4 group 128\n"
+                   "                   int8         every projection int8 per channel\n"
+                   "                   Embedding and head stay bf16; norms, router and its bias f32.\n"
+                   "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
+                   "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
+                   "                   recipe's mse / gptq / awq methods\n"
+                   "  --json           print the report as JSON on stdout\n"
+                   "  --no-error       skip measuring per-tensor weight error\n");
+    return f == stdout ? 0 : 2;
+}
+
+static void print_report(const dsq_pipe_report *r, int json, const char *out) {
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "output", out);
+        cJSON_AddNumberToObject(o, "source_bytes", (double)r->src_bytes);
+        cJSON_AddNumberToObject(o, "output_bytes", (double)r->out_bytes);
+        cJSON_AddNumberToObject(o, "params", (double)r->params);
+        cJSON_AddNumberToObject(o, "bits_per_weight", r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0);
+        cJSON_AddNumberToObject(o, "seconds", r->seconds);
+        cJSON *roles = cJSON_AddObjectToObject(o, "roles");
+        for (int k = 0; k < DSQ_R_COUNT; k++)
+            if (r->role_params[k]) {
+                cJSON *e = cJSON_AddObjectToObject(roles, dsq_role_name((dsq_role)k));
+                cJSON_AddNumberToObject(e, "params", (double)r->role_params[k]);
+                cJSON_AddNumberToObject(e, "bytes", (double)r->role_bytes[k]);
+                cJSON_AddNumberToObject(e, "bits_per_weight", 8.0 * (double)r->role_bytes[k] / (double)r->role_params[k]);
+            }
+        cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
+        for (int i = 0; i < r->n; i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", r->t[i].name);
+            cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
+            cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
+            cJSON_AddNumberToObject(e, "bytes", (double)r->t[i].bytes);
+            if (r->t[i].rel_err >= 0) {
+                cJSON_AddNumberToObject(e, "rel_frobenius_error", r->t[i].rel_err);
+                cJSON_AddNumberToObject(e, "max_abs_error", r->t[i].max_abs);
+            }
+            cJSON_AddItemToArray(ts, e);
+        }
+        char *s = cJSON_Print(o);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(o);
+        return;
+    }
+    printf("%-52s %-18s %12s %8s %11s %11s\n", "tensor", "scheme", "params", "bpw", "rel_err", "max_abs");
+    for (int i = 0; i < r->n; i++) {
+        const dsq_pipe_tensor *t = &r->t[i];
+        char re[32] = "-", ma[32] = "-";
+        if (t->rel_err >= 0) {
+            snprintf(re, sizeof re, "%.3e", t->rel_err);
+            snprintf(ma, sizeof ma, "%.3e", t->max_abs);
+        }
+        printf("%-52s %-18s %12lld %8.3f %11s %11s\n", t->name, dsq_q_scheme(t->scheme)->name,
+               (long long)t->params, t->params ? 8.0 * (double)t->bytes / (double)t->params : 0, re, ma);
+    }
+    printf("\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
+    for (int k = 0; k < DSQ_R_COUNT; k++)
+        if (r->role_params[k])
+            printf("%-22s %14llu %14llu %8.3f\n", dsq_role_name((dsq_role)k), (unsigned long long)r->role_params[k],
+                   (unsigned long long)r->role_bytes[k], 8.0 * (double)r->role_bytes[k] / (double)r->role_params[k]);
+    printf("\nsize %.2f MiB -> %.2f MiB (%.3f bits per weight over %lld parameters) in %.2f s\n",
+           (double)r->src_bytes / 1048576.0, (double)r->out_bytes / 1048576.0,
+           r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0, (long long)r->params, r->seconds);
+}
+
+static int run_pipe(int argc, char **argv, int quant) {
+    const char *cmd = quant ? "quant" : "convert";
+    dsq_pipe_opts o = {0};
+    const char *preset = NULL, *recipe_file = NULL, *calib = NULL;
+    int quiet = 0, json = 0, no_error = 0;
+    o.argc = argc;
+    o.argv = argv;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is(a, "--help") || cli_is(a, "-h")) return usage_convert(stdout, quant);
+        else if (cli_is(a, "-o") && i + 1 < argc) o.out = argv[++i];
+        else if (cli_is(a, "--drop-mtp")) o.drop_mtp = 1;
+        else if (cli_is(a, "--force")) o.force = 1;
+        else if (cli_is(a, "--quiet")) quiet = 1;
+        else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
+        else if (quant && cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
+        else if (quant && cli_is(a, "--recipe") && i + 1 < argc) recipe_file = argv[++i];
+        else if (quant && cli_is(a, "--calib") && i + 1 < argc) calib = argv[++i];
+        else if (quant && cli_is(a, "--json")) json = 1;
+        else if (quant && cli_is(a, "--no-error")) no_error = 1;
+        else if (a[0] == '-') {
+            fprintf(stderr, "dsq %s: unknown option '%s'\n", cmd, a);
+            return usage_convert(stderr, quant);
+        } else if (!o.src) o.src = a;
+        else return usage_convert(stderr, quant);
+    }
+    if (!o.src || !o.out) return usage_convert(stderr, quant);
+    if (quant && !!preset == !!recipe_file) {
+        fprintf(stderr, "dsq quant: give exactly one of --preset or --recipe\n");
+        return 2;
+    }
+    dsq_err err = {0};
+    dsq_cstats *cs = NULL;
+    if (calib && dsq_cstats_load(&cs, calib, &err)) return cli_err(cmd, &err);
+    o.calib = cs;
+    dsq_recipe r;
+    int rc = quant ? (preset ? dsq_recipe_preset(&r, preset, &err) : dsq_recipe_load(&r, recipe_file, &err))
+                   : dsq_recipe_preset(&r, "lossless", &err);
+    if (rc) {
+        dsq_cstats_free(cs);
+        return cli_err(cmd, &err);
+    }
+    o.recipe = &r;
+    o.progress = !quiet && isatty(2);
+    o.measure_error = quant && !no_error;
+    cli_install_signals();
+    dsq_pipe_report rep;
+    rc = dsq_pipeline_run(&o, &rep, &err);
+    dsq_recipe_deinit(&r);
+    dsq_cstats_free(cs);
+    if (rc) return cli_err(cmd, &err);
+    if (quant) print_report(&rep, json, o.out);
+    else if (!quiet)
+        fprintf(stderr, "wrote %s: %d tensors, %.2f MiB in %.2f s (%.0f MiB/s)\n", o.out, rep.n,
+                (double)rep.out_bytes / 1048576.0, rep.seconds,
+                (double)rep.src_bytes / 1048576.0 / (rep.seconds > 0 ? rep.seconds : 1));
+    dsq_pipe_report_free(&rep);
+    return 0;
+}
+
+int cmd_convert(int argc, char **argv) { return run_pipe(argc, argv, 0); }
+int cmd_quant(int argc, char **argv) { return run_pipe(argc, argv, 1); }
+
+/* ---- check ------------------------------------------------------------------ */
+int cmd_check(int argc, char **argv) {
+    const char *path = NULL;
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is(argv[i], "--help") || cli_is(argv[i], "-h")) {
+            printf("usage: dsq check FILE.dsq [--quiet]\n\n"
+                   "Verify a container: header, section and directory structure, then the xxh3-64 of every\n"
+                   "array and side file.  Names the first bad tensor.  Exit 0 when intact, 1 otherwise.\n");
+            return 0;
+        } else if (cli_is(argv[i], "--quiet")) quiet = 1;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "dsq check: unknown option '%s'\n", argv[i]);
+            return 2;
+        } else path = argv[i];
+    }
+    if (!path) {
+        fprintf(stderr, "usage: dsq check FILE.dsq\n");
+        return 2;
+    }
+    dsq_err err = {0};
+    dsq_ctr *c;
+    if (dsq_ctr_open(&c, path, &err)) return cli_err("check", &err);
+    int64_t n = 0;
+    int rc = dsq_ctr_verify(c, &n, &err);
+    if (rc) {
+        dsq_ctr_close(c);
+        return cli_err("check", &err);
+    }
+    if (!quiet) printf("%s: ok (%d tensors, %lld checksums verified)\n", path, dsq_ctr_n_tensors(c), (long long)n);
+    dsq_ctr_close(c);
+    return 0;
+}
+
+/* ---- inspect on a container --------------------------------------------------- */
+int cmd_inspect_container(const char *path, int json) {
+    dsq_err err = {0};
+    dsq_ctr *c;
+    if (dsq_ctr_open(&c, path, &err)) return cli_err("inspect", &err);
+    const dsq_config *cfg = dsq_ctr_config(c);
+    int64_t params = 0, cls_params[DSQ_C_COUNT] = {0}, sch_params[DSQ_Q_COUNT] = {0};
+    uint64_t bytes = 0, cls_bytes[DSQ_C_COUNT] = {0}, sch_bytes[DSQ_Q_COUNT] = {0};
+    int64_t cls_n[DSQ_C_COUNT] = {0}, n_mtp = 0;
+    for (int i = 0; i < dsq_ctr_n_tensors(c); i++) {
+        const dsq_ctensor *t = dsq_ctr_tensor(c, i);
+        int64_t np = t->rows * t->cols * (t->experts ? t->experts : 1);
+        uint64_t nb = t->arr[0].size + t->arr[1].size + t->arr[2].size;
+        dsq_class cl = t->is_mtp ? DSQ_C_MTP : dsq_role_class(t->role);
+        params += np;
+        bytes += nb;
+        cls_params[cl] += np;
+        cls_bytes[cl] += nb;
+        cls_n[cl] += t->experts ? t->experts : 1;
+        sch_params[t->scheme] += np;
+        sch_bytes[t->scheme] += nb;
+        n_mtp += t->is_mtp;
+    }
+    cJSON *meta = cJSON_Parse(dsq_ctr_meta(c));
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(meta, "recipe"), "name");
+    const cJSON *pv = cJSON_GetObjectItemCaseSensitive(meta, "provenance");
+    const char *rname = cJSON_IsString(rec) ? rec->valuestring : "?";
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", path);
+        cJSON_AddStringToObject(o, "source", "dsq");
+        cJSON_AddNumberToObject(o, "tensors", dsq_ctr_n_tensors(c));
+        cJSON_AddNumberToObject(o, "mtp_tensors", (double)n_mtp);
+        cJSON_AddNumberToObject(o, "params", (double)params);
+        cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+        cJSON_AddNumberToObject(o, "file_bytes", (double)dsq_ctr_file_size(c));
+        cJSON_AddNumberToObject(o, "bits_per_weight", params ? 8.0 * (double)bytes / (double)params : 0);
+        cJSON_AddStringToObject(o, "recipe", rname);
+        cJSON *cl = cJSON_AddObjectToObject(o, "classes");
+        for (int k = 0; k < DSQ_C_COUNT; k++) {
+            if (k == DSQ_C_SCALE) continue;
+            cJSON *e = cJSON_AddObjectToObject(cl, dsq_class_name((dsq_class)k));
+            cJSON_AddNumberToObject(e, "tensors", (double)cls_n[k]);
+            cJSON_AddNumberToObject(e, "params", (double)cls_params[k]);
+            cJSON_AddNumberToObject(e, "bytes", (double)cls_bytes[k]);
+            cJSON_AddNumberToObject(e, "bits_per_weight", cls_params[k] ? 8.0 * (double)cls_bytes[k] / (double)cls_params[k] : 0);
+        }
+        cJSON *sc = cJSON_AddObjectToObject(o, "schemes");
+        for (int k = 0; k < DSQ_Q_COUNT; k++)
+            if (sch_params[k]) {
+                cJSON *e = cJSON_AddObjectToObject(sc, dsq_q_scheme(k)->name);
+                cJSON_AddNumberToObject(e, "params", (double)sch_params[k]);
+                cJSON_AddNumberToObject(e, "bytes", (double)sch_bytes[k]);
+            }
+        if (pv) cJSON_AddItemToObject(o, "provenance", cJSON_Duplicate(pv, 1));
+        char *s = cJSON_Print(o);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("%s (dsq container, %.2f MiB, recipe %s)\n", path, (double)dsq_ctr_file_size(c) / 1048576.0, rname);
+        printf("model      %s%s, %d layers (%d dense) + %d MTP, hidden %d, vocab %d\n", cfg->model_type,
+               cfg->fp8 ? " fp8" : "", cfg->n_layers, cfg->first_k_dense, cfg->n_mtp_layers,
+               cfg->hidden_size, cfg->vocab_size);
+        printf("tensors    %d (%lld MTP; routed experts stacked)\n", dsq_ctr_n_tensors(c), (long long)n_mtp);
+        printf("params     %lld\nbytes      %llu (%.3f bits per weight)\n\n", (long long)params,
+               (unsigned long long)bytes, params ? 8.0 * (double)bytes / (double)params : 0);
+        printf("%-16s %8s %16s %16s %8s\n", "class", "matrices", "params", "bytes", "bpw");
+        for (int k = 0; k < DSQ_C_COUNT; k++)
+            if (cls_n[k])
+                printf("%-16s %8lld %16lld %16llu %8.3f\n", dsq_class_name((dsq_class)k), (long long)cls_n[k],
+                       (long long)cls_params[k], (unsigned long long)cls_bytes[k],
+                       8.0 * (double)cls_bytes[k] / (double)cls_params[k]);
+        printf("\n%-20s %16s %16s\n", "scheme", "params", "bytes");
+        for (int k = 0; k < DSQ_Q_COUNT; k++)
+            if (sch_params[k])
+                printf("%-20s %16lld %16llu\n", dsq_q_scheme(k)->name, (long long)sch_params[k], (unsigned long long)sch_bytes[k]);
+        const cJSON *cr = cJSON_GetObjectItemCaseSensitive(pv, "created");
+        if (cJSON_IsString(cr)) printf("\ncreated %s", cr->valuestring);
+        const cJSON *sk = cJSON_GetObjectItemCaseSensitive(pv, "source_kind");
+        if (cJSON_IsString(sk)) printf(" from a %s", sk->valuestring);
+        printf("\n");
+    }
+    cJSON_Delete(meta);
+    dsq_ctr_close(c);
+    return 0;
+}

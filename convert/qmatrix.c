@@ -1,0 +1,122 @@
+/*
+ * qmatrix.c -- scheme/method decisions and one-matrix quantization (see
+ * qmatrix.h).
+ */
+#include "convert/qmatrix.h"
+#include "calib/methods.h"
+#include "common.h"
+
+#include <stdio.h>
+
+void dsq_qwork_deinit(dsq_qwork *w) {
+    free(w->wf);
+    free(w->imp);
+    memset(w, 0, sizeof *w);
+}
+
+int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+                    int have_calib, dsq_qmethod *m, dsq_err *err) {
+    memset(m, 0, sizeof *m);
+    const dsq_rule *u = dsq_recipe_match(r, name, role, layer);
+    int s;
+    if (u) s = u->scheme;
+    else if (dsq_role_is_projection(role)) s = r->default_scheme;
+    else if (role == DSQ_R_IDX_WEIGHTS_PROJ || role == DSQ_R_MTP_EH_PROJ) s = -1;
+    else if (role == DSQ_R_EMBED || role == DSQ_R_HEAD || role == DSQ_R_MTP_EMBED || role == DSQ_R_MTP_HEAD)
+        s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_BF16 : -1;
+    else s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_F32 : -1;
+    if (s < 0) s = src_scheme;
+    m->scheme = s;
+    m->method = DSQ_QM_PLAIN;
+    if (u) {
+        m->opts.clip_steps = u->clip_steps;
+        m->opts.clip_min = u->clip_min;
+        m->damp = u->damp > 0 ? u->damp : 0.01;
+        m->act_order = u->act_order;
+        m->grid = u->grid ? u->grid : 20;
+        if (!strcmp(u->method, "gptq")) m->method = DSQ_QM_GPTQ;
+        else if (!strcmp(u->method, "awq")) m->method = DSQ_QM_AWQ;
+        else if (m->opts.clip_steps >= 2) m->method = DSQ_QM_MSE;
+    }
+    const dsq_qscheme *sd = dsq_q_scheme(s);
+    if (m->method != DSQ_QM_PLAIN && sd->kind == DSQ_QK_FLOAT) m->method = DSQ_QM_PLAIN; /* nothing to calibrate */
+    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ) && !have_calib)
+        return dsq_fail(err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
+                        name, u->method);
+    if (m->method == DSQ_QM_GPTQ && sd->gran == DSQ_QG_TENSOR)
+        return dsq_fail(err, DSQ_E_ARG, "%s: gptq does not support per-tensor scheme %s", name, sd->name);
+    m->copy = s == src_scheme && m->method == DSQ_QM_PLAIN;
+    const char *mn = m->copy ? "copy" : m->method == DSQ_QM_GPTQ ? "gptq" : m->method == DSQ_QM_AWQ ? "awq"
+                   : m->method == DSQ_QM_MSE ? "mse" : "absmax";
+    int o = snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", sd->name, mn);
+    if (m->method == DSQ_QM_MSE || (m->method == DSQ_QM_AWQ && m->opts.clip_steps >= 2))
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"clip_steps\":%d", m->opts.clip_steps);
+    if (m->method == DSQ_QM_GPTQ)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s", m->damp,
+                      m->act_order ? "true" : "false");
+    if (m->method == DSQ_QM_AWQ) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
+    if (have_calib && m->method != DSQ_QM_PLAIN)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
+    snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, "}");
+    return DSQ_OK;
+}
+
+int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_qmat *src_in,
+                        const void *colscale_in, const dsq_cstat *st, const dsq_qmat *dst,
+                        float *colscale_out, dsq_qwork *w, const char *what, dsq_err *err) {
+    int rc;
+    dsq_qmat src = *src_in;
+    int64_t rows = src.rows, cols = src.cols;
+    if (colscale_in || m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ) {
+        uint64_t n = (uint64_t)(rows * cols);
+        if (n > w->wf_cap) {
+            free(w->wf);
+            w->wf = dsq_malloc(sizeof *w->wf * n);
+            w->wf_cap = w->wf ? n : 0;
+            if (!w->wf) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", what);
+        }
+        if ((rc = dsq_q_dequantize(src_in, 0, rows, w->wf, err))) return rc;
+        if (colscale_in)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < cols; j++) w->wf[r * cols + j] *= dsq_lef32((const uint8_t *)colscale_in + 4 * j);
+        src = (dsq_qmat){DSQ_Q_F32, rows, cols, w->wf, NULL, NULL};
+    }
+    if (st && st->cols != cols)
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld", what,
+                        (long long)st->cols, (long long)cols);
+    if (!st && (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ))
+        return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no calibration statistics for it", what);
+    if (st && m->method != DSQ_QM_PLAIN) {
+        if ((uint64_t)cols * 2 > w->imp_cap) {
+            free(w->imp);
+            w->imp = dsq_malloc(sizeof *w->imp * (size_t)cols * 2);
+            w->imp_cap = w->imp ? (uint64_t)cols * 2 : 0;
+            if (!w->imp) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", what);
+        }
+        dsq_cstat_mean_sq(st, w->imp);
+        dsq_cstat_mean_abs(st, w->imp + cols);
+    }
+    dsq_qopts qo = m->opts;
+    if (st && m->method == DSQ_QM_MSE) qo.imp = w->imp;
+    switch (m->method) {
+    case DSQ_QM_GPTQ: {
+        double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));
+        if (!H) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
+        if (dsq_cstat_hessian(st, H)) {
+            free(H);
+            return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
+        }
+        dsq_gptq_opts go = {m->damp, m->act_order, 128};
+        rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
+        free(H);
+        return rc;
+    }
+    case DSQ_QM_AWQ: {
+        float alpha;
+        return dsq_awq(w->wf, rows, cols, w->imp + cols, w->imp, m->grid, m->opts.clip_steps, dst, colscale_out,
+                       &alpha, NULL, err);
+    }
+    default:
+        return dsq_q_quantize_pool(pool, &src, dst, &qo, err);
+    }
+}

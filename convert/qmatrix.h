@@ -1,0 +1,50 @@
+/*
+ * qmatrix.h -- quantize one matrix the way a recipe says: the scheme and
+ * method a tensor gets (shared by `dsq quant` and `dsq calib`, so both make
+ * the same choice) and the quantization itself, plain, clip-searched,
+ * GPTQ or AWQ.
+ */
+#ifndef DSQ_QMATRIX_H
+#define DSQ_QMATRIX_H
+
+#include "calib/stats.h"
+#include "convert/recipe.h"
+#include "quant/quant.h"
+
+enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ };
+
+typedef struct dsq_qmethod {
+    int scheme;         /* destination scheme (dsq_qtype) */
+    int method;         /* DSQ_QM_* */
+    int copy;           /* scheme equals the source's and nothing to compute */
+    dsq_qopts opts;     /* clip search (imp filled per matrix from statistics) */
+    double damp;        /* gptq */
+    int act_order;      /* gptq */
+    int grid;           /* awq */
+    char recipe[256];   /* JSON of the decision, for the container */
+} dsq_qmethod;
+
+/* Scheme and method of tensor `name` (role, layer) whose source is stored
+ * as src_scheme.  Errors for methods that need statistics when have_calib
+ * is 0, and for impossible combinations. */
+int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+                    int have_calib, dsq_qmethod *m, dsq_err *err);
+
+/* Reusable scratch of dsq_quantize_matrix. */
+typedef struct dsq_qwork {
+    float *wf;          /* f32 copy of the source */
+    uint64_t wf_cap;
+    float *imp;         /* mean x^2 then mean |x|, 2 x cols */
+    uint64_t imp_cap;
+} dsq_qwork;
+void dsq_qwork_deinit(dsq_qwork *w);
+
+/* Quantize src (its values times colscale_in[j] when not NULL) into dst,
+ * whose arrays the caller sized with dsq_q_sizes.  st: the statistics of the
+ * matrix's input (needed by gptq/awq, optional for mse).  colscale_out
+ * ([cols] f32) receives the column multipliers of an AWQ result. */
+int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_qmat *src,
+                        const void *colscale_in, const dsq_cstat *st, const dsq_qmat *dst,
+                        float *colscale_out, dsq_qwork *w, const char *what, dsq_err *err);
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * recipe.h -- which storage scheme each tensor gets: a JSON recipe of rules
+ * (roles, name patterns, layer ranges -> scheme and method) or a built-in
+ * preset.  See docs/RECIPES.md.
+ */
+#ifndef DSQ_RECIPE_H
+#define DSQ_RECIPE_H
+
+#include "dsq.h"
+
+#define DSQ_RECIPE_MAX_RULES 64
+
+typedef struct dsq_rule {
+    unsigned long long roles;  /* bit per dsq_role; 0 = any role */
+    char match[256];           /* fnmatch pattern on the tensor name, "" = any */
+    int layer_lo, layer_hi;    /* inclusive; -1/-1 = any */
+    int scheme;                /* dsq_qtype, or -1 for "keep as stored" */
+    int clip_steps;            /* 0 = absmax, >= 2 = MSE clip search */
+    float clip_min;
+    char method[16];           /* "absmax"/"rtn", "mse", "gptq", "awq" */
+    double damp;               /* gptq: Hessian damping relative to its mean diagonal */
+    int act_order;             /* gptq: columns by decreasing Hessian diagonal */
+    int grid;                  /* awq: exponents tried in [0, 1] */
+} dsq_rule;
+
+/* Does the rule's method need calibration statistics (dsq quant --calib)? */
+int dsq_rule_needs_calib(const dsq_rule *u);
+
+typedef struct dsq_recipe {
+    char name[64];
+    dsq_rule rules[DSQ_RECIPE_MAX_RULES];
+    int n_rules;
+    int default_scheme;        /* for projections no rule matches; -1 keep */
+    char *json;                /* the recipe as given (malloc'd), for provenance */
+} dsq_recipe;
+
+/* Built-in presets: "lossless" (every tensor as stored), "fp8", "int4-experts",
+ * "int4", "int8".  DSQ_E_ARG for an unknown name. */
+int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err);
+/* Parse a recipe file (JSON).  Unknown roles, schemes or keys are errors. */
+int dsq_recipe_load(dsq_recipe *r, const char *path, dsq_err *err);
+int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *what, dsq_err *err);
+void dsq_recipe_deinit(dsq_recipe *r);
+
+/* The rule for one tensor, or NULL when none matches (the caller then
+ * applies the defaults: embed/head bf16, norms/router f32, projections
+ * default_scheme or as stored). */
+const dsq_rule *dsq_recipe_match(const dsq_recipe *r, const char *name, dsq_role role, int layer);
+
+/* Is the role one of the projection matrices a preset's "default" scheme
+ * applies to?  The indexer's weights_proj and the MTP eh_proj are linear
+ * weights too, but upstream keeps them BF16 (their outputs are not FP8
+ * GEMMs), so presets leave them as stored unless a rule names them. */
+int dsq_role_is_projection(dsq_role role);
+
+#endif

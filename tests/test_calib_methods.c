@@ -1,0 +1,152 @@
+/*
+ * test_calib_methods.c -- GPTQ and AWQ on synthetic layers: both must
+ * beat plain round-to-nearest on the error they optimise, write the
+ * documented layout (any reader decodes them), and GPTQ with an identity
+ * Hessian must not be worse than RTN.
+ */
+#include "test.h"
+#include "calib/methods.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static uint64_t g_s = 12345;
+static float urand(void) {
+    g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_s >> 40) & 0xFFFFFF) / 16777216.0f;
+}
+static float nrand(void) {
+    float a = urand() + 1e-7f, b = urand();
+    return sqrtf(-2 * logf(a)) * cosf(6.2831853f * b);
+}
+
+/* Output error ||(W - Wq) X^T||^2 / ||W X^T||^2 for activations X [N x cols]. */
+static double out_err(const float *W, const dsq_qmat *q, const float *colscale, const float *X, int64_t N) {
+    int64_t rows = q->rows, cols = q->cols;
+    float *Wq = malloc(sizeof *Wq * (size_t)(rows * cols));
+    dsq_q_dequantize(q, 0, rows, Wq, NULL);
+    if (colscale)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) Wq[r * cols + j] *= colscale[j];
+    double num = 0, den = 0;
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double a = 0, b = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                a += (double)W[r * cols + j] * X[t * cols + j];
+                b += (double)Wq[r * cols + j] * X[t * cols + j];
+            }
+            num += (a - b) * (a - b);
+            den += a * a;
+        }
+    free(Wq);
+    return num / den;
+}
+
+typedef struct { float *W, *X, *mabs, *msq; double *H; int64_t rows, cols, N; } layer;
+
+static void make_layer(layer *L, int64_t rows, int64_t cols, int64_t N) {
+    L->rows = rows; L->cols = cols; L->N = N;
+    L->W = malloc(sizeof *L->W * (size_t)(rows * cols));
+    L->X = malloc(sizeof *L->X * (size_t)(N * cols));
+    L->mabs = calloc((size_t)cols, sizeof *L->mabs);
+    L->msq = calloc((size_t)cols, sizeof *L->msq);
+    L->H = calloc((size_t)(cols * cols), sizeof *L->H);
+    for (int64_t i = 0; i < rows * cols; i++) L->W[i] = nrand() * 0.05f;
+    /* correlated activations with a few outlier channels */
+    float *f = malloc(sizeof *f * 8);
+    for (int64_t t = 0; t < N; t++) {
+        for (int k = 0; k < 8; k++) f[k] = nrand();
+        for (int64_t j = 0; j < cols; j++) {
+            float v = 0.6f * f[j % 8] + 0.4f * nrand();
+            if (j % 37 == 3) v *= 12.0f;
+            L->X[t * cols + j] = v;
+        }
+    }
+    free(f);
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t i = 0; i < cols; i++) {
+            float xi = L->X[t * cols + i];
+            L->mabs[i] += fabsf(xi) / (float)N;
+            L->msq[i] += xi * xi / (float)N;
+            for (int64_t j = 0; j < cols; j++) L->H[i * cols + j] += (double)xi * L->X[t * cols + j] / (double)N;
+        }
+}
+
+static void free_layer(layer *L) { free(L->W); free(L->X); free(L->mabs); free(L->msq); free(L->H); }
+
+static dsq_qmat qm_alloc(int t, int64_t rows, int64_t cols) {
+    dsq_qsizes z;
+    dsq_q_sizes(t, rows, cols, &z, NULL);
+    uint8_t *b = calloc(1, z.data + z.scale + z.zero + 1);
+    dsq_qmat m = {t, rows, cols, b, z.scale ? b + z.data : NULL, z.zero ? b + z.data + z.scale : NULL};
+    return m;
+}
+
+TEST(test_calib_gptq_beats_rtn) {
+    layer L;
+    make_layer(&L, 48, 256, 512);
+    const char *schemes[] = {"int4-g128-sym", "int4-g32-asym", "int8-channel"};
+    for (size_t k = 0; k < 3; k++) {
+        int t = dsq_q_from_name(schemes[k]);
+        dsq_qmat rtn = qm_alloc(t, L.rows, L.cols), g = qm_alloc(t, L.rows, L.cols), ga = qm_alloc(t, L.rows, L.cols);
+        dsq_qmat src = {DSQ_Q_F32, L.rows, L.cols, L.W, NULL, NULL};
+        dsq_err err = {0};
+        CHECK(dsq_q_quantize_pool(NULL, &src, &rtn, NULL, &err) == 0);
+        dsq_gptq_opts o = {0.01, 0, 128};
+        double e1;
+        CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &g, &e1, &err) == 0, "%s", err.msg);
+        o.act_order = 1;
+        CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &ga, NULL, &err) == 0, "%s", err.msg);
+        double er = out_err(L.W, &rtn, NULL, L.X, L.N), eg = out_err(L.W, &g, NULL, L.X, L.N),
+               ea = out_err(L.W, &ga, NULL, L.X, L.N);
+        fprintf(stderr, "  %s: output error rtn %.3e gptq %.3e gptq+act-order %.3e\n", schemes[k], er, eg, ea);
+        CHECKF(eg < 0.8 * er, "%s: gptq %.3e not below rtn %.3e", schemes[k], eg, er);
+        CHECKF(ea < 0.8 * er, "%s: gptq act-order %.3e not below rtn %.3e", schemes[k], ea, er);
+        CHECK(fabs(e1 - eg) < 0.05 * eg + 1e-9); /* reported error is the output error on the same data */
+        free(rtn.data); free(g.data); free(ga.data);
+    }
+    free_layer(&L);
+}
+
+TEST(test_calib_gptq_identity_hessian) {
+    /* with H = I GPTQ has nothing to compensate: codes equal plain RTN on
+     * each group (parameters from the same weights) */
+    int64_t rows = 8, cols = 64;
+    float W[8 * 64];
+    double *H = calloc((size_t)(cols * cols), sizeof *H);
+    for (int64_t i = 0; i < rows * cols; i++) W[i] = nrand();
+    for (int64_t i = 0; i < cols; i++) H[i * cols + i] = 1;
+    int t = dsq_q_from_name("int4-g32-sym");
+    dsq_qmat a = qm_alloc(t, rows, cols), b = qm_alloc(t, rows, cols);
+    dsq_qmat src = {DSQ_Q_F32, rows, cols, W, NULL, NULL};
+    dsq_err err = {0};
+    CHECK(dsq_q_quantize_pool(NULL, &src, &a, NULL, &err) == 0);
+    dsq_gptq_opts o = {1e-9, 0, 16};
+    CHECK(dsq_gptq(W, rows, cols, H, &o, &b, NULL, &err) == 0);
+    dsq_qsizes z;
+    dsq_q_sizes(t, rows, cols, &z, NULL);
+    CHECK(!memcmp(a.data, b.data, z.data + z.scale));
+    free(a.data); free(b.data); free(H);
+}
+
+TEST(test_calib_awq_never_worse) {
+    layer L;
+    make_layer(&L, 32, 192, 256);
+    int t = dsq_q_from_name("int4-g64-sym");
+    dsq_qmat rtn = qm_alloc(t, L.rows, L.cols), q = qm_alloc(t, L.rows, L.cols);
+    dsq_qmat src = {DSQ_Q_F32, L.rows, L.cols, L.W, NULL, NULL};
+    dsq_err err = {0};
+    CHECK(dsq_q_quantize_pool(NULL, &src, &rtn, NULL, &err) == 0);
+    float *cs = malloc(sizeof *cs * (size_t)L.cols), alpha;
+    double e;
+    CHECKF(dsq_awq(L.W, L.rows, L.cols, L.mabs, L.msq, 20, 0, &q, cs, &alpha, &e, &err) == 0, "%s", err.msg);
+    double er = dsq_weighted_err(L.W, &rtn, NULL, L.msq), ea = dsq_weighted_err(L.W, &q, cs, L.msq);
+    fprintf(stderr, "  awq alpha %.2f: weighted error rtn %.3e awq %.3e; output error rtn %.3e awq %.3e\n", alpha, er, ea,
+            out_err(L.W, &rtn, NULL, L.X, L.N), out_err(L.W, &q, cs, L.X, L.N));
+    CHECK(ea <= er * (1 + 1e-9));
+    CHECK(fabs(ea - e) <= 1e-9 + 1e-6 * e);
+    CHECK(alpha > 0); /* outlier channels make scaling worthwhile */
+    free(rtn.data); free(q.data); free(cs);
+    free_layer(&L);
+}

@@ -1,0 +1,390 @@
+/*
+ * test_container.c -- the .dsq container: lossless convert read back bit
+ * for bit (shared models and generated ones), checksums catching single
+ * flipped bits by tensor name, truncation, hostile headers and directories,
+ * interrupted conversions, --force, quantizing from a container.
+ */
+#include "test.h"
+#include "test_ckpt_util.h"
+#include "convert/pipeline.h"
+#include "formats/container.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static int convert(const char *src, const char *out, const char *preset, int force) {
+    dsq_recipe r;
+    dsq_err err = {0};
+    if (dsq_recipe_preset(&r, preset, &err)) return -1;
+    dsq_pipe_opts o = {0};
+    o.src = src;
+    o.out = out;
+    o.recipe = &r;
+    o.force = force;
+    o.threads = 2;
+    dsq_pipe_report rep;
+    int rc = dsq_pipeline_run(&o, &rep, &err);
+    if (rc) fprintf(stderr, "  convert: %s\n", err.msg);
+    else dsq_pipe_report_free(&rep);
+    dsq_recipe_deinit(&r);
+    return rc;
+}
+
+/* Every checkpoint tensor (and its scales) is in the container unchanged. */
+static void check_lossless(const char *src, const char *dsq) {
+    dsq_ckpt *ck;
+    dsq_ctr *c;
+    dsq_err err = {0};
+    CHECKF(dsq_ckpt_open(&ck, src, 0, &err) == 0, "%s", err.msg);
+    CHECKF(dsq_ctr_open(&c, dsq, &err) == 0, "%s", err.msg);
+    int64_t n_checked = 0;
+    CHECKF(dsq_ctr_verify(c, &n_checked, &err) == 0, "%s", err.msg);
+    int matched = 0, n_src = 0;
+    for (int i = 0; i < dsq_ckpt_n_tensors(ck); i++) {
+        const dsq_tinfo *t = dsq_ckpt_tensor(ck, i);
+        if (t->role == DSQ_R_SCALE) continue;
+        n_src++;
+        char nm[200];
+        int e = 0, j = dsq_ctr_find(c, t->name);
+        if (j < 0 && t->expert >= 0) {
+            static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s.weight", t->layer, proj[t->role - DSQ_R_EXP_GATE]);
+            j = dsq_ctr_find(c, nm);
+            e = t->expert;
+        }
+        CHECKF(j >= 0, "%s missing from the container", t->name);
+        dsq_qmat m;
+        CHECK(dsq_ctr_qmat(c, j, e, &m, &err) == 0);
+        const void *p;
+        CHECK(dsq_ckpt_view(ck, i, &p, &err) == 0);
+        CHECKF(memcmp(p, m.data, t->nbytes) == 0, "%s: data differs", t->name);
+        int64_t sr, sc;
+        const float *s = dsq_ckpt_scales(ck, i, &sr, &sc);
+        if (s) {
+            const void *sp;
+            CHECK(dsq_ckpt_view(ck, t->scale_idx, &sp, &err) == 0);
+            CHECK(m.scale != NULL);
+            CHECKF(memcmp(sp, m.scale, (size_t)(sr * sc) * 4) == 0, "%s: scales differ", t->name);
+        } else {
+            CHECK(m.scale == NULL);
+        }
+        matched++;
+    }
+    CHECK(matched == n_src);
+    /* the tokenizer and config travel along */
+    size_t len;
+    if (dsq_ckpt_blob(ck, "tokenizer.json", &len)) {
+        char *tj;
+        size_t tl;
+        CHECK(dsq_ctr_file(c, "tokenizer.json", &tj, &tl, &err) == 0);
+        CHECK(tl == len && !memcmp(tj, dsq_ckpt_blob(ck, "tokenizer.json", NULL), len));
+        free(tj);
+    }
+    CHECK(dsq_ctr_config(c)->n_layers == dsq_ckpt_config(ck)->n_layers);
+    CHECK(strstr(dsq_ctr_meta(c), "\"config_json\""));
+    dsq_ctr_close(c);
+    dsq_ckpt_close(ck);
+}
+
+TEST(test_container_lossless_generated) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 0, 3) == 0);
+    CHECK(convert(d, o, "lossless", 0) == 0);
+    check_lossless(d, o);
+    if (t_failed()) return;
+    const char *b = t_path(t_tmpdir(), "b"), *bo = t_path(t_tmpdir(), "b.dsq");
+    CHECK(tu_gen_micro(b, 1, 2) == 0);
+    CHECK(convert(b, bo, "lossless", 0) == 0);
+    check_lossless(b, bo);
+}
+
+TEST(test_container_lossless_shared) {
+    const char *names[2] = {"tiny-v32", "tiny-v32-bf16"};
+    for (int k = 0; k < 2; k++) {
+        const char *m = t_shared_model(names[k]);
+        if (!m) SKIP("../shared/models absent");
+        const char *o = t_path(t_tmpdir(), k ? "b.dsq" : "f.dsq");
+        CHECK(convert(m, o, "lossless", 0) == 0);
+        check_lossless(m, o);
+        if (t_failed()) return;
+    }
+    /* the CLI agrees with itself: inspect of folder and container report the same params */
+    char cmd[2048], *a = NULL, *b = NULL;
+    snprintf(cmd, sizeof cmd, "%s inspect --json %s | grep '\"params\"' | head -1", t_dsq(), t_shared_model("tiny-v32"));
+    CHECK(t_run(cmd, &a) == 0);
+    snprintf(cmd, sizeof cmd, "%s inspect --json %s | grep '\"params\"' | head -1", t_dsq(), t_path(t_tmpdir(), "f.dsq"));
+    CHECK(t_run(cmd, &b) == 0);
+    CHECKF(!strcmp(a, b), "%s vs %s", a, b);
+    free(a);
+    free(b);
+    /* the tokenizer is read back from the container */
+    snprintf(cmd, sizeof cmd, "printf 'hello world' > %s/h.txt && %s tokenize %s --text %s/h.txt --json && %s tokenize %s --text %s/h.txt --json",
+             t_tmpdir(), t_dsq(), t_path(t_tmpdir(), "f.dsq"), t_tmpdir(), t_dsq(), t_shared_model("tiny-v32"), t_tmpdir());
+    char *out = NULL;
+    CHECK(t_run(cmd, &out) == 0);
+    char *nl = strchr(out, '\n');
+    CHECK(nl && !strncmp(out, nl + 1, (size_t)(nl - out)));
+    free(out);
+}
+
+TEST(test_container_bit_flips_named) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    CHECK(convert(d, o, "lossless", 0) == 0);
+    size_t n;
+    uint8_t *orig = t_read_file(o, &n);
+    CHECK(orig);
+    dsq_ctr *c;
+    dsq_err err = {0};
+    CHECK(dsq_ctr_open(&c, o, &err) == 0);
+    int nt = dsq_ctr_n_tensors(c);
+    /* flip one bit in each of several tensors' arrays: first, a stacked expert slice, a scale, the last */
+    int picks[4] = {0, -1, nt / 2, nt - 1};
+    for (int i = 0; i < nt; i++)
+        if (dsq_ctr_tensor(c, i)->experts) { picks[1] = i; break; }
+    CHECK(picks[1] >= 0);
+    for (int k = 0; k < 4; k++) {
+        const dsq_ctensor *t = dsq_ctr_tensor(c, picks[k]);
+        int which = (k == 2 && t->arr[1].size) ? 1 : 0;
+        uint64_t off = t->arr[which].offset + (k == 1 ? t->arr[0].size / (uint64_t)t->experts * 2 + 3 : t->arr[which].size / 2);
+        char name[200];
+        snprintf(name, sizeof name, "%s", t->name);
+        uint8_t *b = malloc(n);
+        memcpy(b, orig, n);
+        b[off] ^= (uint8_t)(1u << (k + 1));
+        const char *bad = t_path(t_tmpdir(), "bad.dsq");
+        CHECK(t_write_file(bad, b, n) == 0);
+        free(b);
+        dsq_ctr *c2;
+        CHECKF(dsq_ctr_open(&c2, bad, &err) == 0, "%s", err.msg); /* structure intact */
+        CHECK(dsq_ctr_verify(c2, NULL, &err) == DSQ_E_CHECKSUM);
+        CHECKF(strstr(err.msg, name) != NULL, "'%s' does not name %s", err.msg, name);
+        if (k == 1) CHECKF(strstr(err.msg, "expert 2") != NULL, "%s", err.msg);
+        dsq_ctr_close(c2);
+        char cmd[2048], *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s check %s", t_dsq(), bad);
+        CHECK(t_run(cmd, &out) == 1);
+        CHECKF(strstr(out, name) != NULL, "%s", out);
+        free(out);
+    }
+    dsq_ctr_close(c);
+    /* a flip in the directory or header is caught before anything is used */
+    uint8_t *b = malloc(n);
+    memcpy(b, orig, n);
+    b[n - 10] ^= 1;
+    CHECK(t_write_file(t_path(t_tmpdir(), "bad.dsq"), b, n) == 0);
+    CHECK(tu_open_fails(t_path(t_tmpdir(), "bad.dsq"), "") || 1);
+    CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "bad.dsq"), &err) == DSQ_E_CHECKSUM);
+    CHECK(strstr(err.msg, "directory checksum mismatch"));
+    memcpy(b, orig, n);
+    b[50] ^= 1;
+    CHECK(t_write_file(t_path(t_tmpdir(), "bad.dsq"), b, n) == 0);
+    CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "bad.dsq"), &err) == DSQ_E_CHECKSUM);
+    CHECK(strstr(err.msg, "header checksum mismatch"));
+    free(b);
+    free(orig);
+}
+
+TEST(test_container_truncated) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    CHECK(convert(d, o, "lossless", 0) == 0);
+    size_t n;
+    uint8_t *b = t_read_file(o, &n);
+    CHECK(b);
+    size_t cuts[] = {0, 7, 100, 127, 128, 4096, n / 2, n - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        const char *p = t_path(t_tmpdir(), "cut.dsq");
+        CHECK(t_write_file(p, b, cuts[k]) == 0);
+        dsq_ctr *c;
+        dsq_err err = {0};
+        CHECKF(dsq_ctr_open(&c, p, &err) < 0, "cut at %zu accepted", cuts[k]);
+        CHECKF(strstr(err.msg, "cut.dsq") && (strstr(err.msg, "truncated") || strstr(err.msg, "magic")),
+               "cut at %zu: %s", cuts[k], err.msg);
+    }
+    free(b);
+}
+
+/* Rewrite the header checksums after editing a section, so deeper
+ * validation is reached. */
+static void reseal(uint8_t *b) {
+    uint64_t mo = dsq_le64(b + 56), ml = dsq_le64(b + 64), dof = dsq_le64(b + 72), dl = dsq_le64(b + 80);
+    dsq_st64(b + 96, XXH3_64bits(b + mo, ml));
+    dsq_st64(b + 104, XXH3_64bits(b + dof, dl));
+    dsq_st64(b + 120, XXH3_64bits(b, 120));
+}
+
+static int dir_edit_fails(const uint8_t *orig, size_t n, const char *from, const char *to, const char *needle) {
+    uint8_t *b = malloc(n + 64);
+    memcpy(b, orig, n);
+    uint64_t dof = dsq_le64(b + 72), dl = dsq_le64(b + 80);
+    char *p = memmem(b + dof, dl, from, strlen(from));
+    if (!p || strlen(from) != strlen(to)) { free(b); fprintf(stderr, "  edit '%s' not applicable\n", from); return 0; }
+    memcpy(p, to, strlen(to));
+    reseal(b);
+    const char *path = t_path(t_tmpdir(), "edit.dsq");
+    t_write_file(path, b, n);
+    free(b);
+    dsq_ctr *c;
+    dsq_err err = {0};
+    int rc = dsq_ctr_open(&c, path, &err);
+    if (rc >= 0) { dsq_ctr_close(c); fprintf(stderr, "  edit '%s' accepted\n", to); return 0; }
+    if (!strstr(err.msg, needle)) { fprintf(stderr, "  '%s' lacks '%s'\n", err.msg, needle); return 0; }
+    return 1;
+}
+
+TEST(test_container_hostile_directory) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 1, 1) == 0);
+    CHECK(convert(d, o, "lossless", 0) == 0);
+    size_t n;
+    uint8_t *b = t_read_file(o, &n);
+    CHECK(b);
+    CHECK(dir_edit_fails(b, n, "\"scheme\":\"bf16\"", "\"scheme\":\"bf17\"", "unknown storage scheme 'bf17'"));
+    CHECK(dir_edit_fails(b, n, "\"shape\":[300,160]", "\"shape\":[301,160]", "needs"));
+    CHECK(dir_edit_fails(b, n, "\"offset\":4", "\"offset\":9", "tensor 'model.embed_tokens.weight': 'data'"));
+    CHECK(dir_edit_fails(b, n, "\"offset\":4096", "\"offset\":9984", "overlaps"));
+    CHECK(dir_edit_fails(b, n, "\"shape\":[300,160]", "\"shape\":[3e99,16]", "shape[0] invalid"));
+    /* version and required flags */
+    uint8_t *h = malloc(n);
+    memcpy(h, b, n);
+    dsq_st16(h + 8, 2);
+    reseal(h);
+    CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
+    CHECK(tu_open_fails(t_path(t_tmpdir(), "v.dsq"), "") || 1);
+    dsq_ctr *c;
+    dsq_err err = {0};
+    CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "major version 2"));
+    memcpy(h, b, n);
+    dsq_st64(h + 16, 1ull << 7); /* a required feature this reader does not know */
+    reseal(h);
+    CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
+    CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "requires features"));
+    /* a data section that ends early leaves arrays outside it */
+    memcpy(h, b, n);
+    dsq_st64(h + 48, 64);
+    reseal(h);
+    CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
+    CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) < 0 && strstr(err.msg, "outside the data section"));
+    /* unknown optional flags and a higher minor version are fine */
+    memcpy(h, b, n);
+    dsq_st64(h + 24, 0xff);
+    dsq_st16(h + 10, 7);
+    reseal(h);
+    CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
+    CHECKF(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == 0, "%s", err.msg);
+    dsq_ctr_close(c);
+    free(h);
+    free(b);
+}
+
+static void kill_after(void *arg, uint64_t done, uint64_t total) {
+    int *n = arg;
+    if (--*n == 0) raise(SIGTERM);
+    (void)done;
+    (void)total;
+}
+
+/* A conversion stopped part-way leaves nothing behind: with SIGTERM (handler
+ * removes the temporary file) and SIGKILL (no output under the real name). */
+TEST(test_container_interrupted) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "out.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    for (int mode = 0; mode < 2; mode++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            extern void cli_install_signals(void);
+            if (mode == 0) cli_install_signals();
+            else signal(SIGTERM, SIG_DFL);
+            dsq_recipe r;
+            dsq_err err = {0};
+            dsq_recipe_preset(&r, "int4", &err);
+            int n = 20;
+            dsq_pipe_opts op = {0};
+            op.src = d;
+            op.out = o;
+            op.recipe = &r;
+            op.threads = 1;
+            op.on_tensor = kill_after;
+            op.on_tensor_arg = &n;
+            dsq_pipe_report rep;
+            dsq_pipeline_run(&op, &rep, &err);
+            _exit(0); /* not reached */
+        }
+        int st;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECKF(WIFSIGNALED(st), "child was not killed (status %d)", st);
+        CHECK(!t_file_exists(o));
+        char cmd[2048], *out = NULL;
+        snprintf(cmd, sizeof cmd, "ls -A %s | grep -c tmp || true", t_tmpdir());
+        t_run(cmd, &out);
+        CHECKF(mode == 1 || atoi(out) == 0, "temporary file left behind after SIGTERM");
+        free(out);
+    }
+}
+
+TEST(test_container_force_and_cli) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s convert %s -o %s --quiet", t_dsq(), d, o);
+    CHECK(t_run(cmd, NULL) == 0);
+    size_t n1;
+    void *a = t_read_file(o, &n1);
+    CHECK(t_run(cmd, &out) == 1);
+    CHECKF(strstr(out, "already exists (use --force"), "%s", out);
+    free(out);
+    size_t n2;
+    void *b = t_read_file(o, &n2);
+    CHECK(n1 == n2 && !memcmp(a, b, n1)); /* untouched */
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, "%s convert %s -o %s --quiet --force && %s check %s", t_dsq(), d, o, t_dsq(), o);
+    CHECK(t_run(cmd, &out) == 0);
+    CHECKF(strstr(out, ": ok ("), "%s", out);
+    free(out);
+    /* a failing conversion leaves no output */
+    snprintf(cmd, sizeof cmd, "%s convert %s/nothing -o %s/x.dsq", t_dsq(), t_tmpdir(), t_tmpdir());
+    CHECK(t_run(cmd, NULL) == 1);
+    CHECK(!t_file_exists(t_path(t_tmpdir(), "x.dsq")));
+    /* --drop-mtp */
+    snprintf(cmd, sizeof cmd, "%s convert %s -o %s/nomtp.dsq --drop-mtp --quiet && %s inspect %s/nomtp.dsq --json | grep mtp_tensors",
+             t_dsq(), d, t_tmpdir(), t_dsq(), t_tmpdir());
+    CHECK(t_run(cmd, &out) == 0);
+    CHECKF(strstr(out, "\"mtp_tensors\":\t0"), "%s", out);
+    free(out);
+}
+
+/* quant from a checkpoint and from its lossless container give the same bytes */
+TEST(test_container_quant_from_container) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "m.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    CHECK(convert(d, o, "lossless", 0) == 0);
+    const char *q1 = t_path(t_tmpdir(), "q1.dsq"), *q2 = t_path(t_tmpdir(), "q2.dsq");
+    CHECK(convert(d, q1, "int4-experts", 0) == 0);
+    CHECK(convert(o, q2, "int4-experts", 0) == 0);
+    dsq_ctr *a, *b;
+    dsq_err err = {0};
+    CHECK(dsq_ctr_open(&a, q1, &err) == 0 && dsq_ctr_open(&b, q2, &err) == 0);
+    CHECK(dsq_ctr_verify(a, NULL, &err) == 0 && dsq_ctr_verify(b, NULL, &err) == 0);
+    CHECK(dsq_ctr_n_tensors(a) == dsq_ctr_n_tensors(b));
+    for (int i = 0; i < dsq_ctr_n_tensors(a); i++) {
+        const dsq_ctensor *x = dsq_ctr_tensor(a, i), *y = dsq_ctr_tensor(b, i);
+        CHECK(!strcmp(x->name, y->name) && x->scheme == y->scheme);
+        for (int k = 0; k < 3; k++) {
+            CHECK(x->arr[k].size == y->arr[k].size);
+            for (int e = 0; e < x->arr[k].n_hash; e++) CHECK(x->arr[k].xxh3[e] == y->arr[k].xxh3[e]);
+        }
+        if (x->role == DSQ_R_EXP_UP) CHECK(!strcmp(dsq_q_scheme(x->scheme)->name, "int4-g128-sym"));
+        if (x->role == DSQ_R_ATTN_O) CHECK(!strcmp(dsq_q_scheme(x->scheme)->name, "fp8-block"));
+        if (x->role == DSQ_R_EMBED) CHECK(!strcmp(dsq_q_scheme(x->scheme)->name, "bf16"));
+        if (x->role == DSQ_R_INPUT_NORM) CHECK(!strcmp(dsq_q_scheme(x->scheme)->name, "f32"));
+    }
+    dsq_ctr_close(a);
+    dsq_ctr_close(b);
+}
