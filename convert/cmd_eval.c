@@ -18,10 +18,12 @@
 
 static int usage(FILE *f) {
     fprintf(f,
-            "usage: dsq eval MODEL (--tokens FILE.json | --text FILE) [--ctx N] [--threads N]\n"
+            "usage: dsq eval MODEL (--tokens FILE.json | --text FILE | --random-tokens N)\n"
+            "                [--ctx N] [--threads N]\n"
             "                [--act-fp8] [--logits OUT.f32] [--max-windows N] [--json]\n\n"
             "Perplexity of MODEL (a checkpoint folder or .dsq container) over the token ids in\n"
-            "FILE.json (a JSON array), or over a text file encoded with MODEL's tokenizer.\n"
+            "FILE.json (a JSON array), over a text file encoded with MODEL's tokenizer, or\n"
+            "over N fixed pseudo-random ids (synthetic models: a speed or drift probe).\n"
             "The tokens are cut into non-overlapping windows of N tokens (default:\n"
             "max_position_embeddings capped at 256); each window is a fresh prefill scored on\n"
             "its N-1 next-token predictions; a trailing partial window is not scored.\n\n"
@@ -64,7 +66,7 @@ static long parse_pos(const char *s, long lo, long hi) {
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *text = NULL, *logits = NULL;
     int json = 0;
-    long ctx = 0, threads = 0, maxw = 0;
+    long ctx = 0, threads = 0, maxw = 0, nrand = 0;
     dsq_eval_opts o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -79,6 +81,8 @@ int cmd_eval(int argc, char **argv) {
             if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
         } else if (cli_is(a, "--threads") && more) {
             if ((threads = parse_pos(argv[++i], 1, 4096)) < 0) goto bad_num;
+        } else if (cli_is(a, "--random-tokens") && more) {
+            if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--max-windows") && more) {
             if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
         } else if (a[0] == '-') {
@@ -91,7 +95,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "dsq eval: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
-    if (!model || !tokens == !text) return usage(stderr);
+    if (!model || !!tokens + !!text + !!nrand != 1) return usage(stderr);
 
     dsq_err err = {0};
     dsq_model m;
@@ -101,12 +105,22 @@ int cmd_eval(int argc, char **argv) {
     dsq_eval_result r;
     int ret = 1;
     if (dsq_model_open(&m, model, &err)) return cli_err("eval", &err);
-    if (dsq_model_load_tokens(model, tokens, text, 0, &tok, &n, &err)) goto fail;
     const dsq_config *cfg = m.w.cfg;
+    if (nrand) {
+        if (!(tok = malloc(sizeof *tok * (size_t)nrand))) {
+            dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        n = (size_t)nrand;
+        dsq_eval_random_tokens(tok, nrand, cfg->vocab_size, cfg->bos_token_id);
+    } else if (dsq_model_load_tokens(model, tokens, text, 0, &tok, &n, &err)) {
+        goto fail;
+    }
+    const char *src = tokens ? tokens : text ? text : "random tokens";
     for (size_t i = 0; i < n; i++)
         if (tok[i] < 0 || tok[i] >= cfg->vocab_size) {
-            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %zu is %d, outside the vocabulary (%d)",
-                     tokens ? tokens : text, i, tok[i], cfg->vocab_size);
+            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %zu is %d, outside the vocabulary (%d)", src, i,
+                     tok[i], cfg->vocab_size);
             goto fail;
         }
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(cfg);
@@ -138,7 +152,7 @@ int cmd_eval(int argc, char **argv) {
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddStringToObject(j, tokens ? "tokens_file" : "text_file", tokens ? tokens : text);
+        cJSON_AddStringToObject(j, tokens ? "tokens_file" : text ? "text_file" : "tokens", src);
         cJSON_AddNumberToObject(j, "n_tokens", (double)n);
         cJSON_AddNumberToObject(j, "ctx", r.ctx);
         cJSON_AddNumberToObject(j, "windows", (double)r.n_windows);
@@ -156,7 +170,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_Delete(j);
     } else {
         printf("model        %s\n", model);
-        printf("tokens       %s (%zu tokens)\n", tokens ? tokens : text, n);
+        printf("tokens       %s (%zu tokens)\n", src, n);
         printf("windows      %lld x %d tokens, %lld predictions, %s activations\n",
                (long long)r.n_windows, r.ctx, (long long)r.n_predicted, o.act_fp8 ? "FP8" : "f32");
         printf("mean NLL     %.6f nats\n", r.mean_nll);

@@ -21,14 +21,16 @@
 
 static int usage(FILE *f) {
     fprintf(f,
-            "usage: dsq verify REF CAND (--tokens FILE.json | --text FILE) [--ctx N] [--max-windows N]\n"
+            "usage: dsq verify REF CAND (--tokens FILE.json | --text FILE | --random-tokens N)\n"
+            "                  [--ctx N] [--max-windows N]\n"
             "                  [--threads N] [--act-fp8] [--json OUT.json] [--svg OUT.svg]\n"
             "                  [--attribution] [--no-experts]\n\n"
-            "Run REF and CAND (checkpoint folders or .dsq containers of the same shape) in lockstep\n"
-            "over the token windows of FILE.json, or of a text file encoded with REF's tokenizer\n"
-            "(windows as dsq eval cuts them), and report, per layer, the drift of the\n"
-            "residual stream, attention and FFN outputs, indexer selections and expert routing;\n"
-            "per expert, CAND's output error on REF's inputs; overall, both perplexities,\n"
+            "Run REF and CAND (checkpoint folders or .dsq containers of the same shape) in\n"
+            "lockstep over the token windows of FILE.json, of a text file encoded with REF's\n"
+            "tokenizer, or of N fixed pseudo-random ids (windows as dsq eval cuts them), and\n"
+            "report, per layer, the drift of the residual stream, attention and FFN outputs,\n"
+            "indexer selections and expert routing; per expert, CAND's output error on REF's\n"
+            "inputs; overall, both perplexities,\n"
             "KL(REF||CAND) and top-1 agreement.\n\n"
             "  --attribution    also run REF with one part (attention, dense FFN, shared\n"
             "                   or routed experts) of one layer taken from CAND, for every\n"
@@ -378,7 +380,7 @@ static long parse_pos(const char *s, long lo, long hi) {
 
 int cmd_verify(int argc, char **argv) {
     const char *ref = NULL, *cand = NULL, *tokens = NULL, *text = NULL, *json = NULL, *svg = NULL;
-    long ctx = 0, threads = 0, maxw = 0;
+    long ctx = 0, threads = 0, maxw = 0, nrand = 0;
     dsq_drift_opts o = {0};
     o.experts = 1;
     for (int i = 1; i < argc; i++) {
@@ -396,6 +398,8 @@ int cmd_verify(int argc, char **argv) {
             if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
         } else if (cli_is(a, "--threads") && more) {
             if ((threads = parse_pos(argv[++i], 1, 4096)) < 0) goto bad_num;
+        } else if (cli_is(a, "--random-tokens") && more) {
+            if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--max-windows") && more) {
             if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
         } else if (a[0] == '-') {
@@ -409,7 +413,7 @@ int cmd_verify(int argc, char **argv) {
         fprintf(stderr, "dsq verify: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
-    if (!ref || !cand || !tokens == !text) return usage(stderr);
+    if (!ref || !cand || !!tokens + !!text + !!nrand != 1) return usage(stderr);
 
     dsq_err err = {0};
     dsq_model mr = {0}, mc = {0};
@@ -420,7 +424,16 @@ int cmd_verify(int argc, char **argv) {
     int ret = 1;
     if (dsq_model_open(&mr, ref, &err)) goto fail;
     if (dsq_model_open(&mc, cand, &err)) goto fail;
-    if (dsq_model_load_tokens(ref, tokens, text, 0, &tok, &n, &err)) goto fail;
+    if (nrand) {
+        if (!(tok = malloc(sizeof *tok * (size_t)nrand))) {
+            dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        n = (size_t)nrand;
+        dsq_eval_random_tokens(tok, nrand, mr.w.cfg->vocab_size, mr.w.cfg->bos_token_id);
+    } else if (dsq_model_load_tokens(ref, tokens, text, 0, &tok, &n, &err)) {
+        goto fail;
+    }
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(mr.w.cfg);
     o.max_windows = maxw;
     o.n_threads = (int)threads;
@@ -432,7 +445,7 @@ int cmd_verify(int argc, char **argv) {
     print_table(rep, ref, cand);
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {
-        js = report_json(rep, ref, cand, tokens ? tokens : text);
+        js = report_json(rep, ref, cand, tokens ? tokens : text ? text : "random tokens");
         if (write_text(json, js, &err)) goto fail;
     }
     if (svg) {

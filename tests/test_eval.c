@@ -179,7 +179,25 @@ TEST(test_eval_cli) {
     CHECK(t_run(cmd, &out) == 0);
     CHECKF(strstr(out, "perplexity") && strstr(out, "FP8"), "%s", out);
     free(out);
+    /* pseudo-random ids: fixed, so two runs agree */
+    char *out2 = NULL;
+    snprintf(cmd, sizeof cmd, "%s eval %s --random-tokens 70 --ctx 32 --json", t_dsq(), model);
+    CHECK(t_run(cmd, &out) == 0 && t_run(cmd, &out2) == 0);
+    cJSON *j1 = cJSON_Parse(strchr(out, '{')), *j2 = cJSON_Parse(strchr(out2, '{'));
+    CHECK(j1 && j2);
+    CHECK(cJSON_GetObjectItem(j1, "windows")->valuedouble == 2);
+    CHECK(cJSON_GetObjectItem(j1, "ppl")->valuedouble == cJSON_GetObjectItem(j2, "ppl")->valuedouble);
+    cJSON_Delete(j1);
+    cJSON_Delete(j2);
+    free(out);
+    free(out2);
+    int32_t r[5];
+    dsq_eval_random_tokens(r, 5, 300, 0);
+    CHECK(r[0] == 0);
+    for (int i = 1; i < 5; i++) CHECK(r[i] >= 0 && r[i] < 300);
     /* usage errors exit 2, bad inputs 1 */
+    snprintf(cmd, sizeof cmd, "%s eval %s --random-tokens 70 --tokens %s", t_dsq(), model, toks);
+    CHECK(t_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "%s eval %s", t_dsq(), model);
     CHECK(t_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "%s eval %s --tokens %s --ctx 1", t_dsq(), model, toks);

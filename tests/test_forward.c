@@ -317,6 +317,50 @@ TEST(test_forward_blocks_f32) {
 
 TEST(test_forward_blocks_act_fp8) { blocks_case(1, 12, 1e-4); }
 
+/* Equal index scores: the selection must break ties toward the smaller
+ * position.  With wk = 0 and a k_norm bias that is zero on the RoPE part,
+ * every key is the same vector (LayerNorm of 0 is its bias; rotating zeros
+ * gives zeros), so every visible key of a query scores the same. */
+TEST(test_forward_indexer_ties) {
+    dsq_config c;
+    tmodel m;
+    tm_small_config(&c);
+    CHECK(tm_build(&m, &c, 9) == 0);
+    for (int l = 0; l < c.n_layers; l++) {
+        char nm[128];
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.indexer.wk.weight", l);
+        tm_tensor *wk = tm_find(&m, nm);
+        memset(wk->data, 0, sizeof(float) * (size_t)(wk->shape[0] * wk->shape[1]));
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.indexer.k_norm.bias", l);
+        tm_tensor *b = tm_find(&m, nm);
+        for (int i = 0; i < c.qk_rope_head_dim; i++) b->data[i] = 0;
+    }
+    enum { T = 16 };
+    int32_t tok[T];
+    random_tokens(tok, T, c.vocab_size, 17);
+    dsq_fwd_opts o = {.max_tokens = T, .n_threads = 2, .trace = DSQ_TRACE_TOPK};
+    dsq_fwd *f;
+    dsq_err err;
+    CHECK(dsq_fwd_new(&f, &m.w, &o, &err) == 0);
+    CHECK(dsq_fwd_begin(f, tok, T, &err) == 0);
+    dsq_fwd_view v;
+    int K = c.index_topk;
+    for (int l = 0; l < c.n_layers; l++) {
+        CHECK(dsq_fwd_layer(f, &v, &err) == 0 && v.topk);
+        for (int t = K; t < T; t++) {
+            int seen[T] = {0};
+            for (int i = 0; i < K; i++) {
+                int32_t s = v.topk[t * K + i];
+                CHECKF(s >= 0 && s < K, "layer %d query %d: kept position %d", l, t, s);
+                seen[s] = 1;
+            }
+            for (int s = 0; s < K; s++) CHECK(seen[s]);
+        }
+    }
+    dsq_fwd_free(f);
+    tm_free(&m);
+}
+
 /* ---- threads, steps, experts ---------------------------------------------- */
 
 typedef struct {

@@ -8,6 +8,17 @@
 
 #include <math.h>
 
+void dsq_eval_random_tokens(int32_t *out, int64_t n, int vocab, int bos) {
+    uint64_t s = 0x9E3779B97F4A7C15ull; /* fixed: runs are comparable */
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out[i] = (int32_t)((s >> 11) % (uint64_t)(vocab > 0 ? vocab : 1));
+    }
+    if (n > 0 && bos >= 0 && bos < vocab) out[0] = bos;
+}
+
 int dsq_eval_default_ctx(const dsq_config *cfg) {
     int m = cfg->max_position_embeddings;
     return m > 0 && m < 256 ? m : 256;

@@ -18,6 +18,11 @@
 
 #include <stdint.h>
 
+/* n pseudo-random token ids for models without text (synthetic
+ * checkpoints): out[0] = bos (if >= 0), the rest uniform in [0, vocab) from
+ * a fixed xorshift64 sequence, the same on every machine. */
+void dsq_eval_random_tokens(int32_t *out, int64_t n, int vocab, int bos);
+
 /* Default window: max_position_embeddings capped at 256 (long enough for a
  * stable figure, short enough to be quick on a CPU). */
 int dsq_eval_default_ctx(const dsq_config *cfg);
