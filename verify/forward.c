@@ -69,6 +69,10 @@ struct dsq_fwd {
     dsq_config cfg;
     int max_T, act_fp8;
     unsigned trace;
+    dsq_fwd_observe_fn observe;   /* calibration hook, or NULL */
+    void *observe_arg;
+    int cur_layer;                /* layer being run, for the hook */
+    float *eact;                  /* [T*ke x Fe] expert SwiGLU products when observed */
     dsq_pool *pool;
     int n_workers;
     fwd_worker *workers; /* [n_workers] */
@@ -389,6 +393,11 @@ static int lin(dsq_fwd *f, int id, const float *X, int n, int K, float *Y, int N
     return par_run(f, (N + c.nb - 1) / c.nb, lin_item, &c, err);
 }
 
+/* Report the input of a linear layer to the calibration hook. */
+static void observe(dsq_fwd *f, dsq_role role, int expert, const float *x, int n, int cols) {
+    if (f->observe && n > 0) f->observe(f->observe_arg, f->cur_layer, role, expert, x, n, cols);
+}
+
 /* ==== attention =========================================================== */
 
 static int att_head(fwd_worker *w, int h, void *vc) {
@@ -556,10 +565,12 @@ static int attention(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
     int rc, T = f->T, half = f->dr / 2, il = f->cfg.rope_interleave;
     int64_t lda = f->rkv + f->dr, ldq = (int64_t)f->H * f->dqk;
     /* query path: cq -> q_a_layernorm (kept in cq: the indexer reads it) -> q_b */
+    observe(f, DSQ_R_ATTN_Q_A, -1, f->x, T, f->D);
     DSQ_TRY(lin(f, L->q_a, f->x, T, f->D, f->cq, f->rq, 1, err));
     for (int t = 0; t < T; t++)
         dsq_fwd_rmsnorm(f->cq + (int64_t)t * f->rq, L->q_a_norm, f->rq, f->eps,
                         f->cq + (int64_t)t * f->rq);
+    observe(f, DSQ_R_ATTN_Q_B, -1, f->cq, T, f->rq);
     DSQ_TRY(lin(f, L->q_b, f->cq, T, f->rq, f->q, f->H * f->dqk, 1, err));
     /* key/value path: kva = [latent | k_pe]; only the latent is normalised */
     DSQ_TRY(lin(f, L->kv_a, f->x, T, f->D, f->kva, (int)lda, 1, err));
@@ -570,12 +581,14 @@ static int attention(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
         for (int h = 0; h < f->H; h++)
             dsq_fwd_rope(f->q + t * ldq + (int64_t)h * f->dqk + f->dn, f->dr, ct, st, il);
     }
+    observe(f, DSQ_R_ATTN_KV_B, -1, f->c, T, f->rkv);
     DSQ_TRY(lin(f, L->kv_b, f->c, T, f->rkv, f->kvb, f->H * (f->dn + f->dv), 1, err));
     /* With T <= index_topk every visible key is selected: plain causal
      * attention, so the indexer is not run at all. */
     f->mask_on = f->cfg.has_indexer && T > f->KI;
     if (f->mask_on) DSQ_TRY(indexer(f, L, err));
     DSQ_TRY(par_run(f, f->H, att_head, NULL, err));
+    observe(f, DSQ_R_ATTN_O, -1, f->o, T, f->H * f->dv);
     DSQ_TRY(lin(f, L->o, f->o, T, f->H * f->dv, f->attn_out, f->D, 1, err));
     return DSQ_OK;
 fail:
@@ -589,13 +602,18 @@ static void swiglu(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
 }
 
-/* SwiGLU MLP over n rows of width Fw: y = down(SiLU(gate x) * up x). */
+/* SwiGLU MLP over n rows of width Fw: y = down(SiLU(gate x) * up x).
+ * role: DSQ_R_DENSE_GATE or DSQ_R_SHEXP_GATE for the calibration hook,
+ * DSQ_R_UNKNOWN when not observed. */
 static int mlp(dsq_fwd *f, int gate, int up, int down, int Fw, const float *x, int n, float *y,
-               dsq_err *err) {
+               dsq_role role, dsq_err *err) {
     int rc;
+    if (role != DSQ_R_UNKNOWN) observe(f, role, -1, x, n, f->D);
     DSQ_TRY(lin(f, gate, x, n, f->D, f->g, Fw, 1, err));
     DSQ_TRY(lin(f, up, x, n, f->D, f->u, Fw, 1, err));
     swiglu(f->g, f->u, (int64_t)n * Fw);
+    if (role != DSQ_R_UNKNOWN)
+        observe(f, role == DSQ_R_DENSE_GATE ? DSQ_R_DENSE_DOWN : DSQ_R_SHEXP_DOWN, -1, f->g, n, Fw);
     DSQ_TRY(lin(f, down, f->g, n, Fw, y, f->D, 1, err));
     return DSQ_OK;
 fail:
@@ -621,6 +639,8 @@ static int expert_item(fwd_worker *w, int item, void *vc) {
     if ((rc = lin_rows(w, m->L->exp[3 * e + 1], w->xa, n, D, w->xc, Fe, 0, Fe, nb_in)) < 0)
         return rc;
     swiglu(w->xb, w->xc, (int64_t)n * Fe);
+    if (f->eact) /* kept for the calibration hook; each expert owns its rows */
+        memcpy(f->eact + (int64_t)f->eoff[e] * Fe, w->xb, (size_t)n * (size_t)Fe * sizeof(float));
     if (f->act_fp8)
         for (int i = 0; i < n; i++)
             dsq_fwd_act_fp8(w->xb + (int64_t)i * Fe, w->xb + (int64_t)i * Fe, Fe, ACT_GROUP);
@@ -697,7 +717,20 @@ static int moe(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
     m.L = L;
     m.X = act_input(f, f->x2, T, D, f->xq2);
     DSQ_TRY(par_run(f, n_used, expert_item, &m, err));
-    if (f->Fs > 0) DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->Fs, f->x2, T, f->sh_out, err));
+    if (f->observe) {
+        /* per expert: its tokens' inputs (gathered in token order) and products */
+        float *xs = f->xq2; /* free again: the experts are done */
+        for (int e = 0; e < E; e++) {
+            int n = f->ecount[e];
+            if (!n) continue;
+            const int32_t *ent = f->elist + f->eoff[e];
+            for (int i = 0; i < n; i++)
+                memcpy(xs + (int64_t)i * D, f->x2 + (int64_t)(ent[i] / ke) * D, (size_t)D * sizeof(float));
+            observe(f, DSQ_R_EXP_GATE, e, xs, n, D);
+            observe(f, DSQ_R_EXP_DOWN, e, f->eact + (int64_t)f->eoff[e] * f->Fe, n, f->Fe);
+        }
+    }
+    if (f->Fs > 0) DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->Fs, f->x2, T, f->sh_out, DSQ_R_SHEXP_GATE, err));
     DSQ_TRY(par_run(f, n_tok, combine_item, NULL, err));
     return DSQ_OK;
 fail:
@@ -708,6 +741,7 @@ fail:
 
 static int run_layer(dsq_fwd *f, int l, dsq_err *err) {
     const fwd_layer *L = &f->layers[l];
+    f->cur_layer = l;
     int rc, T = f->T, D = f->D;
     int64_t n = (int64_t)T * D;
     for (int t = 0; t < T; t++)
@@ -717,7 +751,7 @@ static int run_layer(dsq_fwd *f, int l, dsq_err *err) {
     for (int t = 0; t < T; t++)
         dsq_fwd_rmsnorm(f->h + (int64_t)t * D, L->post_norm, D, f->eps, f->x2 + (int64_t)t * D);
     if (L->moe) DSQ_TRY(moe(f, L, err));
-    else DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->F, f->x2, T, f->ffn_out, err));
+    else DSQ_TRY(mlp(f, L->gate, L->up, L->down, f->F, f->x2, T, f->ffn_out, DSQ_R_DENSE_GATE, err));
     for (int64_t i = 0; i < n; i++) f->h[i] += f->ffn_out[i];
     return DSQ_OK;
 fail:
@@ -813,9 +847,9 @@ int dsq_fwd_expert(dsq_fwd *f, int layer, int expert, const float *x, int n, flo
     if (n == 0) return DSQ_OK;
     /* uses only scratch (g, u, xq): a window in progress is not disturbed */
     const fwd_layer *L = &f->layers[layer];
-    if (expert < 0) return mlp(f, L->gate, L->up, L->down, f->Fs, x, n, y, err);
+    if (expert < 0) return mlp(f, L->gate, L->up, L->down, f->Fs, x, n, y, DSQ_R_UNKNOWN, err);
     return mlp(f, L->exp[3 * expert], L->exp[3 * expert + 1], L->exp[3 * expert + 2], f->Fe, x, n,
-               y, err);
+               y, DSQ_R_UNKNOWN, err);
 }
 
 const dsq_config *dsq_fwd_config(const dsq_fwd *f) { return &f->cfg; }
@@ -1009,6 +1043,8 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
     f->max_T = opts->max_tokens;
     f->act_fp8 = opts->act_fp8 != 0;
     f->trace = opts->trace;
+    f->observe = opts->observe;
+    f->observe_arg = opts->observe_arg;
     f->D = c->hidden_size; f->V = c->vocab_size; f->H = c->n_heads; f->L = c->n_layers;
     f->dn = c->qk_nope_head_dim; f->dr = c->qk_rope_head_dim; f->dqk = f->dn + f->dr;
     f->dv = c->v_head_dim; f->rq = c->q_lora_rank; f->rkv = c->kv_lora_rank;
@@ -1101,6 +1137,7 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
         if (!f->z || !f->rweights || !f->rexperts || !f->eo || !f->sh_out ||
             !f->ecount || !f->eoff || !f->eorder || !f->elist)
             goto nomem;
+        if (f->observe && !(f->eact = falloc2((int64_t)T * f->ke, f->Fe))) goto nomem;
     }
 
     /* ---- workers ---- */
@@ -1157,6 +1194,7 @@ void dsq_fwd_free(dsq_fwd *f) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dsq_afree(bufs[i]);
     dsq_afree(f->rexperts);
     dsq_afree(f->elist);
+    dsq_afree(f->eact);
     dsq_afree(f->topk);
     free(f->mask);
     free(f->ecount);

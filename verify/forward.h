@@ -48,11 +48,27 @@ enum {
     DSQ_TRACE_TOPK = 1 /* indexer selections as sorted lists (T x index_topk ints) */
 };
 
+/* Observer of the inputs of the linear layers (calibration).  Called on
+ * the calling thread of dsq_fwd_layer / dsq_fwd_run, once per input per
+ * layer, with the activations before any FP8 simulation: x is [n x cols].
+ * `role` names the first weight that reads x: DSQ_R_ATTN_Q_A (the
+ * input_layernorm output, also read by kv_a and the indexer's wk and
+ * weights_proj), DSQ_R_ATTN_Q_B (q_a_layernorm output, also the indexer's
+ * wq_b), DSQ_R_ATTN_KV_B, DSQ_R_ATTN_O, DSQ_R_DENSE_GATE / DSQ_R_SHEXP_GATE
+ * (post_attention_layernorm output, also read by up), DSQ_R_DENSE_DOWN /
+ * DSQ_R_SHEXP_DOWN (the SwiGLU product), and per routed expert
+ * DSQ_R_EXP_GATE / DSQ_R_EXP_DOWN with only the tokens routed to it
+ * (expert >= 0; -1 otherwise). */
+typedef void (*dsq_fwd_observe_fn)(void *arg, int layer, dsq_role role, int expert, const float *x,
+                                   int n, int cols);
+
 typedef struct dsq_fwd_opts {
     int max_tokens; /* longest window dsq_fwd_run will see (>= 1)        */
     int n_threads;  /* worker threads; <= 0 means dsq_default_threads() */
     int act_fp8;    /* simulate FP8 activation quantization (see above)  */
     unsigned trace; /* DSQ_TRACE_* bits                                  */
+    dsq_fwd_observe_fn observe; /* NULL: no observation                  */
+    void *observe_arg;
 } dsq_fwd_opts;
 
 /* What one layer computed.  Pointers are borrowed from the dsq_fwd and stay
