@@ -20,6 +20,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_calib(int argc, char **argv);
 /* Remove temporary outputs on SIGINT / SIGTERM / SIGHUP. */
 void cli_install_signals(void);
 

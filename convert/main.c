@@ -11,6 +11,7 @@ static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
     {"convert", "store a checkpoint losslessly in one .dsq container", cmd_convert},
     {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
+    {"calib", "collect activation statistics for calibrated quantization", cmd_calib},
     {"check", "verify a .dsq container's structure and checksums", cmd_check},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
     {"eval", "perplexity of a model over a token file", cmd_eval},

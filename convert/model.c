@@ -5,6 +5,7 @@
 #include "common.h"
 #include "formats/container.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -33,6 +34,24 @@ void dsq_model_close(dsq_model *m) {
     dsq_ckpt_close(m->ck);
     dsq_ctr_close(m->ctr);
     memset(m, 0, sizeof *m);
+}
+
+char *dsq_config_json_of(const dsq_ckpt *ck, const struct dsq_ctr *ctr) {
+    if (ck) {
+        size_t len;
+        const char *cj = dsq_ckpt_blob(ck, "config.json", &len);
+        char *s = cj ? dsq_malloc(len + 1) : NULL;
+        if (s) {
+            memcpy(s, cj, len);
+            s[len] = 0;
+        }
+        return s;
+    }
+    cJSON *mm = cJSON_Parse(dsq_ctr_meta(ctr));
+    const cJSON *cj = cJSON_GetObjectItemCaseSensitive(mm, "config_json");
+    char *s = cJSON_IsString(cj) ? dsq_strdup(cj->valuestring) : NULL;
+    cJSON_Delete(mm);
+    return s;
 }
 
 static int tok_from_bufs(const char *js, size_t jl, const char *cfg, size_t cl, const char *what,

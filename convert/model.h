@@ -21,6 +21,10 @@ typedef struct dsq_model {
 int dsq_model_open(dsq_model *m, const char *path, dsq_err *err);
 void dsq_model_close(dsq_model *m);
 
+/* The verbatim config.json of a checkpoint or a container (exactly one of
+ * ck / ctr set); from malloc, NULL when out of memory. */
+char *dsq_config_json_of(const dsq_ckpt *ck, const struct dsq_ctr *ctr);
+
 /* The tokenizer that travels with MODEL (tokenizer.json plus
  * tokenizer_config.json when present).  Free with dsq_tok_free. */
 int dsq_model_tokenizer(const char *path, dsq_tok **out, dsq_err *err);

@@ -16,6 +16,7 @@
 #include "convert/gen.h"
 #include "formats/container.h"
 #include "quant/quant.h"
+#include "convert/model.h"
 #include "convert/qmatrix.h"
 #include "calib/stats.h"
 
@@ -483,17 +484,7 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
     rep->params = params;
     rep->out_tensor_bytes = tbytes;
     rep->src_bytes = c.total_bytes;
-    if (c.ck) {
-        size_t len;
-        const char *cj = dsq_ckpt_blob(c.ck, "config.json", &len);
-        cfgjs = dsq_malloc(len + 1);
-        if (cfgjs) { memcpy(cfgjs, cj, len); cfgjs[len] = 0; }
-    } else {
-        cJSON *mm = cJSON_Parse(dsq_ctr_meta(c.ctr));
-        const cJSON *cj = cJSON_GetObjectItemCaseSensitive(mm, "config_json");
-        cfgjs = cJSON_IsString(cj) ? dsq_strdup(cj->valuestring) : NULL;
-        cJSON_Delete(mm);
-    }
+    cfgjs = dsq_config_json_of(c.ck, c.ctr);
     meta = cfgjs ? build_meta(&c, cfgjs, params, tbytes) : NULL;
     if (!meta) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
     rc = dsq_ctrw_finish(c.w, meta, err);

@@ -1,0 +1,322 @@
+/*
+ * calib_run.c -- sequential calibration (see calib_run.h).
+ *
+ * For layer l: every window's residual stream (computed with the quantized
+ * layers < l) goes through layer l with the original weights while the
+ * forward pass reports the input of each linear layer; the statistics so far
+ * decide layer l's quantization (qmatrix.c, the same code `dsq quant` runs);
+ * then the windows go through the quantized layer l to give layer l+1 its
+ * inputs.
+ */
+#include "convert/calib_run.h"
+#include "common.h"
+#include "common/pool.h"
+#include "convert/model.h"
+#include "convert/qmatrix.h"
+#include "formats/container.h"
+#include "verify/forward.h"
+#include "verify/weights_overlay.h"
+
+#include <stdio.h>
+
+typedef struct cctx {
+    const dsq_calib_opts *o;
+    dsq_cstats *cs;
+    const dsq_config *cfg;
+    int want_hess_default;
+    int fail;
+    dsq_err *err;
+} cctx;
+
+static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
+
+/* Does the recipe want a Hessian for weight `name` (role, layer)? */
+static int wants_hess(cctx *c, const char *name, dsq_role role, int layer) {
+    if (c->o->hessian >= 0) return c->o->hessian;
+    const dsq_rule *u = dsq_recipe_match(c->o->recipe, name, role, layer);
+    return u && !strcmp(u->method, "gptq");
+}
+
+static void add(cctx *c, const char *name, dsq_role role, int layer, const float *x, int n, int cols,
+                const char *const *aliases, const dsq_role *alias_roles, int n_alias) {
+    int h = wants_hess(c, name, role, layer);
+    for (int k = 0; k < n_alias && !h; k++) h = wants_hess(c, aliases[k], alias_roles[k], layer);
+    dsq_cstat *s = dsq_cstats_get(c->cs, name, cols, h);
+    if (!s) {
+        c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name);
+        return;
+    }
+    dsq_cstat_add(s, x, n);
+    for (int k = 0; k < n_alias; k++)
+        if (dsq_cstats_alias(c->cs, aliases[k], name))
+            c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+}
+
+/* The forward pass's hook: file x under the weight(s) that read it. */
+static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int n, int cols) {
+    cctx *c = arg;
+    if (c->fail) return;
+    char a[160], b[4][160];
+    const char *al[4] = {b[0], b[1], b[2], b[3]};
+    dsq_role ar[4];
+#define NM(buf, ...) snprintf(buf, sizeof buf, __VA_ARGS__)
+    switch (role) {
+    case DSQ_R_ATTN_Q_A:
+        NM(a, "model.layers.%d.self_attn.q_a_proj.weight", l);
+        NM(b[0], "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", l); ar[0] = DSQ_R_ATTN_KV_A;
+        NM(b[1], "model.layers.%d.self_attn.indexer.wk.weight", l); ar[1] = DSQ_R_IDX_WK;
+        NM(b[2], "model.layers.%d.self_attn.indexer.weights_proj.weight", l); ar[2] = DSQ_R_IDX_WEIGHTS_PROJ;
+        add(c, a, role, l, x, n, cols, al, ar, c->cfg->has_indexer ? 3 : 1);
+        break;
+    case DSQ_R_ATTN_Q_B:
+        NM(a, "model.layers.%d.self_attn.q_b_proj.weight", l);
+        NM(b[0], "model.layers.%d.self_attn.indexer.wq_b.weight", l); ar[0] = DSQ_R_IDX_WQ_B;
+        add(c, a, role, l, x, n, cols, al, ar, c->cfg->has_indexer ? 1 : 0);
+        break;
+    case DSQ_R_ATTN_KV_B:
+        NM(a, "model.layers.%d.self_attn.kv_b_proj.weight", l);
+        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
+        break;
+    case DSQ_R_ATTN_O:
+        NM(a, "model.layers.%d.self_attn.o_proj.weight", l);
+        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
+        break;
+    case DSQ_R_DENSE_GATE:
+        NM(a, "model.layers.%d.mlp.gate_proj.weight", l);
+        NM(b[0], "model.layers.%d.mlp.up_proj.weight", l); ar[0] = DSQ_R_DENSE_UP;
+        add(c, a, role, l, x, n, cols, al, ar, 1);
+        break;
+    case DSQ_R_DENSE_DOWN:
+        NM(a, "model.layers.%d.mlp.down_proj.weight", l);
+        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
+        break;
+    case DSQ_R_SHEXP_GATE:
+        NM(a, "model.layers.%d.mlp.shared_experts.gate_proj.weight", l);
+        NM(b[0], "model.layers.%d.mlp.shared_experts.up_proj.weight", l); ar[0] = DSQ_R_SHEXP_UP;
+        add(c, a, role, l, x, n, cols, al, ar, 1);
+        break;
+    case DSQ_R_SHEXP_DOWN:
+        NM(a, "model.layers.%d.mlp.shared_experts.down_proj.weight", l);
+        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
+        break;
+    case DSQ_R_EXP_GATE:
+        NM(a, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e);
+        NM(b[0], "model.layers.%d.mlp.experts.%d.up_proj.weight", l, e); ar[0] = DSQ_R_EXP_UP;
+        add(c, a, role, l, x, n, cols, al, ar, 1);
+        break;
+    case DSQ_R_EXP_DOWN:
+        NM(a, "model.layers.%d.mlp.experts.%d.down_proj.weight", l, e);
+        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
+        break;
+    default:
+        break;
+    }
+#undef NM
+}
+
+/* Storage scheme of a weight in the source model. */
+static int src_scheme(const dsq_model *m, const char *name) {
+    if (m->ck) {
+        int i = dsq_ckpt_find(m->ck, name);
+        if (i < 0) return -1;
+        switch (dsq_ckpt_tensor(m->ck, i)->dtype) {
+        case DSQ_DT_F8_E4M3: return DSQ_Q_FP8_BLOCK;
+        case DSQ_DT_BF16: return DSQ_Q_BF16;
+        case DSQ_DT_F16: return DSQ_Q_F16;
+        default: return DSQ_Q_F32;
+        }
+    }
+    int id = m->w.find(m->w.ctx, name);
+    if (id < 0) return -1;
+    return dsq_ctr_tensor(m->ctr, id / 65536)->scheme; /* container ids: tensor * 65536 + expert */
+}
+
+/* Quantize one weight of the layer into the overlay, if the recipe changes it. */
+/* match_name: the name recipes see (routed experts: their stacked name). */
+static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, const dsq_cstats *cs,
+                           dsq_pool *pool, dsq_qwork *work, const char *name, const char *match_name,
+                           dsq_role role, int layer, dsq_err *err) {
+    int ss = src_scheme(m, name);
+    if (ss < 0) return dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", name);
+    dsq_qmethod qm;
+    int rc = dsq_qmethod_for(o->recipe, match_name, role, layer, ss, 1, &qm, err);
+    if (rc) return rc;
+    if (qm.copy) return DSQ_OK;
+    int id = m->w.find(m->w.ctx, name);
+    int64_t shape[4];
+    int nd = m->w.shape(m->w.ctx, id, shape);
+    int64_t rows = nd == 2 ? shape[0] : 1, cols = nd == 2 ? shape[1] : shape[0];
+    float *wf = dsq_malloc(sizeof *wf * (size_t)(rows * cols));
+    dsq_qsizes sz;
+    if (!wf) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    if ((rc = m->w.rows_f32(m->w.ctx, id, 0, rows, wf, err)) || (rc = dsq_q_sizes(qm.scheme, rows, cols, &sz, err))) {
+        free(wf);
+        return rc;
+    }
+    uint8_t *buf = dsq_calloc(1, sz.data + sz.scale + sz.zero + 1);
+    float *cs_out = qm.method == DSQ_QM_AWQ ? dsq_malloc(sizeof *cs_out * (size_t)cols) : NULL;
+    if (!buf || (qm.method == DSQ_QM_AWQ && !cs_out)) {
+        free(wf); free(buf); free(cs_out);
+        return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    }
+    dsq_qmat src = {DSQ_Q_F32, rows, cols, wf, NULL, NULL};
+    dsq_qmat dst = {qm.scheme, rows, cols, buf, sz.scale ? buf + sz.data : NULL, sz.zero ? buf + sz.data + sz.scale : NULL};
+    const dsq_cstat *st = qm.method != DSQ_QM_PLAIN ? dsq_cstats_find(cs, name) : NULL;
+    rc = dsq_quantize_matrix(pool, &qm, &src, NULL, st, &dst, cs_out, work, name, err);
+    free(wf);
+    if (!rc && dsq_woverlay_put(ov, name, dst, cs_out)) rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    if (rc) {
+        free(buf);
+        free(cs_out);
+    }
+    return rc;
+}
+
+static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, const dsq_cstats *cs,
+                          dsq_pool *pool, dsq_qwork *work, int l, dsq_err *err) {
+    const dsq_config *c = m->w.cfg;
+    char nm[200];
+    int rc;
+    static const struct { const char *suffix; dsq_role role; int idx; } attn[] = {
+        {"self_attn.q_a_proj.weight", DSQ_R_ATTN_Q_A, 0}, {"self_attn.q_b_proj.weight", DSQ_R_ATTN_Q_B, 0},
+        {"self_attn.kv_a_proj_with_mqa.weight", DSQ_R_ATTN_KV_A, 0}, {"self_attn.kv_b_proj.weight", DSQ_R_ATTN_KV_B, 0},
+        {"self_attn.o_proj.weight", DSQ_R_ATTN_O, 0}, {"self_attn.indexer.wq_b.weight", DSQ_R_IDX_WQ_B, 1},
+        {"self_attn.indexer.wk.weight", DSQ_R_IDX_WK, 1},
+        {"self_attn.indexer.weights_proj.weight", DSQ_R_IDX_WEIGHTS_PROJ, 1},
+    };
+    for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++) {
+        if (attn[k].idx && !c->has_indexer) continue;
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, attn[k].suffix);
+        if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, attn[k].role, l, err))) return rc;
+    }
+    if (!dsq_config_is_moe_layer(c, l)) {
+        for (int k = 0; k < 3; k++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.%s.weight", l, g_proj[k]);
+            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_DENSE_GATE + k), l, err))) return rc;
+        }
+        return DSQ_OK;
+    }
+    if (c->n_shared_experts)
+        for (int k = 0; k < 3; k++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.shared_experts.%s.weight", l, g_proj[k]);
+            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_SHEXP_GATE + k), l, err))) return rc;
+        }
+    for (int e = 0; e < c->n_routed_experts; e++)
+        for (int k = 0; k < 3; k++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
+            /* recipes match routed experts by their stacked name */
+            char st[200];
+            snprintf(st, sizeof st, "model.layers.%d.mlp.experts.%s.weight", l, g_proj[k]);
+            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, st, (dsq_role)(DSQ_R_EXP_GATE + k), l, err))) return rc;
+        }
+    return DSQ_OK;
+}
+
+int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err) {
+    *out = NULL;
+    memset(rep, 0, sizeof *rep);
+    dsq_model m;
+    int rc = dsq_model_open(&m, o->model, err);
+    if (rc) return rc;
+    const dsq_config *cfg = m.w.cfg;
+    dsq_cstats *cs = dsq_cstats_new();
+    dsq_woverlay *ov = dsq_woverlay_new(&m.w);
+    dsq_fwd *f0 = NULL, *f1 = NULL;
+    dsq_pool *pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
+    float *resid = NULL, *emb = NULL;
+    dsq_qwork work = {0};
+    double t_start = dsq_now();
+    if (!cs || !ov || !pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
+    int T = o->ctx > 0 ? o->ctx : (cfg->max_position_embeddings < 256 ? cfg->max_position_embeddings : 256);
+    if ((size_t)T > o->n_tokens) T = (int)o->n_tokens;
+    if (T < 2) { rc = dsq_fail(err, DSQ_E_ARG, "calib: need at least 2 tokens"); goto out; }
+    int64_t W = (int64_t)(o->n_tokens / (size_t)T);
+    if (o->samples > 0 && W > o->samples) W = o->samples;
+    int64_t D = cfg->hidden_size;
+    for (size_t i = 0; i < (size_t)(W * T); i++)
+        if (o->tokens[i] < 0 || o->tokens[i] >= cfg->vocab_size) {
+            rc = dsq_fail(err, DSQ_E_ARG, "calib: token %zu is %d, outside the vocabulary (%d)", i, o->tokens[i], cfg->vocab_size);
+            goto out;
+        }
+    resid = dsq_malloc(sizeof *resid * (size_t)(W * T * D));
+    emb = dsq_malloc(sizeof *emb * (size_t)D);
+    if (!resid || !emb) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
+    /* embeddings (the embedding table is quantized too when the recipe says so) */
+    if ((rc = quantize_weight(o, &m, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
+                              DSQ_R_EMBED, -1, err))) goto out;
+    const dsq_weights *wq = dsq_woverlay_weights(ov);
+    int eid = wq->find(wq->ctx, "model.embed_tokens.weight");
+    for (int64_t i = 0; i < W * T; i++)
+        if ((rc = wq->rows_f32(wq->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid + i * D, err))) goto out;
+    dsq_woverlay_clear(ov);
+    cctx cc = {o, cs, cfg, 0, 0, err};
+    dsq_fwd_opts fo0 = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8, .observe = on_input, .observe_arg = &cc};
+    dsq_fwd_opts fo1 = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8};
+    if ((rc = dsq_fwd_new(&f0, &m.w, &fo0, err)) || (rc = dsq_fwd_new(&f1, wq, &fo1, err))) goto out;
+    rep->layers = cfg->n_layers;
+    rep->windows = (int)W;
+    rep->ctx = T;
+    rep->tokens = W * T;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        double t0 = dsq_now();
+        for (int64_t w = 0; w < W; w++) {
+            if ((rc = dsq_fwd_begin_at(f0, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f0, NULL, err)) < 0) goto out;
+            if (cc.fail) { rc = cc.fail; goto out; }
+        }
+        if (dsq_config_is_moe_layer(cfg, l)) {
+            /* experts no token reached still need (pooled) statistics */
+            for (int e = 0; e < cfg->n_routed_experts; e++)
+                for (int k = 0; k < 3; k += 2) {
+                    char nm[200], st[200], up[200];
+                    snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
+                    snprintf(st, sizeof st, "model.layers.%d.mlp.experts.%s.weight", l, g_proj[k]);
+                    int h = wants_hess(&cc, st, (dsq_role)(DSQ_R_EXP_GATE + k), l);
+                    if (k == 0) {
+                        snprintf(st, sizeof st, "model.layers.%d.mlp.experts.up_proj.weight", l);
+                        h = h || wants_hess(&cc, st, DSQ_R_EXP_UP, l);
+                    }
+                    if (!dsq_cstats_get(cs, nm, k == 0 ? D : cfg->moe_intermediate_size, h)) {
+                        rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+                        goto out;
+                    }
+                    if (k == 0) {
+                        snprintf(up, sizeof up, "model.layers.%d.mlp.experts.%d.up_proj.weight", l, e);
+                        if (dsq_cstats_alias(cs, up, nm)) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
+                    }
+                }
+            dsq_cstats_pool_starved(cs, o->min_tokens);
+        }
+        if ((rc = quantize_layer(o, &m, ov, cs, pool, &work, l, err))) goto out;
+        for (int64_t w = 0; w < W; w++) {
+            dsq_fwd_view v;
+            if ((rc = dsq_fwd_begin_at(f1, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f1, &v, err)) < 0) goto out;
+            memcpy(resid + w * T * D, v.resid, sizeof *resid * (size_t)(T * D));
+        }
+        dsq_woverlay_clear(ov);
+        rep->layer_seconds[l < 512 ? l : 511] = dsq_now() - t0;
+        if (o->progress) fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", l + 1, cfg->n_layers, rep->layer_seconds[l < 512 ? l : 511]);
+    }
+    if (o->progress) fputc('\n', stderr);
+    for (int i = 0; i < dsq_cstats_count(cs); i++) {
+        dsq_cstat *s = dsq_cstats_at(cs, i);
+        if (!s->fallback) continue;
+        if (rep->n_fallback < 256) snprintf(rep->fallback[rep->n_fallback], sizeof rep->fallback[0], "%s", s->name);
+        rep->n_fallback++;
+    }
+    rep->seconds = dsq_now() - t_start;
+    *out = cs;
+    cs = NULL;
+    rc = DSQ_OK;
+out:
+    if (rc > 0) rc = DSQ_OK;
+    dsq_qwork_deinit(&work);
+    dsq_fwd_free(f0);
+    dsq_fwd_free(f1);
+    dsq_woverlay_free(ov);
+    dsq_pool_free(pool);
+    dsq_cstats_free(cs);
+    free(resid);
+    free(emb);
+    dsq_model_close(&m);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * calib_run.h -- the calibration job behind `dsq calib`: run the reference
+ * forward pass over calibration windows layer by layer, collect the input
+ * statistics of every linear layer (routed experts from their own tokens),
+ * quantize the layer as the recipe says with those statistics, and feed the
+ * next layer with the output of the quantized layer (as sequential GPTQ
+ * pipelines do).  Memory: the residual stream of the windows plus one
+ * layer's quantized weights.
+ */
+#ifndef DSQ_CALIB_RUN_H
+#define DSQ_CALIB_RUN_H
+
+#include "calib/stats.h"
+#include "convert/recipe.h"
+
+typedef struct dsq_calib_opts {
+    const char *model;
+    const dsq_recipe *recipe;
+    const int32_t *tokens;
+    size_t n_tokens;
+    int ctx;            /* tokens per window (0: 256 capped by the model) */
+    int samples;        /* windows used (0: as many as the tokens give) */
+    int threads;
+    int64_t min_tokens; /* routed experts with fewer tokens use pooled statistics */
+    int act_fp8;
+    int hessian;        /* -1: where a gptq rule needs one; 0 never; 1 always */
+    int progress;
+} dsq_calib_opts;
+
+typedef struct dsq_calib_report {
+    int layers, windows, ctx;
+    int64_t tokens;
+    double seconds, layer_seconds[512];
+    int n_fallback;
+    char fallback[256][96]; /* first 256 pooled experts */
+} dsq_calib_report;
+
+/* On success *out holds the statistics (free with dsq_cstats_free). */
+int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err);
+
+#endif

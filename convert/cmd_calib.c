@@ -1,0 +1,137 @@
+/*
+ * cmd_calib.c -- `dsq calib`: activation statistics for calibrated
+ * quantization (see convert/calib_run.h and docs/CALIB.md).
+ */
+#include "convert/calib_run.h"
+#include "convert/cli.h"
+#include "convert/model.h"
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json) -o CAL.dsqcal\n"
+               "                 [--ctx N] [--samples N] [--recipe R.json | --preset P] [--min-tokens N]\n"
+               "                 [--hessian] [--act-fp8] [--threads N] [--force] [--json]\n\n"
+               "Run the reference forward pass over calibration text layer by layer, each layer fed by the\n"
+               "already-quantized layers before it, and record per input channel of every linear layer\n"
+               "the mean of x^2 and |x|, max |x|, token counts and (for gptq rules) the Hessian X^T X.\n"
+               "Routed experts count only the tokens routed to them; experts with fewer than --min-tokens\n"
+               "(default 16) use statistics pooled over their layer's experts.  `dsq quant --calib` reads\n"
+               "the result.\n\n"
+               "  --ctx N        tokens per window (default 256, capped by the model)\n"
+               "  --samples N    windows to use (default: all the text gives)\n"
+               "  --preset/--recipe  how layers are quantized while calibrating (default int4-experts);\n"
+               "                 use the same one for dsq quant\n"
+               "  --hessian      keep Hessians for every linear layer, not only gptq ones\n");
+    return f == stdout ? 0 : 2;
+}
+
+int cmd_calib(int argc, char **argv) {
+    const char *src = NULL, *out = NULL, *text = NULL, *tokens = NULL, *preset = NULL, *recipe = NULL;
+    dsq_calib_opts o = {0};
+    int force = 0, json = 0;
+    o.min_tokens = 16;
+    o.hessian = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
+        else if (cli_is(a, "-o") && i + 1 < argc) out = argv[++i];
+        else if (cli_is(a, "--text") && i + 1 < argc) text = argv[++i];
+        else if (cli_is(a, "--tokens") && i + 1 < argc) tokens = argv[++i];
+        else if (cli_is(a, "--ctx") && i + 1 < argc) o.ctx = atoi(argv[++i]);
+        else if (cli_is(a, "--samples") && i + 1 < argc) o.samples = atoi(argv[++i]);
+        else if (cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
+        else if (cli_is(a, "--recipe") && i + 1 < argc) recipe = argv[++i];
+        else if (cli_is(a, "--min-tokens") && i + 1 < argc) o.min_tokens = atoll(argv[++i]);
+        else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
+        else if (cli_is(a, "--hessian")) o.hessian = 1;
+        else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
+        else if (cli_is(a, "--force")) force = 1;
+        else if (cli_is(a, "--json")) json = 1;
+        else if (a[0] == '-') {
+            fprintf(stderr, "dsq calib: unknown or incomplete option '%s'\n", a);
+            return usage(stderr);
+        } else if (!src) src = a;
+        else return usage(stderr);
+    }
+    if (!src || !out || !!text == !!tokens) return usage(stderr);
+    if (preset && recipe) {
+        fprintf(stderr, "dsq calib: give at most one of --preset and --recipe\n");
+        return 2;
+    }
+    dsq_err err = {0};
+    dsq_recipe r;
+    int rc = recipe ? dsq_recipe_load(&r, recipe, &err) : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
+    if (rc) return cli_err("calib", &err);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (dsq_model_load_tokens(src, tokens, text, 0, &ids, &n, &err)) {
+        dsq_recipe_deinit(&r);
+        return cli_err("calib", &err);
+    }
+    o.model = src;
+    o.recipe = &r;
+    o.tokens = ids;
+    o.n_tokens = n;
+    o.progress = isatty(2);
+    dsq_cstats *cs = NULL;
+    dsq_calib_report rep;
+    rc = dsq_calib_run(&o, &cs, &rep, &err);
+    free(ids);
+    if (rc) {
+        dsq_recipe_deinit(&r);
+        return cli_err("calib", &err);
+    }
+    /* the model's config travels in the file so quant can check it matches */
+    dsq_model m;
+    char *cfgjs = NULL;
+    if (dsq_model_open(&m, src, &err) == DSQ_OK) {
+        cfgjs = dsq_config_json_of(m.ck, m.ctr);
+        dsq_model_close(&m);
+    }
+    cJSON *meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(meta, "model", dsq_basename(src));
+    cJSON_AddStringToObject(meta, "recipe", r.name);
+    cJSON_AddNumberToObject(meta, "windows", rep.windows);
+    cJSON_AddNumberToObject(meta, "ctx", rep.ctx);
+    cJSON_AddNumberToObject(meta, "tokens", (double)rep.tokens);
+    cJSON_AddNumberToObject(meta, "min_tokens", (double)o.min_tokens);
+    cJSON *fb = cJSON_AddArrayToObject(meta, "fallback_experts");
+    for (int i = 0; i < rep.n_fallback && i < 256; i++) cJSON_AddItemToArray(fb, cJSON_CreateString(rep.fallback[i]));
+    char *ms = cJSON_PrintUnformatted(meta);
+    rc = cfgjs && ms ? dsq_cstats_save(cs, out, cfgjs, ms, force, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+    free(ms);
+    free(cfgjs);
+    dsq_cstats_free(cs);
+    dsq_recipe_deinit(&r);
+    if (rc) {
+        cJSON_Delete(meta);
+        return cli_err("calib", &err);
+    }
+    if (json) {
+        cJSON_AddStringToObject(meta, "output", out);
+        cJSON_AddNumberToObject(meta, "seconds", rep.seconds);
+        cJSON_AddNumberToObject(meta, "tokens_per_second", rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0);
+        cJSON *ls = cJSON_AddArrayToObject(meta, "layer_seconds");
+        for (int l = 0; l < rep.layers && l < 512; l++) cJSON_AddItemToArray(ls, cJSON_CreateNumber(rep.layer_seconds[l]));
+        cJSON_AddNumberToObject(meta, "fallback_count", rep.n_fallback);
+        char *s = cJSON_Print(meta);
+        if (s) puts(s);
+        free(s);
+    } else {
+        printf("calibrated %s: %d windows x %d tokens (%lld tokens) in %.2f s, %.0f tokens/s\n", src, rep.windows,
+               rep.ctx, (long long)rep.tokens, rep.seconds, rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0);
+        printf("seconds per layer:");
+        for (int l = 0; l < rep.layers && l < 512; l++) printf(" %.2f", rep.layer_seconds[l]);
+        printf("\n%d routed experts below %lld tokens use pooled statistics%s", rep.n_fallback, (long long)o.min_tokens,
+               rep.n_fallback ? ":\n" : "\n");
+        for (int i = 0; i < rep.n_fallback && i < 256; i++) printf("  %s\n", rep.fallback[i]);
+        printf("wrote %s\n", out);
+    }
+    cJSON_Delete(meta);
+    return 0;
+}
