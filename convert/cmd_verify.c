@@ -24,7 +24,7 @@ static int usage(FILE *f) {
             "usage: dsq verify REF CAND (--tokens FILE.json | --text FILE | --random-tokens N)\n"
             "                  [--ctx N] [--max-windows N]\n"
             "                  [--threads N] [--act-fp8] [--json OUT.json] [--svg OUT.svg]\n"
-            "                  [--attribution] [--no-experts]\n\n"
+            "                  [--attribution] [--no-experts] [--score-from K]\n\n"
             "Run REF and CAND (checkpoint folders or .dsq containers of the same shape) in\n"
             "lockstep over the token windows of FILE.json, of a text file encoded with REF's\n"
             "tokenizer, or of N fixed pseudo-random ids (windows as dsq eval cuts them), and\n"
@@ -36,6 +36,8 @@ static int usage(FILE *f) {
             "                   or routed experts) of one layer taken from CAND, for every\n"
             "                   part, and rank the parts by the perplexity they cost\n"
             "  --no-experts     skip the per-expert errors (saves one pass over CAND's experts)\n"
+            "  --score-from K   score only the predictions at positions >= K of each window\n"
+            "                   (K = ctx/2 is how llama-perplexity scores KL)\n"
             "  --json OUT       write the report as JSON;  --svg OUT  write charts\n");
     return f == stdout ? 0 : 2;
 }
@@ -402,6 +404,10 @@ int cmd_verify(int argc, char **argv) {
             if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--max-windows") && more) {
             if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
+        } else if (cli_is(a, "--score-from") && more) {
+            long sf = parse_pos(argv[++i], 0, 1 << 20);
+            if (sf < 0) goto bad_num;
+            o.score_from = (int)sf;
         } else if (a[0] == '-') {
             fprintf(stderr, "dsq verify: unknown option or missing value '%s'\n", a);
             return usage(stderr);

@@ -309,7 +309,7 @@ static int attribute(run *r, const int32_t *tok, dsq_err *err) {
             DSQ_TRY(dsq_fwd_logits(r->fm, r->lc, err));
             part_acc *pa = &r->pa[l * DSQ_PART_COUNT + p];
             pa->ran = 1;
-            for (int t = 0; t + 1 < T; t++) {
+            for (int t = r->o->score_from < T - 1 ? r->o->score_from : 0; t + 1 < T; t++) {
                 log_softmax(r->lr + (int64_t)t * V, V, r->lpr);
                 log_softmax(r->lc + (int64_t)t * V, V, r->lpc);
                 pa->kl += kl_of(r->lpr, r->lpc, V);
@@ -339,7 +339,7 @@ static int run_window(run *r, const int32_t *tok, dsq_err *err) {
     }
     DSQ_TRY(dsq_fwd_logits(r->fr, r->lr, err));
     DSQ_TRY(dsq_fwd_logits(r->fc, r->lc, err));
-    for (int t = 0; t + 1 < T; t++) {
+    for (int t = r->o->score_from < T - 1 ? r->o->score_from : 0; t + 1 < T; t++) {
         const float *a = r->lr + (int64_t)t * V, *b = r->lc + (int64_t)t * V;
         log_softmax(a, V, r->lpr);
         log_softmax(b, V, r->lpc);

@@ -76,6 +76,8 @@ typedef struct dsq_drift_opts {
     int act_fp8;         /* both models with FP8 activation simulation */
     int experts;         /* per-expert errors */
     int attribution;
+    int score_from;      /* score only predictions at positions >= this in each
+                            window (ctx/2 is llama-perplexity's convention); 0: all */
     void (*on_progress)(void *user, int64_t done, int64_t total);
     void *user;
 } dsq_drift_opts;
