@@ -40,7 +40,7 @@ TEST_SRC := $(sort $(wildcard tests/*.c))
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h convert/*.h tests/*.h)
 
-.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz
+.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz calib-table
 all: deps $(BUILD)/dsq
 
 deps:
@@ -95,6 +95,10 @@ demo: all
 
 bench: all
 	@sh bench/run.sh $(BUILD)/dsq
+
+# rtn / mse / awq / gptq x presets on ../shared's tiny-v32 -> docs/CALIB_RESULTS.md
+calib-table: all
+	@sh tools/calib_table.sh $(BUILD)/dsq
 
 # Tokenizer encode MB/s (bench/tok_bench.c); a standalone program linking libdsq.a.
 $(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
