@@ -164,7 +164,7 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     const dsq_cstat *st = qm.method != DSQ_QM_PLAIN ? dsq_cstats_find(cs, name) : NULL;
     rc = dsq_quantize_matrix(pool, &qm, &src, NULL, st, &dst, cs_out, work, name, err);
     free(wf);
-    if (!rc && dsq_woverlay_put(ov, name, dst, cs_out)) rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    if (!rc && dsq_woverlay_put(ov, name, dst, cs_out)) rc = dsq_fail(err, DSQ_E_ARG, "calib: cannot stage '%s'", name);
     if (rc) {
         free(buf);
         free(cs_out);

@@ -74,6 +74,8 @@ static int choose_scheme(ctx *c, plan *p) {
     int rc = dsq_qmethod_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->o->calib != NULL,
                              &p->m, c->err);
     if (rc) return rc;
+    /* calibration runs the main layers only: the MTP layer has no statistics */
+    if (p->d.is_mtp) dsq_qmethod_uncalibrated(&p->m, p->src_scheme);
     p->d.scheme = p->m.scheme;
     p->d.colscale = p->m.copy ? p->src_colscale : p->m.method == DSQ_QM_AWQ;
     p->d.recipe = p->m.recipe;

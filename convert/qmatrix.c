@@ -61,6 +61,15 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     return DSQ_OK;
 }
 
+void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme) {
+    if (m->method != DSQ_QM_GPTQ && m->method != DSQ_QM_AWQ) return;
+    m->method = DSQ_QM_PLAIN;
+    m->opts.clip_steps = 0;
+    m->copy = m->scheme == src_scheme;
+    snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\",\"note\":\"no calibration data\"}",
+             dsq_q_scheme(m->scheme)->name, m->copy ? "copy" : "absmax");
+}
+
 int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_qmat *src_in,
                         const void *colscale_in, const dsq_cstat *st, const dsq_qmat *dst,
                         float *colscale_out, dsq_qwork *w, const char *what, dsq_err *err) {

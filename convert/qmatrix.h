@@ -30,6 +30,10 @@ typedef struct dsq_qmethod {
 int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
                     int have_calib, dsq_qmethod *m, dsq_err *err);
 
+/* Downgrade a calibrated method to plain absmax (tensors calibration never
+ * sees, such as the MTP layer's), rewriting the recipe note. */
+void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme);
+
 /* Reusable scratch of dsq_quantize_matrix. */
 typedef struct dsq_qwork {
     float *wf;          /* f32 copy of the source */

@@ -18,7 +18,9 @@ void dsq_woverlay_free(dsq_woverlay *o);
 const dsq_weights *dsq_woverlay_weights(dsq_woverlay *o);
 /* Serve `name` from m (whose arrays the overlay takes over: they must come
  * from malloc, one block starting at m->data) and colscale (malloc'd [cols]
- * or NULL, also taken over).  Replaces an earlier entry of the same name. */
+ * or NULL, also taken over).  Replaces an earlier entry of the same name.
+ * DSQ_E_NOTFOUND if the base has no such tensor, DSQ_E_ARG if the shape
+ * differs (the caller keeps ownership then). */
 int dsq_woverlay_put(dsq_woverlay *o, const char *name, dsq_qmat m, float *colscale);
 /* Drop every entry. */
 void dsq_woverlay_clear(dsq_woverlay *o);
