@@ -14,6 +14,7 @@
 #include "calib/methods.h"
 #include "common.h"
 #include "quant/dtype.h"
+#include "common/pool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -154,6 +155,97 @@ static int spd_inverse(double *A, int64_t n, double *tmp) {
 
 /* ---- GPTQ ------------------------------------------------------------------- */
 
+/* One GPTQ job: rows [r0, r1).  Rows are independent given U (each row's
+ * errors only move that row's later columns), so rows split over threads
+ * give the same result as one thread. */
+typedef struct gjob {
+    const dsq_qscheme *d;
+    const dsq_qmat *dst;
+    const dsq_qsizes *sz;
+    const float *U;        /* [n x n] upper Cholesky factor of H^-1, f32 */
+    const float *Wp;       /* permuted weights */
+    float *Q;              /* permuted results */
+    const int64_t *perm;
+    int64_t n, B, r0, r1, ucols, urows;
+    int dynamic;
+} gjob;
+
+static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
+    const uint8_t *sp = scale;
+    switch (d->sdt) {
+    case DSQ_DT_F32: return dsq_lef32(sp + 4 * sidx);
+    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(sp + 2 * sidx));
+    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(sp + 2 * sidx));
+    default: return dsq_ue8m0_to_f32(sp[sidx]);
+    }
+}
+
+static void gptq_rows(void *arg) {
+    gjob *j = arg;
+    const dsq_qscheme *d = j->d;
+    int64_t n = j->n, B = j->B;
+    float *w = malloc(sizeof *w * (size_t)n), *eb = malloc(sizeof *eb * (size_t)B);
+    if (!w || !eb) { free(w); free(eb); return; } /* caller checks Q was filled */
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        memcpy(w, j->Wp + r * n, sizeof *w * (size_t)n);
+        float s = 1, inv = 1;
+        int z = 0;
+        for (int64_t i1 = 0; i1 < n; i1 += B) {
+            int64_t i2 = i1 + B < n ? i1 + B : n;
+            for (int64_t i = i1; i < i2; i++) {
+                int64_t orig = j->perm[i];
+                if (j->dynamic) {
+                    if (orig % j->ucols == 0) {
+                        /* new group: parameters from its current (updated) weights,
+                         * which without act-order are columns i .. i+G-1 */
+                        int64_t c1 = orig + j->ucols < n ? orig + j->ucols : n;
+                        float lo = 0, hi = 0;
+                        for (int64_t k = orig; k < c1; k++) {
+                            if (d->sym) hi = fabsf(w[k]) > hi ? fabsf(w[k]) : hi;
+                            else { lo = w[k] < lo ? w[k] : lo; hi = w[k] > hi ? w[k] : hi; }
+                        }
+                        uint32_t code;
+                        dsq_q_params(j->dst->type, lo, hi, &s, &z, &code);
+                        store_scale(d, j->dst->scale, r * j->sz->scale_cols + orig / j->ucols, code);
+                        if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(j->dst->zero, j->sz->scale_cols, r, orig / j->ucols, z);
+                        inv = 1.0f / s;
+                    }
+                } else {
+                    int64_t sidx = d->gran == DSQ_QG_GROUP ? r * j->sz->scale_cols + orig / j->ucols
+                                 : d->gran == DSQ_QG_BLOCK ? (r / j->urows) * j->sz->scale_cols + orig / j->ucols
+                                 : r;
+                    s = stored_scale(d, j->dst->scale, sidx);
+                    inv = 1.0f / s;
+                    z = 0;
+                    if (d->kind == DSQ_QK_INT4) {
+                        if (d->sym) z = 8;
+                        else {
+                            const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)r * ((uint64_t)(j->sz->scale_cols + 1) / 2);
+                            int64_t g = orig / j->ucols;
+                            z = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
+                        }
+                    }
+                }
+                const float *u = j->U + i * n;
+                float q = qvalue(d, w[i], s, inv, z);
+                j->Q[r * n + i] = q;
+                float e = (w[i] - q) / u[i];
+                eb[i - i1] = e;
+                for (int64_t k = i + 1; k < i2; k++) w[k] -= e * u[k];
+            }
+            /* lazy update of the columns after the block */
+            for (int64_t k = 0; k < i2 - i1; k++) {
+                const float *u = j->U + (i1 + k) * n;
+                float ek = eb[k];
+                if (ek == 0) continue;
+                for (int64_t c = i2; c < n; c++) w[c] -= ek * u[c];
+            }
+        }
+    }
+    free(w);
+    free(eb);
+}
+
 int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const dsq_gptq_opts *o,
              const dsq_qmat *dst, double *out_err, dsq_err *err) {
     const dsq_qscheme *d = dsq_q_scheme(dst->type);
@@ -168,12 +260,11 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     int64_t n = cols, ucols, urows;
     unit_shape(d, cols, &ucols, &urows);
     double *Hd = dsq_malloc(sizeof *Hd * (size_t)(n * n)), *tmp = dsq_malloc(sizeof *tmp * (size_t)(n * n));
-    float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_malloc(sizeof *Q * (size_t)(rows * n));
-    float *Ps = dsq_malloc(sizeof *Ps * (size_t)rows), *Pi = dsq_malloc(sizeof *Pi * (size_t)rows);
-    int *Pz = dsq_malloc(sizeof *Pz * (size_t)rows);
+    float *U = dsq_malloc(sizeof *U * (size_t)(n * n));
+    float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
     int64_t *perm = dsq_malloc(sizeof *perm * (size_t)n);
-    float *E = dsq_malloc(sizeof *E * (size_t)(rows * B));
-    if (!Hd || !tmp || !Wp || !Q || !Ps || !Pi || !Pz || !perm || !E) {
+    gjob *jobs = NULL;
+    if (!Hd || !tmp || !U || !Wp || !Q || !perm) {
         rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
         goto out;
     }
@@ -183,38 +274,35 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     mean = mean > 0 ? mean / (double)n : 1;
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     if (act) {
-        /* stable sort by decreasing diagonal (insertion into index order) */
+        /* stable sort by decreasing diagonal */
         for (int64_t i = 1; i < n; i++) {
-            int64_t v = perm[i], j = i;
-            while (j > 0 && H[perm[j - 1] * n + perm[j - 1]] < H[v * n + v]) { perm[j] = perm[j - 1]; j--; }
-            perm[j] = v;
+            int64_t v = perm[i], k = i;
+            while (k > 0 && H[perm[k - 1] * n + perm[k - 1]] < H[v * n + v]) { perm[k] = perm[k - 1]; k--; }
+            perm[k] = v;
         }
     }
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) Hd[i * n + j] = H[perm[i] * n + perm[j]];
+        for (int64_t k = 0; k < n; k++) Hd[i * n + k] = H[perm[i] * n + perm[k]];
     for (int64_t i = 0; i < n; i++) {
         if (!(Hd[i * n + i] > 0)) {
-            for (int64_t j = 0; j < n; j++) Hd[i * n + j] = Hd[j * n + i] = 0;
+            for (int64_t k = 0; k < n; k++) Hd[i * n + k] = Hd[k * n + i] = 0;
             Hd[i * n + i] = 1;
         }
         Hd[i * n + i] += damp * mean;
     }
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < n; j++) Wp[r * n + j] = W[r * n + perm[j]];
-    /* U = upper Cholesky factor of H^-1 (stored in Hd) */
+        for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
+    /* U = upper Cholesky factor of H^-1 = L^T, kept in f32 for the updates */
     if (spd_inverse(Hd, n, tmp) || cholesky(Hd, n)) {
         rc = dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
         goto out;
     }
-    for (int64_t i = 0; i < n; i++) /* transpose lower L to upper U = L^T */
-        for (int64_t j = i + 1; j < n; j++) {
-            Hd[i * n + j] = Hd[j * n + i];
-            Hd[j * n + i] = 0;
-        }
-    /* static parameters: channel / block granularity, or act-order groups,
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < n; k++) U[i * n + k] = k >= i ? (float)Hd[k * n + i] : 0.0f;
+    /* static parameters (channel / block granularity, or act-order groups)
      * come from the original weights before any update */
     int dynamic = !act && d->gran == DSQ_QG_GROUP;
-    if (!dynamic) {
+    if (!dynamic)
         for (int64_t r = 0; r < rows; r += urows)
             for (int64_t c0 = 0; c0 < cols; c0 += ucols) {
                 int64_t r1 = r + urows < rows ? r + urows : rows, c1 = c0 + ucols < cols ? c0 + ucols : cols;
@@ -222,83 +310,25 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
                 int z;
                 unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, &s, &inv, &z);
             }
-    }
-    for (int64_t i1 = 0; i1 < n; i1 += B) {
-        int64_t i2 = i1 + B < n ? i1 + B : n, cnt = i2 - i1;
-        for (int64_t i = i1; i < i2; i++) {
-            int64_t orig = perm[i];
-            double dii = Hd[i * n + i];
-            for (int64_t r = 0; r < rows; r++) {
-                float s;
-                int z;
-                if (dynamic && orig % ucols == 0) {
-                    /* new group: parameters from the current (updated) weights of
-                     * its columns, which without act-order are i .. i+G-1 */
-                    int64_t c1 = orig + ucols < cols ? orig + ucols : cols;
-                    float lo = 0, hi = 0;
-                    for (int64_t j = orig; j < c1; j++) {
-                        float v = Wp[r * n + j];
-                        if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
-                        else { lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
-                    }
-                    uint32_t code;
-                    dsq_q_params(dst->type, lo, hi, &s, &z, &code);
-                    store_scale(d, dst->scale, r * sz.scale_cols + orig / ucols, code);
-                    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz.scale_cols, r, orig / ucols, z);
-                    Ps[r] = s;
-                    Pi[r] = 1.0f / s;
-                    Pz[r] = z;
-                } else if (!dynamic) {
-                    /* read back the stored parameters of (r, orig) */
-                    int64_t sidx = d->gran == DSQ_QG_GROUP ? r * sz.scale_cols + orig / ucols
-                                 : d->gran == DSQ_QG_BLOCK ? (r / urows) * sz.scale_cols + orig / ucols
-                                 : r;
-                    const uint8_t *sp = dst->scale;
-                    switch (d->sdt) {
-                    case DSQ_DT_F32: s = dsq_lef32(sp + 4 * sidx); break;
-                    case DSQ_DT_F16: s = dsq_f16_to_f32(dsq_le16(sp + 2 * sidx)); break;
-                    case DSQ_DT_BF16: s = dsq_bf16_to_f32(dsq_le16(sp + 2 * sidx)); break;
-                    default: s = dsq_ue8m0_to_f32(sp[sidx]); break;
-                    }
-                    z = 0;
-                    if (d->kind == DSQ_QK_INT4) {
-                        if (d->sym) z = 8;
-                        else {
-                            const uint8_t *zp = (const uint8_t *)dst->zero + (uint64_t)r * ((uint64_t)(sz.scale_cols + 1) / 2);
-                            int64_t g = orig / ucols;
-                            z = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
-                        }
-                    }
-                    Ps[r] = s;
-                    Pi[r] = 1.0f / s;
-                    Pz[r] = z;
-                }
-                float w = Wp[r * n + i];
-                float q = qvalue(d, w, Ps[r], Pi[r], Pz[r]);
-                Q[r * n + i] = q;
-                float e = (float)((w - q) / dii);
-                E[r * B + (i - i1)] = e;
-                /* update the rest of the block */
-                const double *u = Hd + i * n;
-                float *wr = Wp + r * n;
-                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * (float)u[j];
-            }
+    int nj = o && o->pool ? dsq_pool_size(o->pool) * 4 : 1;
+    if (nj > rows) nj = (int)(rows ? rows : 1);
+    jobs = dsq_calloc((size_t)nj, sizeof *jobs);
+    if (!jobs) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
+    for (int k = 0; k < nj; k++) {
+        /* block schemes share scales across 128-row bands: split on band edges */
+        int64_t r0 = rows * k / nj, r1 = rows * (k + 1) / nj;
+        if (urows > 1) {
+            r0 = (r0 / urows) * urows;
+            r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        /* lazy update of the columns after the block */
-        for (int64_t r = 0; r < rows; r++) {
-            float *wr = Wp + r * n;
-            const float *er = E + r * B;
-            for (int64_t k = 0; k < cnt; k++) {
-                const double *u = Hd + (i1 + k) * n;
-                float ek = er[k];
-                if (ek == 0) continue;
-                for (int64_t j = i2; j < n; j++) wr[j] -= ek * (float)u[j];
-            }
-        }
+        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, n, B, r0, r1, ucols, urows, dynamic};
+        if (o && o->pool) dsq_pool_add(o->pool, gptq_rows, &jobs[k]);
+        else gptq_rows(&jobs[k]);
     }
+    if (o && o->pool) dsq_pool_join(o->pool);
     /* back to the original column order, then encode with the stored parameters */
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < n; j++) Wp[r * n + perm[j]] = Q[r * n + j];
+        for (int64_t k = 0; k < n; k++) Wp[r * n + perm[k]] = Q[r * n + k];
     if ((rc = encode_fixed(Wp, rows, cols, dst, err))) goto out;
     if (out_err) {
         /* tr(dW H dW^T) / tr(W H W^T) with the undamped H */
@@ -307,9 +337,9 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
             for (int64_t i = 0; i < n; i++) {
                 double di = (double)W[r * n + i] - Wp[r * n + i], wi = W[r * n + i];
                 double hd = 0, hw = 0;
-                for (int64_t j = 0; j < n; j++) {
-                    hd += H[i * n + j] * ((double)W[r * n + j] - Wp[r * n + j]);
-                    hw += H[i * n + j] * W[r * n + j];
+                for (int64_t k = 0; k < n; k++) {
+                    hd += H[i * n + k] * ((double)W[r * n + k] - Wp[r * n + k]);
+                    hw += H[i * n + k] * W[r * n + k];
                 }
                 num += di * hd;
                 den += wi * hw;
@@ -320,13 +350,11 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
 out:
     free(Hd);
     free(tmp);
+    free(U);
     free(Wp);
     free(Q);
-    free(Ps);
-    free(Pi);
-    free(Pz);
     free(perm);
-    free(E);
+    free(jobs);
     return rc;
 }
 

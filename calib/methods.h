@@ -15,6 +15,7 @@ typedef struct dsq_gptq_opts {
     double damp;     /* added to the Hessian diagonal, relative to its mean (0.01) */
     int act_order;   /* quantize columns by decreasing Hessian diagonal */
     int block;       /* columns per lazy-update block (128) */
+    struct dsq_pool *pool; /* rows split over its workers (same result), or NULL */
 } dsq_gptq_opts;
 
 /* GPTQ of one [rows, cols] f32 matrix W with input Hessian H = E[x x^T]

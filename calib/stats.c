@@ -109,6 +109,42 @@ int dsq_cstats_alias(dsq_cstats *cs, const char *alias, const char *target) {
     return DSQ_OK;
 }
 
+/* tmp[i][j] (j >= i) += sum over the n rows of x_i x_j, in f32 for one
+ * batch (at most a window of tokens; the running total stays in double). */
+static void hess_rows(float *tmp, const float *x, int64_t n, int64_t c) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *r = x + t * c;
+        for (int64_t i = 0; i < c; i++) {
+            float xi = r[i];
+            if (xi == 0) continue;
+            float *ti = tmp + i * c;
+            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];
+        }
+    }
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(DSQ_NO_SIMD)
+/* The same loop compiled for AVX2+FMA; the f32 sums may round differently
+ * from the SSE2 build (statistics, not stored bytes, depend on it). */
+__attribute__((target("avx2,fma"))) static void hess_rows_avx2(float *tmp, const float *x, int64_t n, int64_t c) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *r = x + t * c;
+        for (int64_t i = 0; i < c; i++) {
+            float xi = r[i];
+            if (xi == 0) continue;
+            float *ti = tmp + i * c;
+            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];
+        }
+    }
+}
+static void hess_dispatch(float *tmp, const float *x, int64_t n, int64_t c) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) hess_rows_avx2(tmp, x, n, c);
+    else hess_rows(tmp, x, n, c);
+}
+#else
+#define hess_dispatch hess_rows
+#endif
+
 void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
     int64_t c = s->cols;
     for (int64_t t = 0; t < n; t++) {
@@ -119,13 +155,26 @@ void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
             s->sum_abs[j] += a;
             if (a > s->max_abs[j]) s->max_abs[j] = a;
         }
-        if (s->hess)
-            for (int64_t i = 0; i < c; i++) {
-                double xi = r[i];
-                if (xi == 0) continue;
-                double *h = s->hess + i * c;
-                for (int64_t j = 0; j < c; j++) h[j] += xi * r[j];
+    }
+    if (s->hess) {
+        float *tmp = calloc((size_t)(c * c), sizeof *tmp);
+        if (tmp) {
+            for (int64_t t0 = 0; t0 < n; t0 += 256) hess_dispatch(tmp, x + t0 * c, n - t0 < 256 ? n - t0 : 256, c);
+            for (int64_t i = 0; i < c; i++)
+                for (int64_t j = i; j < c; j++) {
+                    double v = tmp[i * c + j];
+                    s->hess[i * c + j] += v;
+                    if (j != i) s->hess[j * c + i] += v;
+                }
+            free(tmp);
+        } else {
+            /* no scratch: exact but slow double accumulation */
+            for (int64_t t = 0; t < n; t++) {
+                const float *r = x + t * c;
+                for (int64_t i = 0; i < c; i++)
+                    for (int64_t j = 0; j < c; j++) s->hess[i * c + j] += (double)r[i] * r[j];
             }
+        }
     }
     s->count += n;
 }

@@ -115,7 +115,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             free(H);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
-        dsq_gptq_opts go = {m->damp, m->act_order, 128};
+        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool};
         rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
         free(H);
         return rc;

@@ -6,6 +6,7 @@
  */
 #include "test.h"
 #include "calib/methods.h"
+#include "common/pool.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -93,7 +94,7 @@ TEST(test_calib_gptq_beats_rtn) {
         dsq_qmat src = {DSQ_Q_F32, L.rows, L.cols, L.W, NULL, NULL};
         dsq_err err = {0};
         CHECK(dsq_q_quantize_pool(NULL, &src, &rtn, NULL, &err) == 0);
-        dsq_gptq_opts o = {0.01, 0, 128};
+        dsq_gptq_opts o = {0.01, 0, 128, NULL};
         double e1;
         CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &g, &e1, &err) == 0, "%s", err.msg);
         o.act_order = 1;
@@ -122,7 +123,7 @@ TEST(test_calib_gptq_identity_hessian) {
     dsq_qmat src = {DSQ_Q_F32, rows, cols, W, NULL, NULL};
     dsq_err err = {0};
     CHECK(dsq_q_quantize_pool(NULL, &src, &a, NULL, &err) == 0);
-    dsq_gptq_opts o = {1e-9, 0, 16};
+    dsq_gptq_opts o = {1e-9, 0, 16, NULL};
     CHECK(dsq_gptq(W, rows, cols, H, &o, &b, NULL, &err) == 0);
     dsq_qsizes z;
     dsq_q_sizes(t, rows, cols, &z, NULL);
@@ -148,5 +149,23 @@ TEST(test_calib_awq_never_worse) {
     CHECK(fabs(ea - e) <= 1e-9 + 1e-6 * e);
     CHECK(alpha > 0); /* outlier channels make scaling worthwhile */
     free(rtn.data); free(q.data); free(cs);
+    free_layer(&L);
+}
+
+TEST(test_calib_gptq_threads_identical) {
+    layer L;
+    make_layer(&L, 40, 160, 128);
+    int t = dsq_q_from_name("int4-g32-asym");
+    dsq_qmat a = qm_alloc(t, L.rows, L.cols), b = qm_alloc(t, L.rows, L.cols);
+    dsq_err err = {0};
+    struct dsq_pool *pool = dsq_pool_new(2);
+    dsq_gptq_opts o1 = {0.01, 1, 64, NULL}, o2 = {0.01, 1, 64, pool};
+    CHECK(dsq_gptq(L.W, L.rows, L.cols, L.H, &o1, &a, NULL, &err) == 0);
+    CHECK(dsq_gptq(L.W, L.rows, L.cols, L.H, &o2, &b, NULL, &err) == 0);
+    dsq_qsizes z;
+    dsq_q_sizes(t, L.rows, L.cols, &z, NULL);
+    CHECK(!memcmp(a.data, b.data, z.data + z.scale + z.zero));
+    dsq_pool_free(pool);
+    free(a.data); free(b.data);
     free_layer(&L);
 }
