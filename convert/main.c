@@ -12,6 +12,8 @@ static const dsq_cmd g_cmds[] = {
     {"convert", "store a checkpoint losslessly in one .dsq container", cmd_convert},
     {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
     {"check", "verify a .dsq container's structure and checksums", cmd_check},
+    {"pack", "package a container for distribution: parts, manifest, model card", cmd_pack},
+    {"unpack", "reassemble and verify a packed container", cmd_unpack},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
     {"tokenize", "encode text to token ids with a checkpoint's tokenizer", cmd_tokenize},
     {"detokenize", "decode token ids back to text", cmd_detokenize},
