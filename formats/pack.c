@@ -472,7 +472,7 @@ static void sb_val(sb *b, const cJSON *v) {
 static void card_report(sb *b, const cJSON *rep, const char *rname) {
     static const char *const known[][2] = {
         {"ppl_ref", "perplexity, reference"},   {"ppl_cand", "perplexity, this model"},
-        {"delta_ppl", "perplexity change"},     {"kl_mean", "mean KL divergence (reference || this model)"},
+        {"delta_ppl", "perplexity change"},     {"kl_mean", "mean KL divergence, reference to this model"},
         {"top1_agreement", "top-1 token agreement"},
     };
     sb_add(b, "## Accuracy drift\n\nFrom `dsq verify --json` (");
@@ -534,9 +534,9 @@ static void card_report(sb *b, const cJSON *rep, const char *rname) {
             if (!seen) cols[nc++] = f->string;
         }
     if (!nc) return;
-    sb_add(b, "Per ");
-    sb_md(b, tab->string ? tab->string : "row");
-    sb_add(b, ":\n\n|");
+    sb_add(b, "The report's `");
+    sb_md(b, tab->string ? tab->string : "?");
+    sb_add(b, "` table:\n\n|");
     for (int j = 0; j < nc; j++) {
         sb_add(b, " ");
         sb_md(b, cols[j]);
@@ -577,7 +577,7 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const pk_man *m, cons
     sb_md(&b, model);
     sb_add(&b, "\n\nA DeepSeek-V3.2-family model stored in one dsq container (`");
     sb_md(&b, m->name);
-    sb_add(&b, "`, %s), quantized with the recipe **", human(h1, sizeof h1, m->size));
+    sb_add(&b, "`, %s), produced with the recipe **", human(h1, sizeof h1, m->size));
     sb_md(&b, rn);
     sb_add(&b, "** (%.3f bits per weight overall).\n\n",
            r->params_all ? 8.0 * (double)r->bytes_all / (double)r->params_all : 0.0);
@@ -617,7 +617,7 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const pk_man *m, cons
     sb_add(&b, "`), then `dsq check ");
     sb_md(&b, m->name);
     sb_add(&b, "`.\n\n## Provenance\n\n");
-    sb_add(&b, "- container written by dsq %s", "");
+    sb_add(&b, "- container written by dsq ");
     sb_md(&b, jstr(pv, "dsq_version", "?"));
     sb_add(&b, " on ");
     sb_md(&b, jstr(pv, "created", "?"));
@@ -1047,6 +1047,8 @@ static int rd_block(pk_rd *r, const uint8_t **p, size_t *n, dsq_err *err) {
     }
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     int rc = rd_next(r, PK_MANIFEST, err);
     if (rc == DSQ_EOF)
@@ -1061,6 +1063,7 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     char *js = dsq_malloc(r->size + 1);
     if (!js) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     cJSON *root = NULL;
+    const char **sorted = NULL;
     const uint8_t *p;
     size_t n, got = 0;
     while ((rc = rd_block(r, &p, &n, err)) == DSQ_OK) {
@@ -1136,14 +1139,21 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
                      m->n + 1, (unsigned long long)poff, m->n);
             goto fail;
         }
-        for (int j = 0; j < m->n && m->n < 4096; j++) /* larger packs: positions decide, duplicates fail later */
-            if (!strcmp(m->p[j].name, pn)) {
-                dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: parts %d and %d share a name", r->src, j + 1, m->n + 1);
-                goto fail;
-            }
         pp->off = off;
         off += pp->size;
     }
+    /* unique names: in a folder source two parts must not be one file */
+    sorted = dsq_malloc((size_t)m->n * sizeof *sorted);
+    if (!sorted) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+    for (int i = 0; i < m->n; i++) sorted[i] = m->p[i].name;
+    qsort(sorted, (size_t)m->n, sizeof *sorted, cmp_str);
+    for (int i = 1; i < m->n; i++)
+        if (!strcmp(sorted[i - 1], sorted[i])) {
+            char v[80];
+            shown(v, sizeof v, sorted[i]);
+            dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: two parts are named '%s'", r->src, v);
+            goto fail;
+        }
     if (off != m->size) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: parts add up to %llu bytes, the container has %llu", r->src,
                  (unsigned long long)off, (unsigned long long)m->size);
@@ -1161,6 +1171,7 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
 fail:
     cJSON_Delete(root);
     free(js);
+    free(sorted);
     return rc;
 }
 

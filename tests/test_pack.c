@@ -477,6 +477,10 @@ TEST(test_pack_damage) {
          "\"xxh3\":\"0000000000000000\"},\"part_size\":4096,\"parts\":[{\"name\":\"a\",\"offset\":0,\"size\":4000,"
          "\"xxh3\":\"0000000000000000\"}]}",
          "parts add up to 4000 bytes, the container has 4096"},
+        {"{\"format\":\"dsq-pack\",\"format_version\":\"1.0\",\"container\":{\"name\":\"x.dsq\",\"size\":4096,"
+         "\"xxh3\":\"0000000000000000\"},\"part_size\":2048,\"parts\":[{\"name\":\"a\",\"offset\":0,\"size\":2048,"
+         "\"xxh3\":\"0000000000000000\"},{\"name\":\"a\",\"offset\":2048,\"size\":2048,\"xxh3\":\"0000000000000000\"}]}",
+         "two parts are named 'a'"},
         {"{\"format\":\"dsq-pack\",\"format_version\":\"2.0\"}", "pack format version '2.0'"},
         {"[1,2", "manifest.json: invalid JSON"},
     };
