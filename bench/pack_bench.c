@@ -39,6 +39,11 @@ static int run_job(const job *j, const char *src, const char *out_dir, uint64_t 
                    double *rss_mib, double *cpu) {
     int fds[2];
     if (pipe(fds)) return -1;
+    /* every timed step starts without its previous output, like the floors */
+    char prev[8300];
+    snprintf(prev, sizeof prev, "%s/%s", out_dir, dsq_basename(src));
+    if (j->unpack == 0) unlink(j->archive);
+    if (j->unpack == 1) unlink(prev);
     sync();
     pid_t pid = fork();
     if (pid == 0) {
@@ -80,10 +85,14 @@ static int run_job(const job *j, const char *src, const char *out_dir, uint64_t 
 }
 
 /* Best of three: the floors are cheap and the machine is shared.  *cpu
- * receives the CPU seconds (user + system) of that run. */
-static double best_of(const char *cmd, double *cpu) {
+ * receives the CPU seconds (user + system) of that run.  `out` (may be
+ * NULL) is removed before each run: writing a new file costs more than
+ * overwriting one whose pages the kernel can reuse, and pack and unpack
+ * always write a new (temporary) file. */
+static double best_of(const char *cmd, const char *out, double *cpu) {
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
+        if (out) unlink(out);
         sync();
         double c0 = cpu_of(RUSAGE_CHILDREN), t0 = bu_now();
         if (system(cmd) != 0) return -1;
@@ -120,11 +129,11 @@ int main(int argc, char **argv) {
     snprintf(out_dir, sizeof out_dir, "%s/pack-bench-out", dir);
     double cpu_null, cpu_file, cpu_sync;
     snprintf(cmd, sizeof cmd, "cat '%s' > /dev/null", src);
-    double cat_null = best_of(cmd, &cpu_null);
+    double cat_null = best_of(cmd, NULL, &cpu_null);
     snprintf(cmd, sizeof cmd, "cat '%s' > '%s'", src, floor);
-    double cat_file = best_of(cmd, &cpu_file);
+    double cat_file = best_of(cmd, floor, &cpu_file);
     snprintf(cmd, sizeof cmd, "cat '%s' > '%s' && sync '%s'", src, floor, floor);
-    double cat_sync = best_of(cmd, &cpu_sync);
+    double cat_sync = best_of(cmd, floor, &cpu_sync);
     unlink(floor);
     if (cat_null <= 0 || cat_file <= 0 || cat_sync <= 0) return 1;
     /* four parts, so part boundaries are crossed */
