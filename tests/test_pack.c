@@ -4,7 +4,8 @@
  * folder of extracted parts), the manifest and model card, and every failure
  * class -- a flipped byte in a part, a missing part, reordered parts, a
  * truncated archive, a consistent manifest over damaged data, hostile entry
- * names and types -- each with its message and with nothing left behind.
+ * names and types, SIGTERM half-way -- each with its message and with
+ * nothing left behind.
  * Damaged archives are made by reading a good one with libarchive and
  * writing it back changed.
  */
@@ -17,8 +18,11 @@
 #include <archive_entry.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -611,6 +615,51 @@ TEST(test_pack_alloc_faults) {
         else CHECKF(!t_file_exists(po.out), "allocation %ld: output left behind", k);
     }
     CHECK(ok);
+}
+
+/* SIGTERM half-way through a pack and an unpack, with the command line's
+ * handlers: the temporary file goes, nothing else appears. */
+static void term_half_way(void *arg, uint64_t done, uint64_t total) {
+    (void)arg;
+    if (done * 2 >= total) raise(SIGTERM);
+}
+
+TEST(test_pack_interrupted) {
+    CHECK(make_pack(NULL) == 0);
+    tpath dsq_ = tp("m.dsq"), tar_ = tp("m.tar"), out_ = tp("i.tar"), dir_ = tp("idir");
+    for (int mode = 0; mode < 2; mode++) {
+        mkdir(dir_.s, 0755);
+        fflush(NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            extern void cli_install_signals(void);
+            cli_install_signals();
+            dsq_pack_info info;
+            dsq_err err = {0};
+            if (mode == 0) {
+                dsq_pack_opts po = {0};
+                po.src = dsq_.s;
+                po.out = out_.s;
+                po.part_size = 100000;
+                po.progress = term_half_way;
+                dsq_pack(&po, &info, &err);
+            } else {
+                dsq_unpack(tar_.s, dir_.s, 0, term_half_way, NULL, &info, &err);
+            }
+            _exit(0); /* not reached */
+        }
+        int st;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECKF(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "child was not killed (status %d)", st);
+        CHECK(n_files(dir_.s) == 0);
+        CHECK(!t_file_exists(out_.s));
+        char cmd[2048], *out = NULL;
+        snprintf(cmd, sizeof cmd, "ls -A %s | grep -c tmp || true", t_tmpdir());
+        t_run(cmd, &out);
+        CHECKF(atoi(out) == 0, "temporary file left behind after SIGTERM");
+        free(out);
+    }
 }
 
 /* ---- the command line ----------------------------------------------------- */
