@@ -850,6 +850,8 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
     archive_write_set_bytes_per_block(a, 1 << 20);
     archive_write_set_bytes_in_last_block(a, 1);
     if (archive_write_open(a, &w, NULL, pk_write_cb, NULL) != ARCHIVE_OK) { rc = ar_fail(a, &w, o->out, err); goto fail; }
+    /* entry times from the container, not the clock: packing the same
+     * container twice gives the same archive */
     time_t mtime = st.st_mtime;
     if (put_header(a, PK_MANIFEST, strlen(man), mtime) < ARCHIVE_WARN || put_data(a, man, strlen(man)) ||
         put_header(a, PK_CARD, m.card_size, mtime) < ARCHIVE_WARN || put_data(a, card, m.card_size)) {
@@ -1049,6 +1051,10 @@ static int rd_block(pk_rd *r, const uint8_t **p, size_t *n, dsq_err *err) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
+/* manifest.json, the first entry.  Everything after it is checked against
+ * it, so every field that later decides a size, a name or the output path
+ * is bounded here, and names are held to the same plain-name rule as the
+ * archive's entries. */
 static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     int rc = rd_next(r, PK_MANIFEST, err);
     if (rc == DSQ_EOF)
@@ -1223,6 +1229,10 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
         return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }
     XXH3_64bits_reset(xw);
+    /* Parts are matched by position as well as by name: concatenated in
+     * another order, intact parts would make a different file, and a
+     * message naming the misplaced part beats a whole-file mismatch at the
+     * end. */
     for (int k = 0; k < m->n; k++) {
         const pk_part *p = &m->p[k];
         char pn[PK_NAME_CAP + 48];
@@ -1254,6 +1264,7 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
                               r->src, r->name, k + 1, m->n, pn);
             goto fail;
         }
+        /* the declared size first: no use streaming a part that cannot match */
         if (r->size != p->size) {
             rc = dsq_fail(err, DSQ_E_FORMAT, "%s: part %d of %d ('%s') is %llu bytes, the manifest says %llu", r->src,
                           k + 1, m->n, pn, (unsigned long long)r->size, (unsigned long long)p->size);
@@ -1292,6 +1303,8 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
         }
         info->n_checked++;
     }
+    /* nothing may follow the parts: an archive holding more than the
+     * manifest describes is not the pack it claims to be */
     if (r->a) {
         rc = rd_next(r, NULL, err);
         if (rc < 0) goto fail;
@@ -1363,6 +1376,8 @@ int dsq_unpack(const char *src, const char *dir, int flags, void (*progress)(voi
         rc = dsq_fail(err, DSQ_E_ARG, "%s: output path too long", dir);
         goto fail;
     }
+    /* Refuse an existing output before creating anything, so this failure
+     * too leaves the file system as it was. */
     struct stat st;
     if (!(flags & DSQ_UNPACK_FORCE) && lstat(out, &st) == 0) {
         rc = dsq_fail(err, DSQ_E_EXISTS, "%s: already exists (use --force to overwrite)", out);
