@@ -21,6 +21,10 @@ int cmd_convert(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
+/* pack archives (cmd_pack.c); `dsq check` hands non-containers to cmd_check_pack */
+int cmd_pack(int argc, char **argv);
+int cmd_unpack(int argc, char **argv);
+int cmd_check_pack(const char *path, int quiet);
 /* Remove temporary outputs on SIGINT / SIGTERM / SIGHUP. */
 void cli_install_signals(void);
 

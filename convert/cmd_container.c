@@ -189,9 +189,12 @@ int cmd_check(int argc, char **argv) {
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is(argv[i], "--help") || cli_is(argv[i], "-h")) {
-            printf("usage: dsq check FILE.dsq [--quiet]\n\n"
+            printf("usage: dsq check FILE.dsq [--quiet]\n"
+                   "       dsq check PACK.tar [--quiet]     (a `dsq pack` archive, or a folder of its parts)\n\n"
                    "Verify a container: header, section and directory structure, then the xxh3-64 of every\n"
-                   "array and side file.  Names the first bad tensor.  Exit 0 when intact, 1 otherwise.\n");
+                   "array and side file.  Names the first bad tensor.  For a pack: the manifest, the card and\n"
+                   "every part's size and xxh3, the whole container's xxh3, streaming, without extracting;\n"
+                   "names the first bad part.  Exit 0 when intact, 1 otherwise.\n");
             return 0;
         } else if (cli_is(argv[i], "--quiet")) quiet = 1;
         else if (argv[i][0] == '-') {
@@ -203,6 +206,7 @@ int cmd_check(int argc, char **argv) {
         fprintf(stderr, "usage: dsq check FILE.dsq\n");
         return 2;
     }
+    if (!dsq_path_is_container(path)) return cmd_check_pack(path, quiet); /* a pack archive or folder */
     dsq_err err = {0};
     dsq_ctr *c;
     if (dsq_ctr_open(&c, path, &err)) return cli_err("check", &err);

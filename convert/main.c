@@ -13,6 +13,8 @@ static const dsq_cmd g_cmds[] = {
     {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
     {"calib", "collect activation statistics for calibrated quantization", cmd_calib},
     {"check", "verify a .dsq container's structure and checksums", cmd_check},
+    {"pack", "package a container for distribution: parts, manifest, model card", cmd_pack},
+    {"unpack", "reassemble and verify a packed container", cmd_unpack},
     {"gen-tiny", "write a synthetic checkpoint in the upstream layout", cmd_gen_tiny},
     {"eval", "perplexity of a model over a token file", cmd_eval},
     {"verify", "per-layer drift of a candidate model against a reference", cmd_verify},

@@ -171,6 +171,8 @@ int dsq_afile_pwrite(dsq_afile *f, const void *p, size_t n, uint64_t off) {
 }
 
 uint64_t dsq_afile_tell(const dsq_afile *f) { return f->pos; }
+int dsq_afile_flush(dsq_afile *f) { return flush_buf(f) ? DSQ_E_IO : DSQ_OK; }
+const char *dsq_afile_tmp_path(const dsq_afile *f) { return f->tmp; }
 uint64_t dsq_afile_hash(const dsq_afile *f) { return f->xx ? XXH3_64bits_digest(f->xx) : 0; }
 
 static void release(dsq_afile *f) {

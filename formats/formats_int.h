@@ -48,6 +48,11 @@ int dsq_afile_pad(dsq_afile *f, unsigned align); /* zero bytes up to a multiple 
 int dsq_afile_pwrite(dsq_afile *f, const void *p, size_t n, uint64_t off); /* patch earlier bytes */
 uint64_t dsq_afile_tell(const dsq_afile *f);
 uint64_t dsq_afile_hash(const dsq_afile *f); /* xxh3 of bytes written via write/pad */
+/* Push buffered bytes to the temporary file (no fsync), so the bytes written
+ * so far can be read back from dsq_afile_tmp_path() and checked before
+ * commit renames them into place. */
+int dsq_afile_flush(dsq_afile *f);
+const char *dsq_afile_tmp_path(const dsq_afile *f);
 int dsq_afile_commit(dsq_afile *f, dsq_err *err); /* frees f */
 void dsq_afile_abort(dsq_afile *f);               /* unlink temp, free; NULL ok */
 /* Remove every temp file still open (signal handlers call this). */
