@@ -1,0 +1,72 @@
+/*
+ * test_faults.c -- allocation failures injected at every allocation of
+ * opening a checkpoint, converting it and opening the container: each run
+ * must either succeed or fail with DSQ_E_NOMEM (or a clean error), never
+ * crash or leak (the sanitizer build checks leaks), and a failed conversion
+ * must leave no output file.
+ */
+#include "test.h"
+#include "test_ckpt_util.h"
+#include "convert/pipeline.h"
+#include "formats/container.h"
+
+TEST(test_faults_ckpt_open) {
+    const char *d = t_path(t_tmpdir(), "m");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    int failures = 0, n;
+    for (n = 0; n < 5000; n++) {
+        dsq_ckpt *ck = NULL;
+        dsq_err err = {0};
+        dsq_fault_alloc_after(n);
+        int rc = dsq_ckpt_open(&ck, d, 0, &err);
+        dsq_fault_alloc_after(-1);
+        if (rc == DSQ_OK) {
+            dsq_ckpt_close(ck);
+            break;
+        }
+        CHECKF(rc == DSQ_E_NOMEM || rc == DSQ_E_IO, "allocation %d: rc %d (%s)", n, rc, err.msg);
+        failures++;
+    }
+    CHECKF(failures > 10 && n < 5000, "%d failures over %d allocations", failures, n);
+}
+
+TEST(test_faults_convert_and_read) {
+    const char *d = t_path(t_tmpdir(), "m"), *o = t_path(t_tmpdir(), "o.dsq");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    dsq_recipe r;
+    dsq_err err = {0};
+    CHECK(dsq_recipe_preset(&r, "int4-experts", &err) == 0);
+    int n, ok = 0;
+    for (n = 0; n < 20000 && !ok; n += (n < 200 ? 1 : 37)) {
+        dsq_pipe_opts op = {0};
+        op.src = d;
+        op.out = o;
+        op.recipe = &r;
+        op.threads = 1;
+        op.force = 1;
+        dsq_pipe_report rep;
+        dsq_fault_alloc_after(n);
+        int rc = dsq_pipeline_run(&op, &rep, &err);
+        dsq_fault_alloc_after(-1);
+        if (rc == DSQ_OK) {
+            dsq_pipe_report_free(&rep);
+            ok = 1;
+            break;
+        }
+        CHECKF(!t_file_exists(o), "allocation %d: failed conversion left %s", n, o);
+    }
+    CHECK(ok);
+    for (n = 0; n < 2000; n++) {
+        dsq_ctr *c = NULL;
+        dsq_fault_alloc_after(n);
+        int rc = dsq_ctr_open(&c, o, &err);
+        dsq_fault_alloc_after(-1);
+        if (rc == DSQ_OK) {
+            dsq_ctr_close(c);
+            break;
+        }
+        CHECKF(rc == DSQ_E_NOMEM, "allocation %d: rc %d (%s)", n, rc, err.msg);
+    }
+    CHECK(n < 2000);
+    dsq_recipe_deinit(&r);
+}
