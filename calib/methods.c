@@ -73,13 +73,17 @@ static void unit_shape(const dsq_qscheme *d, int64_t cols, int64_t *ucols, int64
 
 /* Parameters of unit (row band rb, column unit cg) from values in M
  * (row-major, stride cols), stored into dst; returns s/inv/z per row. */
-static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, const dsq_qsizes *sz,
-                        const float *M, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                        float *s, float *inv, int *z) {
+/* Parameters for the values M[r][c0..c1) of rows [r0, r1) (row stride ld):
+ * absmax, or with clip_steps >= 2 the clip ratio rho in [clip_min, 1]
+ * minimising sum hw[c] (v - q(v))^2 (hw: per-column weights, e.g. the
+ * Hessian diagonal; NULL for 1). */
+static void choose_params(const dsq_qscheme *d, int scheme, const float *M, int64_t ld, int64_t r0, int64_t r1,
+                          int64_t c0, int64_t c1, const float *hw, int clip_steps, float clip_min,
+                          float *s, int *z, uint32_t *code) {
     float lo = 0, hi = 0;
     for (int64_t r = r0; r < r1; r++)
         for (int64_t j = c0; j < c1; j++) {
-            float v = M[r * cols + j];
+            float v = M[r * ld + j];
             if (!(fabsf(v) < INFINITY)) continue;
             if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
             else {
@@ -87,9 +91,39 @@ static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, c
                 hi = v > hi ? v : hi;
             }
         }
+    dsq_q_params(scheme, lo, hi, s, z, code);
+    if (clip_steps < 2 || !(hi - lo > 0)) return;
+    if (!(clip_min > 0 && clip_min < 1)) clip_min = 0.5f;
+    double best = INFINITY;
+    for (int k = 0; k < clip_steps; k++) {
+        float rho = 1.0f - (1.0f - clip_min) * (float)k / (float)(clip_steps - 1), cs;
+        int cz;
+        uint32_t cc;
+        dsq_q_params(scheme, lo * rho, hi * rho, &cs, &cz, &cc);
+        float ci = 1.0f / cs;
+        double e = 0;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t j = c0; j < c1; j++) {
+                float v = M[r * ld + j];
+                double dlt = (double)v - qvalue(d, v, cs, ci, cz);
+                e += (hw ? (double)hw[j] : 1.0) * dlt * dlt;
+            }
+        if (e < best) { /* first best wins: rho = 1 on ties */
+            best = e;
+            *s = cs;
+            *z = cz;
+            *code = cc;
+        }
+    }
+}
+
+static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, const dsq_qsizes *sz,
+                        const float *M, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                        const float *hw, int clip_steps, float clip_min) {
+    float s;
+    int z;
     uint32_t code;
-    dsq_q_params(scheme, lo, hi, s, z, &code);
-    *inv = 1.0f / *s;
+    choose_params(d, scheme, M, cols, r0, r1, c0, c1, hw, clip_steps, clip_min, &s, &z, &code);
     int64_t sidx;
     switch (d->gran) {
     case DSQ_QG_GROUP: sidx = r0 * sz->scale_cols + c0 / d->group; break;
@@ -98,7 +132,7 @@ static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, c
     default: sidx = 0; break;
     }
     store_scale(d, dst->scale, sidx, code);
-    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz->scale_cols, r0, c0 / d->group, *z);
+    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz->scale_cols, r0, c0 / d->group, z);
 }
 
 /* Encode the matrix of exactly representable values Q with the parameters
@@ -166,8 +200,10 @@ typedef struct gjob {
     const float *Wp;       /* permuted weights */
     float *Q;              /* permuted results */
     const int64_t *perm;
+    const float *hw;       /* Hessian diagonal by original column (clip search weights) */
     int64_t n, B, r0, r1, ucols, urows;
-    int dynamic;
+    int dynamic, clip_steps;
+    float clip_min;
 } gjob;
 
 static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
@@ -199,13 +235,9 @@ static void gptq_rows(void *arg) {
                         /* new group: parameters from its current (updated) weights,
                          * which without act-order are columns i .. i+G-1 */
                         int64_t c1 = orig + j->ucols < n ? orig + j->ucols : n;
-                        float lo = 0, hi = 0;
-                        for (int64_t k = orig; k < c1; k++) {
-                            if (d->sym) hi = fabsf(w[k]) > hi ? fabsf(w[k]) : hi;
-                            else { lo = w[k] < lo ? w[k] : lo; hi = w[k] > hi ? w[k] : hi; }
-                        }
                         uint32_t code;
-                        dsq_q_params(j->dst->type, lo, hi, &s, &z, &code);
+                        choose_params(d, j->dst->type, w, 0, 0, 1, orig, c1, j->hw, j->clip_steps, j->clip_min,
+                                      &s, &z, &code);
                         store_scale(d, j->dst->scale, r * j->sz->scale_cols + orig / j->ucols, code);
                         if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(j->dst->zero, j->sz->scale_cols, r, orig / j->ucols, z);
                         inv = 1.0f / s;
@@ -263,8 +295,9 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     float *U = dsq_malloc(sizeof *U * (size_t)(n * n));
     float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
     int64_t *perm = dsq_malloc(sizeof *perm * (size_t)n);
+    float *hw = dsq_malloc(sizeof *hw * (size_t)n);
     gjob *jobs = NULL;
-    if (!Hd || !tmp || !U || !Wp || !Q || !perm) {
+    if (!Hd || !tmp || !U || !Wp || !Q || !perm || !hw) {
         rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
         goto out;
     }
@@ -272,7 +305,12 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     double mean = 0;
     for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
     mean = mean > 0 ? mean / (double)n : 1;
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = 0; i < n; i++) {
+        perm[i] = i;
+        hw[i] = H[i * n + i] > 0 ? (float)H[i * n + i] : 0.0f;
+    }
+    int clip = o ? o->clip_steps : 0;
+    float clip_min = o ? o->clip_min : 0;
     if (act) {
         /* stable sort by decreasing diagonal */
         for (int64_t i = 1; i < n; i++) {
@@ -306,9 +344,7 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
         for (int64_t r = 0; r < rows; r += urows)
             for (int64_t c0 = 0; c0 < cols; c0 += ucols) {
                 int64_t r1 = r + urows < rows ? r + urows : rows, c1 = c0 + ucols < cols ? c0 + ucols : cols;
-                float s, inv;
-                int z;
-                unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, &s, &inv, &z);
+                unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, hw, clip, clip_min);
             }
     int nj = o && o->pool ? dsq_pool_size(o->pool) * 4 : 1;
     if (nj > rows) nj = (int)(rows ? rows : 1);
@@ -321,7 +357,7 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, n, B, r0, r1, ucols, urows, dynamic};
+        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min};
         if (o && o->pool) dsq_pool_add(o->pool, gptq_rows, &jobs[k]);
         else gptq_rows(&jobs[k]);
     }
@@ -354,6 +390,7 @@ out:
     free(Wp);
     free(Q);
     free(perm);
+    free(hw);
     free(jobs);
     return rc;
 }

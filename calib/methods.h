@@ -16,6 +16,9 @@ typedef struct dsq_gptq_opts {
     int act_order;   /* quantize columns by decreasing Hessian diagonal */
     int block;       /* columns per lazy-update block (128) */
     struct dsq_pool *pool; /* rows split over its workers (same result), or NULL */
+    int clip_steps;  /* >= 2: each group's scale by a clip-ratio search weighted by
+                        the Hessian diagonal (as the mse method, on the updated weights) */
+    float clip_min;  /* smallest ratio tried (0: 0.5) */
 } dsq_gptq_opts;
 
 /* GPTQ of one [rows, cols] f32 matrix W with input Hessian H = E[x x^T]

@@ -34,7 +34,7 @@ static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
 static int wants_hess(cctx *c, const char *name, dsq_role role, int layer) {
     if (c->o->hessian >= 0) return c->o->hessian;
     const dsq_rule *u = dsq_recipe_match(c->o->recipe, name, role, layer);
-    return u && !strcmp(u->method, "gptq");
+    return u && (!strcmp(u->method, "gptq") || !strcmp(u->method, "awq-gptq"));
 }
 
 static void add(cctx *c, const char *name, dsq_role role, int layer, const float *x, int n, int cols,
@@ -154,8 +154,9 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
         return rc;
     }
     uint8_t *buf = dsq_calloc(1, sz.data + sz.scale + sz.zero + 1);
-    float *cs_out = qm.method == DSQ_QM_AWQ ? dsq_malloc(sizeof *cs_out * (size_t)cols) : NULL;
-    if (!buf || (qm.method == DSQ_QM_AWQ && !cs_out)) {
+    int has_cs = qm.method == DSQ_QM_AWQ || qm.method == DSQ_QM_AWQ_GPTQ;
+    float *cs_out = has_cs ? dsq_malloc(sizeof *cs_out * (size_t)cols) : NULL;
+    if (!buf || (has_cs && !cs_out)) {
         free(wf); free(buf); free(cs_out);
         return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }

@@ -77,7 +77,7 @@ static int choose_scheme(ctx *c, plan *p) {
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp) dsq_qmethod_uncalibrated(&p->m, p->src_scheme);
     p->d.scheme = p->m.scheme;
-    p->d.colscale = p->m.copy ? p->src_colscale : p->m.method == DSQ_QM_AWQ;
+    p->d.colscale = p->m.copy ? p->src_colscale : (p->m.method == DSQ_QM_AWQ || p->m.method == DSQ_QM_AWQ_GPTQ);
     p->d.recipe = p->m.recipe;
     return DSQ_OK;
 }
@@ -271,7 +271,7 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *cols
     char nm[200];
     stat_name(p, e, nm, sizeof nm);
     if (c->o->calib && p->m.method != DSQ_QM_PLAIN) st = dsq_cstats_find(c->o->calib, nm);
-    float *cs_out = p->m.method == DSQ_QM_AWQ ? (float *)c->buf[DSQ_ARR_COLSCALE] : NULL;
+    float *cs_out = p->d.colscale && !p->m.copy ? (float *)c->buf[DSQ_ARR_COLSCALE] : NULL;
     if ((rc = dsq_quantize_matrix(c->pool, &p->m, src, colscale, st, &dst, cs_out, &c->work, nm, c->err))) return rc;
     if (c->o->measure_error) {
         /* against the source's values; column multipliers (source or AWQ)

@@ -36,25 +36,26 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
         m->grid = u->grid ? u->grid : 20;
         if (!strcmp(u->method, "gptq")) m->method = DSQ_QM_GPTQ;
         else if (!strcmp(u->method, "awq")) m->method = DSQ_QM_AWQ;
+        else if (!strcmp(u->method, "awq-gptq")) m->method = DSQ_QM_AWQ_GPTQ;
         else if (m->opts.clip_steps >= 2) m->method = DSQ_QM_MSE;
     }
     const dsq_qscheme *sd = dsq_q_scheme(s);
     if (m->method != DSQ_QM_PLAIN && sd->kind == DSQ_QK_FLOAT) m->method = DSQ_QM_PLAIN; /* nothing to calibrate */
-    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ) && !have_calib)
+    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) && !have_calib)
         return dsq_fail(err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
                         name, u->method);
-    if (m->method == DSQ_QM_GPTQ && sd->gran == DSQ_QG_TENSOR)
+    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && sd->gran == DSQ_QG_TENSOR)
         return dsq_fail(err, DSQ_E_ARG, "%s: gptq does not support per-tensor scheme %s", name, sd->name);
     m->copy = s == src_scheme && m->method == DSQ_QM_PLAIN;
     const char *mn = m->copy ? "copy" : m->method == DSQ_QM_GPTQ ? "gptq" : m->method == DSQ_QM_AWQ ? "awq"
-                   : m->method == DSQ_QM_MSE ? "mse" : "absmax";
+                   : m->method == DSQ_QM_AWQ_GPTQ ? "awq-gptq" : m->method == DSQ_QM_MSE ? "mse" : "absmax";
     int o = snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", sd->name, mn);
-    if (m->method == DSQ_QM_MSE || (m->method == DSQ_QM_AWQ && m->opts.clip_steps >= 2))
+    if (m->method == DSQ_QM_MSE || (m->method != DSQ_QM_PLAIN && m->opts.clip_steps >= 2))
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"clip_steps\":%d", m->opts.clip_steps);
-    if (m->method == DSQ_QM_GPTQ)
+    if (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s", m->damp,
                       m->act_order ? "true" : "false");
-    if (m->method == DSQ_QM_AWQ) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
+    if (m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
     if (have_calib && m->method != DSQ_QM_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
     snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, "}");
@@ -62,7 +63,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
 }
 
 void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme) {
-    if (m->method != DSQ_QM_GPTQ && m->method != DSQ_QM_AWQ) return;
+    if (m->method != DSQ_QM_GPTQ && m->method != DSQ_QM_AWQ && m->method != DSQ_QM_AWQ_GPTQ) return;
     m->method = DSQ_QM_PLAIN;
     m->opts.clip_steps = 0;
     m->copy = m->scheme == src_scheme;
@@ -76,7 +77,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     int rc;
     dsq_qmat src = *src_in;
     int64_t rows = src.rows, cols = src.cols;
-    if (colscale_in || m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ) {
+    if (colscale_in || m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) {
         uint64_t n = (uint64_t)(rows * cols);
         if (n > w->wf_cap) {
             free(w->wf);
@@ -93,7 +94,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     if (st && st->cols != cols)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld", what,
                         (long long)st->cols, (long long)cols);
-    if (!st && (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ))
+    if (!st && (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ))
         return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no calibration statistics for it", what);
     if (st && m->method != DSQ_QM_PLAIN) {
         if ((uint64_t)cols * 2 > w->imp_cap) {
@@ -115,7 +116,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             free(H);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
-        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool};
+        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
         rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
         free(H);
         return rc;
@@ -124,6 +125,28 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
         float alpha;
         return dsq_awq(w->wf, rows, cols, w->imp + cols, w->imp, m->grid, m->opts.clip_steps, dst, colscale_out,
                        &alpha, NULL, err);
+    }
+    case DSQ_QM_AWQ_GPTQ: {
+        /* AWQ picks the channel scales s (1/s lands in colscale_out), then
+         * GPTQ quantizes W diag(s) against the Hessian of x / s:
+         * H'_ij = H_ij / (s_i s_j). */
+        float alpha;
+        if ((rc = dsq_awq(w->wf, rows, cols, w->imp + cols, w->imp, m->grid, 0, dst, colscale_out, &alpha, NULL, err)))
+            return rc;
+        double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));
+        if (!H) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
+        if (dsq_cstat_hessian(st, H)) {
+            free(H);
+            return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
+        }
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < cols; j++) H[i * cols + j] *= (double)colscale_out[i] * colscale_out[j];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) w->wf[r * cols + j] /= colscale_out[j];
+        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
+        rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
+        free(H);
+        return rc;
     }
     default:
         return dsq_q_quantize_pool(pool, &src, dst, &qo, err);

@@ -11,7 +11,7 @@
 #include "convert/recipe.h"
 #include "quant/quant.h"
 
-enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ };
+enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ, DSQ_QM_AWQ_GPTQ };
 
 typedef struct dsq_qmethod {
     int scheme;         /* destination scheme (dsq_qtype) */

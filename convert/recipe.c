@@ -61,7 +61,7 @@ static void rule_init(dsq_rule *u) {
 }
 
 int dsq_rule_needs_calib(const dsq_rule *u) {
-    return u && (!strcmp(u->method, "gptq") || !strcmp(u->method, "awq"));
+    return u && (!strcmp(u->method, "gptq") || !strcmp(u->method, "awq") || !strcmp(u->method, "awq-gptq"));
 }
 
 static int scheme_arg(const char *s) { return !strcmp(s, "keep") ? -1 : dsq_q_from_name(s); }
@@ -134,8 +134,8 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
             } else if (!strcmp(key, "method")) {
                 if (!cJSON_IsString(k) || (strcmp(k->valuestring, "absmax") && strcmp(k->valuestring, "mse") &&
                                            strcmp(k->valuestring, "rtn") && strcmp(k->valuestring, "gptq") &&
-                                           strcmp(k->valuestring, "awq"))) {
-                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown method '%s' (absmax, rtn, mse, gptq, awq)", what, i,
+                                           strcmp(k->valuestring, "awq") && strcmp(k->valuestring, "awq-gptq"))) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown method '%s' (absmax, rtn, mse, gptq, awq, awq-gptq)", what, i,
                              cJSON_IsString(k) ? k->valuestring : "?");
                     goto fail;
                 }
