@@ -206,14 +206,19 @@ static int expert_name(const char *name, int *layer, int *expert, const char **p
 }
 
 int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
-    int replaced = 0;
+    /* Pools are computed from the original sums of every expert of the
+     * group (starved ones included) before any record is replaced, so all
+     * starved experts of a group get the same pool.  Records pooled by an
+     * earlier call are left alone. */
+    typedef struct { int idx; double *sq, *ab, *h; float *mx; int64_t count; } repl;
+    repl *rp = dsq_calloc((size_t)cs->n + 1, sizeof *rp);
+    int nr = 0;
+    if (!rp) return 0;
     for (int i = 0; i < cs->n; i++) {
         dsq_cstat *s = &cs->s[i];
         int l, e;
         const char *proj;
-        if (s->count >= min_tokens || !expert_name(s->name, &l, &e, &proj)) continue;
-        /* pool over every expert record of the same layer and projection,
-         * using the original (non-pooled) sums */
+        if (s->fallback || s->count >= min_tokens || !expert_name(s->name, &l, &e, &proj)) continue;
         int64_t c = s->cols, count = 0;
         double *sq = dsq_calloc((size_t)c, sizeof *sq), *ab = dsq_calloc((size_t)c, sizeof *ab);
         float *mx = dsq_calloc((size_t)c, sizeof *mx);
@@ -223,7 +228,7 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
             continue;
         }
         for (int k = 0; k < cs->n; k++) {
-            dsq_cstat *o = &cs->s[k];
+            const dsq_cstat *o = &cs->s[k];
             int l2, e2;
             const char *p2;
             if (o->fallback || o->cols != c || !expert_name(o->name, &l2, &e2, &p2) || l2 != l || strcmp(p2, proj)) continue;
@@ -236,16 +241,20 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
             if (h && o->hess)
                 for (int64_t j = 0; j < c * c; j++) h[j] += o->hess[j];
         }
-        free(s->sum_sq); free(s->sum_abs); free(s->max_abs); free(s->hess);
-        s->sum_sq = sq;
-        s->sum_abs = ab;
-        s->max_abs = mx;
-        s->hess = h;
-        s->count = count;
-        s->fallback = 1;
-        replaced++;
+        rp[nr++] = (repl){i, sq, ab, h, mx, count};
     }
-    return replaced;
+    for (int k = 0; k < nr; k++) {
+        dsq_cstat *s = &cs->s[rp[k].idx];
+        free(s->sum_sq); free(s->sum_abs); free(s->max_abs); free(s->hess);
+        s->sum_sq = rp[k].sq;
+        s->sum_abs = rp[k].ab;
+        s->max_abs = rp[k].mx;
+        s->hess = rp[k].h;
+        s->count = rp[k].count;
+        s->fallback = 1;
+    }
+    free(rp);
+    return nr;
 }
 
 /* ---- .dsqcal ---------------------------------------------------------------- */

@@ -2,10 +2,11 @@
  * calib_run.c -- sequential calibration (see calib_run.h).
  *
  * For layer l: every window's residual stream (computed with the quantized
- * layers < l) goes through layer l with the original weights while the
- * forward pass reports the input of each linear layer; the statistics so far
- * decide layer l's quantization (qmatrix.c, the same code `dsq quant` runs);
- * then the windows go through the quantized layer l to give layer l+1 its
+ * layers < l) goes through layer l once per stage (see stage_of) while the
+ * forward pass reports the inputs of that stage's linear layers, computed
+ * with the earlier stages already quantized; the statistics decide the
+ * stage's quantization (qmatrix.c, the same code `dsq quant` runs).  Then
+ * the windows go through the quantized layer l to give layer l+1 its
  * inputs.
  */
 #include "convert/calib_run.h"
@@ -23,10 +24,31 @@ typedef struct cctx {
     const dsq_calib_opts *o;
     dsq_cstats *cs;
     const dsq_config *cfg;
-    int want_hess_default;
+    int stage;          /* inputs recorded: those of this stage only (see stage_of) */
     int fail;
     dsq_err *err;
 } cctx;
+
+/* Within a layer the linear layers are quantized in the order data flows
+ * ("true sequential"): each stage's inputs are recorded with the earlier
+ * stages already quantized.
+ *   0: q_a, kv_a, indexer wk and weights_proj   (input: input_layernorm output)
+ *   1: q_b, indexer wq_b, kv_b                  (q_a_layernorm output, KV latent)
+ *   2: o                                        (attention output)
+ *   3: gate and up of the dense FFN, shared and routed experts
+ *   4: their down projections */
+#define N_STAGES 5
+static int stage_of(dsq_role r) {
+    switch (r) {
+    case DSQ_R_ATTN_Q_A: case DSQ_R_ATTN_KV_A: case DSQ_R_IDX_WK: case DSQ_R_IDX_WEIGHTS_PROJ: return 0;
+    case DSQ_R_ATTN_Q_B: case DSQ_R_IDX_WQ_B: case DSQ_R_ATTN_KV_B: return 1;
+    case DSQ_R_ATTN_O: return 2;
+    case DSQ_R_DENSE_GATE: case DSQ_R_DENSE_UP: case DSQ_R_SHEXP_GATE: case DSQ_R_SHEXP_UP:
+    case DSQ_R_EXP_GATE: case DSQ_R_EXP_UP: return 3;
+    case DSQ_R_DENSE_DOWN: case DSQ_R_SHEXP_DOWN: case DSQ_R_EXP_DOWN: return 4;
+    default: return -1;
+    }
+}
 
 static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
 
@@ -55,7 +77,7 @@ static void add(cctx *c, const char *name, dsq_role role, int layer, const float
 /* The forward pass's hook: file x under the weight(s) that read it. */
 static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int n, int cols) {
     cctx *c = arg;
-    if (c->fail) return;
+    if (c->fail || stage_of(role) != c->stage) return;
     char a[160], b[4][160];
     const char *al[4] = {b[0], b[1], b[2], b[3]};
     dsq_role ar[4];
@@ -173,8 +195,9 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     return rc;
 }
 
+/* Quantize the weights of stage `stage` of layer l into the overlay. */
 static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, const dsq_cstats *cs,
-                          dsq_pool *pool, dsq_qwork *work, int l, dsq_err *err) {
+                          dsq_pool *pool, dsq_qwork *work, int l, int stage, dsq_err *err) {
     const dsq_config *c = m->w.cfg;
     char nm[200];
     int rc;
@@ -186,12 +209,13 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
         {"self_attn.indexer.weights_proj.weight", DSQ_R_IDX_WEIGHTS_PROJ, 1},
     };
     for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++) {
-        if (attn[k].idx && !c->has_indexer) continue;
+        if ((attn[k].idx && !c->has_indexer) || stage_of(attn[k].role) != stage) continue;
         snprintf(nm, sizeof nm, "model.layers.%d.%s", l, attn[k].suffix);
         if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, attn[k].role, l, err))) return rc;
     }
     if (!dsq_config_is_moe_layer(c, l)) {
         for (int k = 0; k < 3; k++) {
+            if (stage_of((dsq_role)(DSQ_R_DENSE_GATE + k)) != stage) continue;
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.%s.weight", l, g_proj[k]);
             if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_DENSE_GATE + k), l, err))) return rc;
         }
@@ -199,11 +223,13 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
     }
     if (c->n_shared_experts)
         for (int k = 0; k < 3; k++) {
+            if (stage_of((dsq_role)(DSQ_R_SHEXP_GATE + k)) != stage) continue;
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.shared_experts.%s.weight", l, g_proj[k]);
             if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_SHEXP_GATE + k), l, err))) return rc;
         }
     for (int e = 0; e < c->n_routed_experts; e++)
         for (int k = 0; k < 3; k++) {
+            if (stage_of((dsq_role)(DSQ_R_EXP_GATE + k)) != stage) continue;
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
             /* recipes match routed experts by their stacked name */
             char st[200];
@@ -222,7 +248,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     const dsq_config *cfg = m.w.cfg;
     dsq_cstats *cs = dsq_cstats_new();
     dsq_woverlay *ov = dsq_woverlay_new(&m.w);
-    dsq_fwd *f0 = NULL, *f1 = NULL;
+    dsq_fwd *f1 = NULL;
     dsq_pool *pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     float *resid = NULL, *emb = NULL;
     dsq_qwork work = {0};
@@ -250,24 +276,25 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     for (int64_t i = 0; i < W * T; i++)
         if ((rc = wq->rows_f32(wq->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid + i * D, err))) goto out;
     dsq_woverlay_clear(ov);
-    cctx cc = {o, cs, cfg, 0, 0, err};
-    dsq_fwd_opts fo0 = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8, .observe = on_input, .observe_arg = &cc};
-    dsq_fwd_opts fo1 = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8};
-    if ((rc = dsq_fwd_new(&f0, &m.w, &fo0, err)) || (rc = dsq_fwd_new(&f1, wq, &fo1, err))) goto out;
+    cctx cc = {o, cs, cfg, -1, 0, err};
+    dsq_fwd_opts fo = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8, .observe = on_input, .observe_arg = &cc};
+    if ((rc = dsq_fwd_new(&f1, wq, &fo, err))) goto out;
     rep->layers = cfg->n_layers;
     rep->windows = (int)W;
     rep->ctx = T;
     rep->tokens = W * T;
     for (int l = 0; l < cfg->n_layers; l++) {
         double t0 = dsq_now();
-        for (int64_t w = 0; w < W; w++) {
-            if ((rc = dsq_fwd_begin_at(f0, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f0, NULL, err)) < 0) goto out;
-            if (cc.fail) { rc = cc.fail; goto out; }
-        }
-        if (dsq_config_is_moe_layer(cfg, l)) {
-            /* experts no token reached still need (pooled) statistics */
-            for (int e = 0; e < cfg->n_routed_experts; e++)
-                for (int k = 0; k < 3; k += 2) {
+        for (int stage = 0; stage < N_STAGES; stage++) {
+            cc.stage = stage;
+            for (int64_t w = 0; w < W; w++) {
+                if ((rc = dsq_fwd_begin_at(f1, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f1, NULL, err)) < 0) goto out;
+                if (cc.fail) { rc = cc.fail; goto out; }
+            }
+            if (dsq_config_is_moe_layer(cfg, l) && stage >= 3) {
+                /* experts no token reached still need (pooled) statistics */
+                int k = stage == 3 ? 0 : 2;
+                for (int e = 0; e < cfg->n_routed_experts; e++) {
                     char nm[200], st[200], up[200];
                     snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
                     snprintf(st, sizeof st, "model.layers.%d.mlp.experts.%s.weight", l, g_proj[k]);
@@ -285,9 +312,11 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
                         if (dsq_cstats_alias(cs, up, nm)) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
                     }
                 }
-            dsq_cstats_pool_starved(cs, o->min_tokens);
+                dsq_cstats_pool_starved(cs, o->min_tokens);
+            }
+            if ((rc = quantize_layer(o, &m, ov, cs, pool, &work, l, stage, err))) goto out;
         }
-        if ((rc = quantize_layer(o, &m, ov, cs, pool, &work, l, err))) goto out;
+        cc.stage = -1;
         for (int64_t w = 0; w < W; w++) {
             dsq_fwd_view v;
             if ((rc = dsq_fwd_begin_at(f1, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f1, &v, err)) < 0) goto out;
@@ -311,7 +340,6 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
 out:
     if (rc > 0) rc = DSQ_OK;
     dsq_qwork_deinit(&work);
-    dsq_fwd_free(f0);
     dsq_fwd_free(f1);
     dsq_woverlay_free(ov);
     dsq_pool_free(pool);

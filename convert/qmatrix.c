@@ -6,6 +6,7 @@
 #include "calib/methods.h"
 #include "common.h"
 
+#include <math.h>
 #include <stdio.h>
 
 void dsq_qwork_deinit(dsq_qwork *w) {
@@ -127,25 +128,58 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
                        &alpha, NULL, err);
     }
     case DSQ_QM_AWQ_GPTQ: {
-        /* AWQ picks the channel scales s (1/s lands in colscale_out), then
-         * GPTQ quantizes W diag(s) against the Hessian of x / s:
-         * H'_ij = H_ij / (s_i s_j). */
-        float alpha;
-        if ((rc = dsq_awq(w->wf, rows, cols, w->imp + cols, w->imp, m->grid, 0, dst, colscale_out, &alpha, NULL, err)))
-            return rc;
-        double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));
-        if (!H) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
+        /* GPTQ of W diag(s) against the Hessian of x / s (H'_ij = H_ij /
+         * (s_i s_j)) for channel scales s_j = E|x_j|^alpha (normalised as in
+         * AWQ), alpha in {0, 1/8, ..., 1/2}; alpha = 0 is plain GPTQ.  The
+         * output error tr(dW H dW^T) is the same in both spaces, so the
+         * candidate with the smallest one wins. */
+        double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols)), *Hs = dsq_malloc(sizeof *Hs * (size_t)(cols * cols));
+        float *Ws = dsq_malloc(sizeof *Ws * (size_t)(rows * cols)), *sc = dsq_malloc(sizeof *sc * (size_t)cols);
+        dsq_qsizes qz;
+        uint8_t *best = NULL;
+        if (!H || !Hs || !Ws || !sc || dsq_q_sizes(dst->type, rows, cols, &qz, NULL) ||
+            !(best = dsq_malloc(qz.data + qz.scale + qz.zero + 1))) {
+            free(H); free(Hs); free(Ws); free(sc); free(best);
+            return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
+        }
         if (dsq_cstat_hessian(st, H)) {
-            free(H);
+            free(H); free(Hs); free(Ws); free(sc); free(best);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t j = 0; j < cols; j++) H[i * cols + j] *= (double)colscale_out[i] * colscale_out[j];
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++) w->wf[r * cols + j] /= colscale_out[j];
+        double best_e = INFINITY;
         dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
-        rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
-        free(H);
+        for (int k = 0; k <= 4 && !rc; k++) {
+            float alpha = 0.125f * (float)k;
+            double lmax = -INFINITY, lmin = INFINITY;
+            for (int64_t j = 0; j < cols; j++) {
+                float mabs = w->imp[cols + j] > 1e-8f ? w->imp[cols + j] : 1e-8f;
+                sc[j] = powf(mabs, alpha);
+                double l = log(sc[j]);
+                lmax = l > lmax ? l : lmax;
+                lmin = l < lmin ? l : lmin;
+            }
+            float norm = (float)exp(-(lmax + lmin) / 2);
+            for (int64_t j = 0; j < cols; j++) sc[j] *= norm;
+            for (int64_t i = 0; i < cols; i++)
+                for (int64_t j = 0; j < cols; j++) Hs[i * cols + j] = H[i * cols + j] / ((double)sc[i] * sc[j]);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < cols; j++) Ws[r * cols + j] = w->wf[r * cols + j] * sc[j];
+            double e;
+            if ((rc = dsq_gptq(Ws, rows, cols, Hs, &go, dst, &e, err))) break;
+            if (e < best_e) {
+                best_e = e;
+                memcpy(best, dst->data, qz.data);
+                if (qz.scale) memcpy(best + qz.data, dst->scale, qz.scale);
+                if (qz.zero) memcpy(best + qz.data + qz.scale, dst->zero, qz.zero);
+                for (int64_t j = 0; j < cols; j++) colscale_out[j] = 1.0f / sc[j];
+            }
+        }
+        if (!rc) {
+            memcpy(dst->data, best, qz.data);
+            if (qz.scale) memcpy(dst->scale, best + qz.data, qz.scale);
+            if (qz.zero) memcpy(dst->zero, best + qz.data + qz.scale, qz.zero);
+        }
+        free(H); free(Hs); free(Ws); free(sc); free(best);
         return rc;
     }
     default:
