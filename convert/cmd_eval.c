@@ -48,6 +48,8 @@ static int write_logits(void *user, const float *logits, int T, int V) {
     return dsq_afile_write(ui->out, logits, (size_t)T * (size_t)V * sizeof(float));
 }
 
+/* One progress line, rewritten in place, only when stderr is a terminal:
+ * logs and pipes stay clean. */
 static void progress(void *user, int64_t done, int64_t total) {
     eval_ui *ui = user;
     if (!ui->tty) return;
@@ -57,6 +59,7 @@ static void progress(void *user, int64_t done, int64_t total) {
     if (done == total) fprintf(stderr, "\r%60s\r", "");
 }
 
+/* A whole decimal number in [lo, hi], or -1. */
 static long parse_pos(const char *s, long lo, long hi) {
     char *end;
     long v = strtol(s, &end, 10);
@@ -148,6 +151,7 @@ int cmd_eval(int argc, char **argv) {
         ui.out = NULL;
         if (dsq_afile_commit(out, &err)) goto fail;
     }
+    /* throughput counts every token pushed through the model, scored or not */
     double tps = secs > 0 ? (double)(r.n_windows * r.ctx) / secs : 0;
     if (json) {
         cJSON *j = cJSON_CreateObject();

@@ -67,6 +67,9 @@ static int cmp_expert(const void *a, const void *b) {
     return x->layer != y->layer ? x->layer - y->layer : x->expert - y->expert;
 }
 
+/* The stdout report: one row per layer, the worst experts (the full list
+ * can be long: 58 layers x 256 experts for the large model), the overall
+ * figures, and the attribution ranking when it was run. */
 static void print_table(const dsq_drift_report *r, const char *ref, const char *cand) {
     printf("reference   %s\ncandidate   %s\n", ref, cand);
     printf("windows     %lld x %d tokens, %lld predictions, %s activations\n\n",
@@ -117,6 +120,8 @@ static void print_table(const dsq_drift_report *r, const char *ref, const char *
 
 /* ---- JSON ------------------------------------------------------------------- */
 
+/* JSON has no NaN: metrics that do not apply (routing of a dense layer,
+ * recall without a sparse query) are written as null. */
 static void num(cJSON *o, const char *k, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
     else cJSON_AddNullToObject(o, k);
@@ -192,6 +197,8 @@ static char *report_json(const dsq_drift_report *r, const char *ref, const char 
  * agreement scores on [0, 1], and, with attribution, horizontal bars of the
  * perplexity cost of each part. */
 
+/* A growing string for the SVG text; out of memory is sticky and checked
+ * once at the end. */
 typedef struct {
     char *s;
     size_t n, cap;
@@ -224,10 +231,15 @@ typedef struct {
     double v[4096];
 } series;
 
+/* x position of layer l on the shared horizontal axis of the panels. */
 static double layer_x(int l, int L) {
     return L <= 1 ? (PLOT_X0 + PLOT_X1) / 2.0 : PLOT_X0 + (PLOT_X1 - PLOT_X0) * (double)l / (L - 1);
 }
 
+/* One panel: frame, grid and labels, then each series as a polyline with a
+ * dot per layer carrying its value as a tooltip.  Log panels span whole
+ * decades around the data; linear panels show [lo, 1] with lo stepped down
+ * (0.9, 0.5, 0) until every value fits. */
 static void svg_panel(sbuf *b, double y0, const char *title, int logy, const series *s, int ns,
                       int L) {
     double lo = 1, hi = 1, top = y0 + 30, bot = y0 + PANEL_H - 40;
@@ -365,6 +377,8 @@ static char *report_svg(const dsq_drift_report *r) {
     return b.s;
 }
 
+/* Reports go through the atomic file layer like every output: a reader
+ * never sees half a JSON or SVG file. */
 static int write_text(const char *path, const char *text, dsq_err *err) {
     dsq_afile *f;
     if (!text) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);

@@ -57,6 +57,9 @@ static int name_part(const char *name, int *layer) {
     return -1;
 }
 
+/* Every tensor id handed to the forward pass names an entry that knows both
+ * sources; which one is read is decided per call in mix_rows, so one
+ * dsq_fwd serves every (layer, part) selection in turn. */
 static int mix_find(void *ctx, const char *name) {
     mix *m = ctx;
     int rid = m->ref->find(m->ref->ctx, name);
@@ -108,6 +111,9 @@ typedef struct part_acc {
     int ran;
 } part_acc;
 
+/* Sums of squared differences and squared REF values: the relative errors
+ * of the report are ratios of these totals over all tokens and windows, so
+ * tokens with larger activations weigh more, as they do in the model. */
 static void acc_diff(const float *c, const float *r, int64_t n, double *d2, double *r2) {
     double a = 0, b = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -131,6 +137,8 @@ static void log_softmax(const float *x, int V, double *lp) {
     for (int i = 0; i < V; i++) lp[i] = x[i] - lse;
 }
 
+/* KL(REF || CAND) = sum_i p_ref(i) (log p_ref(i) - log p_cand(i)): the
+ * expected extra nats CAND pays on text REF would produce. */
 static double kl_of(const double *lpr, const double *lpc, int V) {
     double kl = 0;
     for (int i = 0; i < V; i++)
@@ -149,7 +157,8 @@ static int cmp_part(const void *a, const void *b) {
     return x->layer != y->layer ? x->layer - y->layer : x->part - y->part;
 }
 
-/* Every shape-defining field of the two configurations must agree. */
+/* Every shape-defining field of the two configurations must agree: the
+ * comparison is element by element, and attribution mixes their tensors. */
 static int same_shape(const dsq_config *a, const dsq_config *b, dsq_err *err) {
 #define F(x)                                                                                   \
     if (a->x != b->x)                                                                          \
@@ -188,6 +197,7 @@ typedef struct run {
     int64_t top1, npos;
 } run;
 
+/* Accumulate every per-layer metric from the two views of layer l. */
 static void compare_layer(run *r, int l, const dsq_fwd_view *vr, const dsq_fwd_view *vc) {
     layer_acc *a = &r->la[l];
     int T = r->T, D = r->D, ke = r->ke;
@@ -227,6 +237,8 @@ static void compare_layer(run *r, int l, const dsq_fwd_view *vr, const dsq_fwd_v
         for (int t = 0; t < T; t++) {
             const int32_t *er = vr->experts + (int64_t)t * ke, *ec = vc->experts + (int64_t)t * ke;
             const float *wr = vr->weights + (int64_t)t * ke, *wc = vc->weights + (int64_t)t * ke;
+            /* weights are compared over the union of the two sets, a
+             * missing expert counting as weight 0 */
             int common = 0;
             double diff = 0, tot = 0;
             for (int i = 0; i < ke; i++) {
@@ -278,6 +290,8 @@ fail:
     return rc;
 }
 
+/* Every position's KL is kept for the 99th percentile: 8 bytes per
+ * predicted token, small next to the logits of one window. */
 static int push_kl(run *r, double v) {
     if (r->n_kl == r->cap_kl) {
         int64_t nc = r->cap_kl ? 2 * r->cap_kl : 4096;
@@ -324,6 +338,8 @@ fail:
     return rc;
 }
 
+/* One window: both models layer by layer, then their logits; REF's
+ * residual at each layer's input is kept when attribution needs it. */
 static int run_window(run *r, const int32_t *tok, dsq_err *err) {
     int rc, T = r->T, V = r->V, D = r->D;
     DSQ_TRY(dsq_fwd_begin(r->fr, tok, T, err));
@@ -424,7 +440,9 @@ static int build_report(run *r, int64_t nw, dsq_drift_report **out, dsq_err *err
     rep->top1 = (double)r->top1 / np;
     if (r->n_kl) {
         qsort(r->kl, (size_t)r->n_kl, sizeof *r->kl, cmp_double);
-        int64_t k = (int64_t)ceil(0.99 * (double)r->n_kl) - 1; /* nearest rank */
+        /* nearest-rank percentile: the smallest value with at least 99% of
+         * the positions at or below it */
+        int64_t k = (int64_t)ceil(0.99 * (double)r->n_kl) - 1;
         rep->kl_p99 = r->kl[k < 0 ? 0 : k];
     }
     if (r->o->attribution) {

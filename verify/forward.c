@@ -106,7 +106,7 @@ struct dsq_fwd {
     int topk_on;
 };
 
-/* ==== small helpers ======================================================= */
+/* ==== small utilities ===================================================== */
 
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
@@ -120,11 +120,14 @@ static float *falloc2(int64_t a, int64_t b) {
     return dsq_aalloc((size_t)n ? (size_t)n : 1);
 }
 
+/* HF rule: MoE from first_k_dense_replace on, every moe_layer_freq-th layer
+ * (1 for every released model). */
 static int is_moe_layer(const dsq_config *c, int l) {
     if (c->n_routed_experts <= 0 || l < c->first_k_dense) return 0;
     return c->moe_layer_freq <= 1 || l % c->moe_layer_freq == 0;
 }
 
+/* SiLU(z) = z * sigmoid(z), the gate nonlinearity of every SwiGLU (§4.8). */
 static float silu(float v) { return v / (1.0f + expf(-v)); }
 
 /* ==== building blocks (public for tests) ================================== */
@@ -174,6 +177,8 @@ void dsq_fwd_rope(float *x, int d, const float *cos_t, const float *sin_t, int i
 }
 
 void dsq_fwd_rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
+    /* the mean square is summed in double: n reaches 18432 in the dense
+     * FFN of the large model, where an f32 running sum loses digits */
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float r = 1.0f / sqrtf((float)(ss / n) + eps);
@@ -182,6 +187,7 @@ void dsq_fwd_rmsnorm(const float *x, const float *w, int n, float eps, float *y)
 
 void dsq_fwd_layernorm(const float *x, const float *w, const float *b, int n, float eps,
                        float *y) {
+    /* two passes (mean, then biased variance), as torch's layer_norm */
     double s = 0, v = 0;
     for (int i = 0; i < n; i++) s += x[i];
     float mu = (float)(s / n);
@@ -211,6 +217,10 @@ void dsq_fwd_act_fp8(const float *x, float *y, int64_t n, int group) {
     }
 }
 
+/* Butterfly of spec §4.5: log2(n) passes of (a + b, a - b) over pairs h
+ * apart give the Sylvester-ordered matrix (-1)^popcount(i & j); the final
+ * 1/sqrt(n) makes it orthonormal, so scores are unchanged in exact
+ * arithmetic and only the FP8 rounding sees the rotation. */
 void dsq_fwd_hadamard(float *v, int n) {
     for (int h = 1; h < n; h *= 2)
         for (int a = 0; a < n; a += 2 * h)
@@ -245,8 +255,11 @@ void dsq_fwd_route(const dsq_config *cfg, const float *z, const float *bias, int
         sig[e] = 1.0f / (1.0f + expf(-z[e]));
         b[e] = sig[e] + (bias ? bias[e] : 0.0f); /* for selection only */
     }
+    /* With one group, or all groups kept, group-limited routing selects
+     * nothing away and is skipped. */
     if (G > 1 && gk < G) {
-        /* group score: sum of the two best biased scores in the group */
+        /* group score: sum of the two best biased scores in the group
+         * (a one-expert group scores its only expert) */
         for (int g = 0; g < G; g++) {
             const float *bg = b + g * per;
             int32_t t1 = argmax_skip(bg, per, NULL, 0);
@@ -258,6 +271,8 @@ void dsq_fwd_route(const dsq_config *cfg, const float *z, const float *bias, int
             keep[nk] = argmax_skip(gs, G, keep, nk);
             nk++;
         }
+        /* -inf, not 0: biased scores can be negative, and a 0 would let an
+         * expert of a discarded group win (spec §7 pitfall 27) */
         for (int g = 0; g < G; g++) {
             int kept = 0;
             for (int j = 0; j < nk; j++) kept |= keep[j] == g;
@@ -265,6 +280,8 @@ void dsq_fwd_route(const dsq_config *cfg, const float *z, const float *bias, int
                 for (int e = g * per; e < (g + 1) * per; e++) b[e] = -INFINITY;
         }
     }
+    /* experts come out by descending biased score; their weights use the
+     * unbiased sigmoid (the bias only steers selection) */
     float sum = 0;
     for (int k = 0; k < ke; k++) {
         experts[k] = argmax_skip(b, E, experts, k);
@@ -277,6 +294,10 @@ void dsq_fwd_route(const dsq_config *cfg, const float *z, const float *bias, int
 
 /* ==== parallel loops ====================================================== */
 
+/* A parallel loop hands out items from an atomic counter instead of fixed
+ * ranges: workers that finish early (or were descheduled less) take more
+ * items, and since an item's result does not depend on which worker ran it,
+ * the balancing never shows in the output. */
 typedef int (*item_fn)(fwd_worker *w, int item, void *ctx);
 
 struct fwd_par {
@@ -400,6 +421,11 @@ static void observe(dsq_fwd *f, dsq_role role, int expert, const float *x, int n
 
 /* ==== attention =========================================================== */
 
+/* Attention of head h for every query (§4.4), ATT_ROWS queries at a time:
+ * scores of the block against the keys it can see (0 .. last row of the
+ * block), softmax over the keys the mask keeps, then P * V.  Entries of P
+ * that are masked or in the future are exact zeros, so they add nothing to
+ * the sums and the block shape does not change the result. */
 static int att_head(fwd_worker *w, int h, void *vc) {
     dsq_fwd *f = w->f;
     (void)vc;
@@ -482,6 +508,10 @@ static void select_best(sc_pair *a, int n, int k) {
     }
 }
 
+/* Index scores of IDX_ROWS queries against their visible keys, then the
+ * selection (§4.6): k_t = min(index_topk, t + 1) keys with the largest
+ * score, ties toward the smaller position, always within 0..t (the causal
+ * mask is part of the definition, so no second pass is needed). */
 static int idx_rows(fwd_worker *w, int item, void *vc) {
     dsq_fwd *f = w->f;
     (void)vc;
@@ -543,6 +573,8 @@ static int indexer(dsq_fwd *f, const fwd_layer *L, dsq_err *err) {
         dsq_fwd_rope(kt, dr, ct, st, il); /* rope part first in the indexer */
         for (int j = 0; j < HI; j++)
             dsq_fwd_rope(f->qi + ((int64_t)t * HI + j) * dI, dr, ct, st, il);
+        /* both constant factors are folded into the head weights, where the
+         * official code applies them (H_I^-1/2 and d_I^-1/2) */
         for (int j = 0; j < HI; j++) f->wi[(int64_t)t * HI + j] *= f->idx_scale_h * f->idx_scale_d;
         if (f->act_fp8) {
             /* rotation spreads outliers before the per-vector FP8 cast */
@@ -620,6 +652,11 @@ fail:
     return rc;
 }
 
+/* Routed experts run only on their tokens: the (token, slot) pairs are
+ * grouped per expert, each expert gathers its rows, runs its SwiGLU and
+ * writes each row's output to that pair's slot of f->eo.  The weighted sum
+ * happens afterwards per token in a fixed order, so no two workers ever add
+ * into the same output. */
 typedef struct {
     const fwd_layer *L;
     const float *X; /* x2, or its FP8 round trip */
@@ -739,6 +776,8 @@ fail:
 
 /* ==== layers ============================================================== */
 
+/* One decoder layer (§4.1): h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h)).
+ * The residual stays in f32 (the official code stores it in BF16). */
 static int run_layer(dsq_fwd *f, int l, dsq_err *err) {
     const fwd_layer *L = &f->layers[l];
     f->cur_layer = l;
@@ -921,6 +960,10 @@ static int need_vec(dsq_fwd *f, const float **out, float **cursor, const char *n
     return DSQ_OK;
 }
 
+/* The configuration decides every allocation and loop bound, so it is
+ * checked before anything is sized from it: dimensions positive and
+ * bounded, experts splitting evenly into groups, enough candidates for the
+ * experts per token, an indexer key wide enough for its RoPE part. */
 static int check_config(const dsq_config *c, dsq_err *err) {
     const struct { const char *name; int v; } dims[] = {
         {"vocab_size", c->vocab_size}, {"hidden_size", c->hidden_size},
@@ -1096,7 +1139,8 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
             f->sin_t[(int64_t)t * half + i] = sinf(a);
         }
 
-    /* ---- activations ---- */
+    /* ---- activations: everything a window needs, sized once for max_T, so
+     * the per-window path never allocates ---- */
     int D = f->D;
     int kmax = imax(imax(D, f->rq), imax(f->rkv, imax(f->H * f->dv, f->Fmax)));
     f->h = falloc2(T, D); f->x = falloc2(T, D); f->x2 = falloc2(T, D);
