@@ -473,6 +473,100 @@ TEST(test_forward_expert_and_begin_at) {
     tm_free(&m);
 }
 
+/* ---- the calibration hook ------------------------------------------------- */
+
+typedef struct {
+    int count[3][DSQ_R_COUNT][9]; /* layer, role, expert + 1 */
+    int rows[3][DSQ_R_COUNT][9], cols[3][DSQ_R_COUNT][9];
+    float *exp_in[3][8];          /* routed experts' gate inputs, copied */
+    int bad;
+} observed;
+
+static void on_observe(void *arg, int layer, dsq_role role, int expert, const float *x, int n,
+                       int cols) {
+    observed *o = arg;
+    if (layer < 0 || layer > 2 || role <= 0 || role >= DSQ_R_COUNT || expert < -1 || expert > 7 ||
+        n < 1 || !isfinite(x[(int64_t)n * cols - 1])) {
+        o->bad++;
+        return;
+    }
+    o->count[layer][role][expert + 1]++;
+    o->rows[layer][role][expert + 1] = n;
+    o->cols[layer][role][expert + 1] = cols;
+    if (role == DSQ_R_EXP_GATE && !o->exp_in[layer][expert]) {
+        o->exp_in[layer][expert] = malloc(sizeof(float) * (size_t)n * cols);
+        memcpy(o->exp_in[layer][expert], x, sizeof(float) * (size_t)n * cols);
+    }
+}
+
+TEST(test_forward_observe_hook) {
+    dsq_config c;
+    tmodel m;
+    tm_small_config(&c);
+    CHECK(tm_build(&m, &c, 12) == 0);
+    enum { T = 12 };
+    int32_t tok[T];
+    random_tokens(tok, T, c.vocab_size, 21);
+    observed *ob = calloc(1, sizeof *ob);
+    dsq_fwd_opts o = {.max_tokens = T, .n_threads = 2, .observe = on_observe, .observe_arg = ob};
+    dsq_fwd *f, *g;
+    dsq_err err;
+    CHECK(dsq_fwd_new(&f, &m.w, &o, &err) == 0);
+    o.observe = NULL;
+    CHECK(dsq_fwd_new(&g, &m.w, &o, &err) == 0);
+    int D = c.hidden_size, ke = c.n_experts_per_tok;
+    float *a = malloc(sizeof(float) * T * c.vocab_size), *b = malloc(sizeof(float) * T * c.vocab_size);
+    float *x2 = malloc(sizeof(float) * 3 * T * D);
+    int32_t ex[3][T * 8];
+    CHECK(dsq_fwd_begin(f, tok, T, &err) == 0);
+    dsq_fwd_view v;
+    for (int l = 0; l < c.n_layers; l++) {
+        CHECK(dsq_fwd_layer(f, &v, &err) == 0);
+        memcpy(x2 + l * T * D, v.ffn_in, sizeof(float) * T * D);
+        if (v.experts) memcpy(ex[l], v.experts, sizeof(int32_t) * T * ke);
+        /* calling one expert alone (as verify does) is not observed */
+        if (v.experts) CHECK(dsq_fwd_expert(f, l, 0, v.ffn_in, 1, b, &err) == 0);
+    }
+    CHECK(dsq_fwd_logits(f, a, &err) == 0);
+    CHECK(dsq_fwd_run(g, tok, T, b, &err) == 0);
+    CHECK(memcmp(a, b, sizeof(float) * T * c.vocab_size) == 0); /* observing changes nothing */
+    CHECK(ob->bad == 0);
+    int Fs = c.n_shared_experts * c.moe_intermediate_size;
+    for (int l = 0; l < c.n_layers; l++) {
+        struct { dsq_role r; int cols; } once[] = {
+            {DSQ_R_ATTN_Q_A, D}, {DSQ_R_ATTN_Q_B, c.q_lora_rank}, {DSQ_R_ATTN_KV_B, c.kv_lora_rank},
+            {DSQ_R_ATTN_O, c.n_heads * c.v_head_dim},
+            {l ? DSQ_R_SHEXP_GATE : DSQ_R_DENSE_GATE, D},
+            {l ? DSQ_R_SHEXP_DOWN : DSQ_R_DENSE_DOWN, l ? Fs : c.intermediate_size}};
+        for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
+            CHECKF(ob->count[l][once[i].r][0] == 1, "layer %d role %s: %d reports", l,
+                   dsq_role_name(once[i].r), ob->count[l][once[i].r][0]);
+            CHECK(ob->rows[l][once[i].r][0] == T && ob->cols[l][once[i].r][0] == once[i].cols);
+        }
+        for (int e = 0; e < c.n_routed_experts; e++) {
+            int cnt = 0;
+            for (int k = 0; l && k < T * ke; k++) cnt += ex[l][k] == e;
+            CHECKF(ob->count[l][DSQ_R_EXP_GATE][e + 1] == (cnt > 0) &&
+                       ob->count[l][DSQ_R_EXP_DOWN][e + 1] == (cnt > 0),
+                   "layer %d expert %d", l, e);
+            if (!cnt) continue;
+            CHECK(ob->rows[l][DSQ_R_EXP_GATE][e + 1] == cnt && ob->cols[l][DSQ_R_EXP_DOWN][e + 1] == c.moe_intermediate_size);
+            /* the gate input rows are the routed tokens' FFN inputs, in token order */
+            for (int k = 0, r = 0; k < T * ke; k++)
+                if (ex[l][k] == e) {
+                    CHECK(memcmp(ob->exp_in[l][e] + r * D, x2 + (l * T + k / ke) * D, sizeof(float) * D) == 0);
+                    r++;
+                }
+        }
+    }
+    for (int l = 0; l < 3; l++)
+        for (int e = 0; e < 8; e++) free(ob->exp_in[l][e]);
+    dsq_fwd_free(f);
+    dsq_fwd_free(g);
+    free(a); free(b); free(x2); free(ob);
+    tm_free(&m);
+}
+
 /* ---- errors ----------------------------------------------------------------- */
 
 TEST(test_forward_errors) {
