@@ -415,6 +415,19 @@ double dsq_weighted_err(const float *W, const dsq_qmat *q, const float *colscale
     return den > 0 ? num / den : 0;
 }
 
+void dsq_awq_scales(const float *mean_abs, int64_t cols, float alpha, float *s) {
+    double lmax = -INFINITY, lmin = INFINITY;
+    for (int64_t j = 0; j < cols; j++) {
+        float m = mean_abs[j] > 1e-8f ? mean_abs[j] : 1e-8f;
+        s[j] = powf(m, alpha);
+        double l = log(s[j]);
+        lmax = l > lmax ? l : lmax;
+        lmin = l < lmin ? l : lmin;
+    }
+    float norm = (float)exp(-(lmax + lmin) / 2);
+    for (int64_t j = 0; j < cols; j++) s[j] *= norm;
+}
+
 int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, const float *mean_sq,
             int n_grid, int clip_steps, const dsq_qmat *dst, float *colscale, float *alpha_out,
             double *out_err, dsq_err *err) {
@@ -436,18 +449,7 @@ int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, c
     float best_alpha = 0;
     for (int k = 0; k <= n_grid; k++) {
         float alpha = (float)k / (float)n_grid;
-        /* s_j = m_j^alpha, normalised so that sqrt(max * min) = 1 keeps the
-         * weights in a sane range (as the reference implementation does) */
-        double lmax = -INFINITY, lmin = INFINITY;
-        for (int64_t j = 0; j < cols; j++) {
-            float m = mean_abs[j] > 1e-8f ? mean_abs[j] : 1e-8f;
-            s[j] = powf(m, alpha);
-            double l = log(s[j]);
-            lmax = l > lmax ? l : lmax;
-            lmin = l < lmin ? l : lmin;
-        }
-        float norm = (float)exp(-(lmax + lmin) / 2);
-        for (int64_t j = 0; j < cols; j++) s[j] *= norm;
+        dsq_awq_scales(mean_abs, cols, alpha, s);
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < cols; j++) Ws[r * cols + j] = W[r * cols + j] * s[j];
         dsq_qmat src = {DSQ_Q_F32, rows, cols, Ws, NULL, NULL};

@@ -45,6 +45,10 @@ int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, c
             int n_grid, int clip_steps, const dsq_qmat *dst, float *colscale, float *alpha_out,
             double *out_err, dsq_err *err);
 
+/* AWQ channel scales: s_j = max(m_j, 1e-8)^alpha, normalised so that
+ * sqrt(max_j s_j * min_j s_j) = 1 (keeps W diag(s) in the range of W). */
+void dsq_awq_scales(const float *mean_abs, int64_t cols, float alpha, float *s);
+
 /* Activation-weighted relative error of a quantized matrix against W:
  * sum_ij msq_j (W_ij - Wq_ij)^2 / sum_ij msq_j W_ij^2 (colscale may be NULL). */
 double dsq_weighted_err(const float *W, const dsq_qmat *q, const float *colscale, const float *mean_sq);

@@ -110,32 +110,25 @@ int dsq_cstats_alias(dsq_cstats *cs, const char *alias, const char *target) {
 }
 
 /* tmp[i][j] (j >= i) += sum over the n rows of x_i x_j, in f32 for one
- * batch (at most a window of tokens; the running total stays in double). */
-static void hess_rows(float *tmp, const float *x, int64_t n, int64_t c) {
-    for (int64_t t = 0; t < n; t++) {
-        const float *r = x + t * c;
-        for (int64_t i = 0; i < c; i++) {
-            float xi = r[i];
-            if (xi == 0) continue;
-            float *ti = tmp + i * c;
-            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];
-        }
+ * batch (at most a window of tokens; the running total stays in double).
+ * One body, compiled twice: plain and for AVX2+FMA (whose f32 sums may round
+ * differently: statistics, not stored bytes, depend on it). */
+#define HESS_ROWS_BODY                                                        \
+    for (int64_t t = 0; t < n; t++) {                                         \
+        const float *r = x + t * c;                                           \
+        for (int64_t i = 0; i < c; i++) {                                     \
+            float xi = r[i];                                                  \
+            if (xi == 0) continue;                                            \
+            float *ti = tmp + i * c;                                          \
+            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];               \
+        }                                                                     \
     }
-}
+
+static void hess_rows(float *tmp, const float *x, int64_t n, int64_t c) { HESS_ROWS_BODY }
 
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(DSQ_NO_SIMD)
-/* The same loop compiled for AVX2+FMA; the f32 sums may round differently
- * from the SSE2 build (statistics, not stored bytes, depend on it). */
 __attribute__((target("avx2,fma"))) static void hess_rows_avx2(float *tmp, const float *x, int64_t n, int64_t c) {
-    for (int64_t t = 0; t < n; t++) {
-        const float *r = x + t * c;
-        for (int64_t i = 0; i < c; i++) {
-            float xi = r[i];
-            if (xi == 0) continue;
-            float *ti = tmp + i * c;
-            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];
-        }
-    }
+    HESS_ROWS_BODY
 }
 static void hess_dispatch(float *tmp, const float *x, int64_t n, int64_t c) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) hess_rows_avx2(tmp, x, n, c);

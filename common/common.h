@@ -84,6 +84,9 @@ static inline int dsq_add_ovf(uint64_t a, uint64_t b, uint64_t *out) {
 }
 
 /* ---- misc ----------------------------------------------------------------*/
+/* 64-bit checksums as 16 lower-case hex digits (the JSON form of xxh3). */
+void dsq_hex16(char out[17], uint64_t v);
+int dsq_unhex16(const char *s, uint64_t *out); /* 1 if s is exactly 16 hex digits */
 double dsq_now(void);                       /* monotonic seconds */
 const char *dsq_basename(const char *path); /* pointer into path */
 /* Read a whole (small) regular file; *out from malloc, NUL-terminated. */

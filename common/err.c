@@ -74,6 +74,21 @@ void *dsq_aalloc(size_t n) {
 void dsq_afree(void *p) { free(p); }
 
 /* ---- misc ----------------------------------------------------------------*/
+void dsq_hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+int dsq_unhex16(const char *s, uint64_t *out) {
+    if (!s || strlen(s) != 16) return 0;
+    uint64_t x = 0;
+    for (int i = 0; i < 16; i++) {
+        char ch = s[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0) return 0;
+        x = x << 4 | (uint64_t)d;
+    }
+    *out = x;
+    return 1;
+}
+
 double dsq_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

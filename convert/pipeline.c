@@ -315,7 +315,7 @@ static void add_source(cJSON *arr, const char *path, dsq_err *err) {
     uint64_t h, sz;
     if (dsq_file_xxh3(path, &h, &sz, err)) return;
     char hx[17];
-    snprintf(hx, sizeof hx, "%016llx", (unsigned long long)h);
+    dsq_hex16(hx, h);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", dsq_basename(path));
     cJSON_AddNumberToObject(o, "size", (double)sz);

@@ -150,16 +150,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
         dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
         for (int k = 0; k <= 4 && !rc; k++) {
             float alpha = 0.125f * (float)k;
-            double lmax = -INFINITY, lmin = INFINITY;
-            for (int64_t j = 0; j < cols; j++) {
-                float mabs = w->imp[cols + j] > 1e-8f ? w->imp[cols + j] : 1e-8f;
-                sc[j] = powf(mabs, alpha);
-                double l = log(sc[j]);
-                lmax = l > lmax ? l : lmax;
-                lmin = l < lmin ? l : lmin;
-            }
-            float norm = (float)exp(-(lmax + lmin) / 2);
-            for (int64_t j = 0; j < cols; j++) sc[j] *= norm;
+            dsq_awq_scales(w->imp + cols, cols, alpha, sc);
             for (int64_t i = 0; i < cols; i++)
                 for (int64_t j = 0; j < cols; j++) Hs[i * cols + j] = H[i * cols + j] / ((double)sc[i] * sc[j]);
             for (int64_t r = 0; r < rows; r++)

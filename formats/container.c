@@ -111,18 +111,7 @@ static int jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t *
     *out = (int64_t)v->valuedouble;
     return 1;
 }
-static int jhex(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsString(v) || strlen(v->valuestring) != 16) return 0;
-    uint64_t x = 0;
-    for (int i = 0; i < 16; i++) {
-        char ch = v->valuestring[i];
-        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (d < 0) return 0;
-        x = x << 4 | (uint64_t)d;
-    }
-    *out = x;
-    return 1;
-}
+static int jhex(const cJSON *v, uint64_t *out) { return cJSON_IsString(v) && dsq_unhex16(v->valuestring, out); }
 
 typedef struct { uint64_t b, e; int t; int a; } span;
 static int cmp_span(const void *x, const void *y) {
@@ -719,7 +708,6 @@ int dsq_ctrw_write(dsq_ctrw *w, int i, int e, int which, const void *p, uint64_t
     return DSQ_OK;
 }
 
-static void hexs(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
 int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
     int rc = DSQ_OK;
@@ -750,7 +738,7 @@ int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
         cJSON_AddNumberToObject(o, "size", (double)w->files[i].zsize);
         cJSON_AddNumberToObject(o, "raw_size", (double)w->files[i].raw);
         cJSON_AddStringToObject(o, "compression", "zlib");
-        hexs(hx, w->files[i].xxh3);
+        dsq_hex16(hx, w->files[i].xxh3);
         cJSON_AddStringToObject(o, "xxh3", hx);
         cJSON_AddItemToArray(fa, o);
     }
@@ -777,7 +765,7 @@ int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
             cJSON_AddNumberToObject(a, "size", (double)(t->slice[k] * (uint64_t)ne));
             cJSON *h = cJSON_AddArrayToObject(a, "xxh3");
             for (int e = 0; e < ne; e++) {
-                hexs(hx, t->hash[k][e]);
+                dsq_hex16(hx, t->hash[k][e]);
                 cJSON_AddItemToArray(h, cJSON_CreateString(hx));
             }
         }

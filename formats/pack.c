@@ -64,20 +64,8 @@ typedef struct pk_man {
  * Small helpers
  * ======================================================================== */
 
-static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
-static int unhex16(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsString(v) || strlen(v->valuestring) != 16) return 0;
-    uint64_t x = 0;
-    for (int i = 0; i < 16; i++) {
-        char ch = v->valuestring[i];
-        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (d < 0) return 0;
-        x = x << 4 | (uint64_t)d;
-    }
-    *out = x;
-    return 1;
-}
+static int unhex16(const cJSON *v, uint64_t *out) { return cJSON_IsString(v) && dsq_unhex16(v->valuestring, out); }
 
 /* An integer-valued JSON number in [lo, hi] (exact below 2^53). */
 static int jnum(const cJSON *o, const char *k, double lo, double hi, uint64_t *out) {
@@ -600,10 +588,10 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const pk_man *m, cons
     sb_add(&b, "## Files\n\nThe container is cut into %d part%s of at most %llu bytes; `manifest.json` lists the\n"
                "xxh3-64 of each part and of the whole container (%s, ",
            m->n, m->n == 1 ? "" : "s", (unsigned long long)m->part_size, human(h1, sizeof h1, m->size));
-    hex16(hx, m->xxh3);
+    dsq_hex16(hx, m->xxh3);
     sb_add(&b, "xxh3 `%s`).\n\n| part | bytes | xxh3 |\n|---|---:|---|\n", hx);
     for (int i = 0; i < m->n; i++) {
-        hex16(hx, m->p[i].xxh3);
+        dsq_hex16(hx, m->p[i].xxh3);
         sb_add(&b, "| ");
         sb_md(&b, m->p[i].name);
         sb_add(&b, " | %llu | `%s` |\n", (unsigned long long)m->p[i].size, hx);
@@ -659,7 +647,7 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
     cJSON *ct = cJSON_AddObjectToObject(o, "container");
     cJSON_AddStringToObject(ct, "name", m->name);
     cJSON_AddNumberToObject(ct, "size", (double)m->size);
-    hex16(hx, m->xxh3);
+    dsq_hex16(hx, m->xxh3);
     cJSON_AddStringToObject(ct, "xxh3", hx);
     cJSON_AddStringToObject(ct, "format_version", jstr(meta, "format_version", "1.0"));
     cJSON_AddNumberToObject(o, "part_size", (double)m->part_size);
@@ -669,14 +657,14 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
         cJSON_AddStringToObject(p, "name", m->p[i].name);
         cJSON_AddNumberToObject(p, "offset", (double)m->p[i].off);
         cJSON_AddNumberToObject(p, "size", (double)m->p[i].size);
-        hex16(hx, m->p[i].xxh3);
+        dsq_hex16(hx, m->p[i].xxh3);
         cJSON_AddStringToObject(p, "xxh3", hx);
         cJSON_AddItemToArray(pa, p);
     }
     cJSON *cd = cJSON_AddObjectToObject(o, "card");
     cJSON_AddStringToObject(cd, "name", PK_CARD);
     cJSON_AddNumberToObject(cd, "size", (double)m->card_size);
-    hex16(hx, m->card_xxh3);
+    dsq_hex16(hx, m->card_xxh3);
     cJSON_AddStringToObject(cd, "xxh3", hx);
     cJSON *md = cJSON_AddObjectToObject(o, "model");
     cJSON_AddStringToObject(md, "model_type", g->model_type);
@@ -1316,8 +1304,8 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
     uint64_t whole = XXH3_64bits_digest(xw);
     if (whole != m->xxh3) {
         char a[17], b[17];
-        hex16(a, whole);
-        hex16(b, m->xxh3);
+        dsq_hex16(a, whole);
+        dsq_hex16(b, m->xxh3);
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: reassembled container checksum mismatch (xxh3 %s, the manifest says %s)",
                       r->src, a, b);
         goto fail;
