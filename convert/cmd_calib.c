@@ -6,6 +6,7 @@
 #include "convert/cli.h"
 #include "convert/model.h"
 #include "common.h"
+#include "verify/eval.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -13,7 +14,7 @@
 #include <unistd.h>
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json) -o CAL.dsqcal\n"
+    fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json | --random-tokens N) -o CAL.dsqcal\n"
                "                 [--ctx N] [--samples N] [--recipe R.json | --preset P] [--min-tokens N]\n"
                "                 [--hessian] [--act-fp8] [--threads N] [--force] [--json]\n\n"
                "Run the reference forward pass over calibration text layer by layer, each layer fed by the\n"
@@ -32,6 +33,7 @@ static int usage(FILE *f) {
 
 int cmd_calib(int argc, char **argv) {
     const char *src = NULL, *out = NULL, *text = NULL, *tokens = NULL, *preset = NULL, *recipe = NULL;
+    long nrand = 0;
     dsq_calib_opts o = {0};
     int force = 0, json = 0;
     o.min_tokens = 16;
@@ -42,6 +44,7 @@ int cmd_calib(int argc, char **argv) {
         else if (cli_is(a, "-o") && i + 1 < argc) out = argv[++i];
         else if (cli_is(a, "--text") && i + 1 < argc) text = argv[++i];
         else if (cli_is(a, "--tokens") && i + 1 < argc) tokens = argv[++i];
+        else if (cli_is(a, "--random-tokens") && i + 1 < argc) nrand = atol(argv[++i]);
         else if (cli_is(a, "--ctx") && i + 1 < argc) o.ctx = atoi(argv[++i]);
         else if (cli_is(a, "--samples") && i + 1 < argc) o.samples = atoi(argv[++i]);
         else if (cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
@@ -58,7 +61,11 @@ int cmd_calib(int argc, char **argv) {
         } else if (!src) src = a;
         else return usage(stderr);
     }
-    if (!src || !out || !!text == !!tokens) return usage(stderr);
+    if (!src || !out || (!!text + !!tokens + (nrand > 0)) != 1) return usage(stderr);
+    if (nrand > (1L << 30)) {
+        fprintf(stderr, "dsq calib: --random-tokens at most %ld\n", 1L << 30);
+        return 2;
+    }
     if (preset && recipe) {
         fprintf(stderr, "dsq calib: give at most one of --preset and --recipe\n");
         return 2;
@@ -69,7 +76,18 @@ int cmd_calib(int argc, char **argv) {
     if (rc) return cli_err("calib", &err);
     int32_t *ids = NULL;
     size_t n = 0;
-    if (dsq_model_load_tokens(src, tokens, text, 0, &ids, &n, &err)) {
+    if (nrand > 0) {
+        /* synthetic models have no text: fixed pseudo-random ids, as eval and verify use */
+        dsq_model mm;
+        if (dsq_model_open(&mm, src, &err)) {
+            dsq_recipe_deinit(&r);
+            return cli_err("calib", &err);
+        }
+        ids = dsq_malloc(sizeof *ids * (size_t)nrand);
+        if (ids) dsq_eval_random_tokens(ids, nrand, mm.w.cfg->vocab_size, mm.w.cfg->bos_token_id);
+        dsq_model_close(&mm);
+        n = ids ? (size_t)nrand : 0;
+    } else if (dsq_model_load_tokens(src, tokens, text, 0, &ids, &n, &err)) {
         dsq_recipe_deinit(&r);
         return cli_err("calib", &err);
     }
