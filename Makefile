@@ -4,6 +4,8 @@
 #   make test       build and run the test suite (tests/run)
 #   make sanitize   rebuild with AddressSanitizer + UBSan and run the suite
 #   make demo       end-to-end job on a generated tiny model
+#   make fuzz       libFuzzer on every parser (clang), FUZZ_SECONDS each, FUZZ=target
+#   make fuzz-corpus  regenerate the seed files of tests/fuzz/corpus/
 #   make bench      benchmarks (see bench/README.md)
 #   make SIMD=none  force the scalar reference kernels everywhere
 #
@@ -38,9 +40,15 @@ LIB_SRC  := $(filter-out convert/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/*.c))
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+# Fuzz targets (tests/fuzz/<target>.c) are linked into the runner too, each
+# renamed to fuzz_<target>, so tests/test_fuzz_replay.c can replay the corpus.
+FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_util.c tests/fuzz/gen_corpus.c tests/fuzz/driver.c,$(sort $(wildcard tests/fuzz/*.c)))
+FUZZ_TARGETS := $(basename $(notdir $(FUZZ_SRC)))
+FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
+TEST_OBJ += $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/%.o) $(BUILD)/obj/tests/fuzz/fuzz_util.o
 HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h convert/*.h tests/*.h)
 
-.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz
+.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz fuzz-bin fuzz-corpus fuzz-driver
 all: deps $(BUILD)/dsq
 
 deps:
@@ -102,7 +110,7 @@ $(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ bench/tok_bench.c $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 # ---- benchmarks (bench/*.c, each a program linked against libdsq) ----------
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
@@ -111,3 +119,75 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
 $(BUILD)/bench/quant_bench: bench/quant_bench.c $(BUILD)/libdsq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# ---- fuzzing (tests/fuzz/README.md) ------------------------------------------
+# Replay build: the entry point LLVMFuzzerTestOneInput of tests/fuzz/X.c
+# becomes fuzz_X, so every target links into tests/run side by side.
+$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c $(HDRS) $(FUZZ_HDRS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_$* -c $< -o $@
+
+$(BUILD)/gen/fuzz_list.h: $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	@{ printf '#define FUZZ_TARGETS \\\n'; \
+	   for t in $(FUZZ_TARGETS); do printf '    F(%s) \\\n' $$t; done; printf '\n'; } > $@
+
+$(BUILD)/obj/tests/test_fuzz_replay.o: $(BUILD)/gen/fuzz_list.h $(FUZZ_HDRS)
+$(BUILD)/obj/tests/test_fuzz_replay.o: CFLAGS += -I$(BUILD)/gen
+
+# libFuzzer build: clang, the library itself instrumented for coverage
+# (-fsanitize=fuzzer-no-link) and checked by ASan + UBSan; one binary per
+# target in build-fuzz/fuzz/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ         ?= $(FUZZ_TARGETS)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+fuzz-bin: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# Each target runs FUZZ_SECONDS with its checked-in corpus (read only) and a
+# working corpus in build-fuzz/corpus/; inputs that crash, leak or time out
+# are copied into tests/fuzz/corpus/<target>/ so `make test` replays them.
+fuzz: deps
+	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+	  $(FUZZ_CC) -x c -fsanitize=fuzzer - -o /dev/null 2>/dev/null || { \
+	  echo "libFuzzer not found: '$(FUZZ_CC) -fsanitize=fuzzer' must link."; \
+	  echo "Debian/Ubuntu:  apt-get install clang libclang-rt-dev   (or clang-14 libclang-rt-14-dev)"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g" \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
+	@found=""; for t in $(FUZZ); do \
+	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -dict=tests/fuzz/fuzz.dict -artifact_prefix=build-fuzz/crash/$$t/ -print_final_stats=1 \
+	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>build-fuzz/$$t.log; \
+	  grep -E '^(stat::number_of_executed_units|stat::new_units_added|SUMMARY)' build-fuzz/$$t.log; \
+	  for f in build-fuzz/crash/$$t/*; do \
+	    [ -f "$$f" ] || continue; cp "$$f" tests/fuzz/corpus/$$t/; rm -f "$$f"; \
+	    found="$$found tests/fuzz/corpus/$$t/$${f##*/}"; \
+	  done; \
+	done; \
+	if [ -n "$$found" ]; then echo "new failing inputs (logs in build-fuzz/*.log):"; \
+	  for f in $$found; do echo "  $$f"; done; exit 1; fi
+
+# One plain program per target (tests/fuzz/driver.c): replay files by hand.
+fuzz-driver: $(FUZZ_TARGETS:%=$(BUILD)/fuzz-driver/%)
+
+$(BUILD)/fuzz-driver/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# Seeds: generated from synthetic checkpoints (and ../shared when present).
+$(BUILD)/gen_corpus: tests/fuzz/gen_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(FUZZ_HDRS)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+fuzz-corpus: $(BUILD)/gen_corpus
+	$(BUILD)/gen_corpus tests/fuzz/corpus
