@@ -138,7 +138,8 @@ $(BUILD)/obj/tests/test_fuzz_replay.o: CFLAGS += -I$(BUILD)/gen
 
 # libFuzzer build: clang, the library itself instrumented for coverage
 # (-fsanitize=fuzzer-no-link) and checked by ASan + UBSan; one binary per
-# target in build-fuzz/fuzz/.
+# target in build-fuzz/fuzz/.  -Wno-unknown-warning-option: clang does not
+# know gcc's -Wno-format-truncation.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ         ?= $(FUZZ_TARGETS)
@@ -161,7 +162,7 @@ fuzz: deps
 	  echo "libFuzzer not found: '$(FUZZ_CC) -fsanitize=fuzzer' must link."; \
 	  echo "Debian/Ubuntu:  apt-get install clang libclang-rt-dev   (or clang-14 libclang-rt-14-dev)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g" \
-	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-warning-option" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
 	@found=""; for t in $(FUZZ); do \
 	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
