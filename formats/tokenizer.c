@@ -1201,7 +1201,9 @@ static const cslot *cache_get(const enc_state *st, const char *w, size_t n, uint
 /* Remember ids of a word.  Failing to allocate only means no caching. */
 static void cache_put(enc_state *st, const char *w, size_t n, uint64_t h, const int32_t *ids,
                       size_t nids) {
-    if (nids > 0xFFFF) return;
+    /* An empty piece (a regex that matches "") has nothing worth keeping, and
+     * ckey / cids may still be NULL, where even a 0-byte copy is undefined. */
+    if (n == 0 || nids == 0 || nids > 0xFFFF) return;
     if (!st->slots) {
         st->slots = dsq_calloc(CACHE_SLOTS, sizeof *st->slots);
         if (!st->slots) return;
