@@ -459,8 +459,10 @@ int dsq_ctr_qmat(const dsq_ctr *c, int i, int e, dsq_qmat *m, dsq_err *err) {
 int dsq_ctr_verify(const dsq_ctr *c, int64_t *n_checked, dsq_err *err) {
     int64_t n = 0;
     for (int f = 0; f < c->n_files; f++, n++)
-        if (XXH3_64bits(c->map + c->files[f].offset, c->files[f].size) != c->files[f].xxh3)
+        if (XXH3_64bits(c->map + c->files[f].offset, c->files[f].size) != c->files[f].xxh3) {
+            if (n_checked) *n_checked = n;
             return dsq_fail(err, DSQ_E_CHECKSUM, "%s: file '%s': checksum mismatch", c->path, c->files[f].name);
+        }
     for (int i = 0; i < c->n; i++) {
         const dsq_ctensor *t = &c->t[i];
         for (int k = 0; k < DSQ_ARR_N; k++) {
