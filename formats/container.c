@@ -101,11 +101,13 @@ int dsq_ctr_find(const dsq_ctr *c, const char *name) {
     return -1;
 }
 
-/* JSON helpers: an integer in [lo, hi]; a 16-hex-digit checksum. */
+/* JSON helpers: an integer in [lo, hi]; a 16-hex-digit checksum.  (double)
+ * INT64_MAX rounds up to 2^63, which passes "<= hi" but does not fit int64_t,
+ * so 2^63 is refused before any conversion. */
 static int jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
-        v->valuedouble != (double)(int64_t)v->valuedouble)
+        v->valuedouble >= 9223372036854775808.0 || v->valuedouble != (double)(int64_t)v->valuedouble)
         return 0;
     *out = (int64_t)v->valuedouble;
     return 1;
