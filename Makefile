@@ -169,7 +169,7 @@ fuzz: deps
 	@found=""; for t in $(FUZZ); do \
 	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
-	  build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	  build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
 	    -dict=tests/fuzz/fuzz.dict -artifact_prefix=build-fuzz/crash/$$t/ -print_final_stats=1 \
 	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>build-fuzz/$$t.log; \
 	  grep -E '^(stat::number_of_executed_units|stat::new_units_added|SUMMARY)' build-fuzz/$$t.log; \
