@@ -425,6 +425,14 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: directory checksum mismatch", path);
         goto fail;
     }
+    /* With a length, cJSON skips NUL bytes as whitespace and keeps them
+     * inside strings; the metadata is handed out as a C string and names are
+     * used as C strings, so a NUL would silently cut them short. */
+    for (int i = 1; i < 3; i++)
+        if (memchr(h + s_off[i], 0, s_len[i])) {
+            dsq_fail(err, DSQ_E_FORMAT, "%s: %s section holds a NUL byte", path, sn[i]);
+            goto fail;
+        }
     c->meta = dsq_malloc(s_len[1] + 1);
     if (!c->meta) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     memcpy(c->meta, h + s_off[1], s_len[1]);
