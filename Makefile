@@ -159,6 +159,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/lib
 # Each target runs FUZZ_SECONDS with its checked-in corpus (read only) and a
 # working corpus in build-fuzz/corpus/; inputs that crash, leak or time out
 # are copied into tests/fuzz/corpus/<target>/ so `make test` replays them.
+# Scratch files go to a folder of their own (on tmpfs when there is one),
+# removed after each target even when a crash skipped the target's cleanup.
 fuzz: deps
 	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
 	  $(FUZZ_CC) -x c -fsanitize=fuzzer - -o /dev/null 2>/dev/null || { \
@@ -169,9 +171,12 @@ fuzz: deps
 	@found=""; for t in $(FUZZ); do \
 	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
-	  build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+	  tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/dsq-fuzz-run.XXXXXX"); [ -d /dev/shm ] && [ -w /dev/shm ] && \
+	    { rmdir "$$tmp"; tmp=$$(mktemp -d /dev/shm/dsq-fuzz-run.XXXXXX); }; \
+	  DSQ_FUZZ_TMP=$$tmp build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
 	    -dict=tests/fuzz/fuzz.dict -artifact_prefix=build-fuzz/crash/$$t/ -print_final_stats=1 \
 	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>build-fuzz/$$t.log; \
+	  rm -rf "$$tmp"; \
 	  grep -E '^(stat::number_of_executed_units|stat::new_units_added|SUMMARY)' build-fuzz/$$t.log; \
 	  for f in build-fuzz/crash/$$t/*; do \
 	    [ -f "$$f" ] || continue; known=""; \
