@@ -4,6 +4,8 @@
 #   make test       build and run the test suite (tests/run)
 #   make sanitize   rebuild with AddressSanitizer + UBSan and run the suite
 #   make demo       end-to-end job on a generated tiny model
+#   make fuzz       libFuzzer on every parser (clang), FUZZ_SECONDS each, FUZZ=target
+#   make fuzz-corpus  regenerate the seed files of tests/fuzz/corpus/
 #   make bench      benchmarks (see bench/README.md)
 #   make SIMD=none  force the scalar reference kernels everywhere
 #
@@ -26,7 +28,10 @@ CFLAGS  += -std=c11 $(OPT) $(WARN) $(SAN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 ifeq ($(SIMD),none)
 CFLAGS  += -DDSQ_NO_SIMD
 endif
-SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# float-cast-overflow: gcc leaves it out of -fsanitize=undefined, and it is
+# what catches a JSON number converted to an integer without a range check.
+SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined,float-cast-overflow
 
 # pkg-config lookups are deferred (=) so a fresh machine can install first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -38,9 +43,15 @@ LIB_SRC  := $(filter-out convert/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/*.c))
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+# Fuzz targets (tests/fuzz/<target>.c) are linked into the runner too, each
+# renamed to fuzz_<target>, so tests/test_fuzz_replay.c can replay the corpus.
+FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_util.c tests/fuzz/gen_corpus.c tests/fuzz/driver.c,$(sort $(wildcard tests/fuzz/*.c)))
+FUZZ_TARGETS := $(basename $(notdir $(FUZZ_SRC)))
+FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
+TEST_OBJ += $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/%.o) $(BUILD)/obj/tests/fuzz/fuzz_util.o
 HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h convert/*.h tests/*.h)
 
-.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz calib-table
+.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz fuzz-bin fuzz-corpus fuzz-driver calib-table
 all: deps $(BUILD)/dsq
 
 deps:
@@ -106,7 +117,7 @@ $(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ bench/tok_bench.c $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 # ---- benchmarks (bench/*.c, each a program linked against libdsq) ----------
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
@@ -115,3 +126,83 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
 $(BUILD)/bench/quant_bench: bench/quant_bench.c $(BUILD)/libdsq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# ---- fuzzing (tests/fuzz/README.md) ------------------------------------------
+# Replay build: the entry point LLVMFuzzerTestOneInput of tests/fuzz/X.c
+# becomes fuzz_X, so every target links into tests/run side by side.
+$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c $(HDRS) $(FUZZ_HDRS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_$* -c $< -o $@
+
+$(BUILD)/gen/fuzz_list.h: $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	@{ printf '#define FUZZ_TARGETS \\\n'; \
+	   for t in $(FUZZ_TARGETS); do printf '    F(%s) \\\n' $$t; done; printf '\n'; } > $@
+
+$(BUILD)/obj/tests/test_fuzz_replay.o: $(BUILD)/gen/fuzz_list.h $(FUZZ_HDRS)
+$(BUILD)/obj/tests/test_fuzz_replay.o: CFLAGS += -I$(BUILD)/gen
+
+# libFuzzer build: clang, the library itself instrumented for coverage
+# (-fsanitize=fuzzer-no-link) and checked by ASan + UBSan; one binary per
+# target in build-fuzz/fuzz/.  -Wno-unknown-warning-option: clang does not
+# know gcc's -Wno-format-truncation.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ         ?= $(FUZZ_TARGETS)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+fuzz-bin: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# Each target runs FUZZ_SECONDS with its checked-in corpus (read only) and a
+# working corpus in build-fuzz/corpus/; inputs that crash, leak or time out
+# are copied into tests/fuzz/corpus/<target>/ so `make test` replays them.
+# Scratch files go to a folder of their own (on tmpfs when there is one),
+# removed after each target even when a crash skipped the target's cleanup.
+fuzz: deps
+	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+	  $(FUZZ_CC) -x c -fsanitize=fuzzer - -o /dev/null 2>/dev/null || { \
+	  echo "libFuzzer not found: '$(FUZZ_CC) -fsanitize=fuzzer' must link."; \
+	  echo "Debian/Ubuntu:  apt-get install clang libclang-rt-dev   (or clang-14 libclang-rt-14-dev)"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g" \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-warning-option" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
+	@found=""; for t in $(FUZZ); do \
+	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/dsq-fuzz-run.XXXXXX"); [ -d /dev/shm ] && [ -w /dev/shm ] && \
+	    { rmdir "$$tmp"; tmp=$$(mktemp -d /dev/shm/dsq-fuzz-run.XXXXXX); }; \
+	  DSQ_FUZZ_TMP=$$tmp build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+	    -dict=tests/fuzz/fuzz.dict -artifact_prefix=build-fuzz/crash/$$t/ -print_final_stats=1 \
+	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>build-fuzz/$$t.log; \
+	  rm -rf "$$tmp"; \
+	  grep -E '^(stat::number_of_executed_units|stat::new_units_added|SUMMARY)' build-fuzz/$$t.log; \
+	  for f in build-fuzz/crash/$$t/*; do \
+	    [ -f "$$f" ] || continue; known=""; \
+	    for c in tests/fuzz/corpus/$$t/*; do cmp -s "$$f" "$$c" && known="$$c"; done; \
+	    if [ -z "$$known" ]; then cp "$$f" tests/fuzz/corpus/$$t/; known=tests/fuzz/corpus/$$t/$${f##*/}; fi; \
+	    rm -f "$$f"; found="$$found $$known"; \
+	  done; \
+	done; \
+	if [ -n "$$found" ]; then echo "failing inputs (logs in build-fuzz/*.log):"; \
+	  for f in $$found; do echo "  $$f"; done; exit 1; fi
+
+# One plain program per target (tests/fuzz/driver.c): replay files by hand.
+fuzz-driver: $(FUZZ_TARGETS:%=$(BUILD)/fuzz-driver/%)
+
+$(BUILD)/fuzz-driver/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+# Seeds: generated from synthetic checkpoints (and ../shared when present).
+$(BUILD)/gen_corpus: tests/fuzz/gen_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(FUZZ_HDRS)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+
+fuzz-corpus: $(BUILD)/gen_corpus
+	$(BUILD)/gen_corpus tests/fuzz/corpus

@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <stdio.h>
 
 int dsq_role_is_projection(dsq_role r) {
@@ -118,8 +119,9 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                 snprintf(u->match, sizeof u->match, "%s", k->valuestring);
             } else if (!strcmp(key, "layers")) {
                 const cJSON *a = cJSON_GetArrayItem(k, 0), *b = cJSON_GetArrayItem(k, 1);
+                /* the upper bound keeps the (int) conversions below defined */
                 if (!cJSON_IsArray(k) || cJSON_GetArraySize(k) != 2 || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) ||
-                    a->valuedouble < 0 || b->valuedouble < a->valuedouble) {
+                    a->valuedouble < 0 || b->valuedouble < a->valuedouble || b->valuedouble > INT_MAX) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"layers\" must be [first, last]", what, i);
                     goto fail;
                 }

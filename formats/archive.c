@@ -77,6 +77,37 @@ int dsq_ar_skip(struct archive *a, uint64_t n, const char *what, dsq_err *err) {
     return DSQ_OK;
 }
 
+/* Read n bytes into a new buffer (from malloc, one spare byte), growing it
+ * as the bytes arrive: n comes from the archive's own claims, and a few
+ * hundred bytes of tar header must not make us allocate gigabytes before
+ * the data turns out to be missing. */
+static int read_grow(struct archive *a, uint64_t n, uint8_t **out, const char *what, dsq_err *err) {
+    uint64_t have = 0, cap = n < (1u << 20) ? n : (1u << 20);
+    uint8_t *b = dsq_malloc(cap + 1);
+    *out = NULL;
+    if (!b) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    while (have < n) {
+        if (have == cap) {
+            uint64_t nc = cap * 2 < n ? cap * 2 : n;
+            uint8_t *nb = dsq_realloc(b, nc + 1);
+            if (!nb) {
+                free(b);
+                return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+            }
+            b = nb;
+            cap = nc;
+        }
+        int rc = dsq_ar_read(a, b + have, cap - have, what, err);
+        if (rc) {
+            free(b);
+            return rc;
+        }
+        have = cap;
+    }
+    *out = b;
+    return DSQ_OK;
+}
+
 /* Parse one .safetensors entry: header, then copies of the scale tensors. */
 static int read_shard_entry(struct archive *a, struct archive_entry *ent, cand *c,
                             const char *arpath, dsq_err *err) {
@@ -100,10 +131,9 @@ static int read_shard_entry(struct archive *a, struct archive_entry *ent, cand *
     if (n > s->size - 8)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: header length %llu beyond the end of the file (%llu bytes)",
                         what, (unsigned long long)n, (unsigned long long)s->size);
-    char *hdr = dsq_malloc(n + 1);
-    if (!hdr) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
-    rc = dsq_ar_read(a, hdr, n, what, err);
-    if (!rc) rc = st_parse_header(&s->h, what, hdr, n, s->size - 8 - n, err);
+    uint8_t *hdr;
+    rc = read_grow(a, n, &hdr, what, err);
+    if (!rc) rc = st_parse_header(&s->h, what, (const char *)hdr, n, s->size - 8 - n, err);
     free(hdr);
     if (rc) return rc;
     s->edata = dsq_calloc((size_t)s->h.n + 1, sizeof *s->edata);
@@ -120,9 +150,7 @@ static int read_shard_entry(struct archive *a, struct archive_entry *ent, cand *
         size_t L = strlen(e->name);
         if (!(L > sizeof sfx && !strcmp(e->name + L - (sizeof sfx - 1), sfx))) continue;
         if ((rc = dsq_ar_skip(a, e->begin - pos, what, err))) return rc;
-        s->edata[k] = dsq_malloc(e->end - e->begin + 1);
-        if (!s->edata[k]) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
-        if ((rc = dsq_ar_read(a, s->edata[k], e->end - e->begin, what, err))) return rc;
+        if ((rc = read_grow(a, e->end - e->begin, &s->edata[k], what, err))) return rc;
         pos = e->end;
     }
     return DSQ_OK;

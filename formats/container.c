@@ -102,11 +102,13 @@ int dsq_ctr_find(const dsq_ctr *c, const char *name) {
     return -1;
 }
 
-/* JSON helpers: an integer in [lo, hi]; a 16-hex-digit checksum. */
+/* JSON helpers: an integer in [lo, hi]; a 16-hex-digit checksum.  (double)
+ * INT64_MAX rounds up to 2^63, which passes "<= hi" but does not fit int64_t,
+ * so 2^63 is refused before any conversion. */
 static int jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
-        v->valuedouble != (double)(int64_t)v->valuedouble)
+        v->valuedouble >= 9223372036854775808.0 || v->valuedouble != (double)(int64_t)v->valuedouble)
         return 0;
     *out = (int64_t)v->valuedouble;
     return 1;
@@ -414,6 +416,14 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: directory checksum mismatch", path);
         goto fail;
     }
+    /* With a length, cJSON skips NUL bytes as whitespace and keeps them
+     * inside strings; the metadata is handed out as a C string and names are
+     * used as C strings, so a NUL would silently cut them short. */
+    for (int i = 1; i < 3; i++)
+        if (memchr(h + s_off[i], 0, s_len[i])) {
+            dsq_fail(err, DSQ_E_FORMAT, "%s: %s section holds a NUL byte", path, sn[i]);
+            goto fail;
+        }
     c->meta = dsq_malloc(s_len[1] + 1);
     if (!c->meta) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     memcpy(c->meta, h + s_off[1], s_len[1]);
@@ -474,8 +484,10 @@ const void *dsq_ctr_colscale(const dsq_ctr *c, int i, int e) {
 int dsq_ctr_verify(const dsq_ctr *c, int64_t *n_checked, dsq_err *err) {
     int64_t n = 0;
     for (int f = 0; f < c->n_files; f++, n++)
-        if (XXH3_64bits(c->map + c->files[f].offset, c->files[f].size) != c->files[f].xxh3)
+        if (XXH3_64bits(c->map + c->files[f].offset, c->files[f].size) != c->files[f].xxh3) {
+            if (n_checked) *n_checked = n;
             return dsq_fail(err, DSQ_E_CHECKSUM, "%s: file '%s': checksum mismatch", c->path, c->files[f].name);
+        }
     for (int i = 0; i < c->n; i++) {
         const dsq_ctensor *t = &c->t[i];
         for (int k = 0; k < DSQ_ARR_N; k++) {

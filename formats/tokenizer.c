@@ -1201,7 +1201,9 @@ static const cslot *cache_get(const enc_state *st, const char *w, size_t n, uint
 /* Remember ids of a word.  Failing to allocate only means no caching. */
 static void cache_put(enc_state *st, const char *w, size_t n, uint64_t h, const int32_t *ids,
                       size_t nids) {
-    if (nids > 0xFFFF) return;
+    /* An empty piece (a regex that matches "") has nothing worth keeping, and
+     * ckey / cids may still be NULL, where even a 0-byte copy is undefined. */
+    if (n == 0 || nids == 0 || nids > 0xFFFF) return;
     if (!st->slots) {
         st->slots = dsq_calloc(CACHE_SLOTS, sizeof *st->slots);
         if (!st->slots) return;
@@ -1717,12 +1719,18 @@ int dsq_tokens_parse_json(const char *b, size_t n, const char *what, int32_t **i
                 }
                 if (neg) v = -v;
             } else {
-                /* 3.0 or 1e2 are integers; 2.5 is not */
-                char tmp[64];
-                size_t l = j - st < sizeof tmp - 1 ? j - st : sizeof tmp - 1;
-                memcpy(tmp, b + st, l);
-                tmp[l] = 0;
-                double d = strtod(tmp, NULL);
+                /* 3.0 or 1e2 are integers; 2.5 is not.  The whole number
+                 * goes to strtod: cut short, "0.000...05e63" would read as 0 */
+                char tmp[64], *num = tmp;
+                size_t l = j - st;
+                if (l >= sizeof tmp && !(num = dsq_malloc(l + 1))) {
+                    rc = dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", what);
+                    goto fail;
+                }
+                memcpy(num, b + st, l);
+                num[l] = 0;
+                double d = strtod(num, NULL);
+                if (num != tmp) free(num);
                 if (d != floor(d) || !isfinite(d)) {
                     rc = dsq_fail(err, DSQ_E_FORMAT, "%s: element %zu (byte %zu) is not an integer", what,
                                   cnt, st);

@@ -34,6 +34,7 @@
 
 #if !defined(DSQ_NO_SIMD) && defined(__x86_64__) && defined(__GNUC__)
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
@@ -351,10 +352,16 @@ static const dsq_qkern k_avx2 = {
     .f16_enc = f16_enc_avx2,
 };
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know "f16c", and the fuzz build uses clang. */
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 const dsq_qkern *dsq_qkern_avx2(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
         return &k_avx2;
     return NULL;
 }
