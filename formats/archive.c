@@ -34,8 +34,17 @@ struct archive *dsq_ar_open(const char *path, dsq_err *err) {
         dsq_fail(err, DSQ_E_NOMEM, "out of memory");
         return NULL;
     }
-    archive_read_support_filter_all(a);
-    archive_read_support_format_all(a);
+    /* Only decompressors built into libarchive's libraries: with
+     * archive_read_support_filter_all a hostile file can make libarchive run
+     * external programs (lrzip, grzip, ...).  Formats: tar and zip. */
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_lzma(a);
+    archive_read_support_filter_zstd(a);
+    archive_read_support_filter_lz4(a);
+    archive_read_support_format_tar(a);
+    archive_read_support_format_zip(a);
     if (archive_read_open_filename(a, path, 1 << 20) != ARCHIVE_OK) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: not a checkpoint folder, safetensors file or readable archive (%s)",
                  path, archive_error_string(a) ? archive_error_string(a) : "unknown format");
