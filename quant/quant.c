@@ -154,6 +154,17 @@ static inline qparam make_params(const dsq_qscheme *d, float lo, float hi) {
 
 /* ---- loading source rows -------------------------------------------------- */
 
+/* n E4M3 codes times s.  A NaN scale gives the positive quiet NaN for
+ * every element: a NaN code times a NaN scale would otherwise keep the sign
+ * of whichever operand the compiler put first. */
+static void e4m3_seg(const dsq_qkern *k, const uint8_t *q, int64_t n, float s, float *out) {
+    if (s != s) {
+        for (int64_t i = 0; i < n; i++) out[i] = NAN;
+        return;
+    }
+    k->e4m3_dq(q, n, s, out);
+}
+
 /* Row r, columns [c0, c1) of the source, dequantized to f32. */
 static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, int64_t c1,
                      float *out) {
@@ -172,11 +183,11 @@ static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, 
             const int64_t B = sc->group, sbase = (r / B) * q->sz.scale_cols;
             for (int64_t j = c0; j < c1;) {
                 int64_t jb = j / B, je = (jb + 1) * B < c1 ? (jb + 1) * B : c1;
-                k->e4m3_dq(row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
+                e4m3_seg(k, row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
                 j = je;
             }
         } else {
-            k->e4m3_dq(row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
+            e4m3_seg(k, row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
         }
         return;
     case DSQ_QK_INT8:
@@ -350,6 +361,55 @@ static qparam tensor_params(const qctx *c) {
     return p;
 }
 
+/* Scale of source block (row r, column j) when the E4M3 kernels may use it:
+ * 0 < s < 2^119 keeps every e4m3(q) * s finite (and the F16C decode exact),
+ * so ranges follow from byte keys.  0 otherwise (NaN, inf, zero, negative
+ * or huge scales take the f32 route). */
+static float e4m3_src_scale(const qctx *c, int64_t r, int64_t j) {
+    const qmeta *q = &c->src;
+    const int64_t B = q->sc->group;
+    float s = scale_load(q, (r / B) * q->sz.scale_cols + j / B);
+    return s > 0 && s < 0x1p119f ? s : 0;
+}
+
+/* |e4m3 value| * s of the largest key, 0 for key 0 (no finite element). */
+static float key_value(unsigned key, float s) { return key ? dsq_e4m3_lut[key - 1] * s : 0.0f; }
+
+/* FP8 block source to FP8 block destination, rows [b, be) x cols [w0, w1)
+ * of one band, with the E4M3 kernels: in a block every element is e4m3(q) *
+ * s, so its amax is the value of the largest byte key, and its new code is
+ * a function of the source byte.  Pass 1 takes the keys row by row (the
+ * source streams in order), then each block gets a 128-entry table built
+ * with the ordinary decode and encode kernels, applied to the block's bytes
+ * (still in cache).  Same bytes as the f32 route.  Returns 0, having written
+ * nothing, when a source scale is unusable. */
+static int block_window_e4m3(qctx *c, int64_t b, int64_t be, int64_t w0, int64_t w1) {
+    const dsq_qkern *k = c->k;
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t B = d->group, cols = c->dst.m->cols, nb = (w1 - w0 + B - 1) / B;
+    float ss[SCR / 128], x[128];
+    uint8_t t[128], code[128];
+    for (int64_t kb = 0; kb < nb; kb++)
+        if (!(ss[kb] = e4m3_src_scale(c, b, w0 + kb * B))) return 0;
+    const uint8_t *src = (const uint8_t *)c->src.m->data;
+    uint8_t *dst = (uint8_t *)c->dst.m->data, *acc = (uint8_t *)c->scr; /* w1 - w0 <= SCR bytes */
+    memset(acc, 0, (size_t)(w1 - w0));
+    for (int64_t r = b; r < be; r++) k->e4m3_keymax(src + (uint64_t)r * (uint64_t)cols + w0, w1 - w0, acc);
+    for (int i = 0; i < 128; i++) code[i] = (uint8_t)i;
+    for (int64_t kb = 0; kb < nb; kb++) {
+        int64_t j = kb * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+        unsigned key = 0;
+        for (int64_t i = j; i < je; i++) key = acc[i] > key ? acc[i] : key;
+        qparam p = make_params(d, 0, key_value(key, ss[kb]));
+        scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + kb, p.code);
+        k->e4m3_dq(code, 128, ss[kb], x);
+        k->e4m3_enc(x, 128, p.s, t);
+        uint64_t off = (uint64_t)b * (uint64_t)cols + (uint64_t)(w0 + j);
+        k->e4m3_remap(src + off, cols, be - b, je - j, t, dst + off, cols);
+    }
+    return 1;
+}
+
 /* Block scales without a search, walking each 128-row band row by row so the
  * source streams in order: pass 1 takes every block's amax, pass 2 encodes
  * (the band's source bytes are still in cache).  Columns go in windows of
@@ -357,12 +417,15 @@ static qparam tensor_params(const qctx *c) {
 static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t B = d->group, cols = c->dst.m->cols, rows = c->dst.m->rows;
+    const int e4 = c->k->e4m3_remap && c->src.sc->kind == DSQ_QK_FP8 && c->src.sc->gran == DSQ_QG_BLOCK &&
+                   d->kind == DSQ_QK_FP8;
     float amax[SCR / 128];
     qparam p[SCR / 128];
     for (int64_t b = r0; b < r1; b += B) {
         int64_t be = b + B < rows ? b + B : rows;
         for (int64_t w0 = 0; w0 < cols; w0 += SCR) {
             int64_t w1 = w0 + SCR < cols ? w0 + SCR : cols, nb = (w1 - w0 + B - 1) / B;
+            if (e4 && block_window_e4m3(c, b, be, w0, w1)) continue;
             for (int64_t k = 0; k < nb; k++) amax[k] = 0;
             for (int64_t r = b; r < be; r++) {
                 load_seg(c->k, &c->src, r, w0, w1, c->scr);
@@ -384,6 +447,36 @@ static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
             }
         }
     }
+}
+
+/* INT4 groups of row r, columns [cc, ce) (cc a multiple of 128), from an FP8
+ * block source with the E4M3 kernels: a group never crosses a source block,
+ * so its range is the value of its largest byte key (per sign for asym) and
+ * the codes come straight from the bytes.  Same bytes as the f32 route;
+ * returns 0, having written nothing, when a source scale is unusable. */
+static int group_chunk_e4m3(qctx *c, int64_t r, int64_t cc, int64_t ce) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t G = d->group, B = c->src.sc->group, ng = (ce - cc + G - 1) / G;
+    float ss[SCR / 128];
+    uint8_t pos[SCR / 32], neg[SCR / 32];
+    qparam par[SCR / 32];
+    for (int64_t j = cc; j < ce; j += B)
+        if (!(ss[(j - cc) / B] = e4m3_src_scale(c, r, j))) return 0;
+    const uint8_t *q = (const uint8_t *)c->src.m->data + (uint64_t)r * c->src.sz.row_bytes + cc;
+    uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+    c->k->e4m3_gkey(q, ce - cc, G, pos, d->sym ? NULL : neg);
+    for (int64_t k = 0; k < ng; k++) {
+        float s = ss[k * G / B];
+        par[k] = d->sym ? make_params(d, 0, key_value(pos[k], s))
+                        : make_params(d, -key_value(neg[k], s), key_value(pos[k], s));
+        scale_store(&c->dst, r * c->dst.sz.scale_cols + cc / G + k, par[k].code);
+        if (!d->sym) zero_store(&c->dst, r, cc / G + k, par[k].z);
+    }
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        c->k->e4m3_i4_enc(q + (j - cc), je - j, ss[k * G / B], par[k].inv, par[k].z, out + j / 2);
+    }
+    return 1;
 }
 
 /* Quantize rows [r0, r1); arguments already validated. */
@@ -469,11 +562,14 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
+        const int e4 = c->k->e4m3_i4_enc && c->nclip < 2 && c->src.sc->kind == DSQ_QK_FP8 &&
+                       c->src.sc->gran == DSQ_QG_BLOCK && c->src.sc->group % G == 0 && chunk % c->src.sc->group == 0;
         float lo[SCR / 32], hi[SCR / 32];
         qparam par[SCR / 32];
         for (int64_t r = r0; r < r1; r++)
             for (int64_t cc = 0; cc < cols; cc += chunk) {
                 int64_t ce = cc + chunk < cols ? cc + chunk : cols;
+                if (e4 && group_chunk_e4m3(c, r, cc, ce)) continue;
                 const float *x = load_rect(c, r, r + 1, cc, ce);
                 uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
                 /* three sweeps over the chunk's groups (ranges, parameters,
