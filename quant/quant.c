@@ -449,34 +449,94 @@ static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
     }
 }
 
-/* INT4 groups of row r, columns [cc, ce) (cc a multiple of 128), from an FP8
- * block source with the E4M3 kernels: a group never crosses a source block,
- * so its range is the value of its largest byte key (per sign for asym) and
- * the codes come straight from the bytes.  Same bytes as the f32 route;
- * returns 0, having written nothing, when a source scale is unusable. */
-static int group_chunk_e4m3(qctx *c, int64_t r, int64_t cc, int64_t ce) {
+/* INT4 groups of row r, columns [cc, ce) (cc a multiple of the group, ce -
+ * cc <= SCR), through f32. */
+static void group_chunk(qctx *c, int64_t r, int64_t cc, int64_t ce) {
     const dsq_qscheme *d = c->dst.sc;
-    const int64_t G = d->group, B = c->src.sc->group, ng = (ce - cc + G - 1) / G;
-    float ss[SCR / 128];
-    uint8_t pos[SCR / 32], neg[SCR / 32];
+    const int64_t G = d->group;
+    float lo[SCR / 32], hi[SCR / 32];
     qparam par[SCR / 32];
-    for (int64_t j = cc; j < ce; j += B)
-        if (!(ss[(j - cc) / B] = e4m3_src_scale(c, r, j))) return 0;
-    const uint8_t *q = (const uint8_t *)c->src.m->data + (uint64_t)r * c->src.sz.row_bytes + cc;
+    const float *x = load_rect(c, r, r + 1, cc, ce);
     uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
-    c->k->e4m3_gkey(q, ce - cc, G, pos, d->sym ? NULL : neg);
+    /* three sweeps over the chunk's groups (ranges, parameters, codes) so
+     * the divisions of neighbouring groups overlap instead of forming one
+     * long dependency chain */
+    int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
     for (int64_t k = 0; k < ng; k++) {
-        float s = ss[k * G / B];
-        par[k] = d->sym ? make_params(d, 0, key_value(pos[k], s))
-                        : make_params(d, -key_value(neg[k], s), key_value(pos[k], s));
-        scale_store(&c->dst, r * c->dst.sz.scale_cols + cc / G + k, par[k].code);
-        if (!d->sym) zero_store(&c->dst, r, cc / G + k, par[k].z);
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        lo[k] = 0;
+        if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
+        else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
     }
     for (int64_t k = 0; k < ng; k++) {
         int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-        c->k->e4m3_i4_enc(q + (j - cc), je - j, ss[k * G / B], par[k].inv, par[k].z, out + j / 2);
+        if (c->nclip < 2) {
+            par[k] = make_params(d, lo[k], hi[k]);
+        } else {
+            unit u = {r, r + 1, j, je, x + (j - cc)};
+            par[k] = unit_choose(c, &u, lo[k], hi[k]);
+        }
+        scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+        if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
     }
-    return 1;
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
+    }
+}
+
+/* Columns per window of group_rows_e4m3: a multiple of 128 and of every
+ * INT4 group size. */
+#define E4W 1024
+
+/* INT4 groups from an FP8 block source (128x128) with the E4M3 kernels,
+ * without the absmax search.  A group never crosses a source block, so its
+ * range is the value of its largest byte key (per sign for asym) and its
+ * codes come straight from the bytes.  The parameters depend only on the
+ * source scale and those keys, so inside one 128-row band and E4W-column
+ * window they are computed once per (source block, key) and cached.  Same
+ * bytes as the f32 route, which windows with an unusable scale take. */
+static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const dsq_qkern *k = c->k;
+    const int64_t G = d->group, B = 128, cols = c->dst.m->cols;
+    qparam cache[E4W / 128][128];
+    uint8_t tag[E4W / 128][128], pos[E4W / 32], neg[E4W / 32];
+    float ss[E4W / 128];
+    for (int64_t b = r0; b < r1;) {
+        int64_t be = (b / B + 1) * B < r1 ? (b / B + 1) * B : r1;
+        for (int64_t w0 = 0; w0 < cols; w0 += E4W) {
+            int64_t w1 = w0 + E4W < cols ? w0 + E4W : cols, nb = (w1 - w0 + B - 1) / B;
+            int64_t ng = (w1 - w0 + G - 1) / G;
+            int ok = 1;
+            for (int64_t kb = 0; kb < nb; kb++)
+                if (!(ss[kb] = e4m3_src_scale(c, b, w0 + kb * B))) ok = 0;
+            if (!ok) {
+                for (int64_t r = b; r < be; r++) group_chunk(c, r, w0, w1);
+                continue;
+            }
+            memset(tag, 0, sizeof tag); /* tag: neg key + 1 of the cached entry, 0 = empty */
+            for (int64_t r = b; r < be; r++) {
+                const uint8_t *q = (const uint8_t *)c->src.m->data + (uint64_t)r * c->src.sz.row_bytes + w0;
+                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+                int64_t sbase = r * c->dst.sz.scale_cols + w0 / G;
+                k->e4m3_gkey(q, w1 - w0, G, pos, d->sym ? NULL : neg);
+                for (int64_t g = 0; g < ng; g++) {
+                    int64_t kb = g * G / B, j = g * G, je = j + G < w1 - w0 ? j + G : w1 - w0;
+                    unsigned kp = pos[g], kn = d->sym ? 0 : neg[g];
+                    qparam *p = &cache[kb][kp];
+                    if (tag[kb][kp] != kn + 1) {
+                        *p = make_params(d, d->sym ? 0 : -key_value(kn, ss[kb]), key_value(kp, ss[kb]));
+                        tag[kb][kp] = (uint8_t)(kn + 1);
+                    }
+                    scale_store(&c->dst, sbase + g, p->code);
+                    if (!d->sym) zero_store(&c->dst, r, w0 / G + g, p->z);
+                    k->e4m3_i4_enc(q + j, je - j, ss[kb], p->inv, p->z, out + (w0 + j) / 2);
+                }
+            }
+        }
+        b = be;
+    }
 }
 
 /* Quantize rows [r0, r1); arguments already validated. */
@@ -562,42 +622,13 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
-        const int e4 = c->k->e4m3_i4_enc && c->nclip < 2 && c->src.sc->kind == DSQ_QK_FP8 &&
-                       c->src.sc->gran == DSQ_QG_BLOCK && c->src.sc->group % G == 0 && chunk % c->src.sc->group == 0;
-        float lo[SCR / 32], hi[SCR / 32];
-        qparam par[SCR / 32];
+        if (c->k->e4m3_i4_enc && c->nclip < 2 && c->src.sc->kind == DSQ_QK_FP8 &&
+            c->src.sc->gran == DSQ_QG_BLOCK && c->src.sc->group == 128) {
+            group_rows_e4m3(c, r0, r1);
+            break;
+        }
         for (int64_t r = r0; r < r1; r++)
-            for (int64_t cc = 0; cc < cols; cc += chunk) {
-                int64_t ce = cc + chunk < cols ? cc + chunk : cols;
-                if (e4 && group_chunk_e4m3(c, r, cc, ce)) continue;
-                const float *x = load_rect(c, r, r + 1, cc, ce);
-                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
-                /* three sweeps over the chunk's groups (ranges, parameters,
-                 * codes) so the divisions of neighbouring groups overlap
-                 * instead of forming one long dependency chain */
-                int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    lo[k] = 0;
-                    if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
-                    else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
-                }
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    if (c->nclip < 2) {
-                        par[k] = make_params(d, lo[k], hi[k]);
-                    } else {
-                        unit u = {r, r + 1, j, je, x + (j - cc)};
-                        par[k] = unit_choose(c, &u, lo[k], hi[k]);
-                    }
-                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
-                    if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
-                }
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
-                }
-            }
+            for (int64_t cc = 0; cc < cols; cc += chunk) group_chunk(c, r, cc, cc + chunk < cols ? cc + chunk : cols);
         break;
     }
     }

@@ -421,37 +421,64 @@ TGT static void e4m3_remap_avx2(const uint8_t *q, int64_t ldq, int64_t rows, int
     }
 }
 
-/* Sixteen E4M3 bytes as F16 bit patterns (see e4m3x16_h) with the NaN codes
- * replaced by +0: a NaN element gets code z in i4_enc, and so does 0. */
+/* Sixteen E4M3 bytes (NaN codes already cleared to 0) as F16 bit patterns,
+ * as in e4m3x16_h: the sign-extended byte << 7 has the magnitude in bits
+ * 7..13 and the sign in bits 14 and 15; bit 14 is dropped. */
 TGT static inline __m256i e4m3x16_h0(__m128i b) {
-    __m128i nan = _mm_cmpeq_epi8(_mm_and_si128(b, _mm_set1_epi8(0x7F)), _mm_set1_epi8(0x7F));
-    __m256i v = _mm256_cvtepi8_epi16(_mm_andnot_si128(nan, b));
-    /* sign-extended byte << 7: magnitude in bits 7..13, sign in 14 and 15 */
-    return _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16((short)0xBF80));
+    return _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7), _mm256_set1_epi16((short)0xBF80));
 }
 
-TGT static void e4m3_i4_enc_avx2(const uint8_t *q, int64_t n, float s, float inv, int z, uint8_t *out) {
-    const __m256 vs = _mm256_set1_ps(s * 256.0f), vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps(16.0f);
+/* Is s * 2^8 a power of two that makes f16(q) * s exact for every E4M3
+ * code (no rounding below 2^-126), with f = s * 2^8 * inv exact as well?
+ * Then f16(q) * s * inv needs one multiply by f: same value, same rounding. */
+static int pow2_exact(float s, float inv, float *f) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    if ((u & 0x807FFFFFu) || s < 0x1p-117f) return 0;
+    float m = s * 256.0f * inv;
+    if (!(fabsf(m) >= 0x1p-126f && fabsf(m) < 0x1p127f)) return 0;
+    *f = m;
+    return 1;
+}
+
+/* The vector loop of e4m3_i4_enc; `one` (a constant after inlining) says
+ * vs already includes inv. */
+TGT static inline int64_t e4m3_i4_loop(const uint8_t *q, int64_t n, __m256 vs, __m256 vinv, int z,
+                                       uint8_t *out, const int one) {
+    const __m256 hi = _mm256_set1_ps(16.0f);
     const __m256i lo8 = _mm256_set1_epi8((char)-z), hi8 = _mm256_set1_epi8((char)(15 - z));
     const __m256i z8 = _mm256_set1_epi8((char)z), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i m7f = _mm256_set1_epi8(0x7F), nib = _mm256_set1_epi16(0x1001);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i h0 = e4m3x16_h0(_mm_loadu_si128((const __m128i *)(q + i)));
-        __m256i h1 = e4m3x16_h0(_mm_loadu_si128((const __m128i *)(q + i + 16)));
+        /* NaN codes become +0: their code is z either way (NaN -> 0) */
+        __m256i v = _mm256_loadu_si256((const __m256i *)(q + i));
+        v = _mm256_andnot_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m7f), m7f), v);
+        __m256i h0 = e4m3x16_h0(_mm256_castsi256_si128(v)), h1 = e4m3x16_h0(_mm256_extracti128_si256(v, 1));
         /* x = e4m3(q) * s exactly as e4m3_dq rounds it, then t = x * inv;
          * x is finite, so t is never NaN; +big clamps to 16, -big converts
          * to INT_MIN and saturates low */
-#define T8(h) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), vs), vinv), hi))
+#define T8(h) _mm256_cvtps_epi32(_mm256_min_ps(one ? _mm256_mul_ps(_mm256_cvtph_ps(h), vs) \
+                                                   : _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), vs), vinv), hi))
         __m256i c0 = T8(_mm256_castsi256_si128(h0)), c1 = T8(_mm256_extracti128_si256(h0, 1));
         __m256i c2 = T8(_mm256_castsi256_si128(h1)), c3 = T8(_mm256_extracti128_si256(h1, 1));
 #undef T8
         __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
         b = _mm256_permutevar8x32_epi32(b, perm);
         b = _mm256_add_epi8(_mm256_min_epi8(_mm256_max_epi8(b, lo8), hi8), z8);
-        __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0xFF));
-        _mm_storeu_si128((__m128i *)(out + i / 2),
-                         _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+        /* byte pairs (u0, u1) -> u0 + 16 u1 in each 16-bit word, then words to bytes */
+        __m256i w = _mm256_maddubs_epi16(b, nib);
+        w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0xD8);
+        _mm_storeu_si128((__m128i *)(out + i / 2), _mm256_castsi256_si128(w));
     }
+    return i;
+}
+
+TGT static void e4m3_i4_enc_avx2(const uint8_t *q, int64_t n, float s, float inv, int z, uint8_t *out) {
+    float f1;
+    int64_t i = pow2_exact(s, inv, &f1)
+                    ? e4m3_i4_loop(q, n, _mm256_set1_ps(f1), _mm256_set1_ps(inv), z, out, 1)
+                    : e4m3_i4_loop(q, n, _mm256_set1_ps(s * 256.0f), _mm256_set1_ps(inv), z, out, 0);
     for (; i < n; i += 2) {
         unsigned l = dsq_q_i4_code(dsq_e4m3_lut[q[i]] * s, inv, z);
         unsigned h = i + 1 < n ? dsq_q_i4_code(dsq_e4m3_lut[q[i + 1]] * s, inv, z) : 0;
