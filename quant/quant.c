@@ -501,8 +501,8 @@ static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qkern *k = c->k;
     const int64_t G = d->group, B = 128, cols = c->dst.m->cols;
     qparam cache[E4W / 128][128];
-    uint8_t tag[E4W / 128][128], pos[E4W / 32], neg[E4W / 32];
-    float ss[E4W / 128];
+    uint8_t tag[E4W / 128][128], pos[E4W / 32], neg[E4W / 32], gz[E4W / 32];
+    float ss[E4W / 128], gs[E4W / 32], ginv[E4W / 32];
     for (int64_t b = r0; b < r1;) {
         int64_t be = (b / B + 1) * B < r1 ? (b / B + 1) * B : r1;
         for (int64_t w0 = 0; w0 < cols; w0 += E4W) {
@@ -522,7 +522,7 @@ static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
                 int64_t sbase = r * c->dst.sz.scale_cols + w0 / G;
                 k->e4m3_gkey(q, w1 - w0, G, pos, d->sym ? NULL : neg);
                 for (int64_t g = 0; g < ng; g++) {
-                    int64_t kb = g * G / B, j = g * G, je = j + G < w1 - w0 ? j + G : w1 - w0;
+                    int64_t kb = g * G / B;
                     unsigned kp = pos[g], kn = d->sym ? 0 : neg[g];
                     qparam *p = &cache[kb][kp];
                     if (tag[kb][kp] != kn + 1) {
@@ -531,8 +531,11 @@ static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
                     }
                     scale_store(&c->dst, sbase + g, p->code);
                     if (!d->sym) zero_store(&c->dst, r, w0 / G + g, p->z);
-                    k->e4m3_i4_enc(q + j, je - j, ss[kb], p->inv, p->z, out + (w0 + j) / 2);
+                    gs[g] = ss[kb];
+                    ginv[g] = p->inv;
+                    gz[g] = (uint8_t)p->z;
                 }
+                k->e4m3_i4_enc(q, w1 - w0, G, gs, ginv, gz, out + w0 / 2);
             }
         }
         b = be;

@@ -34,7 +34,9 @@
  *                neg NULL, pos[k] is the max key over the whole group
  *   e4m3_remap   tile of rows x n bytes (row strides ldq, ldo):
  *                out = t[q & 0x7F] | (q & 0x80), t a 128-byte table
- *   e4m3_i4_enc  i4_enc(e4m3_dq(q, n, s), n, inv, z) for 0 < s < 2^119
+ *   e4m3_i4_enc  for each group k of G consecutive bytes (G even, the last
+ *                group may be shorter): i4_enc(e4m3_dq(group, s[k]), inv[k],
+ *                z[k]) into out + k * G / 2, for 0 < s[k] < 2^119
  */
 #ifndef DSQ_QUANT_INT_H
 #define DSQ_QUANT_INT_H
@@ -61,7 +63,8 @@ typedef struct dsq_qkern {
     void (*e4m3_gkey)(const uint8_t *q, int64_t n, int64_t G, uint8_t *pos, uint8_t *neg);
     void (*e4m3_remap)(const uint8_t *q, int64_t ldq, int64_t rows, int64_t n, const uint8_t *t,
                        uint8_t *out, int64_t ldo);
-    void (*e4m3_i4_enc)(const uint8_t *q, int64_t n, float s, float inv, int z, uint8_t *out);
+    void (*e4m3_i4_enc)(const uint8_t *q, int64_t n, int64_t G, const float *s, const float *inv,
+                        const uint8_t *z, uint8_t *out);
 } dsq_qkern;
 
 /* Key of an E4M3 byte (see above). */

@@ -474,15 +474,22 @@ TGT static inline int64_t e4m3_i4_loop(const uint8_t *q, int64_t n, __m256 vs, _
     return i;
 }
 
-TGT static void e4m3_i4_enc_avx2(const uint8_t *q, int64_t n, float s, float inv, int z, uint8_t *out) {
-    float f1;
-    int64_t i = pow2_exact(s, inv, &f1)
-                    ? e4m3_i4_loop(q, n, _mm256_set1_ps(f1), _mm256_set1_ps(inv), z, out, 1)
-                    : e4m3_i4_loop(q, n, _mm256_set1_ps(s * 256.0f), _mm256_set1_ps(inv), z, out, 0);
-    for (; i < n; i += 2) {
-        unsigned l = dsq_q_i4_code(dsq_e4m3_lut[q[i]] * s, inv, z);
-        unsigned h = i + 1 < n ? dsq_q_i4_code(dsq_e4m3_lut[q[i + 1]] * s, inv, z) : 0;
-        out[i / 2] = (uint8_t)(l | h << 4);
+TGT static void e4m3_i4_enc_avx2(const uint8_t *q, int64_t n, int64_t G, const float *sv, const float *invv,
+                                 const uint8_t *zv, uint8_t *out) {
+    for (int64_t g = 0, j = 0; j < n; g++, j += G) {
+        const uint8_t *qg = q + j;
+        uint8_t *og = out + j / 2;
+        int64_t m = j + G < n ? G : n - j;
+        float s = sv[g], inv = invv[g], f1;
+        int z = zv[g];
+        int64_t i = pow2_exact(s, inv, &f1)
+                        ? e4m3_i4_loop(qg, m, _mm256_set1_ps(f1), _mm256_set1_ps(inv), z, og, 1)
+                        : e4m3_i4_loop(qg, m, _mm256_set1_ps(s * 256.0f), _mm256_set1_ps(inv), z, og, 0);
+        for (; i < m; i += 2) {
+            unsigned l = dsq_q_i4_code(dsq_e4m3_lut[qg[i]] * s, inv, z);
+            unsigned h = i + 1 < m ? dsq_q_i4_code(dsq_e4m3_lut[qg[i + 1]] * s, inv, z) : 0;
+            og[i / 2] = (uint8_t)(l | h << 4);
+        }
     }
 }
 

@@ -179,12 +179,29 @@ TEST(test_quant_simd_e4m3_kernels) {
             for (int ii = 0; ii < 7; ii++) {
                 float s = ss[si], inv = si == 2 ? invs[ii] * 333.0f : invs[ii];
                 int z = (si + ii) % 16;
-                k->e4m3_i4_enc(q + rep % 2, n - rep % 2, s, inv, z, out);
+                uint8_t zb = (uint8_t)z;
+                k->e4m3_i4_enc(q + rep % 2, n - rep % 2, n, &s, &inv, &zb, out);
                 dsq_qkern_ref.e4m3_dq(q + rep % 2, n - rep % 2, s, x);
                 dsq_qkern_ref.i4_enc(x, n - rep % 2, inv, z, ref);
                 CHECKF(memcmp(out, ref, (size_t)(n - rep % 2 + 1) / 2) == 0, "e4m3_i4_enc s=%a inv=%a z=%d",
                        (double)s, (double)inv, z);
             }
+        /* many groups, each with its own parameters */
+        static float gs[NK / 32 + 1], gi[NK / 32 + 1];
+        static uint8_t gz[NK / 32 + 1];
+        int64_t G = 32 << (rep % 3), m = n - n % 2;
+        for (int64_t g = 0; g * G < m; g++) {
+            gs[g] = ss[rnd() % 7];
+            gi[g] = invs[rnd() % 7];
+            gz[g] = (uint8_t)(rnd() % 16);
+        }
+        k->e4m3_i4_enc(q, m, G, gs, gi, gz, out);
+        for (int64_t g = 0; g * G < m; g++) {
+            int64_t w = m - g * G < G ? m - g * G : G;
+            dsq_qkern_ref.e4m3_dq(q + g * G, w, gs[g], x);
+            dsq_qkern_ref.i4_enc(x, w, gi[g], gz[g], ref);
+            CHECKF(memcmp(out + g * G / 2, ref, (size_t)(w + 1) / 2) == 0, "e4m3_i4_enc group %d", (int)g);
+        }
     }
 }
 
