@@ -154,6 +154,17 @@ static inline qparam make_params(const dsq_qscheme *d, float lo, float hi) {
 
 /* ---- loading source rows -------------------------------------------------- */
 
+/* n E4M3 codes times s.  A NaN scale gives the positive quiet NaN for
+ * every element: a NaN code times a NaN scale would otherwise keep the sign
+ * of whichever operand the compiler put first. */
+static void e4m3_seg(const dsq_qkern *k, const uint8_t *q, int64_t n, float s, float *out) {
+    if (s != s) {
+        for (int64_t i = 0; i < n; i++) out[i] = NAN;
+        return;
+    }
+    k->e4m3_dq(q, n, s, out);
+}
+
 /* Row r, columns [c0, c1) of the source, dequantized to f32. */
 static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, int64_t c1,
                      float *out) {
@@ -172,11 +183,11 @@ static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, 
             const int64_t B = sc->group, sbase = (r / B) * q->sz.scale_cols;
             for (int64_t j = c0; j < c1;) {
                 int64_t jb = j / B, je = (jb + 1) * B < c1 ? (jb + 1) * B : c1;
-                k->e4m3_dq(row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
+                e4m3_seg(k, row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
                 j = je;
             }
         } else {
-            k->e4m3_dq(row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
+            e4m3_seg(k, row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
         }
         return;
     case DSQ_QK_INT8:
@@ -350,6 +361,55 @@ static qparam tensor_params(const qctx *c) {
     return p;
 }
 
+/* Scale of source block (row r, column j) when the E4M3 kernels may use it:
+ * 0 < s < 2^119 keeps every e4m3(q) * s finite (and the F16C decode exact),
+ * so ranges follow from byte keys.  0 otherwise (NaN, inf, zero, negative
+ * or huge scales take the f32 route). */
+static float e4m3_src_scale(const qctx *c, int64_t r, int64_t j) {
+    const qmeta *q = &c->src;
+    const int64_t B = q->sc->group;
+    float s = scale_load(q, (r / B) * q->sz.scale_cols + j / B);
+    return s > 0 && s < 0x1p119f ? s : 0;
+}
+
+/* |e4m3 value| * s of the largest key, 0 for key 0 (no finite element). */
+static float key_value(unsigned key, float s) { return key ? dsq_e4m3_lut[key - 1] * s : 0.0f; }
+
+/* FP8 block source to FP8 block destination, rows [b, be) x cols [w0, w1)
+ * of one band, with the E4M3 kernels: in a block every element is e4m3(q) *
+ * s, so its amax is the value of the largest byte key, and its new code is
+ * a function of the source byte.  Pass 1 takes the keys row by row (the
+ * source streams in order), then each block gets a 128-entry table built
+ * with the ordinary decode and encode kernels, applied to the block's bytes
+ * (still in cache).  Same bytes as the f32 route.  Returns 0, having written
+ * nothing, when a source scale is unusable. */
+static int block_window_e4m3(qctx *c, int64_t b, int64_t be, int64_t w0, int64_t w1) {
+    const dsq_qkern *k = c->k;
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t B = d->group, cols = c->dst.m->cols, nb = (w1 - w0 + B - 1) / B;
+    float ss[SCR / 128], x[128];
+    uint8_t t[128], code[128];
+    for (int64_t kb = 0; kb < nb; kb++)
+        if (!(ss[kb] = e4m3_src_scale(c, b, w0 + kb * B))) return 0;
+    const uint8_t *src = (const uint8_t *)c->src.m->data;
+    uint8_t *dst = (uint8_t *)c->dst.m->data, *acc = (uint8_t *)c->scr; /* w1 - w0 <= SCR bytes */
+    memset(acc, 0, (size_t)(w1 - w0));
+    for (int64_t r = b; r < be; r++) k->e4m3_keymax(src + (uint64_t)r * (uint64_t)cols + w0, w1 - w0, acc);
+    for (int i = 0; i < 128; i++) code[i] = (uint8_t)i;
+    for (int64_t kb = 0; kb < nb; kb++) {
+        int64_t j = kb * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
+        unsigned key = 0;
+        for (int64_t i = j; i < je; i++) key = acc[i] > key ? acc[i] : key;
+        qparam p = make_params(d, 0, key_value(key, ss[kb]));
+        scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + kb, p.code);
+        k->e4m3_dq(code, 128, ss[kb], x);
+        k->e4m3_enc(x, 128, p.s, t);
+        uint64_t off = (uint64_t)b * (uint64_t)cols + (uint64_t)(w0 + j);
+        k->e4m3_remap(src + off, cols, be - b, je - j, t, dst + off, cols);
+    }
+    return 1;
+}
+
 /* Block scales without a search, walking each 128-row band row by row so the
  * source streams in order: pass 1 takes every block's amax, pass 2 encodes
  * (the band's source bytes are still in cache).  Columns go in windows of
@@ -357,12 +417,15 @@ static qparam tensor_params(const qctx *c) {
 static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t B = d->group, cols = c->dst.m->cols, rows = c->dst.m->rows;
+    const int e4 = c->k->e4m3_remap && c->src.sc->kind == DSQ_QK_FP8 && c->src.sc->gran == DSQ_QG_BLOCK &&
+                   d->kind == DSQ_QK_FP8;
     float amax[SCR / 128];
     qparam p[SCR / 128];
     for (int64_t b = r0; b < r1; b += B) {
         int64_t be = b + B < rows ? b + B : rows;
         for (int64_t w0 = 0; w0 < cols; w0 += SCR) {
             int64_t w1 = w0 + SCR < cols ? w0 + SCR : cols, nb = (w1 - w0 + B - 1) / B;
+            if (e4 && block_window_e4m3(c, b, be, w0, w1)) continue;
             for (int64_t k = 0; k < nb; k++) amax[k] = 0;
             for (int64_t r = b; r < be; r++) {
                 load_seg(c->k, &c->src, r, w0, w1, c->scr);
@@ -383,6 +446,99 @@ static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
                 }
             }
         }
+    }
+}
+
+/* INT4 groups of row r, columns [cc, ce) (cc a multiple of the group, ce -
+ * cc <= SCR), through f32. */
+static void group_chunk(qctx *c, int64_t r, int64_t cc, int64_t ce) {
+    const dsq_qscheme *d = c->dst.sc;
+    const int64_t G = d->group;
+    float lo[SCR / 32], hi[SCR / 32];
+    qparam par[SCR / 32];
+    const float *x = load_rect(c, r, r + 1, cc, ce);
+    uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+    /* three sweeps over the chunk's groups (ranges, parameters, codes) so
+     * the divisions of neighbouring groups overlap instead of forming one
+     * long dependency chain */
+    int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        lo[k] = 0;
+        if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
+        else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
+    }
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        if (c->nclip < 2) {
+            par[k] = make_params(d, lo[k], hi[k]);
+        } else {
+            unit u = {r, r + 1, j, je, x + (j - cc)};
+            par[k] = unit_choose(c, &u, lo[k], hi[k]);
+        }
+        scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+        if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
+    }
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
+        c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
+    }
+}
+
+/* Columns per window of group_rows_e4m3: a multiple of 128 and of every
+ * INT4 group size. */
+#define E4W 1024
+
+/* INT4 groups from an FP8 block source (128x128) with the E4M3 kernels,
+ * without the absmax search.  A group never crosses a source block, so its
+ * range is the value of its largest byte key (per sign for asym) and its
+ * codes come straight from the bytes.  The parameters depend only on the
+ * source scale and those keys, so inside one 128-row band and E4W-column
+ * window they are computed once per (source block, key) and cached.  Same
+ * bytes as the f32 route, which windows with an unusable scale take. */
+static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
+    const dsq_qscheme *d = c->dst.sc;
+    const dsq_qkern *k = c->k;
+    const int64_t G = d->group, B = 128, cols = c->dst.m->cols;
+    qparam cache[E4W / 128][128];
+    uint8_t tag[E4W / 128][128], pos[E4W / 32], neg[E4W / 32], gz[E4W / 32];
+    float ss[E4W / 128], gs[E4W / 32], ginv[E4W / 32];
+    for (int64_t b = r0; b < r1;) {
+        int64_t be = (b / B + 1) * B < r1 ? (b / B + 1) * B : r1;
+        for (int64_t w0 = 0; w0 < cols; w0 += E4W) {
+            int64_t w1 = w0 + E4W < cols ? w0 + E4W : cols, nb = (w1 - w0 + B - 1) / B;
+            int64_t ng = (w1 - w0 + G - 1) / G;
+            int ok = 1;
+            for (int64_t kb = 0; kb < nb; kb++)
+                if (!(ss[kb] = e4m3_src_scale(c, b, w0 + kb * B))) ok = 0;
+            if (!ok) {
+                for (int64_t r = b; r < be; r++) group_chunk(c, r, w0, w1);
+                continue;
+            }
+            memset(tag, 0, sizeof tag); /* tag: neg key + 1 of the cached entry, 0 = empty */
+            for (int64_t r = b; r < be; r++) {
+                const uint8_t *q = (const uint8_t *)c->src.m->data + (uint64_t)r * c->src.sz.row_bytes + w0;
+                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+                int64_t sbase = r * c->dst.sz.scale_cols + w0 / G;
+                k->e4m3_gkey(q, w1 - w0, G, pos, d->sym ? NULL : neg);
+                for (int64_t g = 0; g < ng; g++) {
+                    int64_t kb = g * G / B;
+                    unsigned kp = pos[g], kn = d->sym ? 0 : neg[g];
+                    qparam *p = &cache[kb][kp];
+                    if (tag[kb][kp] != kn + 1) {
+                        *p = make_params(d, d->sym ? 0 : -key_value(kn, ss[kb]), key_value(kp, ss[kb]));
+                        tag[kb][kp] = (uint8_t)(kn + 1);
+                    }
+                    scale_store(&c->dst, sbase + g, p->code);
+                    if (!d->sym) zero_store(&c->dst, r, w0 / G + g, p->z);
+                    gs[g] = ss[kb];
+                    ginv[g] = p->inv;
+                    gz[g] = (uint8_t)p->z;
+                }
+                k->e4m3_i4_enc(q, w1 - w0, G, gs, ginv, gz, out + w0 / 2);
+            }
+        }
+        b = be;
     }
 }
 
@@ -469,39 +625,13 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     }
     case DSQ_QG_GROUP: {
         const int64_t G = d->group, chunk = (SCR / G) * G;
-        float lo[SCR / 32], hi[SCR / 32];
-        qparam par[SCR / 32];
+        if (c->k->e4m3_i4_enc && c->nclip < 2 && c->src.sc->kind == DSQ_QK_FP8 &&
+            c->src.sc->gran == DSQ_QG_BLOCK && c->src.sc->group == 128) {
+            group_rows_e4m3(c, r0, r1);
+            break;
+        }
         for (int64_t r = r0; r < r1; r++)
-            for (int64_t cc = 0; cc < cols; cc += chunk) {
-                int64_t ce = cc + chunk < cols ? cc + chunk : cols;
-                const float *x = load_rect(c, r, r + 1, cc, ce);
-                uint8_t *out = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
-                /* three sweeps over the chunk's groups (ranges, parameters,
-                 * codes) so the divisions of neighbouring groups overlap
-                 * instead of forming one long dependency chain */
-                int64_t g0 = cc / G, ng = (ce - cc + G - 1) / G;
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    lo[k] = 0;
-                    if (d->sym) hi[k] = c->k->absmax(x + (j - cc), je - j);
-                    else c->k->minmax(x + (j - cc), je - j, &lo[k], &hi[k]);
-                }
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    if (c->nclip < 2) {
-                        par[k] = make_params(d, lo[k], hi[k]);
-                    } else {
-                        unit u = {r, r + 1, j, je, x + (j - cc)};
-                        par[k] = unit_choose(c, &u, lo[k], hi[k]);
-                    }
-                    scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
-                    if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
-                }
-                for (int64_t k = 0; k < ng; k++) {
-                    int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
-                    c->k->i4_enc(x + (j - cc), je - j, par[k].inv, par[k].z, out + j / 2);
-                }
-            }
+            for (int64_t cc = 0; cc < cols; cc += chunk) group_chunk(c, r, cc, cc + chunk < cols ? cc + chunk : cols);
         break;
     }
     }

@@ -77,7 +77,8 @@
  *   encode q = dsq_f32_to_e4m3(x / s): IEEE division, then RNE to E4M3,
  *          saturating at +-448.  (With power-of-two s the fast path may
  *          multiply by 1/s: it is the same correctly rounded number.)
- *   decode x = e4m3(q) * s.
+ *   decode x = e4m3(q) * s (a NaN s decodes every element to the positive
+ *          quiet NaN, whatever the code).
  *
  * INT4 group schemes: int4-g{32,64,128}-{sym,asym}[-f16]
  *

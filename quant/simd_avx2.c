@@ -336,6 +336,164 @@ TGT static void f16_enc_avx2(const float *x, int64_t n, uint8_t *out) {
     }
 }
 
+/* ---- E4M3 sources ---------------------------------------------------------- */
+
+TGT static inline __m256i e4m3_key32(__m256i v) {
+    return _mm256_and_si256(_mm256_add_epi8(v, _mm256_set1_epi8(1)), _mm256_set1_epi8(0x7F));
+}
+
+TGT static void e4m3_keymax_avx2(const uint8_t *q, int64_t n, uint8_t *acc) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i k = e4m3_key32(_mm256_loadu_si256((const __m256i *)(q + i)));
+        __m256i a = _mm256_loadu_si256((const __m256i *)(acc + i));
+        _mm256_storeu_si256((__m256i *)(acc + i), _mm256_max_epu8(a, k));
+    }
+    for (; i < n; i++) {
+        unsigned k = dsq_q_e4m3_key(q[i]);
+        if (k > acc[i]) acc[i] = (uint8_t)k;
+    }
+}
+
+TGT static unsigned hmax_u8(__m256i v) {
+    __m128i m = _mm_max_epu8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_max_epu8(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epu8(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epu8(m, _mm_srli_si128(m, 2));
+    m = _mm_max_epu8(m, _mm_srli_si128(m, 1));
+    return (unsigned)_mm_cvtsi128_si32(m) & 0xFF;
+}
+
+TGT static void e4m3_gkey_avx2(const uint8_t *q, int64_t n, int64_t G, uint8_t *pos, uint8_t *neg) {
+    for (int64_t g = 0, j = 0; j < n; g++, j += G) {
+        int64_t je = j + G < n ? j + G : n, i = j;
+        __m256i mp = _mm256_setzero_si256(), mn = mp;
+        for (; i + 32 <= je; i += 32) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(q + i)), k = e4m3_key32(v);
+            if (neg) {
+                __m256i sg = _mm256_cmpgt_epi8(_mm256_setzero_si256(), v);
+                mp = _mm256_max_epu8(mp, _mm256_andnot_si256(sg, k));
+                mn = _mm256_max_epu8(mn, _mm256_and_si256(sg, k));
+            } else {
+                mp = _mm256_max_epu8(mp, k);
+            }
+        }
+        unsigned p = hmax_u8(mp), m = neg ? hmax_u8(mn) : 0;
+        for (; i < je; i++) {
+            unsigned k = dsq_q_e4m3_key(q[i]);
+            if (neg && (q[i] & 0x80)) m = k > m ? k : m;
+            else p = k > p ? k : p;
+        }
+        pos[g] = (uint8_t)p;
+        if (neg) neg[g] = (uint8_t)m;
+    }
+}
+
+/* 128-entry byte table with pshufb: sub-table j covers codes 16j..16j+15.
+ * Lookup j uses the index c - 16j, whose top bit is set (pshufb gives 0)
+ * exactly when c < 16j; the tables are stored as differences d_j = T_j ^
+ * T_(j-1), so the XOR of all lookups telescopes to T_(c >> 4)[c & 15]. */
+TGT static inline __m256i remap32(__m256i v, const __m256i *d) {
+    const __m256i m7f = _mm256_set1_epi8(0x7F), s16 = _mm256_set1_epi8(16);
+    __m256i c0 = _mm256_and_si256(v, m7f), c1 = _mm256_sub_epi8(c0, s16), c2 = _mm256_sub_epi8(c1, s16);
+    __m256i c3 = _mm256_sub_epi8(c2, s16), c4 = _mm256_sub_epi8(c3, s16), c5 = _mm256_sub_epi8(c4, s16);
+    __m256i c6 = _mm256_sub_epi8(c5, s16), c7 = _mm256_sub_epi8(c6, s16);
+    __m256i y0 = _mm256_xor_si256(_mm256_shuffle_epi8(d[0], c0), _mm256_shuffle_epi8(d[1], c1));
+    __m256i y1 = _mm256_xor_si256(_mm256_shuffle_epi8(d[2], c2), _mm256_shuffle_epi8(d[3], c3));
+    __m256i y2 = _mm256_xor_si256(_mm256_shuffle_epi8(d[4], c4), _mm256_shuffle_epi8(d[5], c5));
+    __m256i y3 = _mm256_xor_si256(_mm256_shuffle_epi8(d[6], c6), _mm256_shuffle_epi8(d[7], c7));
+    __m256i y = _mm256_xor_si256(_mm256_xor_si256(y0, y1), _mm256_xor_si256(y2, y3));
+    return _mm256_or_si256(y, _mm256_andnot_si256(m7f, v));
+}
+
+TGT static void e4m3_remap_avx2(const uint8_t *q, int64_t ldq, int64_t rows, int64_t n,
+                                const uint8_t *t, uint8_t *out, int64_t ldo) {
+    __m256i d[8];
+    for (int j = 0; j < 8; j++) {
+        __m128i tj = _mm_loadu_si128((const __m128i *)(t + 16 * j));
+        if (j) tj = _mm_xor_si128(tj, _mm_loadu_si128((const __m128i *)(t + 16 * (j - 1))));
+        d[j] = _mm256_broadcastsi128_si256(tj);
+    }
+    for (int64_t r = 0; r < rows; r++, q += ldq, out += ldo) {
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32)
+            _mm256_storeu_si256((__m256i *)(out + i), remap32(_mm256_loadu_si256((const __m256i *)(q + i)), d));
+        for (; i < n; i++) out[i] = (uint8_t)(t[q[i] & 0x7F] | (q[i] & 0x80));
+    }
+}
+
+/* Sixteen E4M3 bytes (NaN codes already cleared to 0) as F16 bit patterns,
+ * as in e4m3x16_h: the sign-extended byte << 7 has the magnitude in bits
+ * 7..13 and the sign in bits 14 and 15; bit 14 is dropped. */
+TGT static inline __m256i e4m3x16_h0(__m128i b) {
+    return _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7), _mm256_set1_epi16((short)0xBF80));
+}
+
+/* Is s * 2^8 a power of two that makes f16(q) * s exact for every E4M3
+ * code (no rounding below 2^-126), with f = s * 2^8 * inv exact as well?
+ * Then f16(q) * s * inv needs one multiply by f: same value, same rounding. */
+static int pow2_exact(float s, float inv, float *f) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    if ((u & 0x807FFFFFu) || s < 0x1p-117f) return 0;
+    float m = s * 256.0f * inv;
+    if (!(fabsf(m) >= 0x1p-126f && fabsf(m) < 0x1p127f)) return 0;
+    *f = m;
+    return 1;
+}
+
+/* The vector loop of e4m3_i4_enc; `one` (a constant after inlining) says
+ * vs already includes inv. */
+TGT static inline int64_t e4m3_i4_loop(const uint8_t *q, int64_t n, __m256 vs, __m256 vinv, int z,
+                                       uint8_t *out, const int one) {
+    const __m256 hi = _mm256_set1_ps(16.0f);
+    const __m256i lo8 = _mm256_set1_epi8((char)-z), hi8 = _mm256_set1_epi8((char)(15 - z));
+    const __m256i z8 = _mm256_set1_epi8((char)z), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i m7f = _mm256_set1_epi8(0x7F), nib = _mm256_set1_epi16(0x1001);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        /* NaN codes become +0: their code is z either way (NaN -> 0) */
+        __m256i v = _mm256_loadu_si256((const __m256i *)(q + i));
+        v = _mm256_andnot_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m7f), m7f), v);
+        __m256i h0 = e4m3x16_h0(_mm256_castsi256_si128(v)), h1 = e4m3x16_h0(_mm256_extracti128_si256(v, 1));
+        /* x = e4m3(q) * s exactly as e4m3_dq rounds it, then t = x * inv;
+         * x is finite, so t is never NaN; +big clamps to 16, -big converts
+         * to INT_MIN and saturates low */
+#define T8(h) _mm256_cvtps_epi32(_mm256_min_ps(one ? _mm256_mul_ps(_mm256_cvtph_ps(h), vs) \
+                                                   : _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), vs), vinv), hi))
+        __m256i c0 = T8(_mm256_castsi256_si128(h0)), c1 = T8(_mm256_extracti128_si256(h0, 1));
+        __m256i c2 = T8(_mm256_castsi256_si128(h1)), c3 = T8(_mm256_extracti128_si256(h1, 1));
+#undef T8
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+        b = _mm256_permutevar8x32_epi32(b, perm);
+        b = _mm256_add_epi8(_mm256_min_epi8(_mm256_max_epi8(b, lo8), hi8), z8);
+        /* byte pairs (u0, u1) -> u0 + 16 u1 in each 16-bit word, then words to bytes */
+        __m256i w = _mm256_maddubs_epi16(b, nib);
+        w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0xD8);
+        _mm_storeu_si128((__m128i *)(out + i / 2), _mm256_castsi256_si128(w));
+    }
+    return i;
+}
+
+TGT static void e4m3_i4_enc_avx2(const uint8_t *q, int64_t n, int64_t G, const float *sv, const float *invv,
+                                 const uint8_t *zv, uint8_t *out) {
+    for (int64_t g = 0, j = 0; j < n; g++, j += G) {
+        const uint8_t *qg = q + j;
+        uint8_t *og = out + j / 2;
+        int64_t m = j + G < n ? G : n - j;
+        float s = sv[g], inv = invv[g], f1;
+        int z = zv[g];
+        int64_t i = pow2_exact(s, inv, &f1)
+                        ? e4m3_i4_loop(qg, m, _mm256_set1_ps(f1), _mm256_set1_ps(inv), z, og, 1)
+                        : e4m3_i4_loop(qg, m, _mm256_set1_ps(s * 256.0f), _mm256_set1_ps(inv), z, og, 0);
+        for (; i < m; i += 2) {
+            unsigned l = dsq_q_i4_code(dsq_e4m3_lut[qg[i]] * s, inv, z);
+            unsigned h = i + 1 < m ? dsq_q_i4_code(dsq_e4m3_lut[qg[i + 1]] * s, inv, z) : 0;
+            og[i / 2] = (uint8_t)(l | h << 4);
+        }
+    }
+}
+
 static const dsq_qkern k_avx2 = {
     .name = "avx2",
     .e4m3_dq = e4m3_dq_avx2,
@@ -350,6 +508,10 @@ static const dsq_qkern k_avx2 = {
     .i4_enc = i4_enc_avx2,
     .bf16_enc = bf16_enc_avx2,
     .f16_enc = f16_enc_avx2,
+    .e4m3_keymax = e4m3_keymax_avx2,
+    .e4m3_gkey = e4m3_gkey_avx2,
+    .e4m3_remap = e4m3_remap_avx2,
+    .e4m3_i4_enc = e4m3_i4_enc_avx2,
 };
 
 /* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does

@@ -126,6 +126,85 @@ TEST(test_quant_simd_decode_kernels) {
     }
 }
 
+/* The optional E4M3-source kernels against their definitions in
+ * quant_int.h, written out here element by element. */
+TEST(test_quant_simd_e4m3_kernels) {
+    const dsq_qkern *k = fast();
+    if (!k) SKIP("no SIMD kernels in this build or on this CPU");
+    if (!k->e4m3_keymax || !k->e4m3_gkey || !k->e4m3_remap || !k->e4m3_i4_enc) SKIP("no E4M3 kernels");
+    static uint8_t q[NK], acc[NK], ref[NK], out[NK], t[128], pos[NK], neg[NK];
+    static float x[NK];
+    g_rng = 26;
+    dsq_codecs_init();
+    for (int rep = 0; rep < 24; rep++) {
+        for (int i = 0; i < NK; i++) q[i] = (uint8_t)rnd();
+        if (rep & 1) /* runs of NaN codes and zeros, small magnitudes */
+            for (int i = 0; i < NK; i++) q[i] = (uint8_t)(rnd() % 4 == 0 ? 0x7F | (rnd() & 0x80) : q[i] & 0x87);
+        int n = NK - rep;
+        for (int i = 0; i < n; i++) acc[i] = ref[i] = (uint8_t)(rnd() % 130);
+        k->e4m3_keymax(q, n, acc);
+        for (int i = 0; i < n; i++) {
+            unsigned key = (q[i] & 0x7F) == 0x7F ? 0 : (q[i] & 0x7Fu) + 1;
+            CHECK(acc[i] == (key > ref[i] ? key : ref[i]));
+        }
+        for (int64_t G = 32; G <= 128; G *= 2) {
+            k->e4m3_gkey(q, n, G, pos, neg);
+            for (int64_t g = 0; g * G < n; g++) {
+                unsigned p = 0, m = 0, a = 0;
+                for (int64_t i = g * G; i < n && i < (g + 1) * G; i++) {
+                    unsigned key = (q[i] & 0x7F) == 0x7F ? 0 : (q[i] & 0x7Fu) + 1;
+                    if (q[i] & 0x80) m = key > m ? key : m;
+                    else p = key > p ? key : p;
+                    a = key > a ? key : a;
+                }
+                CHECKF(pos[g] == p && neg[g] == m, "gkey G=%d group %d", (int)G, (int)g);
+                pos[g] = 0xEE;
+                k->e4m3_gkey(q + g * G, n - g * G < G ? n - g * G : G, G, pos + g, NULL);
+                CHECK(pos[g] == a);
+            }
+        }
+        for (int i = 0; i < 128; i++) t[i] = (uint8_t)(rnd() & 0x7F);
+        int64_t w = 1 + rep * 37 % 200, rows = n / w;
+        k->e4m3_remap(q, w, rows, w - rep % 3, t, out, w);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < w - rep % 3; i++) {
+                uint8_t v = q[r * w + i];
+                CHECK(out[r * w + i] == (t[v & 0x7F] | (v & 0x80)));
+            }
+        /* INT4 codes straight from bytes: power-of-two products make exact
+         * rounding ties common */
+        float ss[] = {1.0f, 0.25f, 3e-3f, 0x1p-117f, 0x1p-140f, 0x1.fffffep118f, 7.0f};
+        float invs[] = {1.0f, 2.0f, 0.5f, 1.0f / 3.0f, 0x1p100f, 0x1p-100f, 7.25f};
+        for (int si = 0; si < 7; si++)
+            for (int ii = 0; ii < 7; ii++) {
+                float s = ss[si], inv = si == 2 ? invs[ii] * 333.0f : invs[ii];
+                int z = (si + ii) % 16;
+                uint8_t zb = (uint8_t)z;
+                k->e4m3_i4_enc(q + rep % 2, n - rep % 2, n, &s, &inv, &zb, out);
+                dsq_qkern_ref.e4m3_dq(q + rep % 2, n - rep % 2, s, x);
+                dsq_qkern_ref.i4_enc(x, n - rep % 2, inv, z, ref);
+                CHECKF(memcmp(out, ref, (size_t)(n - rep % 2 + 1) / 2) == 0, "e4m3_i4_enc s=%a inv=%a z=%d",
+                       (double)s, (double)inv, z);
+            }
+        /* many groups, each with its own parameters */
+        static float gs[NK / 32 + 1], gi[NK / 32 + 1];
+        static uint8_t gz[NK / 32 + 1];
+        int64_t G = 32 << (rep % 3), m = n - n % 2;
+        for (int64_t g = 0; g * G < m; g++) {
+            gs[g] = ss[rnd() % 7];
+            gi[g] = invs[rnd() % 7];
+            gz[g] = (uint8_t)(rnd() % 16);
+        }
+        k->e4m3_i4_enc(q, m, G, gs, gi, gz, out);
+        for (int64_t g = 0; g * G < m; g++) {
+            int64_t w = m - g * G < G ? m - g * G : G;
+            dsq_qkern_ref.e4m3_dq(q + g * G, w, gs[g], x);
+            dsq_qkern_ref.i4_enc(x, w, gi[g], gz[g], ref);
+            CHECKF(memcmp(out + g * G / 2, ref, (size_t)(w + 1) / 2) == 0, "e4m3_i4_enc group %d", (int)g);
+        }
+    }
+}
+
 /* ---- whole calls ------------------------------------------------------------- */
 
 static dsq_qmat qm_new(int t, int64_t rows, int64_t cols, dsq_qsizes *z) {
@@ -211,6 +290,52 @@ TEST(test_quant_simd_identical) {
         qm_free(&sbf);
         qm_free(&sf8);
         free(x);
+    }
+}
+
+/* FP8 block sources as found in the wild and worse: random bytes with NaN
+ * codes, f32 scales that are negative, zero, NaN, inf, huge, subnormal or
+ * arbitrary, ue8m0 scales including 255; every destination, through the
+ * E4M3 kernels where they apply and the f32 route elsewhere, equals the
+ * reference; also with rows longer than the scratch. */
+TEST(test_quant_simd_fp8_sources) {
+    static const int64_t shapes[][2] = {{130, 300}, {129, 64}, {3, 97}, {2, 16384 + 200}};
+    g_rng = 27;
+    dsq_codecs_init();
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1];
+        for (int ue = 0; ue < 2; ue++) {
+            dsq_qsizes z;
+            dsq_qmat src = qm_new(ue ? DSQ_Q_FP8_BLOCK_UE8M0 : DSQ_Q_FP8_BLOCK, rows, cols, &z);
+            uint8_t *q = src.data;
+            for (uint64_t i = 0; i < z.data; i++) {
+                q[i] = (uint8_t)rnd();
+                if (i % 7 == 3) q[i] &= 0x8F; /* rows with smaller maxima */
+            }
+            int64_t ns = z.scale_rows * z.scale_cols;
+            for (int64_t i = 0; i < ns; i++) {
+                if (ue) {
+                    uint8_t b = (uint8_t)(127 - 20 + (int)(rnd() % 40));
+                    if (i % 9 == 4) b = (uint8_t)(i % 2 ? 255 : i % 3 ? 0 : 254);
+                    ((uint8_t *)src.scale)[i] = b;
+                    continue;
+                }
+                static const float odd[] = {0.0f, -0.0f, -1.5f, NAN, INFINITY, 0x1p120f, 0x1.fffffep118f,
+                                            0x1p119f, 0x1p-140f, 0x1p-126f, 1e-30f, 0x1p-3f};
+                float s = ldexpf((float)(rnd() % 100000 + 1), -(int)(rnd() % 30) - 10);
+                if (i % 4 == 1) s = odd[rnd() % (sizeof odd / sizeof odd[0])];
+                uint32_t u;
+                memcpy(&u, &s, 4);
+                dsq_st32((uint8_t *)src.scale + 4 * i, u);
+            }
+            for (int t = 0; t < DSQ_Q_COUNT; t++) {
+                if (cols > 16384 && dsq_q_scheme(t)->kind == DSQ_QK_FLOAT) continue;
+                const char *what;
+                CHECKF(same_output(t, &src, NULL, &what), "%s from fp8%s [%lld, %lld]: %s differs",
+                       dsq_q_scheme(t)->name, ue ? "-ue8m0" : "", (long long)rows, (long long)cols, what);
+            }
+            qm_free(&src);
+        }
     }
 }
 
