@@ -6,6 +6,7 @@
  */
 #include "convert/cli.h"
 #include "common.h"
+#include "convert/gen.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -68,26 +69,12 @@ static void summarize(const dsq_ckpt *ck, summary *s) {
     }
 }
 
+/* The configuration as dsq normalises it (the HF key names), as JSON. */
 static cJSON *config_json(const dsq_config *c) {
-    cJSON *o = cJSON_CreateObject();
-#define I(k, v) cJSON_AddNumberToObject(o, k, (double)(v))
-    cJSON_AddStringToObject(o, "model_type", c->model_type);
-    I("vocab_size", c->vocab_size); I("hidden_size", c->hidden_size);
-    I("num_hidden_layers", c->n_layers); I("num_nextn_predict_layers", c->n_mtp_layers);
-    I("first_k_dense_replace", c->first_k_dense); I("intermediate_size", c->intermediate_size);
-    I("moe_intermediate_size", c->moe_intermediate_size); I("num_attention_heads", c->n_heads);
-    I("q_lora_rank", c->q_lora_rank); I("kv_lora_rank", c->kv_lora_rank);
-    I("qk_nope_head_dim", c->qk_nope_head_dim); I("qk_rope_head_dim", c->qk_rope_head_dim);
-    I("v_head_dim", c->v_head_dim); I("n_routed_experts", c->n_routed_experts);
-    I("n_shared_experts", c->n_shared_experts); I("num_experts_per_tok", c->n_experts_per_tok);
-    I("n_group", c->n_group); I("topk_group", c->topk_group);
-    I("index_n_heads", c->index_n_heads); I("index_head_dim", c->index_head_dim);
-    I("index_topk", c->index_topk); I("routed_scaling_factor", c->routed_scaling_factor);
-    I("max_position_embeddings", c->max_position_embeddings);
-    cJSON_AddBoolToObject(o, "yarn", c->has_yarn);
-    cJSON_AddBoolToObject(o, "fp8", c->fp8);
-#undef I
-    return o;
+    char *s = dsq_gen_config_json(c);
+    cJSON *o = s ? cJSON_Parse(s) : NULL;
+    free(s);
+    return o ? o : cJSON_CreateObject();
 }
 
 static int usage(FILE *f) {

@@ -175,54 +175,25 @@ static int add_t(gt **v, int *n, int *cap, const dsq_config *c, const char *name
     return DSQ_OK;
 }
 
+typedef struct { gt **v; int *n, *cap; const dsq_config *c; } list_ctx;
+
+static int list_add(void *arg, const char *name) {
+    list_ctx *x = arg;
+    return add_t(x->v, x->n, x->cap, x->c, name);
+}
+
+/* Every tensor of the checkpoint, embedding first, layers, then the final
+ * norm and the head (the order of the upstream files). */
 static int list_tensors(const dsq_config *c, int with_mtp, gt **out, int *n) {
     gt *v = NULL;
-    int cap = 0, rc = 0;
-    char nm[200];
+    int cap = 0, rc;
     *n = 0;
-    rc |= add_t(&v, n, &cap, c, "model.embed_tokens.weight");
+    list_ctx x = {&v, n, &cap, c};
+    rc = add_t(&v, n, &cap, c, "model.embed_tokens.weight");
     int last = c->n_layers + (with_mtp ? c->n_mtp_layers : 0);
-    static const char *const attn[] = {
-        "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_a_proj.weight",
-        "self_attn.q_a_layernorm.weight", "self_attn.q_b_proj.weight",
-        "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_a_layernorm.weight",
-        "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight"};
-    static const char *const idx[] = {
-        "self_attn.indexer.wq_b.weight", "self_attn.indexer.wk.weight",
-        "self_attn.indexer.k_norm.weight", "self_attn.indexer.k_norm.bias",
-        "self_attn.indexer.weights_proj.weight"};
-    static const char *const mtp[] = {"embed_tokens.weight", "enorm.weight", "hnorm.weight",
-                                      "eh_proj.weight", "shared_head.norm.weight",
-                                      "shared_head.head.weight"};
-    for (int l = 0; l < last; l++) {
-#define ADD(fmt, ...) do { snprintf(nm, sizeof nm, fmt, __VA_ARGS__); rc |= add_t(&v, n, &cap, c, nm); } while (0)
-        for (size_t k = 0; k < 9; k++) ADD("model.layers.%d.%s", l, attn[k]);
-        if (c->has_indexer)
-            for (size_t k = 0; k < 5; k++) ADD("model.layers.%d.%s", l, idx[k]);
-        if (l < c->first_k_dense) {
-            ADD("model.layers.%d.mlp.gate_proj.weight", l);
-            ADD("model.layers.%d.mlp.up_proj.weight", l);
-            ADD("model.layers.%d.mlp.down_proj.weight", l);
-        } else {
-            ADD("model.layers.%d.mlp.gate.weight", l);
-            ADD("model.layers.%d.mlp.gate.e_score_correction_bias", l);
-            for (int e = 0; e < c->n_routed_experts; e++) {
-                ADD("model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e);
-                ADD("model.layers.%d.mlp.experts.%d.up_proj.weight", l, e);
-                ADD("model.layers.%d.mlp.experts.%d.down_proj.weight", l, e);
-            }
-            if (c->n_shared_experts) {
-                ADD("model.layers.%d.mlp.shared_experts.gate_proj.weight", l);
-                ADD("model.layers.%d.mlp.shared_experts.up_proj.weight", l);
-                ADD("model.layers.%d.mlp.shared_experts.down_proj.weight", l);
-            }
-        }
-        if (l >= c->n_layers)
-            for (size_t k = 0; k < 6; k++) ADD("model.layers.%d.%s", l, mtp[k]);
-#undef ADD
-    }
-    rc |= add_t(&v, n, &cap, c, "model.norm.weight");
-    rc |= add_t(&v, n, &cap, c, "lm_head.weight");
+    for (int l = 0; l < last && !rc; l++) rc = dsq_layer_tensor_names(c, l, list_add, &x);
+    if (!rc) rc = add_t(&v, n, &cap, c, "model.norm.weight");
+    if (!rc) rc = add_t(&v, n, &cap, c, "lm_head.weight");
     *out = v;
     return rc ? DSQ_E_NOMEM : DSQ_OK;
 }

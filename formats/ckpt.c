@@ -372,52 +372,22 @@ static int load_scales(dsq_ckpt *ck, int wi, dsq_err *err) {
     return DSQ_OK;
 }
 
-static int expect(dsq_ckpt *ck, const char *name, dsq_err *err) {
-    if (dsq_ckpt_find(ck, name) >= 0) return DSQ_OK;
-    return dsq_fail(err, DSQ_E_CONFIG, "%s: missing tensor '%s' (required by config.json)", ck->path, name);
+typedef struct { dsq_ckpt *ck; dsq_err *err; } expect_ctx;
+
+static int expect(void *arg, const char *name) {
+    expect_ctx *x = arg;
+    if (dsq_ckpt_find(x->ck, name) >= 0) return DSQ_OK;
+    return dsq_fail(x->err, DSQ_E_CONFIG, "%s: missing tensor '%s' (required by config.json)", x->ck->path, name);
 }
 
 static int check_complete(dsq_ckpt *ck, dsq_err *err) {
     const dsq_config *c = &ck->cfg;
-    char nm[256];
+    expect_ctx x = {ck, err};
     int rc;
-    if ((rc = expect(ck, "model.embed_tokens.weight", err)) || (rc = expect(ck, "model.norm.weight", err)) ||
-        (rc = expect(ck, "lm_head.weight", err)))
-        return rc;
-    static const char *const attn[] = {
-        "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_a_proj.weight",
-        "self_attn.q_a_layernorm.weight", "self_attn.q_b_proj.weight",
-        "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_a_layernorm.weight",
-        "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight"};
-    static const char *const idx[] = {
-        "self_attn.indexer.wq_b.weight", "self_attn.indexer.wk.weight",
-        "self_attn.indexer.k_norm.weight", "self_attn.indexer.k_norm.bias",
-        "self_attn.indexer.weights_proj.weight"};
-    static const char *const dense[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
-    static const char *const moe[] = {"mlp.gate.weight", "mlp.gate.e_score_correction_bias"};
-    static const char *const shx[] = {"mlp.shared_experts.gate_proj.weight",
-                                      "mlp.shared_experts.up_proj.weight",
-                                      "mlp.shared_experts.down_proj.weight"};
-    static const char *const ex[] = {"gate_proj", "up_proj", "down_proj"};
-#define EXPECT_ALL(arr)                                                            \
-    for (size_t k = 0; k < sizeof arr / sizeof arr[0]; k++) {                      \
-        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, arr[k]);                  \
-        if ((rc = expect(ck, nm, err))) return rc;                                 \
-    }
-    for (int l = 0; l < c->n_layers; l++) {
-        EXPECT_ALL(attn);
-        if (c->has_indexer) { EXPECT_ALL(idx); }
-        if (!dsq_config_is_moe_layer(c, l)) { EXPECT_ALL(dense); continue; }
-        EXPECT_ALL(moe);
-        if (c->n_shared_experts > 0) { EXPECT_ALL(shx); }
-        for (int e = 0; e < c->n_routed_experts; e++)
-            for (int k = 0; k < 3; k++) {
-                snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, ex[k]);
-                if ((rc = expect(ck, nm, err))) return rc;
-            }
-    }
-#undef EXPECT_ALL
+    for (int l = -1; l < c->n_layers; l++)
+        if ((rc = dsq_layer_tensor_names(c, l, expect, &x))) return rc;
     if (c->n_mtp_layers > 0) {
+        char nm[256];
         snprintf(nm, sizeof nm, "model.layers.%d.eh_proj.weight", c->n_layers);
         if (dsq_ckpt_find(ck, nm) < 0)
             ck_warn(ck, "config declares %d MTP layer(s) but '%s' is absent (MTP dropped?)",

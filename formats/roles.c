@@ -162,3 +162,48 @@ done:
     if (expert) *expert = e;
     return r;
 }
+
+/* ---- expected tensors ----------------------------------------------------- */
+
+int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, const char *name), void *arg) {
+    static const char *const attn[] = {
+        "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_a_proj.weight",
+        "self_attn.q_a_layernorm.weight", "self_attn.q_b_proj.weight",
+        "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_a_layernorm.weight",
+        "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight"};
+    static const char *const idx[] = {
+        "self_attn.indexer.wq_b.weight", "self_attn.indexer.wk.weight",
+        "self_attn.indexer.k_norm.weight", "self_attn.indexer.k_norm.bias",
+        "self_attn.indexer.weights_proj.weight"};
+    static const char *const dense[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+    static const char *const router[] = {"mlp.gate.weight", "mlp.gate.e_score_correction_bias"};
+    static const char *const shexp[] = {"mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight",
+                                        "mlp.shared_experts.down_proj.weight"};
+    static const char *const proj[] = {"gate_proj", "up_proj", "down_proj"};
+    static const char *const mtp[] = {"embed_tokens.weight", "enorm.weight", "hnorm.weight",
+                                      "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight"};
+    char nm[256];
+    int rc;
+#define EMIT(...) do { snprintf(nm, sizeof nm, __VA_ARGS__); if ((rc = fn(arg, nm))) return rc; } while (0)
+#define EMIT_ALL(arr) for (size_t k = 0; k < sizeof arr / sizeof arr[0]; k++) EMIT("model.layers.%d.%s", l, arr[k])
+    if (l < 0) {
+        EMIT("model.embed_tokens.weight");
+        EMIT("model.norm.weight");
+        EMIT("lm_head.weight");
+        return 0;
+    }
+    EMIT_ALL(attn);
+    if (c->has_indexer) EMIT_ALL(idx);
+    if (l < c->n_layers && !dsq_config_is_moe_layer(c, l)) {
+        EMIT_ALL(dense);
+    } else {
+        EMIT_ALL(router);
+        for (int e = 0; e < c->n_routed_experts; e++)
+            for (int k = 0; k < 3; k++) EMIT("model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[k]);
+        if (c->n_shared_experts > 0) EMIT_ALL(shexp);
+    }
+    if (l >= c->n_layers) EMIT_ALL(mtp);
+#undef EMIT_ALL
+#undef EMIT
+    return 0;
+}

@@ -120,6 +120,15 @@ dsq_class dsq_role_class(dsq_role r);    /* class of a non-MTP role */
 dsq_role dsq_classify(const char *name, int *layer, int *expert);
 
 /* ---- model configuration ----------------------------------------------- */
+struct dsq_config;
+/* Call fn(arg, name) for every weight name (no *_scale_inv companions) the
+ * configuration requires in layer `layer` -- a main layer, or an MTP layer
+ * (layer >= num_hidden_layers, with its MTP-only tensors); layer -1 gives the
+ * top-level tensors (embedding, final norm, head).  Stops at and returns the
+ * first non-zero value fn returns. */
+int dsq_layer_tensor_names(const struct dsq_config *cfg, int layer,
+                           int (*fn)(void *arg, const char *name), void *arg);
+
 typedef struct dsq_config {
     int vocab_size, hidden_size, intermediate_size, moe_intermediate_size;
     int n_layers, n_mtp_layers, first_k_dense, moe_layer_freq;
