@@ -10,3 +10,9 @@ else
   "$B/bench/eval_bench" --ctx 256 --windows 8 "$DATA/bench-1b"
 fi
 "$B/bench/eval_bench" --no-gemm --ctx 512 --windows 4 "$DATA/bench-1b"
+# the same shape stored int4 (every projection int4-g128), against llama.cpp's
+# Q4_0 pp512 figure
+if [ ! -f "$DATA/bench-1b-int4.dsq" ]; then
+  "$DSQ" quant "$DATA/bench-1b" -o "$DATA/bench-1b-int4.dsq" --preset int4 --force --no-error > /dev/null
+fi
+"$B/bench/eval_bench" --no-gemm --ctx 512 --windows 4 "$DATA/bench-1b-int4.dsq"
