@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,7 @@ typedef struct ctx {
     uint8_t *buf[DSQ_ARR_N];
     uint64_t cap[DSQ_ARR_N];
     dsq_qwork work;             /* scratch of dsq_quantize_matrix */
+    struct src_hashes *hashes;  /* provenance hashes, computed beside the stream */
     uint64_t done_bytes, total_bytes;
     double t0, last_draw;
 } ctx;
@@ -311,16 +313,62 @@ static char *iso_now(char *b, size_t n) {
     return b;
 }
 
-static void add_source(cJSON *arr, const char *path, dsq_err *err) {
-    uint64_t h, sz;
-    if (dsq_file_xxh3(path, &h, &sz, err)) return;
-    char hx[17];
-    dsq_hex16(hx, h);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", dsq_basename(path));
-    cJSON_AddNumberToObject(o, "size", (double)sz);
-    cJSON_AddStringToObject(o, "xxh3", hx);
-    cJSON_AddItemToArray(arr, o);
+/* Provenance hashes of the source files, computed by a second thread while
+ * the tensors stream (one more read of every shard would otherwise sit on
+ * the critical path).  The thread only reads files and fills this table;
+ * JSON is built on the main thread afterwards. */
+typedef struct src_hashes {
+    int n;
+    char (*path)[4096];
+    uint64_t *size, *xxh3;
+    int *ok;
+    pthread_t th;
+    int started;
+} src_hashes;
+
+static void *hash_thread(void *arg) {
+    src_hashes *h = arg;
+    for (int i = 0; i < h->n; i++) {
+        dsq_err e = {0};
+        h->ok[i] = dsq_file_xxh3(h->path[i], &h->xxh3[i], &h->size[i], &e) == DSQ_OK;
+    }
+    return NULL;
+}
+
+/* List the source files (archive or container: the file itself; folder:
+ * side files and shards) and start hashing them. */
+static int hashes_start(src_hashes *h, const dsq_ckpt *ck, const char *src) {
+    memset(h, 0, sizeof *h);
+    static const char *const side[] = {"config.json", "model.safetensors.index.json", "tokenizer.json",
+                                       "tokenizer_config.json", "generation_config.json"};
+    int cap = 1 + (ck ? 5 + dsq_ckpt_n_shards(ck) : 0);
+    h->path = dsq_calloc((size_t)cap, sizeof *h->path);
+    h->size = dsq_calloc((size_t)cap, sizeof *h->size);
+    h->xxh3 = dsq_calloc((size_t)cap, sizeof *h->xxh3);
+    h->ok = dsq_calloc((size_t)cap, sizeof *h->ok);
+    if (!h->path || !h->size || !h->xxh3 || !h->ok) return DSQ_E_NOMEM;
+    if (!ck || dsq_ckpt_is_archive(ck)) {
+        snprintf(h->path[h->n++], sizeof h->path[0], "%s", src);
+    } else {
+        for (size_t k = 0; k < sizeof side / sizeof side[0]; k++)
+            if (dsq_ckpt_blob(ck, side[k], NULL))
+                snprintf(h->path[h->n++], sizeof h->path[0], "%s/%s", dsq_ckpt_path(ck), side[k]);
+        for (int s = 0; s < dsq_ckpt_n_shards(ck); s++)
+            snprintf(h->path[h->n++], sizeof h->path[0], "%s/%s", dsq_ckpt_path(ck), dsq_ckpt_shard_name(ck, s));
+    }
+    if (pthread_create(&h->th, NULL, hash_thread, h) == 0) h->started = 1;
+    else hash_thread(h); /* no thread: hash inline */
+    return DSQ_OK;
+}
+
+static void hashes_finish(src_hashes *h) {
+    if (h->started) pthread_join(h->th, NULL);
+    h->started = 0;
+    free(h->path);
+    free(h->size);
+    free(h->xxh3);
+    free(h->ok);
+    memset(h, 0, sizeof *h);
 }
 
 static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_t tbytes) {
@@ -338,22 +386,18 @@ static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_
     for (int i = 0; i < c->o->argc; i++) cJSON_AddItemToArray(cmd, cJSON_CreateString(c->o->argv[i]));
     cJSON_AddStringToObject(pv, "source_kind", c->ctr ? "dsq" : dsq_ckpt_is_archive(c->ck) ? "archive" : "folder");
     cJSON *srcs = cJSON_AddArrayToObject(pv, "sources");
-    dsq_err e2 = {0};
-    if (c->ctr || dsq_ckpt_is_archive(c->ck)) {
-        add_source(srcs, c->o->src, &e2);
-    } else {
-        char p[4096];
-        static const char *const side[] = {"config.json", "model.safetensors.index.json", "tokenizer.json",
-                                           "tokenizer_config.json", "generation_config.json"};
-        for (size_t k = 0; k < sizeof side / sizeof side[0]; k++)
-            if (dsq_ckpt_blob(c->ck, side[k], NULL)) {
-                snprintf(p, sizeof p, "%s/%s", dsq_ckpt_path(c->ck), side[k]);
-                add_source(srcs, p, &e2);
-            }
-        for (int s = 0; s < dsq_ckpt_n_shards(c->ck); s++) {
-            snprintf(p, sizeof p, "%s/%s", dsq_ckpt_path(c->ck), dsq_ckpt_shard_name(c->ck, s));
-            add_source(srcs, p, &e2);
-        }
+    src_hashes *h = c->hashes;
+    if (h->started) pthread_join(h->th, NULL);
+    h->started = 0;
+    for (int i = 0; i < h->n; i++) {
+        if (!h->ok[i]) continue;
+        char hx[17];
+        dsq_hex16(hx, h->xxh3[i]);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", dsq_basename(h->path[i]));
+        cJSON_AddNumberToObject(o, "size", (double)h->size[i]);
+        cJSON_AddStringToObject(o, "xxh3", hx);
+        cJSON_AddItemToArray(srcs, o);
     }
     cJSON *rc = cJSON_AddObjectToObject(m, "recipe");
     cJSON_AddStringToObject(rc, "name", c->o->recipe->name);
@@ -390,6 +434,9 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
         c.cfg = dsq_ckpt_config(c.ck);
         if ((rc = plan_ckpt(&c))) goto out;
     }
+    src_hashes hs;
+    if (hashes_start(&hs, c.ck, o->src)) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); hashes_finish(&hs); goto out; }
+    c.hashes = &hs;
     c.pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     if (!c.pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
     if ((rc = dsq_ctrw_open(&c.w, o->out, o->force, err))) goto out;
@@ -500,6 +547,7 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
     }
     rep->seconds = dsq_now() - c.t0;
 out:
+    if (c.hashes) hashes_finish(c.hashes);
     if (c.w) dsq_ctrw_abort(c.w);
     if (rc) dsq_pipe_report_free(rep);
     free(meta);
