@@ -176,7 +176,7 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
         return rc;
     }
     uint8_t *buf = dsq_calloc(1, sz.data + sz.scale + sz.zero + 1);
-    int has_cs = qm.method == DSQ_QM_AWQ || qm.method == DSQ_QM_AWQ_GPTQ;
+    int has_cs = dsq_qm_has_colscale(qm.method);
     float *cs_out = has_cs ? dsq_malloc(sizeof *cs_out * (size_t)cols) : NULL;
     if (!buf || (has_cs && !cs_out)) {
         free(wf); free(buf); free(cs_out);

@@ -79,7 +79,7 @@ static int choose_scheme(ctx *c, plan *p) {
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp) dsq_qmethod_uncalibrated(&p->m, p->src_scheme);
     p->d.scheme = p->m.scheme;
-    p->d.colscale = p->m.copy ? p->src_colscale : (p->m.method == DSQ_QM_AWQ || p->m.method == DSQ_QM_AWQ_GPTQ);
+    p->d.colscale = p->m.copy ? p->src_colscale : dsq_qm_has_colscale(p->m.method);
     p->d.recipe = p->m.recipe;
     return DSQ_OK;
 }

@@ -42,7 +42,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     }
     const dsq_qscheme *sd = dsq_q_scheme(s);
     if (m->method != DSQ_QM_PLAIN && sd->kind == DSQ_QK_FLOAT) m->method = DSQ_QM_PLAIN; /* nothing to calibrate */
-    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) && !have_calib)
+    if (dsq_qm_needs_stats(m->method) && !have_calib)
         return dsq_fail(err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
                         name, u->method);
     if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && sd->gran == DSQ_QG_TENSOR)
@@ -56,7 +56,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     if (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s", m->damp,
                       m->act_order ? "true" : "false");
-    if (m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
+    if (dsq_qm_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
     if (have_calib && m->method != DSQ_QM_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
     snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, "}");
@@ -64,7 +64,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
 }
 
 void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme) {
-    if (m->method != DSQ_QM_GPTQ && m->method != DSQ_QM_AWQ && m->method != DSQ_QM_AWQ_GPTQ) return;
+    if (!dsq_qm_needs_stats(m->method)) return;
     m->method = DSQ_QM_PLAIN;
     m->opts.clip_steps = 0;
     m->copy = m->scheme == src_scheme;
@@ -78,7 +78,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     int rc;
     dsq_qmat src = *src_in;
     int64_t rows = src.rows, cols = src.cols;
-    if (colscale_in || m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ) {
+    if (colscale_in || dsq_qm_needs_stats(m->method)) {
         uint64_t n = (uint64_t)(rows * cols);
         if (n > w->wf_cap) {
             free(w->wf);
@@ -95,7 +95,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     if (st && st->cols != cols)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld", what,
                         (long long)st->cols, (long long)cols);
-    if (!st && (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ))
+    if (!st && dsq_qm_needs_stats(m->method))
         return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no calibration statistics for it", what);
     if (st && m->method != DSQ_QM_PLAIN) {
         if ((uint64_t)cols * 2 > w->imp_cap) {

@@ -13,6 +13,13 @@
 
 enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ, DSQ_QM_AWQ_GPTQ };
 
+/* Methods that cannot run without calibration statistics. */
+static inline int dsq_qm_needs_stats(int method) {
+    return method == DSQ_QM_GPTQ || method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ;
+}
+/* Methods whose result carries per-column multipliers (colscale). */
+static inline int dsq_qm_has_colscale(int method) { return method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ; }
+
 typedef struct dsq_qmethod {
     int scheme;         /* destination scheme (dsq_qtype) */
     int method;         /* DSQ_QM_* */
