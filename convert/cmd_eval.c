@@ -20,7 +20,7 @@ static int usage(FILE *f) {
     fprintf(f,
             "usage: dsq eval MODEL (--tokens FILE.json | --text FILE | --random-tokens N)\n"
             "                [--ctx N] [--threads N]\n"
-            "                [--act-fp8] [--logits OUT.f32] [--max-windows N] [--json]\n\n"
+            "                [--act-fp8] [--logits OUT.f32] [--max-windows N] [--score-from K] [--json]\n\n"
             "Perplexity of MODEL (a checkpoint folder or .dsq container) over the token ids in\n"
             "FILE.json (a JSON array), over a text file encoded with MODEL's tokenizer, or\n"
             "over N fixed pseudo-random ids (synthetic models: a speed or drift probe).\n"
@@ -32,6 +32,7 @@ static int usage(FILE *f) {
             "  --act-fp8        quantize activations to FP8 as the upstream deployment does\n"
             "  --logits OUT     write raw little-endian f32 logits [windows*N x vocab]\n"
             "  --max-windows N  evaluate only the first N windows\n"
+            "  --score-from K   score only the predictions at positions >= K of each window\n"
             "  --json           print the result as JSON\n");
     return f == stdout ? 0 : 2;
 }
@@ -88,6 +89,10 @@ int cmd_eval(int argc, char **argv) {
             if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--max-windows") && more) {
             if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
+        } else if (cli_is(a, "--score-from") && more) {
+            long sf = parse_pos(argv[++i], 0, 1 << 20);
+            if (sf < 0) goto bad_num;
+            o.score_from = (int)sf;
         } else if (a[0] == '-') {
             fprintf(stderr, "dsq eval: unknown option or missing value '%s'\n", a);
             return usage(stderr);

@@ -213,3 +213,20 @@ TEST(test_eval_cli) {
     snprintf(cmd, sizeof cmd, "%s eval %s --tokens %s", t_dsq(), t_path(d, "nope"), toks);
     CHECK(t_run(cmd, NULL) == 1);
 }
+
+/* --score-from K scores only the predictions at positions >= K: the count
+ * and the mean follow from the per-window losses of the full run. */
+TEST(test_eval_score_from) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models absent");
+    char cmd[2048], *a = NULL, *b = NULL;
+    snprintf(cmd, sizeof cmd, "%s eval %s --tokens %s/eval.tokens.json --max-windows 2 --json", t_dsq(), m, m);
+    CHECK(t_run(cmd, &a) == 0);
+    snprintf(cmd, sizeof cmd, "%s eval %s --tokens %s/eval.tokens.json --max-windows 2 --score-from 128 --json", t_dsq(), m, m);
+    CHECK(t_run(cmd, &b) == 0);
+    const char *pa = strstr(a, "\"predicted_tokens\""), *pb = strstr(b, "\"predicted_tokens\"");
+    CHECKF(pa && pb, "%s", b);
+    CHECK(atoll(strchr(pa, ':') + 1) == 2 * 255 && atoll(strchr(pb, ':') + 1) == 2 * 127);
+    free(a);
+    free(b);
+}

@@ -65,10 +65,11 @@ int dsq_eval_run(const dsq_weights *w, const int32_t *tok, int64_t n, const dsq_
         if (o->on_logits) DSQ_TRY(o->on_logits(o->user, logits, T, V));
         DSQ_TRY(dsq_fwd_nll(f, logits, wt + 1, T - 1, nll, err));
         double s = 0;
-        for (int t = 0; t + 1 < T; t++) s += nll[t]; /* in order: reproducible */
-        if (wi == 0) r->first_window_loss = s / (T - 1);
+        int t0 = o->score_from > 0 && o->score_from < T - 1 ? o->score_from : 0;
+        for (int t = t0; t + 1 < T; t++) s += nll[t]; /* in order: reproducible */
+        if (wi == 0) r->first_window_loss = s / (T - 1 - t0);
         r->nll_sum += s;
-        r->n_predicted += T - 1;
+        r->n_predicted += T - 1 - t0;
         r->n_windows++;
         if (o->on_progress) o->on_progress(o->user, wi + 1, nw);
     }

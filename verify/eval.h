@@ -36,6 +36,8 @@ int dsq_eval_plan(int64_t n, int ctx, int64_t max_windows, int64_t *n_windows, i
 typedef struct dsq_eval_opts {
     int ctx;             /* window length; <= 0: dsq_eval_default_ctx */
     int64_t max_windows; /* 0: every window */
+    int score_from;      /* score only predictions at positions >= this in each
+                            window (ctx/2: llama-perplexity's convention); 0: all */
     int n_threads;       /* <= 0: dsq_default_threads() */
     int act_fp8;         /* simulate FP8 activations (forward.h) */
     /* Optional observers, called on the calling thread.  on_logits gets
