@@ -59,81 +59,70 @@ static int wants_hess(cctx *c, const char *name, dsq_role role, int layer) {
     return u && (!strcmp(u->method, "gptq") || !strcmp(u->method, "awq-gptq"));
 }
 
-static void add(cctx *c, const char *name, dsq_role role, int layer, const float *x, int n, int cols,
-                const char *const *aliases, const dsq_role *alias_roles, int n_alias) {
-    int h = wants_hess(c, name, role, layer);
-    for (int k = 0; k < n_alias && !h; k++) h = wants_hess(c, aliases[k], alias_roles[k], layer);
-    dsq_cstat *s = dsq_cstats_get(c->cs, name, cols, h);
-    if (!s) {
-        c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name);
+/* The weights that read each observed input; the first owns the statistics
+ * record, the others are aliases of it.  suffix NULL: a routed expert. */
+typedef struct { dsq_role role; const char *suffix; int indexer; } consumer;
+static const struct { dsq_role site; consumer w[4]; } g_sites[] = {
+    {DSQ_R_ATTN_Q_A, {{DSQ_R_ATTN_Q_A, "self_attn.q_a_proj.weight", 0},
+                      {DSQ_R_ATTN_KV_A, "self_attn.kv_a_proj_with_mqa.weight", 0},
+                      {DSQ_R_IDX_WK, "self_attn.indexer.wk.weight", 1},
+                      {DSQ_R_IDX_WEIGHTS_PROJ, "self_attn.indexer.weights_proj.weight", 1}}},
+    {DSQ_R_ATTN_Q_B, {{DSQ_R_ATTN_Q_B, "self_attn.q_b_proj.weight", 0},
+                      {DSQ_R_IDX_WQ_B, "self_attn.indexer.wq_b.weight", 1}}},
+    {DSQ_R_ATTN_KV_B, {{DSQ_R_ATTN_KV_B, "self_attn.kv_b_proj.weight", 0}}},
+    {DSQ_R_ATTN_O, {{DSQ_R_ATTN_O, "self_attn.o_proj.weight", 0}}},
+    {DSQ_R_DENSE_GATE, {{DSQ_R_DENSE_GATE, "mlp.gate_proj.weight", 0}, {DSQ_R_DENSE_UP, "mlp.up_proj.weight", 0}}},
+    {DSQ_R_DENSE_DOWN, {{DSQ_R_DENSE_DOWN, "mlp.down_proj.weight", 0}}},
+    {DSQ_R_SHEXP_GATE, {{DSQ_R_SHEXP_GATE, "mlp.shared_experts.gate_proj.weight", 0},
+                        {DSQ_R_SHEXP_UP, "mlp.shared_experts.up_proj.weight", 0}}},
+    {DSQ_R_SHEXP_DOWN, {{DSQ_R_SHEXP_DOWN, "mlp.shared_experts.down_proj.weight", 0}}},
+    {DSQ_R_EXP_GATE, {{DSQ_R_EXP_GATE, NULL, 0}, {DSQ_R_EXP_UP, NULL, 0}}},
+    {DSQ_R_EXP_DOWN, {{DSQ_R_EXP_DOWN, NULL, 0}}},
+};
+
+/* Weight name of consumer w in layer l (expert e), and the name recipes
+ * match it by (routed experts: their stacked name). */
+static void consumer_names(const consumer *w, int l, int e, char *name, char *match, size_t cap) {
+    if (w->suffix) {
+        snprintf(name, cap, "model.layers.%d.%s", l, w->suffix);
+        snprintf(match, cap, "%s", name);
+    } else {
+        dsq_expert_name(name, cap, l, e, w->role);
+        dsq_expert_name(match, cap, l, -1, w->role);
+    }
+}
+
+/* File n rows of x (n may be 0: only create the record) under the
+ * weights of site `site` in layer l (expert e). */
+static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, int cols) {
+    for (size_t i = 0; i < sizeof g_sites / sizeof g_sites[0]; i++) {
+        if (g_sites[i].site != site) continue;
+        const consumer *w = g_sites[i].w;
+        char name[4][200], match[200];
+        int nw = 0, h = 0;
+        for (int k = 0; k < 4 && w[k].role; k++) {
+            if (w[k].indexer && !c->cfg->has_indexer) continue;
+            consumer_names(&w[k], l, e, name[nw], match, sizeof match);
+            h = h || wants_hess(c, match, w[k].role, l);
+            nw++;
+        }
+        dsq_cstat *s = dsq_cstats_get(c->cs, name[0], cols, h);
+        if (!s) {
+            c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name[0]);
+            return;
+        }
+        if (n > 0) dsq_cstat_add(s, x, n);
+        for (int k = 1; k < nw; k++)
+            if (dsq_cstats_alias(c->cs, name[k], name[0])) c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
         return;
     }
-    dsq_cstat_add(s, x, n);
-    for (int k = 0; k < n_alias; k++)
-        if (dsq_cstats_alias(c->cs, aliases[k], name))
-            c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
 }
 
 /* The forward pass's hook: file x under the weight(s) that read it. */
 static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int n, int cols) {
     cctx *c = arg;
     if (c->fail || stage_of(role) != c->stage) return;
-    char a[160], b[4][160];
-    const char *al[4] = {b[0], b[1], b[2], b[3]};
-    dsq_role ar[4];
-#define NM(buf, ...) snprintf(buf, sizeof buf, __VA_ARGS__)
-    switch (role) {
-    case DSQ_R_ATTN_Q_A:
-        NM(a, "model.layers.%d.self_attn.q_a_proj.weight", l);
-        NM(b[0], "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", l); ar[0] = DSQ_R_ATTN_KV_A;
-        NM(b[1], "model.layers.%d.self_attn.indexer.wk.weight", l); ar[1] = DSQ_R_IDX_WK;
-        NM(b[2], "model.layers.%d.self_attn.indexer.weights_proj.weight", l); ar[2] = DSQ_R_IDX_WEIGHTS_PROJ;
-        add(c, a, role, l, x, n, cols, al, ar, c->cfg->has_indexer ? 3 : 1);
-        break;
-    case DSQ_R_ATTN_Q_B:
-        NM(a, "model.layers.%d.self_attn.q_b_proj.weight", l);
-        NM(b[0], "model.layers.%d.self_attn.indexer.wq_b.weight", l); ar[0] = DSQ_R_IDX_WQ_B;
-        add(c, a, role, l, x, n, cols, al, ar, c->cfg->has_indexer ? 1 : 0);
-        break;
-    case DSQ_R_ATTN_KV_B:
-        NM(a, "model.layers.%d.self_attn.kv_b_proj.weight", l);
-        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
-        break;
-    case DSQ_R_ATTN_O:
-        NM(a, "model.layers.%d.self_attn.o_proj.weight", l);
-        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
-        break;
-    case DSQ_R_DENSE_GATE:
-        NM(a, "model.layers.%d.mlp.gate_proj.weight", l);
-        NM(b[0], "model.layers.%d.mlp.up_proj.weight", l); ar[0] = DSQ_R_DENSE_UP;
-        add(c, a, role, l, x, n, cols, al, ar, 1);
-        break;
-    case DSQ_R_DENSE_DOWN:
-        NM(a, "model.layers.%d.mlp.down_proj.weight", l);
-        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
-        break;
-    case DSQ_R_SHEXP_GATE:
-        NM(a, "model.layers.%d.mlp.shared_experts.gate_proj.weight", l);
-        NM(b[0], "model.layers.%d.mlp.shared_experts.up_proj.weight", l); ar[0] = DSQ_R_SHEXP_UP;
-        add(c, a, role, l, x, n, cols, al, ar, 1);
-        break;
-    case DSQ_R_SHEXP_DOWN:
-        NM(a, "model.layers.%d.mlp.shared_experts.down_proj.weight", l);
-        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
-        break;
-    case DSQ_R_EXP_GATE:
-        NM(a, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, e);
-        NM(b[0], "model.layers.%d.mlp.experts.%d.up_proj.weight", l, e); ar[0] = DSQ_R_EXP_UP;
-        add(c, a, role, l, x, n, cols, al, ar, 1);
-        break;
-    case DSQ_R_EXP_DOWN:
-        NM(a, "model.layers.%d.mlp.experts.%d.down_proj.weight", l, e);
-        add(c, a, role, l, x, n, cols, NULL, NULL, 0);
-        break;
-    default:
-        break;
-    }
-#undef NM
+    record(c, role, l, e, x, n, cols);
 }
 
 /* Storage scheme of a weight in the source model. */
@@ -230,10 +219,10 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
     for (int e = 0; e < c->n_routed_experts; e++)
         for (int k = 0; k < 3; k++) {
             if (stage_of((dsq_role)(DSQ_R_EXP_GATE + k)) != stage) continue;
-            snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
+            dsq_expert_name(nm, sizeof nm, l, e, (dsq_role)(DSQ_R_EXP_GATE + k));
             /* recipes match routed experts by their stacked name */
             char st[200];
-            snprintf(st, sizeof st, "model.layers.%d.mlp.experts.%s.weight", l, g_proj[k]);
+            dsq_expert_name(st, sizeof st, l, -1, (dsq_role)(DSQ_R_EXP_GATE + k));
             if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, st, (dsq_role)(DSQ_R_EXP_GATE + k), l, err))) return rc;
         }
     return DSQ_OK;
@@ -293,25 +282,10 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
             }
             if (dsq_config_is_moe_layer(cfg, l) && stage >= 3) {
                 /* experts no token reached still need (pooled) statistics */
-                int k = stage == 3 ? 0 : 2;
-                for (int e = 0; e < cfg->n_routed_experts; e++) {
-                    char nm[200], st[200], up[200];
-                    snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, g_proj[k]);
-                    snprintf(st, sizeof st, "model.layers.%d.mlp.experts.%s.weight", l, g_proj[k]);
-                    int h = wants_hess(&cc, st, (dsq_role)(DSQ_R_EXP_GATE + k), l);
-                    if (k == 0) {
-                        snprintf(st, sizeof st, "model.layers.%d.mlp.experts.up_proj.weight", l);
-                        h = h || wants_hess(&cc, st, DSQ_R_EXP_UP, l);
-                    }
-                    if (!dsq_cstats_get(cs, nm, k == 0 ? D : cfg->moe_intermediate_size, h)) {
-                        rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");
-                        goto out;
-                    }
-                    if (k == 0) {
-                        snprintf(up, sizeof up, "model.layers.%d.mlp.experts.%d.up_proj.weight", l, e);
-                        if (dsq_cstats_alias(cs, up, nm)) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
-                    }
-                }
+                dsq_role site = stage == 3 ? DSQ_R_EXP_GATE : DSQ_R_EXP_DOWN;
+                int cols = stage == 3 ? (int)D : cfg->moe_intermediate_size;
+                for (int e = 0; e < cfg->n_routed_experts; e++) record(&cc, site, l, e, NULL, 0, cols);
+                if (cc.fail) { rc = cc.fail; goto out; }
                 dsq_cstats_pool_starved(cs, o->min_tokens);
             }
             if ((rc = quantize_layer(o, &m, ov, cs, pool, &work, l, stage, err))) goto out;

@@ -128,9 +128,7 @@ static int plan_ckpt(ctx *c) {
             p->d.rows = t->n_dims == 2 ? t->shape[0] : 1;
             p->d.cols = t->n_dims == 2 ? t->shape[1] : t->numel;
             if (is_exp) {
-                static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
-                snprintf(p->name, sizeof p->name, "model.layers.%d.mlp.experts.%s.weight", t->layer,
-                         proj[t->role - DSQ_R_EXP_GATE]);
+                dsq_expert_name(p->name, sizeof p->name, t->layer, -1, t->role);
                 p->d.experts = cfg->n_routed_experts;
                 p->d.n_dims = 3;
                 p->d.shape[0] = cfg->n_routed_experts;
@@ -242,8 +240,7 @@ static void stat_name(const plan *p, int e, char *out, size_t n) {
         snprintf(out, n, "%s", p->name);
         return;
     }
-    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
-    snprintf(out, n, "model.layers.%d.mlp.experts.%d.%s.weight", p->d.layer, e, proj[p->d.role - DSQ_R_EXP_GATE]);
+    dsq_expert_name(out, n, p->d.layer, e, p->d.role);
 }
 
 static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {

@@ -163,6 +163,14 @@ done:
     return r;
 }
 
+static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
+
+void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role) {
+    int k = role == DSQ_R_EXP_UP ? 1 : role == DSQ_R_EXP_DOWN ? 2 : 0;
+    if (expert < 0) snprintf(out, cap, "model.layers.%d.mlp.experts.%s.weight", layer, g_proj[k]);
+    else snprintf(out, cap, "model.layers.%d.mlp.experts.%d.%s.weight", layer, expert, g_proj[k]);
+}
+
 /* ---- expected tensors ----------------------------------------------------- */
 
 int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, const char *name), void *arg) {
@@ -179,7 +187,6 @@ int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, cons
     static const char *const router[] = {"mlp.gate.weight", "mlp.gate.e_score_correction_bias"};
     static const char *const shexp[] = {"mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight",
                                         "mlp.shared_experts.down_proj.weight"};
-    static const char *const proj[] = {"gate_proj", "up_proj", "down_proj"};
     static const char *const mtp[] = {"embed_tokens.weight", "enorm.weight", "hnorm.weight",
                                       "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight"};
     char nm[256];
@@ -199,7 +206,10 @@ int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, cons
     } else {
         EMIT_ALL(router);
         for (int e = 0; e < c->n_routed_experts; e++)
-            for (int k = 0; k < 3; k++) EMIT("model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[k]);
+            for (int k = 0; k < 3; k++) {
+                dsq_expert_name(nm, sizeof nm, l, e, (dsq_role)(DSQ_R_EXP_GATE + k));
+                if ((rc = fn(arg, nm))) return rc;
+            }
         if (c->n_shared_experts > 0) EMIT_ALL(shexp);
     }
     if (l >= c->n_layers) EMIT_ALL(mtp);

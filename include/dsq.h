@@ -119,6 +119,12 @@ dsq_class dsq_role_class(dsq_role r);    /* class of a non-MTP role */
  * caller decides with dsq_is_mtp(). */
 dsq_role dsq_classify(const char *name, int *layer, int *expert);
 
+/* Upstream name of routed expert `expert`'s projection `role` (DSQ_R_EXP_GATE,
+ * _UP or _DOWN) in layer `layer`; with expert < 0 the name of the stacked
+ * tensor of all experts that .dsq containers use
+ * ("model.layers.L.mlp.experts.up_proj.weight"). */
+void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role);
+
 /* ---- model configuration ----------------------------------------------- */
 struct dsq_config;
 /* Call fn(arg, name) for every weight name (no *_scale_inv companions) the

@@ -22,9 +22,8 @@ static int ctr_find(void *ctx, const char *name) {
     int layer, expert;
     dsq_role r = dsq_classify(name, &layer, &expert);
     if (expert < 0 || (r != DSQ_R_EXP_GATE && r != DSQ_R_EXP_UP && r != DSQ_R_EXP_DOWN)) return -1;
-    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
     char nm[160];
-    snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s.weight", layer, proj[r - DSQ_R_EXP_GATE]);
+    dsq_expert_name(nm, sizeof nm, layer, -1, r);
     i = dsq_ctr_find(c, nm);
     if (i < 0 || expert >= dsq_ctr_tensor(c, i)->experts || expert >= ID_STRIDE) return -1;
     return i * ID_STRIDE + expert;
