@@ -59,6 +59,10 @@ int dsq_gen_preset(dsq_config *c, const char *name) {
     c->bos_token_id = 0;
     c->eos_token_id = 1;
     c->n_shared_experts = 1;
+    /* both presets: the 671B release's context and YaRN settings */
+    c->max_position_embeddings = 163840;
+    c->has_yarn = 1; c->yarn_factor = 40; c->yarn_original_max_pos = 4096;
+    c->yarn_beta_fast = 32; c->yarn_beta_slow = 1; c->yarn_mscale = 1; c->yarn_mscale_all_dim = 1;
     if (!strcmp(name, "tiny") || !strcmp(name, "tiny-nomtp")) {
         c->vocab_size = 4096; c->hidden_size = 256; c->intermediate_size = 320;
         c->moe_intermediate_size = 96; c->n_layers = 4; c->n_mtp_layers = name[4] ? 0 : 1;
@@ -66,9 +70,6 @@ int dsq_gen_preset(dsq_config *c, const char *name) {
         c->qk_nope_head_dim = 32; c->qk_rope_head_dim = 32; c->v_head_dim = 32;
         c->n_routed_experts = 16; c->n_experts_per_tok = 4; c->n_group = 4; c->topk_group = 2;
         c->index_n_heads = 4; c->index_head_dim = 64; c->index_topk = 64;
-        c->max_position_embeddings = 163840;
-        c->has_yarn = 1; c->yarn_factor = 40; c->yarn_original_max_pos = 4096;
-        c->yarn_beta_fast = 32; c->yarn_beta_slow = 1; c->yarn_mscale = 1; c->yarn_mscale_all_dim = 1;
         return DSQ_OK;
     }
     if (!strcmp(name, "bench-1b")) {
@@ -78,9 +79,6 @@ int dsq_gen_preset(dsq_config *c, const char *name) {
         c->qk_nope_head_dim = 128; c->qk_rope_head_dim = 64; c->v_head_dim = 128;
         c->n_routed_experts = 64; c->n_experts_per_tok = 8; c->n_group = 8; c->topk_group = 4;
         c->index_n_heads = 4; c->index_head_dim = 128; c->index_topk = 2048;
-        c->max_position_embeddings = 163840;
-        c->has_yarn = 1; c->yarn_factor = 40; c->yarn_original_max_pos = 4096;
-        c->yarn_beta_fast = 32; c->yarn_beta_slow = 1; c->yarn_mscale = 1; c->yarn_mscale_all_dim = 1;
         return DSQ_OK;
     }
     return DSQ_E_ARG;

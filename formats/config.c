@@ -13,16 +13,23 @@
 
 typedef struct { const char *what; dsq_err *err; const cJSON *root; int rc; } cfgctx;
 
+/* The value of `key`: 1 with *v set, 2 when absent and not required (the
+ * caller applies its default), 0 after recording "missing key". */
+static int lookup(cfgctx *c, const cJSON *obj, const char *key, int required, const cJSON **v) {
+    *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (*v && !cJSON_IsNull(*v)) return 1;
+    if (!required) return 2;
+    c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
+    return 0;
+}
+
 static int get_int(cfgctx *c, const cJSON *obj, const char *key, int required, int def,
                    int lo, int hi, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (required) {
-            c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
-            return 0;
-        }
+    const cJSON *v;
+    int k = lookup(c, obj, key, required, &v);
+    if (k != 1) {
         *out = def;
-        return 1;
+        return k != 0;
     }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble < lo || v->valuedouble > hi) {
@@ -36,14 +43,11 @@ static int get_int(cfgctx *c, const cJSON *obj, const char *key, int required, i
 
 static int get_num(cfgctx *c, const cJSON *obj, const char *key, int required, double def,
                    double lo, double hi, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (required) {
-            c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
-            return 0;
-        }
+    const cJSON *v;
+    int k = lookup(c, obj, key, required, &v);
+    if (k != 1) {
         *out = def;
-        return 1;
+        return k != 0;
     }
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo ||
         v->valuedouble > hi) {
