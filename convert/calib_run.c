@@ -231,12 +231,11 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
 int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err) {
     *out = NULL;
     memset(rep, 0, sizeof *rep);
-    dsq_model m;
-    int rc = dsq_model_open(&m, o->model, err);
-    if (rc) return rc;
-    const dsq_config *cfg = m.w.cfg;
+    const dsq_model *mp = o->model;
+    int rc;
+    const dsq_config *cfg = mp->w.cfg;
     dsq_cstats *cs = dsq_cstats_new();
-    dsq_woverlay *ov = dsq_woverlay_new(&m.w);
+    dsq_woverlay *ov = dsq_woverlay_new(&mp->w);
     dsq_fwd *f1 = NULL;
     dsq_pool *pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     float *resid = NULL, *emb = NULL;
@@ -258,7 +257,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     emb = dsq_malloc(sizeof *emb * (size_t)D);
     if (!resid || !emb) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
     /* embeddings (the embedding table is quantized too when the recipe says so) */
-    if ((rc = quantize_weight(o, &m, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
+    if ((rc = quantize_weight(o, mp, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
                               DSQ_R_EMBED, -1, err))) goto out;
     const dsq_weights *wq = dsq_woverlay_weights(ov);
     int eid = wq->find(wq->ctx, "model.embed_tokens.weight");
@@ -288,7 +287,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
                 if (cc.fail) { rc = cc.fail; goto out; }
                 dsq_cstats_pool_starved(cs, o->min_tokens);
             }
-            if ((rc = quantize_layer(o, &m, ov, cs, pool, &work, l, stage, err))) goto out;
+            if ((rc = quantize_layer(o, mp, ov, cs, pool, &work, l, stage, err))) goto out;
         }
         cc.stage = -1;
         for (int64_t w = 0; w < W; w++) {
@@ -320,6 +319,5 @@ out:
     dsq_cstats_free(cs);
     free(resid);
     free(emb);
-    dsq_model_close(&m);
     return rc;
 }

@@ -13,8 +13,9 @@
 #include "calib/stats.h"
 #include "convert/recipe.h"
 
+struct dsq_model;
 typedef struct dsq_calib_opts {
-    const char *model;
+    const struct dsq_model *model; /* opened by the caller (convert/model.h) */
     const dsq_recipe *recipe;
     const int32_t *tokens;
     size_t n_tokens;

@@ -2,9 +2,13 @@
  * cli.c -- option helpers shared by the subcommands.
  */
 #include "convert/cli.h"
+#include "common.h"
+#include "convert/model.h"
+#include "verify/eval.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 int cli_is(const char *arg, const char *opt) { return strcmp(arg, opt) == 0; }
@@ -30,4 +34,63 @@ long long cli_parse_size(const char *s) {
     if (*end == 'B') end++;
     if (*end) return -1;
     return (long long)(v * (double)m);
+}
+
+long cli_parse_long(const char *s, long lo, long hi) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    return (end == s || *end || v < lo || v > hi) ? -1 : v;
+}
+
+int cli_window_opt(const char *cmd, int argc, char **argv, int *i, cli_window *w) {
+    static const struct { const char *opt; long lo, hi; size_t off; } nums[] = {
+        {"--ctx", 2, 1 << 20, offsetof(cli_window, ctx)},
+        {"--threads", 1, 4096, offsetof(cli_window, threads)},
+        {"--random-tokens", 2, 1L << 30, offsetof(cli_window, n_random)},
+        {"--max-windows", 1, 1L << 40, offsetof(cli_window, max_windows)},
+        {"--score-from", 0, 1 << 20, offsetof(cli_window, score_from)},
+    };
+    const char *a = argv[*i];
+    if (*i + 1 >= argc) return 0; /* every one of them takes a value */
+    if (cli_is(a, "--tokens")) { w->tokens = argv[++*i]; return 1; }
+    if (cli_is(a, "--text")) { w->text = argv[++*i]; return 1; }
+    for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
+        if (!cli_is(a, nums[k].opt)) continue;
+        long v = cli_parse_long(argv[++*i], nums[k].lo, nums[k].hi);
+        if (v < 0) {
+            fprintf(stderr, "dsq %s: bad value for %s: '%s'\n", cmd, a, argv[*i]);
+            return -1;
+        }
+        *(long *)((char *)w + nums[k].off) = v;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_window_source_ok(const cli_window *w) { return !!w->tokens + !!w->text + !!w->n_random == 1; }
+
+int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *cfg, int32_t **ids,
+                      size_t *n, dsq_err *err) {
+    *ids = NULL;
+    *n = 0;
+    if (w->n_random) {
+        /* synthetic models have no text: fixed pseudo-random ids */
+        if (!(*ids = dsq_malloc(sizeof **ids * (size_t)w->n_random))) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+        *n = (size_t)w->n_random;
+        dsq_eval_random_tokens(*ids, w->n_random, cfg->vocab_size, cfg->bos_token_id);
+        return DSQ_OK;
+    }
+    int rc = dsq_model_load_tokens(model, w->tokens, w->text, 0, ids, n, err);
+    if (rc) return rc;
+    const char *src = w->tokens ? w->tokens : w->text;
+    for (size_t k = 0; k < *n; k++)
+        if ((*ids)[k] < 0 || (*ids)[k] >= cfg->vocab_size) {
+            rc = dsq_fail(err, DSQ_E_FORMAT, "%s: token %zu is %d, outside the vocabulary (%d)", src, k, (*ids)[k],
+                          cfg->vocab_size);
+            free(*ids);
+            *ids = NULL;
+            *n = 0;
+            return rc;
+        }
+    return DSQ_OK;
 }

@@ -38,6 +38,25 @@ int cmd_detokenize(int argc, char **argv);
 int cli_is(const char *arg, const char *opt);
 /* Print "dsq CMD: message" from an error and return 1. */
 int cli_err(const char *cmd, const dsq_err *err);
+/* A whole decimal number in [lo, hi], or -1. */
+long cli_parse_long(const char *s, long lo, long hi);
+
+/* Options eval, verify and calib share: the token source (exactly one of
+ * --tokens FILE.json, --text FILE, --random-tokens N) and the windowing. */
+typedef struct cli_window {
+    const char *tokens, *text;
+    long n_random, ctx, threads, max_windows, score_from;
+} cli_window;
+/* If argv[*i] is one of those options, consume it and its value and return
+ * 1; return 0 if it is not; -1 after printing "dsq CMD: bad value ...". */
+int cli_window_opt(const char *cmd, int argc, char **argv, int *i, cli_window *w);
+/* Exactly one token source given? */
+int cli_window_source_ok(const cli_window *w);
+/* The token ids (random ones from cfg's vocabulary, BOS first); *ids from
+ * malloc.  Every id is checked against cfg->vocab_size. */
+int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *cfg, int32_t **ids,
+                      size_t *n, dsq_err *err);
+
 /* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
 long long cli_parse_size(const char *s);
 

@@ -6,7 +6,6 @@
 #include "convert/cli.h"
 #include "convert/model.h"
 #include "common.h"
-#include "verify/eval.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -32,25 +31,25 @@ static int usage(FILE *f) {
 }
 
 int cmd_calib(int argc, char **argv) {
-    const char *src = NULL, *out = NULL, *text = NULL, *tokens = NULL, *preset = NULL, *recipe = NULL;
-    long nrand = 0;
+    const char *src = NULL, *out = NULL, *preset = NULL, *recipe = NULL;
+    cli_window win = {0};
     dsq_calib_opts o = {0};
     int force = 0, json = 0;
-    o.min_tokens = 16;
+    long samples = 0, min_tokens = 16;
     o.hessian = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int k = cli_window_opt("calib", argc, argv, &i, &win);
+        if (k < 0) return 2;
+        if (k) continue;
         if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
         else if (cli_is(a, "-o") && i + 1 < argc) out = argv[++i];
-        else if (cli_is(a, "--text") && i + 1 < argc) text = argv[++i];
-        else if (cli_is(a, "--tokens") && i + 1 < argc) tokens = argv[++i];
-        else if (cli_is(a, "--random-tokens") && i + 1 < argc) nrand = atol(argv[++i]);
-        else if (cli_is(a, "--ctx") && i + 1 < argc) o.ctx = atoi(argv[++i]);
-        else if (cli_is(a, "--samples") && i + 1 < argc) o.samples = atoi(argv[++i]);
-        else if (cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
+        else if (cli_is(a, "--samples") && i + 1 < argc) {
+            if ((samples = cli_parse_long(argv[++i], 1, 1L << 30)) < 0) goto bad_num;
+        } else if (cli_is(a, "--min-tokens") && i + 1 < argc) {
+            if ((min_tokens = cli_parse_long(argv[++i], 0, 1L << 40)) < 0) goto bad_num;
+        } else if (cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
         else if (cli_is(a, "--recipe") && i + 1 < argc) recipe = argv[++i];
-        else if (cli_is(a, "--min-tokens") && i + 1 < argc) o.min_tokens = atoll(argv[++i]);
-        else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
         else if (cli_is(a, "--hessian")) o.hessian = 1;
         else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
         else if (cli_is(a, "--force")) force = 1;
@@ -60,38 +59,38 @@ int cmd_calib(int argc, char **argv) {
             return usage(stderr);
         } else if (!src) src = a;
         else return usage(stderr);
-    }
-    if (!src || !out || (!!text + !!tokens + (nrand > 0)) != 1) return usage(stderr);
-    if (nrand > (1L << 30)) {
-        fprintf(stderr, "dsq calib: --random-tokens at most %ld\n", 1L << 30);
+        continue;
+    bad_num:
+        fprintf(stderr, "dsq calib: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
+    if (!src || !out || !cli_window_source_ok(&win)) return usage(stderr);
     if (preset && recipe) {
         fprintf(stderr, "dsq calib: give at most one of --preset and --recipe\n");
         return 2;
     }
+    o.ctx = (int)win.ctx;
+    o.threads = (int)win.threads;
+    o.samples = (int)samples;
+    o.min_tokens = min_tokens;
     dsq_err err = {0};
     dsq_recipe r;
     int rc = recipe ? dsq_recipe_load(&r, recipe, &err) : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
     if (rc) return cli_err("calib", &err);
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (nrand > 0) {
-        /* synthetic models have no text: fixed pseudo-random ids, as eval and verify use */
-        dsq_model mm;
-        if (dsq_model_open(&mm, src, &err)) {
-            dsq_recipe_deinit(&r);
-            return cli_err("calib", &err);
-        }
-        ids = dsq_malloc(sizeof *ids * (size_t)nrand);
-        if (ids) dsq_eval_random_tokens(ids, nrand, mm.w.cfg->vocab_size, mm.w.cfg->bos_token_id);
-        dsq_model_close(&mm);
-        n = ids ? (size_t)nrand : 0;
-    } else if (dsq_model_load_tokens(src, tokens, text, 0, &ids, &n, &err)) {
+    /* one open of the model serves the tokens, the calibration and the config */
+    dsq_model m;
+    if (dsq_model_open(&m, src, &err)) {
         dsq_recipe_deinit(&r);
         return cli_err("calib", &err);
     }
-    o.model = src;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (cli_window_tokens(&win, src, m.w.cfg, &ids, &n, &err)) {
+        dsq_model_close(&m);
+        dsq_recipe_deinit(&r);
+        return cli_err("calib", &err);
+    }
+    o.model = &m;
     o.recipe = &r;
     o.tokens = ids;
     o.n_tokens = n;
@@ -100,16 +99,12 @@ int cmd_calib(int argc, char **argv) {
     dsq_calib_report rep;
     rc = dsq_calib_run(&o, &cs, &rep, &err);
     free(ids);
+    /* the model's config travels in the file so quant can check it matches */
+    char *cfgjs = rc ? NULL : dsq_config_json_of(m.ck, m.ctr);
+    dsq_model_close(&m);
     if (rc) {
         dsq_recipe_deinit(&r);
         return cli_err("calib", &err);
-    }
-    /* the model's config travels in the file so quant can check it matches */
-    dsq_model m;
-    char *cfgjs = NULL;
-    if (dsq_model_open(&m, src, &err) == DSQ_OK) {
-        cfgjs = dsq_config_json_of(m.ck, m.ctr);
-        dsq_model_close(&m);
     }
     cJSON *meta = cJSON_CreateObject();
     cJSON_AddStringToObject(meta, "model", dsq_basename(src));

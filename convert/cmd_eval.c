@@ -60,50 +60,29 @@ static void progress(void *user, int64_t done, int64_t total) {
     if (done == total) fprintf(stderr, "\r%60s\r", "");
 }
 
-/* A whole decimal number in [lo, hi], or -1. */
-static long parse_pos(const char *s, long lo, long hi) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    return (end == s || *end || v < lo || v > hi) ? -1 : v;
-}
-
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *tokens = NULL, *text = NULL, *logits = NULL;
+    const char *model = NULL, *logits = NULL;
     int json = 0;
-    long ctx = 0, threads = 0, maxw = 0, nrand = 0;
+    cli_window win = {0};
     dsq_eval_opts o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int more = i + 1 < argc;
+        int k = cli_window_opt("eval", argc, argv, &i, &win);
+        if (k < 0) return 2;
+        if (k) continue;
         if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
         else if (cli_is(a, "--json")) json = 1;
         else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
-        else if (cli_is(a, "--tokens") && more) tokens = argv[++i];
-        else if (cli_is(a, "--text") && more) text = argv[++i];
-        else if (cli_is(a, "--logits") && more) logits = argv[++i];
-        else if (cli_is(a, "--ctx") && more) {
-            if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
-        } else if (cli_is(a, "--threads") && more) {
-            if ((threads = parse_pos(argv[++i], 1, 4096)) < 0) goto bad_num;
-        } else if (cli_is(a, "--random-tokens") && more) {
-            if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
-        } else if (cli_is(a, "--max-windows") && more) {
-            if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
-        } else if (cli_is(a, "--score-from") && more) {
-            long sf = parse_pos(argv[++i], 0, 1 << 20);
-            if (sf < 0) goto bad_num;
-            o.score_from = (int)sf;
-        } else if (a[0] == '-') {
+        else if (cli_is(a, "--logits") && i + 1 < argc) logits = argv[++i];
+        else if (a[0] == '-') {
             fprintf(stderr, "dsq eval: unknown option or missing value '%s'\n", a);
             return usage(stderr);
         } else if (!model) model = a;
         else return usage(stderr);
-        continue;
-    bad_num:
-        fprintf(stderr, "dsq eval: bad value for %s: '%s'\n", a, argv[i]);
-        return 2;
     }
-    if (!model || !!tokens + !!text + !!nrand != 1) return usage(stderr);
+    if (!model || !cli_window_source_ok(&win)) return usage(stderr);
+    o.score_from = (int)win.score_from;
+    long ctx = win.ctx, threads = win.threads, maxw = win.max_windows;
 
     dsq_err err = {0};
     dsq_model m;
@@ -114,23 +93,8 @@ int cmd_eval(int argc, char **argv) {
     int ret = 1;
     if (dsq_model_open(&m, model, &err)) return cli_err("eval", &err);
     const dsq_config *cfg = m.w.cfg;
-    if (nrand) {
-        if (!(tok = malloc(sizeof *tok * (size_t)nrand))) {
-            dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
-            goto fail;
-        }
-        n = (size_t)nrand;
-        dsq_eval_random_tokens(tok, nrand, cfg->vocab_size, cfg->bos_token_id);
-    } else if (dsq_model_load_tokens(model, tokens, text, 0, &tok, &n, &err)) {
-        goto fail;
-    }
-    const char *src = tokens ? tokens : text ? text : "random tokens";
-    for (size_t i = 0; i < n; i++)
-        if (tok[i] < 0 || tok[i] >= cfg->vocab_size) {
-            dsq_fail(&err, DSQ_E_FORMAT, "%s: token %zu is %d, outside the vocabulary (%d)", src, i,
-                     tok[i], cfg->vocab_size);
-            goto fail;
-        }
+    if (cli_window_tokens(&win, model, cfg, &tok, &n, &err)) goto fail;
+    const char *src = win.tokens ? win.tokens : win.text ? win.text : "random tokens";
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(cfg);
     if (o.ctx > cfg->max_position_embeddings)
         fprintf(stderr, "dsq eval: warning: --ctx %d exceeds max_position_embeddings %d\n", o.ctx,
@@ -161,7 +125,7 @@ int cmd_eval(int argc, char **argv) {
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddStringToObject(j, tokens ? "tokens_file" : text ? "text_file" : "tokens", src);
+        cJSON_AddStringToObject(j, win.tokens ? "tokens_file" : win.text ? "text_file" : "tokens", src);
         cJSON_AddNumberToObject(j, "n_tokens", (double)n);
         cJSON_AddNumberToObject(j, "ctx", r.ctx);
         cJSON_AddNumberToObject(j, "windows", (double)r.n_windows);

@@ -388,52 +388,32 @@ static int write_text(const char *path, const char *text, dsq_err *err) {
     return dsq_afile_commit(f, err);
 }
 
-static long parse_pos(const char *s, long lo, long hi) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    return (end == s || *end || v < lo || v > hi) ? -1 : v;
-}
-
 int cmd_verify(int argc, char **argv) {
-    const char *ref = NULL, *cand = NULL, *tokens = NULL, *text = NULL, *json = NULL, *svg = NULL;
-    long ctx = 0, threads = 0, maxw = 0, nrand = 0;
+    const char *ref = NULL, *cand = NULL, *json = NULL, *svg = NULL;
+    cli_window win = {0};
     dsq_drift_opts o = {0};
     o.experts = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int more = i + 1 < argc;
+        int k = cli_window_opt("verify", argc, argv, &i, &win);
+        if (k < 0) return 2;
+        if (k) continue;
         if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
         else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
         else if (cli_is(a, "--attribution")) o.attribution = 1;
         else if (cli_is(a, "--no-experts")) o.experts = 0;
-        else if (cli_is(a, "--tokens") && more) tokens = argv[++i];
-        else if (cli_is(a, "--text") && more) text = argv[++i];
-        else if (cli_is(a, "--json") && more) json = argv[++i];
-        else if (cli_is(a, "--svg") && more) svg = argv[++i];
-        else if (cli_is(a, "--ctx") && more) {
-            if ((ctx = parse_pos(argv[++i], 2, 1 << 20)) < 0) goto bad_num;
-        } else if (cli_is(a, "--threads") && more) {
-            if ((threads = parse_pos(argv[++i], 1, 4096)) < 0) goto bad_num;
-        } else if (cli_is(a, "--random-tokens") && more) {
-            if ((nrand = parse_pos(argv[++i], 2, 1L << 30)) < 0) goto bad_num;
-        } else if (cli_is(a, "--max-windows") && more) {
-            if ((maxw = parse_pos(argv[++i], 1, 1L << 40)) < 0) goto bad_num;
-        } else if (cli_is(a, "--score-from") && more) {
-            long sf = parse_pos(argv[++i], 0, 1 << 20);
-            if (sf < 0) goto bad_num;
-            o.score_from = (int)sf;
-        } else if (a[0] == '-') {
+        else if (cli_is(a, "--json") && i + 1 < argc) json = argv[++i];
+        else if (cli_is(a, "--svg") && i + 1 < argc) svg = argv[++i];
+        else if (a[0] == '-') {
             fprintf(stderr, "dsq verify: unknown option or missing value '%s'\n", a);
             return usage(stderr);
         } else if (!ref) ref = a;
         else if (!cand) cand = a;
         else return usage(stderr);
-        continue;
-    bad_num:
-        fprintf(stderr, "dsq verify: bad value for %s: '%s'\n", a, argv[i]);
-        return 2;
     }
-    if (!ref || !cand || !!tokens + !!text + !!nrand != 1) return usage(stderr);
+    if (!ref || !cand || !cli_window_source_ok(&win)) return usage(stderr);
+    o.score_from = (int)win.score_from;
+    long ctx = win.ctx, threads = win.threads, maxw = win.max_windows;
 
     dsq_err err = {0};
     dsq_model mr = {0}, mc = {0};
@@ -444,16 +424,7 @@ int cmd_verify(int argc, char **argv) {
     int ret = 1;
     if (dsq_model_open(&mr, ref, &err)) goto fail;
     if (dsq_model_open(&mc, cand, &err)) goto fail;
-    if (nrand) {
-        if (!(tok = malloc(sizeof *tok * (size_t)nrand))) {
-            dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
-            goto fail;
-        }
-        n = (size_t)nrand;
-        dsq_eval_random_tokens(tok, nrand, mr.w.cfg->vocab_size, mr.w.cfg->bos_token_id);
-    } else if (dsq_model_load_tokens(ref, tokens, text, 0, &tok, &n, &err)) {
-        goto fail;
-    }
+    if (cli_window_tokens(&win, ref, mr.w.cfg, &tok, &n, &err)) goto fail;
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(mr.w.cfg);
     o.max_windows = maxw;
     o.n_threads = (int)threads;
@@ -465,7 +436,7 @@ int cmd_verify(int argc, char **argv) {
     print_table(rep, ref, cand);
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {
-        js = report_json(rep, ref, cand, tokens ? tokens : text ? text : "random tokens");
+        js = report_json(rep, ref, cand, win.tokens ? win.tokens : win.text ? win.text : "random tokens");
         if (write_text(json, js, &err)) goto fail;
     }
     if (svg) {

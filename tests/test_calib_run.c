@@ -30,8 +30,13 @@ static int run_calib(const char *model, const char *preset, const int32_t *tok, 
     dsq_recipe r;
     dsq_err err = {0};
     if (dsq_recipe_preset(&r, preset, &err)) return -1;
+    dsq_model m;
+    if (dsq_model_open(&m, model, &err)) {
+        dsq_recipe_deinit(&r);
+        return -1;
+    }
     dsq_calib_opts o = {0};
-    o.model = model;
+    o.model = &m;
     o.recipe = &r;
     o.tokens = tok;
     o.n_tokens = n;
@@ -42,6 +47,7 @@ static int run_calib(const char *model, const char *preset, const int32_t *tok, 
     dsq_calib_report rep;
     int rc = dsq_calib_run(&o, cs, &rep, &err);
     if (rc) fprintf(stderr, "  calib: %s\n", err.msg);
+    dsq_model_close(&m);
     dsq_recipe_deinit(&r);
     return rc;
 }
