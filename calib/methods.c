@@ -278,6 +278,183 @@ static void gptq_rows(void *arg) {
     free(eb);
 }
 
+/* ---- refinement ------------------------------------------------------------- */
+
+/* The stored form of a positive scale s (bf16 / f16 round to nearest even,
+ * f32 as is); 0 when the scheme's scale type cannot take arbitrary values
+ * or s does not survive the rounding as a positive finite number. */
+static int scale_code(const dsq_qscheme *d, float s, uint32_t *code, float *back) {
+    if (!(s > 0) || !(s < INFINITY)) return 0;
+    switch (d->sdt) {
+    case DSQ_DT_F32: memcpy(code, &s, 4); *back = s; break;
+    case DSQ_DT_BF16: *code = dsq_f32_to_bf16(s); *back = dsq_bf16_to_f32((uint16_t)*code); break;
+    case DSQ_DT_F16: *code = dsq_f32_to_f16(s); *back = dsq_f16_to_f32((uint16_t)*code); break;
+    default: return 0;
+    }
+    return *back > 0 && *back < INFINITY;
+}
+
+/* Solve the SPD system A x = b (n x n, destroyed) by Cholesky; -1 if not SPD. */
+static int spd_solve(double *A, double *b, int64_t n) {
+    if (cholesky(A, n)) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        double t = b[i];
+        for (int64_t k = 0; k < i; k++) t -= A[i * n + k] * b[k];
+        b[i] = t / A[i * n + i];
+    }
+    for (int64_t i = n - 1; i >= 0; i--) {
+        double t = b[i];
+        for (int64_t k = i + 1; k < n; k++) t -= A[k * n + i] * b[k];
+        b[i] = t / A[i * n + i];
+    }
+    return 0;
+}
+
+/* One refinement job: rows [r0, r1) of the permuted GPTQ result Q, refined
+ * against the damped permuted Hessian Hd by alternating
+ *   codes:  a coordinate-descent pass, each code set to the grid point that
+ *           minimises (w - q)^T Hd (w - q) with the others fixed (never
+ *           increases it);
+ *   scales: the least-squares scales of the row's groups for fixed codes
+ *           (normal equations of the same objective), rounded to the stored
+ *           type and kept only when the objective goes down. */
+typedef struct rjob {
+    const dsq_qscheme *d;
+    const dsq_qmat *dst;
+    const dsq_qsizes *sz;
+    const double *Hd;
+    const float *Wp;
+    float *Q;
+    const int64_t *perm;
+    int64_t n, r0, r1, ucols;
+    int iters, fail;
+} rjob;
+
+static double row_obj(const double *Hd, const double *e, double *r, int64_t n) {
+    double o = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double *h = Hd + i * n;
+        double t = 0;
+        for (int64_t k = 0; k < n; k++) t += h[k] * e[k];
+        r[i] = t;
+        o += e[i] * t;
+    }
+    return o;
+}
+
+static void refine_rows(void *arg) {
+    rjob *j = arg;
+    const dsq_qscheme *d = j->d;
+    int64_t n = j->n, G = (n + j->ucols - 1) / j->ucols;
+    int tlo = d->kind == DSQ_QK_INT8 ? -127 : -8, thi = d->kind == DSQ_QK_INT8 ? 127 : 7;
+    double *e = malloc(sizeof *e * (size_t)n), *r = malloc(sizeof *r * (size_t)n), *hw = malloc(sizeof *hw * (size_t)n);
+    double *Y = malloc(sizeof *Y * (size_t)(n * G)), *M = malloc(sizeof *M * (size_t)(G * G)), *b = malloc(sizeof *b * (size_t)G);
+    float *s = malloc(sizeof *s * (size_t)G), *s_new = malloc(sizeof *s_new * (size_t)G), *q = malloc(sizeof *q * (size_t)n);
+    uint32_t *code = malloc(sizeof *code * (size_t)G);
+    int *t = malloc(sizeof *t * (size_t)n), *z = malloc(sizeof *z * (size_t)G);
+    int64_t *grp = malloc(sizeof *grp * (size_t)n);
+    if (!e || !r || !hw || !Y || !M || !b || !s || !s_new || !q || !code || !t || !z || !grp) {
+        j->fail = 1;
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) grp[i] = j->perm[i] / j->ucols;
+    for (int64_t row = j->r0; row < j->r1; row++) {
+        const float *w = j->Wp + row * n;
+        float *Qr = j->Q + row * n;
+        int64_t sbase = d->gran == DSQ_QG_GROUP ? row * j->sz->scale_cols : row;
+        for (int64_t g = 0; g < G; g++) {
+            s[g] = stored_scale(d, j->dst->scale, sbase + g);
+            z[g] = 0;
+            if (d->kind == DSQ_QK_INT4) {
+                if (d->sym) z[g] = 8;
+                else {
+                    const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)row * ((uint64_t)(j->sz->scale_cols + 1) / 2);
+                    z[g] = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
+                }
+            }
+        }
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (!(fabsf(w[i]) < INFINITY) || !(s[grp[i]] > 0)) bad = 1;
+            t[i] = (int)rintf(Qr[i] / s[grp[i]]);
+            q[i] = Qr[i];
+        }
+        if (bad) continue; /* non-finite weights: leave GPTQ's result */
+        /* Hd w, for the scale normal equations */
+        for (int64_t i = 0; i < n; i++) {
+            double a = 0;
+            for (int64_t k = 0; k < n; k++) a += j->Hd[i * n + k] * w[k];
+            hw[i] = a;
+        }
+        for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - q[i];
+        double obj = row_obj(j->Hd, e, r, n);
+        for (int it = 0; it < j->iters; it++) {
+            /* codes */
+            for (int64_t i = 0; i < n; i++) {
+                const double *h = j->Hd + i * n;
+                double hii = h[i];
+                if (!(hii > 0)) continue;
+                float sg = s[grp[i]];
+                double target = (double)q[i] + r[i] / hii;
+                double tt = rint(target / sg);
+                int lo = tlo, hi = thi;
+                if (d->kind == DSQ_QK_INT4) { lo = -z[grp[i]]; hi = 15 - z[grp[i]]; }
+                int tn = tt < lo ? lo : tt > hi ? hi : (int)tt;
+                if (tn == t[i]) continue;
+                double dl = (double)((float)tn * sg) - q[i];
+                t[i] = tn;
+                q[i] = (float)tn * sg;
+                e[i] -= dl;
+                for (int64_t k = 0; k < n; k++) r[k] -= dl * h[k];
+            }
+            obj = row_obj(j->Hd, e, r, n); /* resync against drift */
+            /* scales: (A^T Hd A) s = A^T Hd w, A[i][g] = t_i [grp i = g] */
+            for (int64_t i = 0; i < n * G; i++) Y[i] = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const double *h = j->Hd + i * n;
+                double *y = Y + i * G;
+                for (int64_t k = 0; k < n; k++) y[grp[k]] += h[k] * t[k];
+            }
+            for (int64_t i = 0; i < G * G; i++) M[i] = 0;
+            for (int64_t g = 0; g < G; g++) b[g] = 0;
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t g = 0; g < G; g++) M[grp[i] * G + g] += t[i] * Y[i * G + g];
+                b[grp[i]] += t[i] * hw[i];
+            }
+            for (int64_t g = 0; g < G; g++) M[g * G + g] += 1e-12 * (M[g * G + g] > 0 ? M[g * G + g] : 1);
+            if (spd_solve(M, b, G)) break;
+            int changed = 0;
+            for (int64_t g = 0; g < G; g++) {
+                float back;
+                s_new[g] = s[g];
+                if (scale_code(d, (float)b[g], &code[g], &back) && back != s[g]) {
+                    s_new[g] = back;
+                    changed = 1;
+                }
+            }
+            if (!changed) break;
+            for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - (double)((float)t[i] * s_new[grp[i]]);
+            double o2 = row_obj(j->Hd, e, r, n);
+            if (!(o2 < obj)) {
+                for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - q[i];
+                obj = row_obj(j->Hd, e, r, n);
+                break;
+            }
+            obj = o2;
+            for (int64_t g = 0; g < G; g++)
+                if (s_new[g] != s[g]) {
+                    s[g] = s_new[g];
+                    store_scale(d, j->dst->scale, sbase + g, code[g]);
+                }
+            for (int64_t i = 0; i < n; i++) q[i] = (float)t[i] * s[grp[i]];
+        }
+        memcpy(Qr, q, sizeof *q * (size_t)n);
+    }
+out:
+    free(e); free(r); free(hw); free(Y); free(M); free(b); free(s); free(s_new); free(q);
+    free(code); free(t); free(z); free(grp);
+}
+
 int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const dsq_gptq_opts *o,
              const dsq_qmat *dst, double *out_err, dsq_err *err) {
     const dsq_qscheme *d = dsq_q_scheme(dst->type);
@@ -362,6 +539,32 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
         else gptq_rows(&jobs[k]);
     }
     if (o && o->pool) dsq_pool_join(o->pool);
+    if (o && o->refine > 0 && (d->kind == DSQ_QK_INT4 || d->kind == DSQ_QK_INT8) &&
+        (d->gran == DSQ_QG_GROUP || d->gran == DSQ_QG_CHANNEL) &&
+        (d->sdt == DSQ_DT_F32 || d->sdt == DSQ_DT_BF16 || d->sdt == DSQ_DT_F16)) {
+        /* the damped, permuted Hessian again (Hd holds factors by now) */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < n; k++) tmp[i * n + k] = H[perm[i] * n + perm[k]];
+        for (int64_t i = 0; i < n; i++) {
+            if (!(tmp[i * n + i] > 0)) {
+                for (int64_t k = 0; k < n; k++) tmp[i * n + k] = tmp[k * n + i] = 0;
+                tmp[i * n + i] = 1;
+            }
+            tmp[i * n + i] += damp * mean;
+        }
+        rjob *rj = dsq_calloc((size_t)nj, sizeof *rj);
+        if (!rj) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
+        for (int k = 0; k < nj; k++) {
+            rj[k] = (rjob){d, dst, &sz, tmp, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
+            if (o->pool) dsq_pool_add(o->pool, refine_rows, &rj[k]);
+            else refine_rows(&rj[k]);
+        }
+        if (o->pool) dsq_pool_join(o->pool);
+        int failed = 0;
+        for (int k = 0; k < nj; k++) failed |= rj[k].fail;
+        free(rj);
+        if (failed) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory while refining"); goto out; }
+    }
     /* back to the original column order, then encode with the stored parameters */
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + perm[k]] = Q[r * n + k];

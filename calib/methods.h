@@ -19,6 +19,9 @@ typedef struct dsq_gptq_opts {
     int clip_steps;  /* >= 2: each group's scale by a clip-ratio search weighted by
                         the Hessian diagonal (as the mse method, on the updated weights) */
     float clip_min;  /* smallest ratio tried (0: 0.5) */
+    int refine;      /* int schemes with group / channel scales: rounds of
+                        (code coordinate descent, least-squares scales) on the
+                        same damped objective after the GPTQ pass (0: none) */
 } dsq_gptq_opts;
 
 /* GPTQ of one [rows, cols] f32 matrix W with input Hessian H = E[x x^T]

@@ -34,6 +34,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
         m->opts.clip_min = u->clip_min;
         m->damp = u->damp > 0 ? u->damp : 0.01;
         m->act_order = u->act_order;
+        m->refine = u->refine;
         m->grid = u->grid ? u->grid : 20;
         if (!strcmp(u->method, "gptq")) m->method = DSQ_QM_GPTQ;
         else if (!strcmp(u->method, "awq")) m->method = DSQ_QM_AWQ;
@@ -56,6 +57,8 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     if (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s", m->damp,
                       m->act_order ? "true" : "false");
+    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && m->refine)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"refine\":%d", m->refine);
     if (dsq_qm_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
     if (have_calib && m->method != DSQ_QM_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
@@ -117,7 +120,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             free(H);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
-        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
+        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min, m->refine};
         rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
         free(H);
         return rc;
@@ -147,7 +150,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
         double best_e = INFINITY;
-        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min};
+        dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min, m->refine};
         for (int k = 0; k <= 4 && !rc; k++) {
             float alpha = 0.125f * (float)k;
             dsq_awq_scales(w->imp + cols, cols, alpha, sc);

@@ -27,6 +27,7 @@ typedef struct dsq_qmethod {
     dsq_qopts opts;     /* clip search (imp filled per matrix from statistics) */
     double damp;        /* gptq */
     int act_order;      /* gptq */
+    int refine;         /* gptq */
     int grid;           /* awq */
     char recipe[256];   /* JSON of the decision, for the container */
 } dsq_qmethod;

@@ -161,6 +161,12 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                     goto fail;
                 }
                 u->act_order = cJSON_IsTrue(k);
+            } else if (!strcmp(key, "refine")) {
+                if (!cJSON_IsNumber(k) || k->valuedouble < 0 || k->valuedouble > 16 || k->valuedouble != (int)k->valuedouble) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: refine must be an integer in [0, 16]", what, i);
+                    goto fail;
+                }
+                u->refine = (int)k->valuedouble;
             } else if (!strcmp(key, "grid")) {
                 if (!cJSON_IsNumber(k) || k->valuedouble < 1 || k->valuedouble > 100) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: grid must be in [1, 100]", what, i);

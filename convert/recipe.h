@@ -20,6 +20,7 @@ typedef struct dsq_rule {
     char method[16];           /* "absmax"/"rtn", "mse", "gptq", "awq" */
     double damp;               /* gptq: Hessian damping relative to its mean diagonal */
     int act_order;             /* gptq: columns by decreasing Hessian diagonal */
+    int refine;                /* gptq: rounds of code / scale refinement after the pass */
     int grid;                  /* awq: exponents tried in [0, 1] */
 } dsq_rule;
 

@@ -94,7 +94,7 @@ TEST(test_calib_gptq_beats_rtn) {
         dsq_qmat src = {DSQ_Q_F32, L.rows, L.cols, L.W, NULL, NULL};
         dsq_err err = {0};
         CHECK(dsq_q_quantize_pool(NULL, &src, &rtn, NULL, &err) == 0);
-        dsq_gptq_opts o = {0.01, 0, 128, NULL, 0, 0};
+        dsq_gptq_opts o = {0.01, 0, 128, NULL, 0, 0, 0};
         double e1;
         CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &g, &e1, &err) == 0, "%s", err.msg);
         o.act_order = 1;
@@ -123,7 +123,7 @@ TEST(test_calib_gptq_identity_hessian) {
     dsq_qmat src = {DSQ_Q_F32, rows, cols, W, NULL, NULL};
     dsq_err err = {0};
     CHECK(dsq_q_quantize_pool(NULL, &src, &a, NULL, &err) == 0);
-    dsq_gptq_opts o = {1e-9, 0, 16, NULL, 0, 0};
+    dsq_gptq_opts o = {1e-9, 0, 16, NULL, 0, 0, 0};
     CHECK(dsq_gptq(W, rows, cols, H, &o, &b, NULL, &err) == 0);
     dsq_qsizes z;
     dsq_q_sizes(t, rows, cols, &z, NULL);
@@ -159,7 +159,7 @@ TEST(test_calib_gptq_threads_identical) {
     dsq_qmat a = qm_alloc(t, L.rows, L.cols), b = qm_alloc(t, L.rows, L.cols);
     dsq_err err = {0};
     struct dsq_pool *pool = dsq_pool_new(2);
-    dsq_gptq_opts o1 = {0.01, 1, 64, NULL, 8, 0}, o2 = {0.01, 1, 64, pool, 8, 0};
+    dsq_gptq_opts o1 = {0.01, 1, 64, NULL, 8, 0, 0}, o2 = {0.01, 1, 64, pool, 8, 0, 0};
     CHECK(dsq_gptq(L.W, L.rows, L.cols, L.H, &o1, &a, NULL, &err) == 0);
     CHECK(dsq_gptq(L.W, L.rows, L.cols, L.H, &o2, &b, NULL, &err) == 0);
     dsq_qsizes z;
