@@ -598,6 +598,50 @@ out:
     return rc;
 }
 
+int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H, const double *C, double damp,
+                    double alpha, float *out, dsq_err *err) {
+    int64_t n = cols;
+    double *A = dsq_malloc(sizeof *A * (size_t)(n * n)), *tmp = dsq_malloc(sizeof *tmp * (size_t)(n * n));
+    double *Mx = dsq_malloc(sizeof *Mx * (size_t)(n * n));
+    int rc = DSQ_OK;
+    if (!A || !tmp || !Mx) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
+    mean = mean > 0 ? mean / (double)n : 1;
+    for (int64_t k = 0; k < n * n; k++) A[k] = H[k];
+    for (int64_t i = 0; i < n; i++) A[i * n + i] += (damp > 0 ? damp : 0.01) * mean;
+    if (spd_inverse(A, n, tmp)) { rc = dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping"); goto out; }
+    /* Mx = alpha (C A - I) */
+    for (int64_t i = 0; i < n; i++) {
+        double *m = Mx + i * n;
+        for (int64_t j = 0; j < n; j++) m[j] = 0;
+        for (int64_t k = 0; k < n; k++) {
+            double c = C[i * n + k];
+            if (c == 0) continue;
+            const double *a = A + k * n;
+            for (int64_t j = 0; j < n; j++) m[j] += c * a[j];
+        }
+        for (int64_t j = 0; j < n; j++) m[j] = alpha * (m[j] - (i == j));
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const float *w = W + r * n;
+        double *acc = tmp;
+        for (int64_t j = 0; j < n; j++) acc[j] = w[j];
+        for (int64_t k = 0; k < n; k++) {
+            double wk = w[k];
+            if (wk == 0) continue;
+            const double *m = Mx + k * n;
+            for (int64_t j = 0; j < n; j++) acc[j] += wk * m[j];
+        }
+        for (int64_t j = 0; j < n; j++) out[r * n + j] = (float)acc[j];
+    }
+out:
+    free(A);
+    free(tmp);
+    free(Mx);
+    return rc;
+}
+
 /* ---- AWQ ---------------------------------------------------------------------- */
 
 double dsq_weighted_err(const float *W, const dsq_qmat *q, const float *colscale, const float *mean_sq) {

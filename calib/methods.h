@@ -36,6 +36,14 @@ typedef struct dsq_gptq_opts {
 int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H,
              const dsq_gptq_opts *o, const dsq_qmat *dst, double *out_err, dsq_err *err);
 
+/* The target GPTQ should reproduce when the quantized model's inputs x
+ * differ from the reference model's r (asymmetric calibration, as in
+ * GPTAQ): the least-squares solution of  min_V sum_t |W r_t - V x_t|^2,
+ * V = W C Hd^-1  (C = E[r x^T], Hd = H + damp * mean(diag H) * I), blended
+ * as out = W + alpha (V - W).  out may not alias W. */
+int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H, const double *C, double damp,
+                    double alpha, float *out, dsq_err *err);
+
 /* AWQ: choose per-input-column scales s_j = m_j^alpha / mean over j (m_j =
  * mean |x_j|), alpha on a grid of n_grid values in [0, 1], quantize
  * W diag(s) (absmax, or the clip search when clip_steps >= 2) and keep the

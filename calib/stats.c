@@ -5,7 +5,8 @@
  * A .dsqcal file is a .dsq container (docs/FORMAT.md) whose metadata has
  * "kind": "calibration" and whose tensors are f32 arrays named
  * "<weight>:mean_sq", "<weight>:mean_abs", "<weight>:max_abs" ([cols]) and
- * "<weight>:hessian" ([cols, cols], E[x x^T]), with per-record token counts,
+ * "<weight>:hessian" ([cols, cols], E[x x^T]) and "<weight>:xcov" ([cols,
+ * cols], E[r x^T], r the reference model's input), with per-record token counts,
  * fallback flags and aliases in the metadata.  Reusing the container gives
  * the file checksums, validation and atomic writing for free.
  */
@@ -35,6 +36,7 @@ void dsq_cstats_free(dsq_cstats *cs) {
         free(cs->s[i].sum_abs);
         free(cs->s[i].max_abs);
         free(cs->s[i].hess);
+        free(cs->s[i].xcov);
     }
     for (int i = 0; i < cs->n_al; i++) {
         free(cs->al[i].alias);
@@ -178,6 +180,39 @@ void dsq_cstat_mean_sq(const dsq_cstat *s, float *out) {
 void dsq_cstat_mean_abs(const dsq_cstat *s, float *out) {
     for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? (float)(s->sum_abs[j] / (double)s->count) : 1.0f;
 }
+int dsq_cstat_add_ref(dsq_cstat *s, const float *r, const float *x, int64_t n) {
+    int64_t c = s->cols;
+    if (!s->hess) return DSQ_E_ARG;
+    if (!s->xcov && !(s->xcov = dsq_calloc((size_t)(c * c), sizeof *s->xcov))) return DSQ_E_NOMEM;
+    float *tmp = dsq_calloc((size_t)(c * c), sizeof *tmp);
+    if (!tmp) return DSQ_E_NOMEM;
+    for (int64_t t0 = 0; t0 < n; t0 += 256) {
+        int64_t t1 = t0 + 256 < n ? t0 + 256 : n;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *rt = r + t * c, *xt = x + t * c;
+            for (int64_t i = 0; i < c; i++) {
+                float ri = rt[i];
+                if (ri == 0) continue;
+                float *ti = tmp + i * c;
+                for (int64_t j = 0; j < c; j++) ti[j] += ri * xt[j];
+            }
+        }
+        for (int64_t k = 0; k < c * c; k++) {
+            s->xcov[k] += tmp[k];
+            tmp[k] = 0;
+        }
+    }
+    free(tmp);
+    return DSQ_OK;
+}
+
+int dsq_cstat_xcov(const dsq_cstat *s, double *out) {
+    if (!s->xcov) return DSQ_E_NOTFOUND;
+    double inv = s->count ? 1.0 / (double)s->count : 0;
+    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = s->xcov[k] * inv;
+    return DSQ_OK;
+}
+
 int dsq_cstat_hessian(const dsq_cstat *s, double *out) {
     if (!s->hess) return DSQ_E_NOTFOUND;
     double inv = s->count ? 1.0 / (double)s->count : 0;
@@ -238,7 +273,8 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
     }
     for (int k = 0; k < nr; k++) {
         dsq_cstat *s = &cs->s[rp[k].idx];
-        free(s->sum_sq); free(s->sum_abs); free(s->max_abs); free(s->hess);
+        free(s->sum_sq); free(s->sum_abs); free(s->max_abs); free(s->hess); free(s->xcov);
+        s->xcov = NULL;
         s->sum_sq = rp[k].sq;
         s->sum_abs = rp[k].ab;
         s->max_abs = rp[k].mx;
@@ -252,7 +288,7 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
 
 /* ---- .dsqcal ---------------------------------------------------------------- */
 
-static const char *const g_fields[4] = {"mean_sq", "mean_abs", "max_abs", "hessian"};
+static const char *const g_fields[5] = {"mean_sq", "mean_abs", "max_abs", "hessian", "xcov"};
 
 int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json, const char *meta_json,
                     int force, dsq_err *err) {
@@ -264,8 +300,8 @@ int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_j
     size_t cap = 0;
     for (int i = 0; i < cs->n; i++) {
         const dsq_cstat *s = &cs->s[i];
-        for (int f = 0; f < 4; f++) {
-            if (f == 3 && !s->hess) continue;
+        for (int f = 0; f < 5; f++) {
+            if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
             snprintf(nm, sizeof nm, "%s:%s", s->name, g_fields[f]);
             int l, e;
             dsq_role r = dsq_classify(s->name, &l, &e);
@@ -274,10 +310,10 @@ int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_j
             d.role = r;
             d.layer = l;
             d.scheme = DSQ_Q_F32;
-            d.rows = f == 3 ? s->cols : 1;
+            d.rows = f >= 3 ? s->cols : 1;
             d.cols = s->cols;
-            d.n_dims = f == 3 ? 2 : 1;
-            d.shape[0] = f == 3 ? s->cols : s->cols;
+            d.n_dims = f >= 3 ? 2 : 1;
+            d.shape[0] = s->cols;
             d.shape[1] = s->cols;
             if ((rc = dsq_ctrw_add_tensor(w, &d, err)) < 0) goto fail;
         }
@@ -294,12 +330,12 @@ int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_j
             if (!buf) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
         }
         double inv = s->count ? 1.0 / (double)s->count : 0;
-        for (int f = 0; f < 4; f++) {
-            if (f == 3 && !s->hess) continue;
-            int64_t n = f == 3 ? s->cols * s->cols : s->cols;
+        for (int f = 0; f < 5; f++) {
+            if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
+            int64_t n = f >= 3 ? s->cols * s->cols : s->cols;
             for (int64_t j = 0; j < n; j++)
                 buf[j] = f == 0 ? (float)(s->sum_sq[j] * inv) : f == 1 ? (float)(s->sum_abs[j] * inv)
-                       : f == 2 ? s->max_abs[j] : (float)(s->hess[j] * inv);
+                       : f == 2 ? s->max_abs[j] : f == 3 ? (float)(s->hess[j] * inv) : (float)(s->xcov[j] * inv);
             if ((rc = dsq_ctrw_write(w, idx++, 0, DSQ_ARR_DATA, buf, (uint64_t)n * 4, err))) goto fail;
         }
     }
@@ -369,12 +405,16 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
         if (!s) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' duplicated or invalid", path, nm->valuestring); goto fail; }
         s->count = (int64_t)tk->valuedouble;
         s->fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "fallback"));
-        for (int f = 0; f < 4; f++) {
-            if (f == 3 && hi < 0) continue;
+        snprintf(tn, sizeof tn, "%s:xcov", nm->valuestring);
+        int xi = dsq_ctr_find(c, tn);
+        if (xi >= 0 && hi < 0) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' has a cross moment but no Hessian", path, nm->valuestring); goto fail; }
+        if (xi >= 0 && !(s->xcov = dsq_calloc((size_t)(cols * cols), sizeof *s->xcov))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+        for (int f = 0; f < 5; f++) {
+            if ((f == 3 && hi < 0) || (f == 4 && xi < 0)) continue;
             snprintf(tn, sizeof tn, "%s:%s", nm->valuestring, g_fields[f]);
             int k = dsq_ctr_find(c, tn);
             const dsq_ctensor *t = k >= 0 ? dsq_ctr_tensor(c, k) : NULL;
-            int64_t n = f == 3 ? cols * cols : cols;
+            int64_t n = f >= 3 ? cols * cols : cols;
             if (!t || t->scheme != DSQ_Q_F32 || t->rows * t->cols != n || t->experts) {
                 rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' missing or mis-shaped", path, tn);
                 goto fail;
@@ -395,7 +435,8 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
                 if (f == 0) s->sum_sq[j] = tmp[j] * cnt;
                 else if (f == 1) s->sum_abs[j] = tmp[j] * cnt;
                 else if (f == 2) s->max_abs[j] = tmp[j];
-                else s->hess[j] = tmp[j] * cnt;
+                else if (f == 3) s->hess[j] = tmp[j] * cnt;
+                else s->xcov[j] = tmp[j] * cnt;
             }
         }
     }

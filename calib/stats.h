@@ -22,6 +22,8 @@ typedef struct dsq_cstat {
     double *sum_abs;    /* [cols] */
     float *max_abs;     /* [cols] */
     double *hess;       /* [cols x cols] sum of x x^T, or NULL */
+    double *xcov;       /* [cols x cols] sum of r x^T, r the same input computed by
+                           the unquantized model (dsq_cstat_add_ref), or NULL */
     int fallback;       /* 1: replaced by statistics pooled over the layer's experts */
 } dsq_cstat;
 
@@ -42,6 +44,12 @@ const dsq_cstat *dsq_cstats_find(const dsq_cstats *cs, const char *name);
 /* Accumulate n rows x [n x cols] of activations. */
 void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n);
 
+/* Accumulate the cross moment sum r x^T of n token pairs (r: the input as
+ * the reference model computes it, x: as the partly quantized model does;
+ * both [n x cols]).  The record must have a Hessian; the moment is
+ * allocated on first use.  DSQ_E_NOMEM / DSQ_E_ARG. */
+int dsq_cstat_add_ref(dsq_cstat *s, const float *r, const float *x, int64_t n);
+
 /* Experts of MoE layers whose count is below min_tokens get the statistics
  * pooled over every expert of the same projection and layer (sums added,
  * counts added).  Returns the number of experts replaced; their names are
@@ -53,6 +61,8 @@ void dsq_cstat_mean_sq(const dsq_cstat *s, float *out);
 void dsq_cstat_mean_abs(const dsq_cstat *s, float *out);
 /* Mean Hessian E[x x^T] (cols x cols doubles); DSQ_E_NOTFOUND without one. */
 int dsq_cstat_hessian(const dsq_cstat *s, double *out);
+/* Mean cross moment E[r x^T]; DSQ_E_NOTFOUND without one. */
+int dsq_cstat_xcov(const dsq_cstat *s, double *out);
 
 /* .dsqcal files: a .dsq container of f32 statistics (docs/CALIB.md).
  * meta_json: extra metadata object text (may be NULL). */

@@ -27,6 +27,11 @@ typedef struct cctx {
     int stage;          /* inputs recorded: those of this stage only (see stage_of) */
     int fail;
     dsq_err *err;
+    /* asymmetric targets: the reference model's inputs of the current stage
+     * for the current window, by observed role (non-routed sites only) */
+    int capture;        /* 1: the observed pass is the reference model's */
+    float *ref[DSQ_R_COUNT];
+    int64_t ref_n[DSQ_R_COUNT], ref_cap[DSQ_R_COUNT];
 } cctx;
 
 /* Within a layer the linear layers are quantized in the order data flows
@@ -92,18 +97,33 @@ static void consumer_names(const consumer *w, int l, int e, char *name, char *ma
     }
 }
 
+/* Does the recipe want an asymmetric target for weight `name`? */
+static int wants_ref(cctx *c, const char *name, dsq_role role, int layer) {
+    const dsq_rule *u = dsq_recipe_match(c->o->recipe, name, role, layer);
+    return u && !strcmp(u->method, "gptq") && u->ref_target > 0;
+}
+
+/* Does any rule of the recipe ask for asymmetric targets? */
+static int recipe_wants_ref(const dsq_recipe *r) {
+    for (int i = 0; i < r->n_rules; i++)
+        if (!strcmp(r->rules[i].method, "gptq") && r->rules[i].ref_target > 0) return 1;
+    return 0;
+}
+
 /* File n rows of x (n may be 0: only create the record) under the
- * weights of site `site` in layer l (expert e). */
-static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, int cols) {
+ * weights of site `site` in layer l (expert e); with ref (the same rows as
+ * the reference model computes them) also their cross moment. */
+static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, int cols, const float *ref) {
     for (size_t i = 0; i < sizeof g_sites / sizeof g_sites[0]; i++) {
         if (g_sites[i].site != site) continue;
         const consumer *w = g_sites[i].w;
         char name[4][200], match[200];
-        int nw = 0, h = 0;
+        int nw = 0, h = 0, rf = 0;
         for (int k = 0; k < 4 && w[k].role; k++) {
             if (w[k].indexer && !c->cfg->has_indexer) continue;
             consumer_names(&w[k], l, e, name[nw], match, sizeof match);
             h = h || wants_hess(c, match, w[k].role, l);
+            rf = rf || wants_ref(c, match, w[k].role, l);
             nw++;
         }
         dsq_cstat *s = dsq_cstats_get(c->cs, name[0], cols, h);
@@ -112,6 +132,8 @@ static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, 
             return;
         }
         if (n > 0) dsq_cstat_add(s, x, n);
+        if (n > 0 && ref && rf && s->hess && dsq_cstat_add_ref(s, ref, x, n))
+            c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name[0]);
         for (int k = 1; k < nw; k++)
             if (dsq_cstats_alias(c->cs, name[k], name[0])) c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
         return;
@@ -122,7 +144,22 @@ static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, 
 static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int n, int cols) {
     cctx *c = arg;
     if (c->fail || stage_of(role) != c->stage) return;
-    record(c, role, l, e, x, n, cols);
+    if (c->capture) {
+        /* the reference pass: keep this window's input of the site */
+        if (e >= 0) return;
+        int64_t need = (int64_t)n * cols;
+        if (need > c->ref_cap[role]) {
+            free(c->ref[role]);
+            c->ref[role] = dsq_malloc(sizeof(float) * (size_t)need);
+            c->ref_cap[role] = c->ref[role] ? need : 0;
+            if (!c->ref[role]) { c->fail = dsq_fail(c->err, DSQ_E_NOMEM, "calib: out of memory"); return; }
+        }
+        memcpy(c->ref[role], x, sizeof(float) * (size_t)need);
+        c->ref_n[role] = need;
+        return;
+    }
+    const float *ref = e < 0 && c->ref_n[role] == (int64_t)n * cols ? c->ref[role] : NULL;
+    record(c, role, l, e, x, n, cols, ref);
 }
 
 /* Storage scheme of a weight in the source model. */
@@ -236,7 +273,10 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     const dsq_config *cfg = mp->w.cfg;
     dsq_cstats *cs = dsq_cstats_new();
     dsq_woverlay *ov = dsq_woverlay_new(&mp->w);
-    dsq_fwd *f1 = NULL;
+    dsq_fwd *f1 = NULL, *f0 = NULL;
+    float *resid0 = NULL;
+    int use_ref = recipe_wants_ref(o->recipe);
+    cctx cc = {0};
     dsq_pool *pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     float *resid = NULL, *emb = NULL;
     dsq_qwork work = {0};
@@ -255,7 +295,8 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         }
     resid = dsq_malloc(sizeof *resid * (size_t)(W * T * D));
     emb = dsq_malloc(sizeof *emb * (size_t)D);
-    if (!resid || !emb) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
+    if (use_ref) resid0 = dsq_malloc(sizeof *resid0 * (size_t)(W * T * D));
+    if (!resid || !emb || (use_ref && !resid0)) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
     /* embeddings (the embedding table is quantized too when the recipe says so) */
     if ((rc = quantize_weight(o, mp, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
                               DSQ_R_EMBED, -1, err))) goto out;
@@ -263,10 +304,14 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     int eid = wq->find(wq->ctx, "model.embed_tokens.weight");
     for (int64_t i = 0; i < W * T; i++)
         if ((rc = wq->rows_f32(wq->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid + i * D, err))) goto out;
+    if (use_ref)
+        for (int64_t i = 0; i < W * T; i++)
+            if ((rc = mp->w.rows_f32(mp->w.ctx, eid, o->tokens[i], o->tokens[i] + 1, resid0 + i * D, err))) goto out;
     dsq_woverlay_clear(ov);
-    cctx cc = {o, cs, cfg, -1, 0, err};
+    cc = (cctx){o, cs, cfg, -1, 0, err, 0, {0}, {0}, {0}};
     dsq_fwd_opts fo = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8, .observe = on_input, .observe_arg = &cc};
     if ((rc = dsq_fwd_new(&f1, wq, &fo, err))) goto out;
+    if (use_ref && (rc = dsq_fwd_new(&f0, &mp->w, &fo, err))) goto out;
     rep->layers = cfg->n_layers;
     rep->windows = (int)W;
     rep->ctx = T;
@@ -276,6 +321,14 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         for (int stage = 0; stage < N_STAGES; stage++) {
             cc.stage = stage;
             for (int64_t w = 0; w < W; w++) {
+                if (use_ref) {
+                    /* the reference model's inputs of this stage, for this window */
+                    for (int k = 0; k < DSQ_R_COUNT; k++) cc.ref_n[k] = 0;
+                    cc.capture = 1;
+                    if ((rc = dsq_fwd_begin_at(f0, l, resid0 + w * T * D, T, err)) || (rc = dsq_fwd_layer(f0, NULL, err)) < 0) goto out;
+                    cc.capture = 0;
+                    if (cc.fail) { rc = cc.fail; goto out; }
+                }
                 if ((rc = dsq_fwd_begin_at(f1, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f1, NULL, err)) < 0) goto out;
                 if (cc.fail) { rc = cc.fail; goto out; }
             }
@@ -283,7 +336,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
                 /* experts no token reached still need (pooled) statistics */
                 dsq_role site = stage == 3 ? DSQ_R_EXP_GATE : DSQ_R_EXP_DOWN;
                 int cols = stage == 3 ? (int)D : cfg->moe_intermediate_size;
-                for (int e = 0; e < cfg->n_routed_experts; e++) record(&cc, site, l, e, NULL, 0, cols);
+                for (int e = 0; e < cfg->n_routed_experts; e++) record(&cc, site, l, e, NULL, 0, cols, NULL);
                 if (cc.fail) { rc = cc.fail; goto out; }
                 dsq_cstats_pool_starved(cs, o->min_tokens);
             }
@@ -294,6 +347,10 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
             dsq_fwd_view v;
             if ((rc = dsq_fwd_begin_at(f1, l, resid + w * T * D, T, err)) || (rc = dsq_fwd_layer(f1, &v, err)) < 0) goto out;
             memcpy(resid + w * T * D, v.resid, sizeof *resid * (size_t)(T * D));
+            if (use_ref) {
+                if ((rc = dsq_fwd_begin_at(f0, l, resid0 + w * T * D, T, err)) || (rc = dsq_fwd_layer(f0, &v, err)) < 0) goto out;
+                memcpy(resid0 + w * T * D, v.resid, sizeof *resid0 * (size_t)(T * D));
+            }
         }
         dsq_woverlay_clear(ov);
         rep->layer_seconds[l < 512 ? l : 511] = dsq_now() - t0;
@@ -314,6 +371,9 @@ out:
     if (rc > 0) rc = DSQ_OK;
     dsq_qwork_deinit(&work);
     dsq_fwd_free(f1);
+    dsq_fwd_free(f0);
+    free(resid0);
+    for (int k = 0; k < DSQ_R_COUNT; k++) free(cc.ref[k]);
     dsq_woverlay_free(ov);
     dsq_pool_free(pool);
     dsq_cstats_free(cs);

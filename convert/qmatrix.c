@@ -35,6 +35,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
         m->damp = u->damp > 0 ? u->damp : 0.01;
         m->act_order = u->act_order;
         m->refine = u->refine;
+        m->ref_target = u->ref_target;
         m->grid = u->grid ? u->grid : 20;
         if (!strcmp(u->method, "gptq")) m->method = DSQ_QM_GPTQ;
         else if (!strcmp(u->method, "awq")) m->method = DSQ_QM_AWQ;
@@ -59,6 +60,8 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
                       m->act_order ? "true" : "false");
     if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && m->refine)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"refine\":%d", m->refine);
+    if (m->method == DSQ_QM_GPTQ && m->ref_target > 0)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"ref_target\":%g", m->ref_target);
     if (dsq_qm_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
     if (have_calib && m->method != DSQ_QM_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
@@ -121,7 +124,22 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
         dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min, m->refine};
-        rc = dsq_gptq(w->wf, rows, cols, H, &go, dst, NULL, err);
+        const float *tw = w->wf;
+        float *wt = NULL;
+        if (m->ref_target > 0 && st->xcov) {
+            /* asymmetric target: reproduce the reference outputs from the quantized inputs */
+            double *C = dsq_malloc(sizeof *C * (size_t)(cols * cols));
+            wt = dsq_malloc(sizeof *wt * (size_t)(rows * cols));
+            if (!C || !wt) rc = dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the cross moment", what);
+            else {
+                dsq_cstat_xcov(st, C);
+                rc = dsq_gptq_target(w->wf, rows, cols, H, C, m->damp, m->ref_target, wt, err);
+            }
+            free(C);
+            tw = wt;
+        }
+        if (!rc) rc = dsq_gptq(tw, rows, cols, H, &go, dst, NULL, err);
+        free(wt);
         free(H);
         return rc;
     }

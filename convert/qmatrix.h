@@ -28,6 +28,7 @@ typedef struct dsq_qmethod {
     double damp;        /* gptq */
     int act_order;      /* gptq */
     int refine;         /* gptq */
+    double ref_target;  /* gptq */
     int grid;           /* awq */
     char recipe[256];   /* JSON of the decision, for the container */
 } dsq_qmethod;

@@ -167,6 +167,12 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                     goto fail;
                 }
                 u->refine = (int)k->valuedouble;
+            } else if (!strcmp(key, "ref_target")) {
+                if (!cJSON_IsNumber(k) || !(k->valuedouble >= 0 && k->valuedouble <= 1)) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: ref_target must be in [0, 1]", what, i);
+                    goto fail;
+                }
+                u->ref_target = k->valuedouble;
             } else if (!strcmp(key, "grid")) {
                 if (!cJSON_IsNumber(k) || k->valuedouble < 1 || k->valuedouble > 100) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: grid must be in [1, 100]", what, i);

@@ -21,6 +21,8 @@ typedef struct dsq_rule {
     double damp;               /* gptq: Hessian damping relative to its mean diagonal */
     int act_order;             /* gptq: columns by decreasing Hessian diagonal */
     int refine;                /* gptq: rounds of code / scale refinement after the pass */
+    double ref_target;         /* gptq: 0..1, how far the target moves toward reproducing the
+                                  reference model's outputs from quantized inputs (0: off) */
     int grid;                  /* awq: exponents tried in [0, 1] */
 } dsq_rule;
 
