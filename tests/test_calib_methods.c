@@ -169,3 +169,95 @@ TEST(test_calib_gptq_threads_identical) {
     free(a.data); free(b.data);
     free_layer(&L);
 }
+
+/* (W - Q) Hd (W - Q)^T summed over rows, Hd = H + damp * mean(diag H) * I. */
+static double damped_obj(const float *W, const dsq_qmat *q, const double *H, double damp) {
+    int64_t rows = q->rows, n = q->cols;
+    float *Wq = malloc(sizeof *Wq * (size_t)(rows * n));
+    dsq_q_dequantize(q, 0, rows, Wq, NULL);
+    double mean = 0, o = 0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i] / (double)n;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double ei = (double)W[r * n + i] - Wq[r * n + i], t = damp * mean * ei;
+            for (int64_t k = 0; k < n; k++) t += H[i * n + k] * ((double)W[r * n + k] - Wq[r * n + k]);
+            o += ei * t;
+        }
+    free(Wq);
+    return o;
+}
+
+TEST(test_calib_gptq_refine_never_worse) {
+    /* the refinement rounds only accept changes that lower the damped
+     * objective, so they never end above the plain GPTQ result; rows split
+     * over threads give the same bytes */
+    layer L;
+    make_layer(&L, 48, 256, 512);
+    const char *schemes[] = {"int4-g128-sym", "int4-g32-asym", "int8-channel", "int4-g64-sym-f16"};
+    struct dsq_pool *pool = dsq_pool_new(2);
+    for (size_t k = 0; k < 4; k++) {
+        int t = dsq_q_from_name(schemes[k]);
+        dsq_qmat a = qm_alloc(t, L.rows, L.cols), b = qm_alloc(t, L.rows, L.cols), c = qm_alloc(t, L.rows, L.cols);
+        dsq_err err = {0};
+        dsq_gptq_opts o = {0.01, 1, 128, NULL, 8, 0, 0};
+        CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &a, NULL, &err) == 0, "%s", err.msg);
+        o.refine = 2;
+        CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &b, NULL, &err) == 0, "%s", err.msg);
+        o.pool = pool;
+        CHECKF(dsq_gptq(L.W, L.rows, L.cols, L.H, &o, &c, NULL, &err) == 0, "%s", err.msg);
+        double ea = damped_obj(L.W, &a, L.H, 0.01), eb = damped_obj(L.W, &b, L.H, 0.01);
+        fprintf(stderr, "  %s: damped objective gptq %.4e, refined %.4e (%.3fx); output error %.3e -> %.3e\n", schemes[k], ea, eb,
+                eb / ea, out_err(L.W, &a, NULL, L.X, L.N), out_err(L.W, &b, NULL, L.X, L.N));
+        CHECKF(eb <= ea * (1 + 1e-9), "%s: refined %.6e above %.6e", schemes[k], eb, ea);
+        CHECKF(eb < ea, "%s: refinement changed nothing", schemes[k]);
+        dsq_qsizes z;
+        dsq_q_sizes(t, L.rows, L.cols, &z, NULL);
+        CHECK(!memcmp(b.data, c.data, z.data + z.scale + z.zero));
+        free(a.data); free(b.data); free(c.data);
+    }
+    dsq_pool_free(pool);
+    free_layer(&L);
+}
+
+TEST(test_calib_gptq_target) {
+    /* reference inputs r = x: the target is W H Hd^-1, W itself as damping
+     * vanishes; r = x + a perturbation: the target V solves the normal
+     * equations V Hd = W C of min sum_t |W r_t - V x_t|^2 (alpha = 1) and
+     * alpha blends linearly */
+    layer L;
+    make_layer(&L, 12, 64, 400);
+    int64_t n = L.cols, rows = L.rows;
+    double *C = calloc((size_t)(n * n), sizeof *C);
+    float *V = malloc(sizeof *V * (size_t)(rows * n)), *V2 = malloc(sizeof *V2 * (size_t)(rows * n));
+    dsq_err err = {0};
+    CHECK(dsq_gptq_target(L.W, rows, n, L.H, L.H, 1e-9, 1.0, V, &err) == 0);
+    double md = 0, mw = 0;
+    for (int64_t i = 0; i < rows * n; i++) {
+        md = fmax(md, fabs(V[i] - L.W[i]));
+        mw = fmax(mw, fabs(L.W[i]));
+    }
+    CHECKF(md < 1e-4 * mw, "target moved %.3e with identical inputs", md);
+    for (int64_t t = 0; t < L.N; t++)
+        for (int64_t i = 0; i < n; i++) {
+            double ri = L.X[t * n + i] + 0.3 * sin((double)(t * 7 + i)); /* reference input */
+            for (int64_t j = 0; j < n; j++) C[i * n + j] += ri * L.X[t * n + j] / (double)L.N;
+        }
+    CHECK(dsq_gptq_target(L.W, rows, n, L.H, C, 0.01, 1.0, V, &err) == 0);
+    CHECK(dsq_gptq_target(L.W, rows, n, L.H, C, 0.01, 0.5, V2, &err) == 0);
+    double mean = 0, worst = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) mean += L.H[i * n + i] / (double)n;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) {
+            double lhs = 0.01 * mean * V[r * n + j], rhs = 0;
+            for (int64_t k = 0; k < n; k++) {
+                lhs += (double)V[r * n + k] * L.H[k * n + j];
+                rhs += (double)L.W[r * n + k] * C[k * n + j];
+            }
+            worst = fmax(worst, fabs(lhs - rhs));
+            scale = fmax(scale, fabs(rhs));
+            CHECK(fabs(V2[r * n + j] - 0.5 * (L.W[r * n + j] + V[r * n + j])) < 1e-5 * mw);
+        }
+    CHECKF(worst < 1e-4 * scale, "normal equations off by %.3e (scale %.3e)", worst, scale);
+    free(C); free(V); free(V2);
+    free_layer(&L);
+}

@@ -8,6 +8,7 @@
 #include "test_ckpt_util.h"
 #include "calib/stats.h"
 #include "convert/calib_run.h"
+#include "convert/gen.h"
 #include "convert/model.h"
 #include "formats/container.h"
 #include "verify/forward.h"
@@ -29,7 +30,8 @@ static int run_calib(const char *model, const char *preset, const int32_t *tok, 
                      int64_t min_tokens, dsq_cstats **cs) {
     dsq_recipe r;
     dsq_err err = {0};
-    if (dsq_recipe_preset(&r, preset, &err)) return -1;
+    if (preset[0] == '{' ? dsq_recipe_parse(&r, preset, strlen(preset), "recipe", &err) : dsq_recipe_preset(&r, preset, &err))
+        return -1;
     dsq_model m;
     if (dsq_model_open(&m, model, &err)) {
         dsq_recipe_deinit(&r);
@@ -116,6 +118,58 @@ TEST(test_calib_run_statistics) {
     dsq_cstats_free(cp);
     dsq_model_close(&m);
     free(e); free(x); free(g); free(sq); free(tok);
+}
+
+TEST(test_calib_run_reference_moment) {
+    /* with asymmetric targets calibration also runs the reference model and
+     * keeps E[r x^T]: equal to the Hessian where nothing before the input
+     * is quantized (layer 0's attention input, embedding kept), different
+     * after quantized layers, and a GPTQ target that moves toward it */
+    const char *d = t_path(t_tmpdir(), "mref");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    dsq_config c;
+    tu_micro_config(&c);
+    int T = 32, W = 3;
+    int32_t *tok = synth_tokens(W * T, c.vocab_size);
+    dsq_cstats *cs = NULL;
+    const char *rec = "{\"name\":\"t\",\"rules\":[{\"roles\":[\"attention\",\"dense_ffn\",\"shared_experts\",\"routed_experts\"],"
+                      "\"scheme\":\"int4-g32-sym\",\"method\":\"gptq\",\"ref_target\":0.5}]}";
+    CHECK(run_calib(d, rec, tok, (size_t)(W * T), T, 0, &cs) == 0);
+    const dsq_cstat *a0 = dsq_cstats_find(cs, "model.layers.0.self_attn.q_a_proj.weight"),
+                    *a1 = dsq_cstats_find(cs, "model.layers.1.self_attn.q_a_proj.weight"),
+                    *d0 = dsq_cstats_find(cs, "model.layers.0.mlp.down_proj.weight"),
+                    *e1 = dsq_cstats_find(cs, "model.layers.1.mlp.experts.0.up_proj.weight");
+    CHECK(a0 && a1 && d0 && e1);
+    CHECK(a0->xcov && a1->xcov && d0->xcov);
+    CHECK(!e1->xcov); /* routed experts: tokens differ between the two models */
+    int64_t n0 = a0->cols * a0->cols, n1 = a1->cols * a1->cols;
+    double diff0 = 0, diff1 = 0, norm0 = 0, norm1 = 0;
+    for (int64_t k = 0; k < n0; k++) {
+        diff0 = fmax(diff0, fabs(a0->xcov[k] - a0->hess[k]));
+        norm0 = fmax(norm0, fabs(a0->hess[k]));
+    }
+    for (int64_t k = 0; k < n1; k++) {
+        diff1 = fmax(diff1, fabs(a1->xcov[k] - a1->hess[k]));
+        norm1 = fmax(norm1, fabs(a1->hess[k]));
+    }
+    fprintf(stderr, "  max |E[r x^T] - E[x x^T]| / max |E[x x^T]|: layer 0 %.2e, layer 1 %.2e\n", diff0 / norm0, diff1 / norm1);
+    CHECK(diff0 <= 1e-5 * norm0);
+    CHECK(diff1 > 1e-3 * norm1);
+    /* the .dsqcal keeps it */
+    char *cj = dsq_gen_config_json(&c);
+    const char *p = t_path(t_tmpdir(), "mref.dsqcal");
+    dsq_err err = {0};
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    dsq_cstats *r = NULL;
+    CHECKF(dsq_cstats_load(&r, p, &err) == 0, "%s", err.msg);
+    const dsq_cstat *ra1 = r ? dsq_cstats_find(r, a1->name) : NULL;
+    CHECK(ra1 && ra1->xcov);
+    if (ra1 && ra1->xcov)
+        for (int64_t k = 0; k < n1; k++) CHECK(fabs(ra1->xcov[k] - a1->xcov[k]) <= 1e-5 * norm1);
+    free(cj);
+    dsq_cstats_free(r);
+    dsq_cstats_free(cs);
+    free(tok);
 }
 
 TEST(test_calib_run_cli_and_quant) {

@@ -109,3 +109,43 @@ TEST(test_calib_stats_file_round_trip) {
     free(cj);
     dsq_cstats_free(cs);
 }
+
+TEST(test_calib_stats_cross_moment) {
+    /* E[r x^T] against a direct computation, kept by the .dsqcal round trip;
+     * a file with a cross moment but no Hessian is refused */
+    dsq_cstats *cs = dsq_cstats_new();
+    dsq_cstat *s = dsq_cstats_get(cs, "model.layers.1.self_attn.o_proj.weight", 4, 1);
+    dsq_cstat *nh = dsq_cstats_get(cs, "model.layers.1.mlp.down_proj.weight", 4, 0);
+    CHECK(s && nh);
+    float x[3 * 4] = {1, -2, 3, 0.5f, -1, 1, 2, -0.5f, 4, 0, -3, 1};
+    float r[3 * 4] = {1.5f, -2, 2, 0.5f, -1, 0.75f, 2, 0, 4, 0.25f, -3, 1};
+    dsq_cstat_add(s, x, 3);
+    CHECK(dsq_cstat_add_ref(s, r, x, 3) == 0);
+    CHECK(dsq_cstat_add_ref(nh, r, x, 3) == DSQ_E_ARG); /* needs a Hessian */
+    double C[16];
+    CHECK(dsq_cstat_xcov(s, C) == 0);
+    CHECK(dsq_cstat_xcov(nh, C + 0) == DSQ_E_NOTFOUND);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            double c = 0;
+            for (int t = 0; t < 3; t++) c += (double)r[t * 4 + i] * x[t * 4 + j];
+            CHECK(fabs(C[i * 4 + j] - c / 3) < 1e-9);
+        }
+    char *cj = cfg_json();
+    const char *p = t_path(t_tmpdir(), "x.dsqcal");
+    dsq_err err = {0};
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    dsq_cstats *rd;
+    CHECKF(dsq_cstats_load(&rd, p, &err) == 0, "%s", err.msg);
+    const dsq_cstat *rs = dsq_cstats_find(rd, s->name);
+    CHECK(rs && rs->xcov && !dsq_cstats_find(rd, nh->name)->xcov);
+    for (int k = 0; k < 16; k++) CHECK(fabs(rs->xcov[k] - s->xcov[k]) < 1e-5);
+    dsq_cstats_free(rd);
+    /* cross moment without a Hessian */
+    nh->xcov = calloc(16, sizeof *nh->xcov);
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    CHECK(dsq_cstats_load(&rd, p, &err) == DSQ_E_FORMAT);
+    CHECK(strstr(err.msg, "x.dsqcal") && strstr(err.msg, "down_proj") && strstr(err.msg, "cross moment"));
+    free(cj);
+    dsq_cstats_free(cs);
+}
