@@ -162,6 +162,35 @@ static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int
     record(c, role, l, e, x, n, cols, ref);
 }
 
+/* Statistics of the output head's input: the final norm of the last
+ * residual stream (and, with asymmetric targets, of the reference one). */
+static int head_stats(cctx *c, const dsq_model *m, const float *resid, const float *resid0, int64_t n, dsq_err *err) {
+    const char *name = "lm_head.weight";
+    int64_t D = c->cfg->hidden_size;
+    int nid = m->w.find(m->w.ctx, "model.norm.weight");
+    if (nid < 0 || m->w.find(m->w.ctx, name) < 0) return DSQ_OK; /* checked by the model reader */
+    int h = wants_hess(c, name, DSQ_R_HEAD, -1), rf = resid0 && h && wants_ref(c, name, DSQ_R_HEAD, -1);
+    dsq_cstat *s = dsq_cstats_get(c->cs, name, D, h);
+    float *g = dsq_malloc(sizeof *g * (size_t)D), *x = dsq_malloc(sizeof *x * (size_t)(256 * D));
+    float *r = rf ? dsq_malloc(sizeof *r * (size_t)(256 * D)) : NULL;
+    int rc = DSQ_OK;
+    if (!s || !g || !x || (rf && !r)) rc = dsq_fail(err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name);
+    else rc = m->w.rows_f32(m->w.ctx, nid, 0, 1, g, err);
+    for (int64_t t0 = 0; !rc && t0 < n; t0 += 256) {
+        int64_t k = n - t0 < 256 ? n - t0 : 256;
+        for (int64_t t = 0; t < k; t++) {
+            dsq_fwd_rmsnorm(resid + (t0 + t) * D, g, (int)D, (float)c->cfg->rms_norm_eps, x + t * D);
+            if (rf) dsq_fwd_rmsnorm(resid0 + (t0 + t) * D, g, (int)D, (float)c->cfg->rms_norm_eps, r + t * D);
+        }
+        dsq_cstat_add(s, x, k);
+        if (rf && dsq_cstat_add_ref(s, r, x, k)) rc = dsq_fail(err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name);
+    }
+    free(g);
+    free(x);
+    free(r);
+    return rc;
+}
+
 /* Storage scheme of a weight in the source model. */
 static int src_scheme(const dsq_model *m, const char *name) {
     if (m->ck) {
@@ -357,6 +386,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         if (o->progress) fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", l + 1, cfg->n_layers, rep->layer_seconds[l < 512 ? l : 511]);
     }
     if (o->progress) fputc('\n', stderr);
+    if ((rc = head_stats(&cc, mp, resid, resid0, W * T, err))) goto out;
     for (int i = 0; i < dsq_cstats_count(cs); i++) {
         dsq_cstat *s = dsq_cstats_at(cs, i);
         if (!s->fallback) continue;

@@ -108,6 +108,16 @@ TEST(test_calib_run_statistics) {
     CHECK(a0 && b0 && a1 && b1);
     CHECK(!memcmp(a0->sum_sq, b0->sum_sq, sizeof(double) * (size_t)D)); /* same inputs to layer 0 */
     CHECK(memcmp(a1->sum_sq, b1->sum_sq, sizeof(double) * (size_t)D) != 0);
+    /* the output head reads the final norm: per token mean_j (x_j / g_j)^2 = 1
+     * (RMS normalisation, up to eps) */
+    const dsq_cstat *hs = dsq_cstats_find(cs, "lm_head.weight");
+    CHECK(hs && hs->count == W * T && hs->cols == D && hs->hess);
+    int fid = m.w.find(m.w.ctx, "model.norm.weight");
+    CHECK(m.w.rows_f32(m.w.ctx, fid, 0, 1, g, &err) == 0);
+    double unit = 0;
+    for (int64_t j = 0; hs && j < D; j++) unit += hs->sum_sq[j] / ((double)g[j] * g[j]);
+    unit /= (double)(W * T) * (double)D;
+    CHECKF(fabs(unit - 1) < 1e-3, "head input mean square %.6f", unit);
     /* starved experts: with a high threshold every expert falls back to pooled statistics */
     dsq_cstats *cp = NULL;
     CHECK(run_calib(d, "lossless", tok, (size_t)(W * T), T, 1000000, &cp) == 0);

@@ -58,7 +58,9 @@ done
   echo
   echo "Presets: int4-experts = routed experts int4-g128, other projections fp8-block (as stored);"
   echo "int4 = every projection int4-g128 (embedding/head bf16); int4-all = int4 plus embedding"
-  echo "int4-g64 and head int8-channel (both clip-searched)."
+  echo "int4-g128 and head int8-channel-f16 (both clip-searched), router and norms kept as stored (bf16)."
+  echo "gptq rows use the recipes' \`ref_target\` 0.5 and \`refine\` 1 (docs/CALIB.md; routed experts have no"
+  echo "reference moment, so int4-experts gets the refinement only)."
   echo "llama.cpp on the same model (its figures): IQ4_XS + imatrix 4.66 bpw KL 0.0076;"
   echo "Q4_0 + imatrix 4.81 bpw KL 0.0087; Q4_K_M + imatrix 5.48 bpw KL 0.0068."
 } > docs/CALIB_RESULTS.md
