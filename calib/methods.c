@@ -19,6 +19,11 @@
 #include <math.h>
 #include <stdio.h>
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(DSQ_NO_SIMD)
+#define LA_HAVE_AVX 1
+#include <immintrin.h>
+#endif
+
 /* ---- scheme helpers ------------------------------------------------------- */
 
 /* The value the scheme's encoder produces for w with scale s (1/s = inv)
@@ -144,47 +149,236 @@ static int encode_fixed(const float *Q, int64_t rows, int64_t cols, const dsq_qm
     return dsq_q_quantize(&src, dst, 0, rows, &o, err);
 }
 
-/* ---- linear algebra (double, in place) ------------------------------------ */
+/* ---- linear algebra (double) ------------------------------------------------
+ *
+ * The two factorisations GPTQ needs, blocked for the cache.  Every element
+ * still gets exactly the operations of the textbook loops quoted in each
+ * comment, in the same order (sums from 0 over k ascending, a product then a
+ * subtraction or addition): blocking only changes which element is worked on
+ * when, and the vector kernels are element-wise (no reassociated sums, no
+ * fused multiply-add), so the factors are bit-identical to the textbook
+ * loops with or without SIMD (tests/test_calib_methods.c checks it). */
 
-/* Cholesky A = L L^T (lower, in place, upper part zeroed); 0 on success. */
-static int cholesky(double *A, int64_t n) {
+#define LA_PANEL 16  /* Cholesky columns applied per pass over the trailing rows */
+#define LA_ROWS 4    /* rows of L^-1 / L^-T L^-1 computed per pass over the others */
+
+/* a[j] = (..((a[j] - s[0] x[0][j]) - s[1] x[1][j]) ..) - s[m-1] x[m-1][j], j < n */
+static void sub_many_ref(double *a, const double *const *x, const double *s, int m, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
-        double s = A[j * n + j];
-        for (int64_t k = 0; k < j; k++) s -= A[j * n + k] * A[j * n + k];
-        if (!(s > 0)) return -1;
-        double d = sqrt(s);
-        A[j * n + j] = d;
-        for (int64_t i = j + 1; i < n; i++) {
-            double t = A[i * n + j];
-            for (int64_t k = 0; k < j; k++) t -= A[i * n + k] * A[j * n + k];
-            A[i * n + j] = t / d;
-        }
-        for (int64_t i = 0; i < j; i++) A[i * n + j] = 0;
+        double v = a[j];
+        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
+        a[j] = v;
     }
+}
+
+/* a[r][j] += s[r] x[j], r < m, j < n */
+static void add_many_ref(double *const *a, const double *s, int m, const double *x, int64_t n) {
+    for (int r = 0; r < m; r++)
+        for (int64_t j = 0; j < n; j++) a[r][j] += s[r] * x[j];
+}
+
+/* The same as sub_many in f32 (GPTQ's error updates). */
+static void sub_many_f_ref(float *a, const float *const *x, const float *s, int m, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        float v = a[j];
+        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
+        a[j] = v;
+    }
+}
+
+#ifdef LA_HAVE_AVX
+/* Four vectors at a time in sub_many: the m subtractions into one element
+ * form a dependency chain, so independent chains keep the units busy. */
+#define LA_TGT __attribute__((target("avx")))
+LA_TGT static void sub_many_avx(double *a, const double *const *x, const double *s, int m, int64_t n) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256d v0 = _mm256_loadu_pd(a + j), v1 = _mm256_loadu_pd(a + j + 4);
+        __m256d v2 = _mm256_loadu_pd(a + j + 8), v3 = _mm256_loadu_pd(a + j + 12);
+        for (int p = 0; p < m; p++) {
+            __m256d sp = _mm256_set1_pd(s[p]);
+            const double *xp = x[p] + j;
+            v0 = _mm256_sub_pd(v0, _mm256_mul_pd(sp, _mm256_loadu_pd(xp)));
+            v1 = _mm256_sub_pd(v1, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 4)));
+            v2 = _mm256_sub_pd(v2, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 8)));
+            v3 = _mm256_sub_pd(v3, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 12)));
+        }
+        _mm256_storeu_pd(a + j, v0);
+        _mm256_storeu_pd(a + j + 4, v1);
+        _mm256_storeu_pd(a + j + 8, v2);
+        _mm256_storeu_pd(a + j + 12, v3);
+    }
+    for (; j + 4 <= n; j += 4) {
+        __m256d v = _mm256_loadu_pd(a + j);
+        for (int p = 0; p < m; p++) v = _mm256_sub_pd(v, _mm256_mul_pd(_mm256_set1_pd(s[p]), _mm256_loadu_pd(x[p] + j)));
+        _mm256_storeu_pd(a + j, v);
+    }
+    for (; j < n; j++) {
+        double v = a[j];
+        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
+        a[j] = v;
+    }
+}
+LA_TGT static void add_many_avx(double *const *a, const double *s, int m, const double *x, int64_t n) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m256d xv = _mm256_loadu_pd(x + j);
+        for (int r = 0; r < m; r++)
+            _mm256_storeu_pd(a[r] + j, _mm256_add_pd(_mm256_loadu_pd(a[r] + j), _mm256_mul_pd(_mm256_set1_pd(s[r]), xv)));
+    }
+    for (; j < n; j++)
+        for (int r = 0; r < m; r++) a[r][j] += s[r] * x[j];
+}
+LA_TGT static void sub_many_f_avx(float *a, const float *const *x, const float *s, int m, int64_t n) {
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256 v0 = _mm256_loadu_ps(a + j), v1 = _mm256_loadu_ps(a + j + 8);
+        __m256 v2 = _mm256_loadu_ps(a + j + 16), v3 = _mm256_loadu_ps(a + j + 24);
+        for (int p = 0; p < m; p++) {
+            __m256 sp = _mm256_set1_ps(s[p]);
+            const float *xp = x[p] + j;
+            v0 = _mm256_sub_ps(v0, _mm256_mul_ps(sp, _mm256_loadu_ps(xp)));
+            v1 = _mm256_sub_ps(v1, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 8)));
+            v2 = _mm256_sub_ps(v2, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 16)));
+            v3 = _mm256_sub_ps(v3, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 24)));
+        }
+        _mm256_storeu_ps(a + j, v0);
+        _mm256_storeu_ps(a + j + 8, v1);
+        _mm256_storeu_ps(a + j + 16, v2);
+        _mm256_storeu_ps(a + j + 24, v3);
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(a + j);
+        for (int p = 0; p < m; p++) v = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_set1_ps(s[p]), _mm256_loadu_ps(x[p] + j)));
+        _mm256_storeu_ps(a + j, v);
+    }
+    for (; j < n; j++) {
+        float v = a[j];
+        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
+        a[j] = v;
+    }
+}
+#endif
+
+typedef struct la_kernels {
+    void (*sub_many)(double *a, const double *const *x, const double *s, int m, int64_t n);
+    void (*add_many)(double *const *a, const double *s, int m, const double *x, int64_t n);
+    void (*sub_many_f)(float *a, const float *const *x, const float *s, int m, int64_t n);
+} la_kernels;
+
+static la_kernels la_pick(void) {
+#ifdef LA_HAVE_AVX
+    if (__builtin_cpu_supports("avx")) return (la_kernels){sub_many_avx, add_many_avx, sub_many_f_avx};
+#endif
+    return (la_kernels){sub_many_ref, add_many_ref, sub_many_f_ref};
+}
+
+/* Cholesky A = L L^T (lower, in place, upper part zeroed).  Textbook form:
+ *     for j: s = A_jj - sum_{k<j} L_jk L_jk;  L_jj = sqrt(s)
+ *            L_ij = (A_ij - sum_{k<j} L_ik L_jk) / L_jj      (i > j)
+ * computed right-looking: once column k is final, L_ik L_jk is subtracted
+ * from every later A_ij, so each element sees k = 0, 1, ... in order; the
+ * columns of a panel are applied to a trailing row in one pass while the
+ * row sits in cache.  0 on success, -1 if A is not positive definite,
+ * DSQ_E_NOMEM. */
+static int cholesky(const la_kernels *K, double *A, int64_t n) {
+    double *lk = dsq_malloc(sizeof *lk * (size_t)(LA_PANEL * n + 1));
+    if (!lk) return DSQ_E_NOMEM;
+    for (int64_t k0 = 0; k0 < n; k0 += LA_PANEL) {
+        int64_t k1 = k0 + LA_PANEL < n ? k0 + LA_PANEL : n;
+        /* the panel: finish column k, then apply it to the panel's later columns */
+        for (int64_t k = k0; k < k1; k++) {
+            double s = A[k * n + k];
+            if (!(s > 0)) {
+                free(lk);
+                return -1;
+            }
+            double d = sqrt(s);
+            A[k * n + k] = d;
+            for (int64_t i = k + 1; i < n; i++) A[i * n + k] /= d;
+            for (int64_t i = k + 1; i < n; i++) {
+                double lik = A[i * n + k];
+                int64_t jm = i < k1 - 1 ? i : k1 - 1;
+                for (int64_t j = k + 1; j <= jm; j++) A[i * n + j] -= lik * A[j * n + k];
+            }
+        }
+        if (k1 == n) break;
+        /* the rest: every row i >= k1, columns k1..i, all panel columns in order */
+        const double *x[LA_PANEL];
+        double s[LA_PANEL];
+        int m = (int)(k1 - k0);
+        for (int p = 0; p < m; p++) {
+            for (int64_t j = k1; j < n; j++) lk[p * n + j] = A[j * n + k0 + p];
+            x[p] = lk + p * n + k1;
+        }
+        for (int64_t i = k1; i < n; i++) {
+            for (int p = 0; p < m; p++) s[p] = A[i * n + k0 + p];
+            K->sub_many(A + i * n + k1, x, s, m, i - k1 + 1);
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) A[i * n + j] = 0;
+    free(lk);
     return 0;
 }
 
-/* Inverse of an SPD matrix from its lower Cholesky factor L: A^-1 = L^-T L^-1. */
-static int spd_inverse(double *A, int64_t n, double *tmp) {
-    if (cholesky(A, n)) return -1;
-    /* tmp = L^-1 (lower) */
-    for (int64_t i = 0; i < n * n; i++) tmp[i] = 0;
-    for (int64_t j = 0; j < n; j++) {
-        tmp[j * n + j] = 1.0 / A[j * n + j];
-        for (int64_t i = j + 1; i < n; i++) {
-            double s = 0;
-            for (int64_t k = j; k < i; k++) s += A[i * n + k] * tmp[k * n + j];
-            tmp[i * n + j] = -s / A[i * n + i];
+/* Inverse of an SPD matrix (both triangles), through its lower Cholesky
+ * factor L: A^-1 = L^-T L^-1.  Textbook form, X = L^-1:
+ *     X_jj = 1 / L_jj;  X_ij = -(sum_{k=j}^{i-1} L_ik X_kj) / L_ii      (i > j)
+ *     A^-1_ij = sum_{k=i}^{n-1} X_ki X_kj                              (j <= i)
+ * computed a few rows at a time, so that each row of X read serves all of
+ * them.  X is [n x n] scratch.  Returns as cholesky. */
+static int spd_inverse(const la_kernels *K, double *A, int64_t n, double *X) {
+    int rc = cholesky(K, A, n);
+    if (rc) return rc;
+    memset(X, 0, sizeof *X * (size_t)(n * n));
+    double *acc[LA_ROWS], s[LA_ROWS];
+    for (int64_t i0 = 0; i0 < n; i0 += LA_ROWS) {
+        int m = n - i0 < LA_ROWS ? (int)(n - i0) : LA_ROWS;
+        for (int r = 0; r < m; r++) acc[r] = X + (i0 + r) * n;
+        /* sums over the rows k < i0, finished earlier; X_kj = 0 for j > k */
+        for (int64_t k = 0; k < i0; k++) {
+            for (int r = 0; r < m; r++) s[r] = A[(i0 + r) * n + k];
+            K->add_many(acc, s, m, X + k * n, k + 1);
+        }
+        /* then the rows of this group, in order */
+        for (int r = 0; r < m; r++) {
+            int64_t i = i0 + r;
+            for (int64_t k = i0; k < i; k++) K->add_many(&acc[r], &A[i * n + k], 1, X + k * n, k + 1);
+            double d = A[i * n + i];
+            for (int64_t j = 0; j < i; j++) acc[r][j] = -acc[r][j] / d;
+            acc[r][i] = 1.0 / d;
         }
     }
-    /* A = tmp^T tmp */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j <= i; j++) {
-            double s = 0;
-            for (int64_t k = i; k < n; k++) s += tmp[k * n + i] * tmp[k * n + j];
-            A[i * n + j] = A[j * n + i] = s;
+    /* A = X^T X, rows i0.. of the lower triangle at a time, mirrored */
+    double *buf = dsq_calloc((size_t)(LA_ROWS * n + 1), sizeof *buf);
+    if (!buf) return DSQ_E_NOMEM;
+    for (int64_t i0 = 0; i0 < n; i0 += LA_ROWS) {
+        int m = n - i0 < LA_ROWS ? (int)(n - i0) : LA_ROWS;
+        int64_t w = i0 + m; /* columns j < w cover every row of the group */
+        memset(buf, 0, sizeof *buf * (size_t)(LA_ROWS * n));
+        for (int r = 0; r < m; r++) acc[r] = buf + r * n;
+        /* k from i upwards: first the group's own rows, then the later ones
+         * together (columns j > i of row i collect terms never stored) */
+        for (int r = 0; r < m; r++)
+            for (int64_t k = i0 + r; k < w; k++) K->add_many(&acc[r], &X[k * n + i0 + r], 1, X + k * n, i0 + r + 1);
+        for (int64_t k = w; k < n; k++) {
+            for (int r = 0; r < m; r++) s[r] = X[k * n + i0 + r];
+            K->add_many(acc, s, m, X + k * n, w);
         }
+        for (int r = 0; r < m; r++) {
+            int64_t i = i0 + r;
+            for (int64_t j = 0; j <= i; j++) A[i * n + j] = A[j * n + i] = acc[r][j];
+        }
+    }
+    free(buf);
     return 0;
+}
+
+int dsq_spd_inv_chol(double *A, int64_t n, double *tmp) {
+    la_kernels K = la_pick();
+    int rc = spd_inverse(&K, A, n, tmp);
+    return rc ? rc : cholesky(&K, A, n);
 }
 
 /* ---- GPTQ ------------------------------------------------------------------- */
@@ -204,6 +398,7 @@ typedef struct gjob {
     int64_t n, B, r0, r1, ucols, urows;
     int dynamic, clip_steps;
     float clip_min;
+    const la_kernels *K;
 } gjob;
 
 static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
@@ -221,7 +416,8 @@ static void gptq_rows(void *arg) {
     const dsq_qscheme *d = j->d;
     int64_t n = j->n, B = j->B;
     float *w = malloc(sizeof *w * (size_t)n), *eb = malloc(sizeof *eb * (size_t)B);
-    if (!w || !eb) { free(w); free(eb); return; } /* caller checks Q was filled */
+    const float **ux = malloc(sizeof *ux * (size_t)B);
+    if (!w || !eb || !ux) { free(w); free(eb); free(ux); return; } /* caller checks Q was filled */
     for (int64_t r = j->r0; r < j->r1; r++) {
         memcpy(w, j->Wp + r * n, sizeof *w * (size_t)n);
         float s = 1, inv = 1;
@@ -263,19 +459,23 @@ static void gptq_rows(void *arg) {
                 j->Q[r * n + i] = q;
                 float e = (w[i] - q) / u[i];
                 eb[i - i1] = e;
-                for (int64_t k = i + 1; k < i2; k++) w[k] -= e * u[k];
+                const float *ui = u + i + 1;
+                j->K->sub_many_f(w + i + 1, &ui, &e, 1, i2 - i - 1);
             }
-            /* lazy update of the columns after the block */
-            for (int64_t k = 0; k < i2 - i1; k++) {
-                const float *u = j->U + (i1 + k) * n;
-                float ek = eb[k];
-                if (ek == 0) continue;
-                for (int64_t c = i2; c < n; c++) w[c] -= ek * u[c];
-            }
+            /* lazy update of the columns after the block: w[c] -= e_k u_k[c]
+             * for the block's nonzero errors, k in order */
+            int m = 0;
+            for (int64_t k = 0; k < i2 - i1; k++)
+                if (eb[k] != 0) {
+                    eb[m] = eb[k];
+                    ux[m++] = j->U + (i1 + k) * n + i2;
+                }
+            if (m && i2 < n) j->K->sub_many_f(w + i2, ux, eb, m, n - i2);
         }
     }
     free(w);
     free(eb);
+    free(ux);
 }
 
 /* ---- refinement ------------------------------------------------------------- */
@@ -296,7 +496,8 @@ static int scale_code(const dsq_qscheme *d, float s, uint32_t *code, float *back
 
 /* Solve the SPD system A x = b (n x n, destroyed) by Cholesky; -1 if not SPD. */
 static int spd_solve(double *A, double *b, int64_t n) {
-    if (cholesky(A, n)) return -1;
+    la_kernels K = la_pick();
+    if (cholesky(&K, A, n)) return -1;
     for (int64_t i = 0; i < n; i++) {
         double t = b[i];
         for (int64_t k = 0; k < i; k++) t -= A[i * n + k] * b[k];
@@ -468,6 +669,7 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     int64_t B = o && o->block > 0 ? o->block : 128;
     int64_t n = cols, ucols, urows;
     unit_shape(d, cols, &ucols, &urows);
+    la_kernels K = la_pick();
     double *Hd = dsq_malloc(sizeof *Hd * (size_t)(n * n)), *tmp = dsq_malloc(sizeof *tmp * (size_t)(n * n));
     float *U = dsq_malloc(sizeof *U * (size_t)(n * n));
     float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
@@ -508,8 +710,9 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
     /* U = upper Cholesky factor of H^-1 = L^T, kept in f32 for the updates */
-    if (spd_inverse(Hd, n, tmp) || cholesky(Hd, n)) {
-        rc = dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
+    if ((rc = dsq_spd_inv_chol(Hd, n, tmp))) {
+        rc = rc == DSQ_E_NOMEM ? dsq_fail(err, rc, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols)
+                               : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
         goto out;
     }
     for (int64_t i = 0; i < n; i++)
@@ -534,7 +737,7 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min};
+        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K};
         if (o && o->pool) dsq_pool_add(o->pool, gptq_rows, &jobs[k]);
         else gptq_rows(&jobs[k]);
     }
@@ -610,7 +813,13 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
     mean = mean > 0 ? mean / (double)n : 1;
     for (int64_t k = 0; k < n * n; k++) A[k] = H[k];
     for (int64_t i = 0; i < n; i++) A[i * n + i] += (damp > 0 ? damp : 0.01) * mean;
-    if (spd_inverse(A, n, tmp)) { rc = dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping"); goto out; }
+    la_kernels K = la_pick();
+    int sr = spd_inverse(&K, A, n, tmp);
+    if (sr) {
+        rc = sr == DSQ_E_NOMEM ? dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory")
+                               : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
+        goto out;
+    }
     /* Mx = alpha (C A - I) */
     for (int64_t i = 0; i < n; i++) {
         double *m = Mx + i * n;

@@ -31,6 +31,13 @@ dsq_cstats *dsq_cstats_new(void) { return dsq_calloc(1, sizeof(dsq_cstats)); }
 
 void dsq_cstats_free(dsq_cstats *cs) {
     if (!cs) return;
+    dsq_cstats_clear(cs);
+    free(cs->al);
+    free(cs->s);
+    free(cs);
+}
+
+void dsq_cstats_clear(dsq_cstats *cs) {
     for (int i = 0; i < cs->n; i++) {
         free(cs->s[i].sum_sq);
         free(cs->s[i].sum_abs);
@@ -42,9 +49,26 @@ void dsq_cstats_free(dsq_cstats *cs) {
         free(cs->al[i].alias);
         free(cs->al[i].target);
     }
-    free(cs->al);
-    free(cs->s);
-    free(cs);
+    cs->n = cs->n_al = 0;
+}
+
+int dsq_cstats_move(dsq_cstats *dst, dsq_cstats *src) {
+    if (dst->n + src->n > dst->cap) {
+        int nc = dst->n + src->n + 64;
+        dsq_cstat *ns = dsq_realloc(dst->s, sizeof *ns * (size_t)nc);
+        if (!ns) return DSQ_E_NOMEM;
+        dst->s = ns;
+        dst->cap = nc;
+    }
+    alias_t *na = dsq_realloc(dst->al, sizeof *na * (size_t)(dst->n_al + src->n_al + 1));
+    if (!na) return DSQ_E_NOMEM;
+    dst->al = na;
+    memcpy(dst->s + dst->n, src->s, sizeof *src->s * (size_t)src->n);
+    memcpy(dst->al + dst->n_al, src->al, sizeof *src->al * (size_t)src->n_al);
+    dst->n += src->n;
+    dst->n_al += src->n_al;
+    src->n = src->n_al = 0;
+    return DSQ_OK;
 }
 
 int dsq_cstats_count(const dsq_cstats *cs) { return cs->n; }
@@ -174,11 +198,24 @@ void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
     s->count += n;
 }
 
+/* A mean as a .dsqcal file stores it (f32; 0 without tokens).  The values
+ * quantization reads are these stored ones whether the statistics are in
+ * memory (dsq calib) or loaded from the file (dsq quant --calib), so both
+ * quantize alike: a loaded record holds sum = mean * tokens, and
+ * (float)(sum / tokens) gives the stored f32 back exactly (the product is
+ * exact for any realistic count and the quotient is within 2^-52 of it). */
+static float stored_mean(double sum, int64_t count) { return count ? (float)(sum / (double)count) : 0.0f; }
+
 void dsq_cstat_mean_sq(const dsq_cstat *s, float *out) {
-    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? (float)(s->sum_sq[j] / (double)s->count) : 1.0f;
+    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? stored_mean(s->sum_sq[j], s->count) : 1.0f;
 }
 void dsq_cstat_mean_abs(const dsq_cstat *s, float *out) {
-    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? (float)(s->sum_abs[j] / (double)s->count) : 1.0f;
+    for (int64_t j = 0; j < s->cols; j++) out[j] = s->count ? stored_mean(s->sum_abs[j], s->count) : 1.0f;
+}
+int dsq_cstat_hessian(const dsq_cstat *s, double *out) {
+    if (!s->hess) return DSQ_E_NOTFOUND;
+    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = s->count ? s->hess[k] / (double)s->count : 0;
+    return DSQ_OK;
 }
 int dsq_cstat_add_ref(dsq_cstat *s, const float *r, const float *x, int64_t n) {
     int64_t c = s->cols;
@@ -208,15 +245,13 @@ int dsq_cstat_add_ref(dsq_cstat *s, const float *r, const float *x, int64_t n) {
 
 int dsq_cstat_xcov(const dsq_cstat *s, double *out) {
     if (!s->xcov) return DSQ_E_NOTFOUND;
-    double inv = s->count ? 1.0 / (double)s->count : 0;
-    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = s->xcov[k] * inv;
+    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = stored_mean(s->xcov[k], s->count);
     return DSQ_OK;
 }
 
-int dsq_cstat_hessian(const dsq_cstat *s, double *out) {
+int dsq_cstat_hessian_stored(const dsq_cstat *s, double *out) {
     if (!s->hess) return DSQ_E_NOTFOUND;
-    double inv = s->count ? 1.0 / (double)s->count : 0;
-    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = s->hess[k] * inv;
+    for (int64_t k = 0; k < s->cols * s->cols; k++) out[k] = stored_mean(s->hess[k], s->count);
     return DSQ_OK;
 }
 
@@ -290,85 +325,128 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
 
 static const char *const g_fields[5] = {"mean_sq", "mean_abs", "max_abs", "hessian", "xcov"};
 
-int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json, const char *meta_json,
-                    int force, dsq_err *err) {
+/* The file is written record by record: the container writer appends each
+ * record's tensors to the data section as they come, and the metadata that
+ * describes them (records, aliases) is kept here until finish. */
+struct dsq_cstats_writer {
     dsq_ctrw *w;
-    int rc = dsq_ctrw_open(&w, path, force, err);
-    if (rc) return rc;
+    cJSON *records, *aliases;
+    float *buf;        /* one f32 array, from malloc */
+    size_t cap;
+};
+
+void dsq_cstats_writer_abort(dsq_cstats_writer *cw) {
+    if (!cw) return;
+    dsq_ctrw_abort(cw->w);
+    cJSON_Delete(cw->records);
+    cJSON_Delete(cw->aliases);
+    free(cw->buf);
+    free(cw);
+}
+
+int dsq_cstats_writer_open(dsq_cstats_writer **out, const char *path, int force, dsq_err *err) {
+    *out = NULL;
+    dsq_cstats_writer *cw = dsq_calloc(1, sizeof *cw);
+    if (!cw) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    cw->records = cJSON_CreateArray();
+    cw->aliases = cJSON_CreateObject();
+    int rc = cw->records && cw->aliases ? dsq_ctrw_open(&cw->w, path, force, err) : dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    if (!rc && (rc = dsq_ctrw_layout(cw->w, err)) == DSQ_OK) {
+        *out = cw;
+        return DSQ_OK;
+    }
+    dsq_cstats_writer_abort(cw);
+    return rc;
+}
+
+/* Append one record: its tensors, then its entry in the metadata. */
+static int put_record(dsq_cstats_writer *cw, const dsq_cstat *s, dsq_err *err) {
     char nm[200];
-    float *buf = NULL;
-    size_t cap = 0;
-    for (int i = 0; i < cs->n; i++) {
-        const dsq_cstat *s = &cs->s[i];
-        for (int f = 0; f < 5; f++) {
-            if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
-            snprintf(nm, sizeof nm, "%s:%s", s->name, g_fields[f]);
-            int l, e;
-            dsq_role r = dsq_classify(s->name, &l, &e);
-            dsq_ctw_tensor d = {0};
-            d.name = nm;
-            d.role = r;
-            d.layer = l;
-            d.scheme = DSQ_Q_F32;
-            d.rows = f >= 3 ? s->cols : 1;
-            d.cols = s->cols;
-            d.n_dims = f >= 3 ? 2 : 1;
-            d.shape[0] = s->cols;
-            d.shape[1] = s->cols;
-            if ((rc = dsq_ctrw_add_tensor(w, &d, err)) < 0) goto fail;
-        }
+    int l, e, rc;
+    dsq_role r = dsq_classify(s->name, &l, &e);
+    size_t need = (size_t)(s->hess ? s->cols * s->cols : s->cols);
+    if (need > cw->cap) {
+        free(cw->buf);
+        cw->buf = dsq_malloc(sizeof *cw->buf * need);
+        cw->cap = cw->buf ? need : 0;
+        if (!cw->buf) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }
-    if ((rc = dsq_ctrw_layout(w, err))) goto fail;
-    int idx = 0;
-    for (int i = 0; i < cs->n; i++) {
-        const dsq_cstat *s = &cs->s[i];
-        size_t need = (size_t)(s->hess ? s->cols * s->cols : s->cols);
-        if (need > cap) {
-            free(buf);
-            buf = dsq_malloc(sizeof *buf * need);
-            cap = buf ? need : 0;
-            if (!buf) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
-        }
-        double inv = s->count ? 1.0 / (double)s->count : 0;
-        for (int f = 0; f < 5; f++) {
-            if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
-            int64_t n = f >= 3 ? s->cols * s->cols : s->cols;
-            for (int64_t j = 0; j < n; j++)
-                buf[j] = f == 0 ? (float)(s->sum_sq[j] * inv) : f == 1 ? (float)(s->sum_abs[j] * inv)
-                       : f == 2 ? s->max_abs[j] : f == 3 ? (float)(s->hess[j] * inv) : (float)(s->xcov[j] * inv);
-            if ((rc = dsq_ctrw_write(w, idx++, 0, DSQ_ARR_DATA, buf, (uint64_t)n * 4, err))) goto fail;
-        }
+    for (int f = 0; f < 5; f++) {
+        if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
+        snprintf(nm, sizeof nm, "%s:%s", s->name, g_fields[f]);
+        dsq_ctw_tensor d = {0};
+        d.name = nm;
+        d.role = r;
+        d.layer = l;
+        d.scheme = DSQ_Q_F32;
+        d.rows = f >= 3 ? s->cols : 1;
+        d.cols = s->cols;
+        d.n_dims = f >= 3 ? 2 : 1;
+        d.shape[0] = s->cols;
+        d.shape[1] = s->cols;
+        int idx = dsq_ctrw_add_tensor(cw->w, &d, err);
+        if (idx < 0) return idx;
+        int64_t n = f >= 3 ? s->cols * s->cols : s->cols;
+        for (int64_t j = 0; j < n; j++)
+            cw->buf[j] = f == 0 ? stored_mean(s->sum_sq[j], s->count) : f == 1 ? stored_mean(s->sum_abs[j], s->count)
+                       : f == 2 ? s->max_abs[j] : f == 3 ? stored_mean(s->hess[j], s->count) : stored_mean(s->xcov[j], s->count);
+        if ((rc = dsq_ctrw_write(cw->w, idx, 0, DSQ_ARR_DATA, cw->buf, (uint64_t)n * 4, err))) return rc;
     }
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    cJSON_AddItemToArray(cw->records, o);
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddNumberToObject(o, "tokens", (double)s->count);
+    cJSON_AddBoolToObject(o, "fallback", s->fallback);
+    cJSON_AddBoolToObject(o, "hessian", s->hess != NULL);
+    return DSQ_OK;
+}
+
+int dsq_cstats_writer_add(dsq_cstats_writer *cw, const dsq_cstats *cs, dsq_err *err) {
+    int rc;
+    for (int i = 0; i < cs->n; i++)
+        if ((rc = put_record(cw, &cs->s[i], err))) return rc;
+    for (int i = 0; i < cs->n_al; i++)
+        if (!cJSON_AddStringToObject(cw->aliases, cs->al[i].alias, cs->al[i].target))
+            return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    return DSQ_OK;
+}
+
+int dsq_cstats_writer_finish(dsq_cstats_writer *cw, const char *config_json, const char *meta_json, dsq_err *err) {
     cJSON *m = meta_json ? cJSON_Parse(meta_json) : cJSON_CreateObject();
     if (!cJSON_IsObject(m)) { cJSON_Delete(m); m = cJSON_CreateObject(); }
-    cJSON_DeleteItemFromObject(m, "kind");
-    cJSON_AddStringToObject(m, "kind", "calibration");
-    cJSON_AddStringToObject(m, "config_json", config_json);
-    cJSON *rec = cJSON_AddArrayToObject(m, "records");
-    for (int i = 0; i < cs->n; i++) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", cs->s[i].name);
-        cJSON_AddNumberToObject(o, "tokens", (double)cs->s[i].count);
-        cJSON_AddBoolToObject(o, "fallback", cs->s[i].fallback);
-        cJSON_AddBoolToObject(o, "hessian", cs->s[i].hess != NULL);
-        cJSON_AddItemToArray(rec, o);
+    char *ms = NULL;
+    if (m) {
+        cJSON_DeleteItemFromObject(m, "kind");
+        cJSON_AddStringToObject(m, "kind", "calibration");
+        cJSON_AddStringToObject(m, "config_json", config_json);
+        cJSON_AddItemToObject(m, "records", cw->records);
+        cJSON_AddItemToObject(m, "aliases", cw->aliases);
+        cw->records = cw->aliases = NULL;
+        ms = cJSON_PrintUnformatted(m);
+        cJSON_Delete(m);
     }
-    cJSON *al = cJSON_AddObjectToObject(m, "aliases");
-    for (int i = 0; i < cs->n_al; i++) cJSON_AddStringToObject(al, cs->al[i].alias, cs->al[i].target);
-    char *ms = cJSON_PrintUnformatted(m);
-    cJSON_Delete(m);
-    free(buf);
     if (!ms) {
-        dsq_ctrw_abort(w);
+        dsq_cstats_writer_abort(cw);
         return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }
-    rc = dsq_ctrw_finish(w, ms, err);
+    int rc = dsq_ctrw_finish(cw->w, ms, err);
+    cw->w = NULL;
     free(ms);
+    dsq_cstats_writer_abort(cw);
     return rc;
-fail:
-    free(buf);
-    dsq_ctrw_abort(w);
-    return rc;
+}
+
+int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json, const char *meta_json,
+                    int force, dsq_err *err) {
+    dsq_cstats_writer *cw;
+    int rc = dsq_cstats_writer_open(&cw, path, force, err);
+    if (rc) return rc;
+    if ((rc = dsq_cstats_writer_add(cw, cs, err))) {
+        dsq_cstats_writer_abort(cw);
+        return rc;
+    }
+    return dsq_cstats_writer_finish(cw, config_json, meta_json, err);
 }
 
 int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {

@@ -31,6 +31,11 @@ typedef struct dsq_cstats dsq_cstats;
 
 dsq_cstats *dsq_cstats_new(void);
 void dsq_cstats_free(dsq_cstats *cs);
+/* Free every record and alias; cs stays usable. */
+void dsq_cstats_clear(dsq_cstats *cs);
+/* Move every record and alias of src to the end of dst (src is left empty).
+ * DSQ_E_NOMEM leaves both unchanged. */
+int dsq_cstats_move(dsq_cstats *dst, dsq_cstats *src);
 int dsq_cstats_count(const dsq_cstats *cs);
 dsq_cstat *dsq_cstats_at(dsq_cstats *cs, int i);
 /* The record for `name` (created with `cols` columns and, if want_hess, a
@@ -56,18 +61,34 @@ int dsq_cstat_add_ref(dsq_cstat *s, const float *r, const float *x, int64_t n);
  * marked with fallback = 1. */
 int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens);
 
-/* Derived per-column values (n = cols): mean of x^2, mean |x|. */
+/* Derived values.  A .dsqcal file stores f32 means; quantizers read the
+ * means exactly as stored, so that a record in memory (dsq calib) and the
+ * same record loaded from its file (dsq quant --calib) quantize alike.
+ * Per column (n = cols): the mean of x^2 and of |x| (1 without tokens). */
 void dsq_cstat_mean_sq(const dsq_cstat *s, float *out);
 void dsq_cstat_mean_abs(const dsq_cstat *s, float *out);
-/* Mean Hessian E[x x^T] (cols x cols doubles); DSQ_E_NOTFOUND without one. */
+/* Mean Hessian E[x x^T] (cols x cols doubles): exact, and as stored (each
+ * value rounded to f32, what quantizers use).  DSQ_E_NOTFOUND without one. */
 int dsq_cstat_hessian(const dsq_cstat *s, double *out);
-/* Mean cross moment E[r x^T]; DSQ_E_NOTFOUND without one. */
+int dsq_cstat_hessian_stored(const dsq_cstat *s, double *out);
+/* Mean cross moment E[r x^T] as stored (f32-rounded); DSQ_E_NOTFOUND without one. */
 int dsq_cstat_xcov(const dsq_cstat *s, double *out);
 
 /* .dsqcal files: a .dsq container of f32 statistics (docs/CALIB.md).
  * meta_json: extra metadata object text (may be NULL). */
 int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_json,
                     const char *meta_json, int force, dsq_err *err);
+
+/* The same file written in pieces, so statistics can be freed as soon as
+ * they are used: open (creates the temporary file, fails early on a bad or
+ * existing path), add the records and aliases of cs as often as needed
+ * (each record once), then finish (metadata, rename) or abort (removes the
+ * temporary file).  finish and abort free the writer. */
+typedef struct dsq_cstats_writer dsq_cstats_writer;
+int dsq_cstats_writer_open(dsq_cstats_writer **out, const char *path, int force, dsq_err *err);
+int dsq_cstats_writer_add(dsq_cstats_writer *w, const dsq_cstats *cs, dsq_err *err);
+int dsq_cstats_writer_finish(dsq_cstats_writer *w, const char *config_json, const char *meta_json, dsq_err *err);
+void dsq_cstats_writer_abort(dsq_cstats_writer *w); /* NULL ok */
 int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err);
 
 #endif

@@ -13,6 +13,7 @@
 #include "common.h"
 #include "common/pool.h"
 #include "convert/model.h"
+#include "convert/pipeline.h"
 #include "convert/qmatrix.h"
 #include "formats/container.h"
 #include "verify/forward.h"
@@ -242,6 +243,7 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     const dsq_cstat *st = qm.method != DSQ_QM_PLAIN ? dsq_cstats_find(cs, name) : NULL;
     rc = dsq_quantize_matrix(pool, &qm, &src, NULL, st, &dst, cs_out, work, name, err);
     free(wf);
+    if (!rc && o->quant_out) rc = dsq_qout_put(o->quant_out, name, &dst, cs_out, err);
     if (!rc && dsq_woverlay_put(ov, name, dst, cs_out)) rc = dsq_fail(err, DSQ_E_ARG, "calib: cannot stage '%s'", name);
     if (rc) {
         free(buf);
@@ -294,13 +296,30 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
     return DSQ_OK;
 }
 
+/* After a stage's weights are quantized its statistics have served: list
+ * its pooled experts in the report, append the records to the .dsqcal
+ * being written, and keep them (for the caller) or free them. */
+static int end_stage(const dsq_calib_opts *o, dsq_cstats *cs, dsq_cstats *keep, dsq_calib_report *rep, dsq_err *err) {
+    for (int i = 0; i < dsq_cstats_count(cs); i++) {
+        const dsq_cstat *s = dsq_cstats_at(cs, i);
+        if (!s->fallback) continue;
+        if (rep->n_fallback < 256) snprintf(rep->fallback[rep->n_fallback], sizeof rep->fallback[0], "%s", s->name);
+        rep->n_fallback++;
+    }
+    int rc = o->cal_out ? dsq_cstats_writer_add(o->cal_out, cs, err) : DSQ_OK;
+    if (rc) return rc;
+    if (keep && dsq_cstats_move(keep, cs)) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    dsq_cstats_clear(cs);
+    return DSQ_OK;
+}
+
 int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err) {
-    *out = NULL;
+    if (out) *out = NULL;
     memset(rep, 0, sizeof *rep);
     const dsq_model *mp = o->model;
     int rc;
     const dsq_config *cfg = mp->w.cfg;
-    dsq_cstats *cs = dsq_cstats_new();
+    dsq_cstats *cs = dsq_cstats_new(), *keep = out ? dsq_cstats_new() : NULL;
     dsq_woverlay *ov = dsq_woverlay_new(&mp->w);
     dsq_fwd *f1 = NULL, *f0 = NULL;
     float *resid0 = NULL;
@@ -310,7 +329,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     float *resid = NULL, *emb = NULL;
     dsq_qwork work = {0};
     double t_start = dsq_now();
-    if (!cs || !ov || !pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
+    if (!cs || (out && !keep) || !ov || !pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
     int T = o->ctx > 0 ? o->ctx : (cfg->max_position_embeddings < 256 ? cfg->max_position_embeddings : 256);
     if ((size_t)T > o->n_tokens) T = (int)o->n_tokens;
     if (T < 2) { rc = dsq_fail(err, DSQ_E_ARG, "calib: need at least 2 tokens"); goto out; }
@@ -370,7 +389,11 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
                 dsq_cstats_pool_starved(cs, o->min_tokens);
             }
             if ((rc = quantize_layer(o, mp, ov, cs, pool, &work, l, stage, err))) goto out;
+            if ((rc = end_stage(o, cs, keep, rep, err))) goto out;
         }
+        /* the layer's tensors calibration does not quantize (norms, router,
+         * copies) complete it in the output */
+        if (o->quant_out && (rc = dsq_qout_fill(o->quant_out, l, err))) goto out;
         cc.stage = -1;
         for (int64_t w = 0; w < W; w++) {
             dsq_fwd_view v;
@@ -386,16 +409,18 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         if (o->progress) fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", l + 1, cfg->n_layers, rep->layer_seconds[l < 512 ? l : 511]);
     }
     if (o->progress) fputc('\n', stderr);
+    /* the output head: statistics of its input, then (with --quant-out) the
+     * head itself and the other tensors outside the main layers */
     if ((rc = head_stats(&cc, mp, resid, resid0, W * T, err))) goto out;
-    for (int i = 0; i < dsq_cstats_count(cs); i++) {
-        dsq_cstat *s = dsq_cstats_at(cs, i);
-        if (!s->fallback) continue;
-        if (rep->n_fallback < 256) snprintf(rep->fallback[rep->n_fallback], sizeof rep->fallback[0], "%s", s->name);
-        rep->n_fallback++;
-    }
+    if (o->quant_out && (rc = quantize_weight(o, mp, ov, cs, pool, &work, "lm_head.weight", "lm_head.weight", DSQ_R_HEAD, -1, err)))
+        goto out;
+    if ((rc = end_stage(o, cs, keep, rep, err))) goto out;
+    if (o->quant_out && (rc = dsq_qout_fill(o->quant_out, -1, err))) goto out;
     rep->seconds = dsq_now() - t_start;
-    *out = cs;
-    cs = NULL;
+    if (out) {
+        *out = keep;
+        keep = NULL;
+    }
     rc = DSQ_OK;
 out:
     if (rc > 0) rc = DSQ_OK;
@@ -407,6 +432,7 @@ out:
     dsq_woverlay_free(ov);
     dsq_pool_free(pool);
     dsq_cstats_free(cs);
+    dsq_cstats_free(keep);
     free(resid);
     free(emb);
     return rc;

@@ -4,8 +4,8 @@
  * statistics of every linear layer (routed experts from their own tokens),
  * quantize the layer as the recipe says with those statistics, and feed the
  * next layer with the output of the quantized layer (as sequential GPTQ
- * pipelines do).  Memory: the residual stream of the windows plus one
- * layer's quantized weights.
+ * pipelines do).  Memory: the residual stream of the windows, one layer's
+ * quantized weights and one stage's statistics.
  */
 #ifndef DSQ_CALIB_RUN_H
 #define DSQ_CALIB_RUN_H
@@ -26,6 +26,9 @@ typedef struct dsq_calib_opts {
     int act_fp8;
     int hessian;        /* -1: where a gptq rule needs one; 0 never; 1 always */
     int progress;
+    struct dsq_cstats_writer *cal_out; /* each stage's statistics appended here, or NULL */
+    struct dsq_qout *quant_out;        /* the quantized model written here as layers finish,
+                                          or NULL (convert/pipeline.h; finished by the caller) */
 } dsq_calib_opts;
 
 typedef struct dsq_calib_report {
@@ -36,7 +39,11 @@ typedef struct dsq_calib_report {
     char fallback[256][96]; /* first 256 pooled experts */
 } dsq_calib_report;
 
-/* On success *out holds the statistics (free with dsq_cstats_free). */
+/* Statistics live only as long as calibration needs them: each stage's
+ * records are created, used to quantize that stage's weights, appended to
+ * o->cal_out and freed, so memory holds at most one stage's Hessians.  With
+ * out not NULL every record is also kept and returned in *out (small models
+ * and tests; free with dsq_cstats_free). */
 int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err);
 
 #endif

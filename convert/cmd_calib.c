@@ -1,10 +1,13 @@
 /*
  * cmd_calib.c -- `dsq calib`: activation statistics for calibrated
- * quantization (see convert/calib_run.h and docs/CALIB.md).
+ * quantization, and optionally the quantized model written in the same pass
+ * (see convert/calib_run.h and docs/CALIB.md).
  */
+#include "calib/stats.h"
 #include "convert/calib_run.h"
 #include "convert/cli.h"
 #include "convert/model.h"
+#include "convert/pipeline.h"
 #include "common.h"
 
 #include <cjson/cJSON.h>
@@ -13,25 +16,31 @@
 #include <unistd.h>
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json | --random-tokens N) -o CAL.dsqcal\n"
+    fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json | --random-tokens N)\n"
+               "                 (-o CAL.dsqcal | --quant-out OUT.dsq | both)\n"
                "                 [--ctx N] [--samples N] [--recipe R.json | --preset P] [--min-tokens N]\n"
                "                 [--hessian] [--act-fp8] [--threads N] [--force] [--json]\n\n"
                "Run the reference forward pass over calibration text layer by layer, each layer fed by the\n"
                "already-quantized layers before it, and record per input channel of every linear layer\n"
                "the mean of x^2 and |x|, max |x|, token counts and (for gptq rules) the Hessian X^T X.\n"
                "Routed experts count only the tokens routed to them; experts with fewer than --min-tokens\n"
-               "(default 16) use statistics pooled over their layer's experts.  `dsq quant --calib` reads\n"
-               "the result.\n\n"
+               "(default 16) use statistics pooled over their layer's experts.  Statistics are kept only\n"
+               "while their layer is being quantized, so memory stays near one layer's working set.\n\n"
+               "  -o CAL.dsqcal  write the statistics, for `dsq quant --calib`\n"
+               "  --quant-out OUT.dsq  write the quantized model itself, layer by layer as calibration\n"
+               "                 goes: the same container `dsq quant SRC --recipe R --calib CAL.dsqcal`\n"
+               "                 would write, without storing the statistics\n"
                "  --ctx N        tokens per window (default 256, capped by the model)\n"
                "  --samples N    windows to use (default: all the text gives)\n"
                "  --preset/--recipe  how layers are quantized while calibrating (default int4-experts);\n"
                "                 use the same one for dsq quant\n"
-               "  --hessian      keep Hessians for every linear layer, not only gptq ones\n");
+               "  --hessian      keep Hessians for every linear layer, not only gptq ones\n"
+               "  --force        overwrite existing outputs\n");
     return f == stdout ? 0 : 2;
 }
 
 int cmd_calib(int argc, char **argv) {
-    const char *src = NULL, *out = NULL, *preset = NULL, *recipe = NULL;
+    const char *src = NULL, *out = NULL, *qout_path = NULL, *preset = NULL, *recipe = NULL;
     cli_window win = {0};
     dsq_calib_opts o = {0};
     int force = 0, json = 0;
@@ -44,6 +53,7 @@ int cmd_calib(int argc, char **argv) {
         if (k) continue;
         if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
         else if (cli_is(a, "-o") && i + 1 < argc) out = argv[++i];
+        else if (cli_is(a, "--quant-out") && i + 1 < argc) qout_path = argv[++i];
         else if (cli_is(a, "--samples") && i + 1 < argc) {
             if ((samples = cli_parse_long(argv[++i], 1, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--min-tokens") && i + 1 < argc) {
@@ -64,9 +74,13 @@ int cmd_calib(int argc, char **argv) {
         fprintf(stderr, "dsq calib: bad value for %s: '%s'\n", a, argv[i]);
         return 2;
     }
-    if (!src || !out || !cli_window_source_ok(&win)) return usage(stderr);
+    if (!src || (!out && !qout_path) || !cli_window_source_ok(&win)) return usage(stderr);
     if (preset && recipe) {
         fprintf(stderr, "dsq calib: give at most one of --preset and --recipe\n");
+        return 2;
+    }
+    if (out && qout_path && !strcmp(out, qout_path)) {
+        fprintf(stderr, "dsq calib: -o and --quant-out name the same file\n");
         return 2;
     }
     o.ctx = (int)win.ctx;
@@ -77,7 +91,8 @@ int cmd_calib(int argc, char **argv) {
     dsq_recipe r;
     int rc = recipe ? dsq_recipe_load(&r, recipe, &err) : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
     if (rc) return cli_err("calib", &err);
-    /* one open of the model serves the tokens, the calibration and the config */
+    /* one open of the model serves the tokens, the calibration, the config
+     * and the tensors the quantized output copies */
     dsq_model m;
     if (dsq_model_open(&m, src, &err)) {
         dsq_recipe_deinit(&r);
@@ -85,28 +100,37 @@ int cmd_calib(int argc, char **argv) {
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    if (cli_window_tokens(&win, src, m.w.cfg, &ids, &n, &err)) {
-        dsq_model_close(&m);
-        dsq_recipe_deinit(&r);
-        return cli_err("calib", &err);
+    dsq_cstats_writer *cw = NULL;
+    dsq_qout *qo = NULL;
+    char *cfgjs = NULL, *ms = NULL, *qms = NULL;
+    cJSON *meta = NULL;
+    dsq_calib_report rep;
+    if ((rc = cli_window_tokens(&win, src, m.w.cfg, &ids, &n, &err))) goto out;
+    /* outputs are opened (as temporary files) before the long part, so a bad
+     * path or an existing file fails at once; a signal removes them */
+    cli_install_signals();
+    if (out && (rc = dsq_cstats_writer_open(&cw, out, force, &err))) goto out;
+    if (qout_path) {
+        dsq_pipe_opts po = {0};
+        po.src = src;
+        po.out = qout_path;
+        po.recipe = &r;
+        po.force = force;
+        po.threads = (int)win.threads;
+        po.argc = argc;
+        po.argv = argv;
+        if ((rc = dsq_qout_open(&qo, &po, &m, &err))) goto out;
     }
     o.model = &m;
     o.recipe = &r;
     o.tokens = ids;
     o.n_tokens = n;
     o.progress = isatty(2);
-    dsq_cstats *cs = NULL;
-    dsq_calib_report rep;
-    rc = dsq_calib_run(&o, &cs, &rep, &err);
-    free(ids);
-    /* the model's config travels in the file so quant can check it matches */
-    char *cfgjs = rc ? NULL : dsq_config_json_of(m.ck, m.ctr);
-    dsq_model_close(&m);
-    if (rc) {
-        dsq_recipe_deinit(&r);
-        return cli_err("calib", &err);
-    }
-    cJSON *meta = cJSON_CreateObject();
+    o.cal_out = cw;
+    o.quant_out = qo;
+    if ((rc = dsq_calib_run(&o, NULL, &rep, &err))) goto out;
+    meta = cJSON_CreateObject();
+    if (!meta) { rc = dsq_fail(&err, DSQ_E_NOMEM, "out of memory"); goto out; }
     cJSON_AddStringToObject(meta, "model", dsq_basename(src));
     cJSON_AddStringToObject(meta, "recipe", r.name);
     cJSON_AddNumberToObject(meta, "windows", rep.windows);
@@ -115,18 +139,27 @@ int cmd_calib(int argc, char **argv) {
     cJSON_AddNumberToObject(meta, "min_tokens", (double)o.min_tokens);
     cJSON *fb = cJSON_AddArrayToObject(meta, "fallback_experts");
     for (int i = 0; i < rep.n_fallback && i < 256; i++) cJSON_AddItemToArray(fb, cJSON_CreateString(rep.fallback[i]));
-    char *ms = cJSON_PrintUnformatted(meta);
-    rc = cfgjs && ms ? dsq_cstats_save(cs, out, cfgjs, ms, force, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
-    free(ms);
-    free(cfgjs);
-    dsq_cstats_free(cs);
-    dsq_recipe_deinit(&r);
-    if (rc) {
-        cJSON_Delete(meta);
-        return cli_err("calib", &err);
+    if (cw) {
+        /* the model's config travels in the file so quant can check it matches */
+        cfgjs = dsq_config_json_of(m.ck, m.ctr);
+        ms = cJSON_PrintUnformatted(meta);
+        rc = cfgjs && ms ? dsq_cstats_writer_finish(cw, cfgjs, ms, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+        cw = NULL;
+        if (rc) goto out;
+    }
+    if (qo) {
+        /* the container says how its statistics were gathered */
+        cJSON *w = cJSON_CreateObject();
+        cJSON_AddItemToObject(w, "calibration", cJSON_Duplicate(meta, 1));
+        qms = cJSON_PrintUnformatted(w);
+        cJSON_Delete(w);
+        rc = qms ? dsq_qout_finish(qo, qms, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+        qo = NULL;
+        if (rc) goto out;
     }
     if (json) {
-        cJSON_AddStringToObject(meta, "output", out);
+        if (out) cJSON_AddStringToObject(meta, "output", out);
+        if (qout_path) cJSON_AddStringToObject(meta, "quant_output", qout_path);
         cJSON_AddNumberToObject(meta, "seconds", rep.seconds);
         cJSON_AddNumberToObject(meta, "tokens_per_second", rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0);
         cJSON *ls = cJSON_AddArrayToObject(meta, "layer_seconds");
@@ -143,8 +176,18 @@ int cmd_calib(int argc, char **argv) {
         printf("\n%d routed experts below %lld tokens use pooled statistics%s", rep.n_fallback, (long long)o.min_tokens,
                rep.n_fallback ? ":\n" : "\n");
         for (int i = 0; i < rep.n_fallback && i < 256; i++) printf("  %s\n", rep.fallback[i]);
-        printf("wrote %s\n", out);
+        if (out) printf("wrote %s\n", out);
+        if (qout_path) printf("wrote %s\n", qout_path);
     }
+out:
+    dsq_cstats_writer_abort(cw);
+    dsq_qout_abort(qo);
     cJSON_Delete(meta);
-    return 0;
+    free(ms);
+    free(qms);
+    free(cfgjs);
+    free(ids);
+    dsq_model_close(&m);
+    dsq_recipe_deinit(&r);
+    return rc ? cli_err("calib", &err) : 0;
 }

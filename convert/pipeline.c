@@ -34,6 +34,7 @@ typedef struct plan {
     int src_colscale;    /* source (a container) has column multipliers */
     dsq_qmethod m;       /* scheme and method from the recipe */
     int out;             /* writer index */
+    int slot;            /* its first slice in ctx.slot_src / slot_done */
     double se, sx, maxabs; /* error accumulators */
 } plan;
 
@@ -45,7 +46,11 @@ typedef struct ctx {
     const dsq_config *cfg;
     plan *p;
     int n_plan;
-    int *map_plan, *map_expert; /* ckpt tensor -> plan, expert */
+    int own_src;                /* ck / ctr opened here, closed with the job */
+    int have_calib;             /* methods that need statistics are allowed */
+    int *map_plan, *map_expert; /* source tensor -> plan, expert (-1: not stored) */
+    int *slot_src;              /* slice (plan slot + expert) -> source tensor */
+    uint8_t *slot_done;         /* slice written (random-order writing only) */
     dsq_ctrw *w;
     dsq_pool *pool;
     uint8_t *buf[DSQ_ARR_N];
@@ -73,7 +78,7 @@ static int src_scheme_of(ctx *c, const dsq_tinfo *t) {
 }
 
 static int choose_scheme(ctx *c, plan *p) {
-    int rc = dsq_qmethod_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->o->calib != NULL,
+    int rc = dsq_qmethod_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->have_calib,
                              &p->m, c->err);
     if (rc) return rc;
     /* calibration runs the main layers only: the MTP layer has no statistics */
@@ -150,12 +155,16 @@ static int plan_ckpt(ctx *c) {
 }
 
 static int plan_ctr(ctx *c) {
-    int rc;
-    for (int i = 0; i < dsq_ctr_n_tensors(c->ctr); i++) {
+    int rc, n = dsq_ctr_n_tensors(c->ctr);
+    c->map_plan = dsq_malloc(sizeof *c->map_plan * (size_t)(n + 1));
+    if (!c->map_plan) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
         const dsq_ctensor *t = dsq_ctr_tensor(c->ctr, i);
         plan *p;
+        c->map_plan[i] = -1;
+        if (t->is_mtp && c->o->drop_mtp) continue;
         if ((rc = add_plan(c, &p))) return rc;
-        if (t->is_mtp && c->o->drop_mtp) { c->n_plan--; continue; }
+        c->map_plan[i] = c->n_plan - 1;
         snprintf(p->name, sizeof p->name, "%s", t->name);
         p->d.name = p->name;
         p->d.role = t->role;
@@ -368,7 +377,7 @@ static void hashes_finish(src_hashes *h) {
     memset(h, 0, sizeof *h);
 }
 
-static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_t tbytes) {
+static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_t tbytes, const char *extra) {
     cJSON *m = cJSON_CreateObject();
     char *norm = dsq_gen_config_json(c->cfg);
     cJSON *nc = norm ? cJSON_Parse(norm) : NULL;
@@ -403,6 +412,10 @@ static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_
     cJSON *st = cJSON_AddObjectToObject(m, "stats");
     cJSON_AddNumberToObject(st, "params", (double)params);
     cJSON_AddNumberToObject(st, "bytes", (double)tbytes);
+    cJSON *x = extra ? cJSON_Parse(extra) : NULL;
+    for (cJSON *it = cJSON_IsObject(x) ? x->child : NULL; it; it = it->next)
+        if (!cJSON_HasObjectItem(m, it->string)) cJSON_AddItemToObject(m, it->string, cJSON_Duplicate(it, 1));
+    cJSON_Delete(x);
     char *s = cJSON_PrintUnformatted(m);
     cJSON_Delete(m);
     return s;
@@ -414,58 +427,152 @@ void dsq_pipe_report_free(dsq_pipe_report *rep) {
     rep->t = NULL;
 }
 
-int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err) {
-    ctx c = {0};
-    int rc = DSQ_OK;
-    char *meta = NULL, *cfgjs = NULL;
-    memset(rep, 0, sizeof *rep);
-    c.o = o;
-    c.err = err;
-    c.t0 = dsq_now();
-    if (dsq_ctr_sniff(o->src)) {
-        if ((rc = dsq_ctr_open(&c.ctr, o->src, err))) goto out;
-        c.cfg = dsq_ctr_config(c.ctr);
-        if ((rc = plan_ctr(&c))) goto out;
-    } else {
-        if ((rc = dsq_ckpt_open(&c.ck, o->src, 0, err))) goto out;
-        c.cfg = dsq_ckpt_config(c.ck);
-        if ((rc = plan_ckpt(&c))) goto out;
+static void job_free(ctx *c) {
+    if (c->hashes) {
+        hashes_finish(c->hashes);
+        free(c->hashes);
     }
-    src_hashes hs;
-    if (hashes_start(&hs, c.ck, o->src)) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); hashes_finish(&hs); goto out; }
-    c.hashes = &hs;
-    c.pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
-    if (!c.pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
-    if ((rc = dsq_ctrw_open(&c.w, o->out, o->force, err))) goto out;
-    int64_t params = 0;
-    for (int i = 0; i < c.n_plan; i++) {
-        plan *p = &c.p[i];
-        if ((rc = choose_scheme(&c, p))) goto out;
-        p->d.name = p->name; /* c.p moved while planning */
-        int idx = dsq_ctrw_add_tensor(c.w, &p->d, err);
-        if (idx < 0) { rc = idx; goto out; }
+    if (c->w) dsq_ctrw_abort(c->w);
+    for (int k = 0; k < DSQ_ARR_N; k++) free(c->buf[k]);
+    dsq_qwork_deinit(&c->work);
+    free(c->p);
+    free(c->map_plan);
+    free(c->map_expert);
+    free(c->slot_src);
+    free(c->slot_done);
+    dsq_pool_free(c->pool);
+    if (c->own_src) {
+        dsq_ckpt_close(c->ck);
+        dsq_ctr_close(c->ctr);
+    }
+    memset(c, 0, sizeof *c);
+}
+
+/* Plan every tensor of the source (c->ck or c->ctr, already open), start
+ * hashing the source files, open the output and declare every tensor and
+ * side file; the layout is fixed on return. */
+static int job_open(ctx *c) {
+    const dsq_pipe_opts *o = c->o;
+    int rc;
+    c->t0 = dsq_now();
+    if (c->ctr) {
+        c->cfg = dsq_ctr_config(c->ctr);
+        rc = plan_ctr(c);
+    } else {
+        c->cfg = dsq_ckpt_config(c->ck);
+        rc = plan_ckpt(c);
+    }
+    if (rc) return rc;
+    /* slices: one per plan, or per expert of a stacked one */
+    int n_slots = 0;
+    for (int i = 0; i < c->n_plan; i++) {
+        c->p[i].slot = n_slots;
+        n_slots += c->p[i].d.experts ? c->p[i].d.experts : 1;
+    }
+    c->slot_src = dsq_malloc(sizeof *c->slot_src * (size_t)(n_slots + 1));
+    c->slot_done = dsq_calloc((size_t)n_slots + 1, 1);
+    c->hashes = dsq_calloc(1, sizeof *c->hashes);
+    if (!c->slot_src || !c->slot_done || !c->hashes) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    int n_src = c->ctr ? dsq_ctr_n_tensors(c->ctr) : dsq_ckpt_n_tensors(c->ck);
+    for (int i = 0; i < n_src; i++) {
+        if (c->map_plan[i] < 0) continue;
+        plan *p = &c->p[c->map_plan[i]];
+        if (c->ctr)
+            for (int e = 0; e < (p->d.experts ? p->d.experts : 1); e++) c->slot_src[p->slot + e] = i;
+        else
+            c->slot_src[p->slot + c->map_expert[i]] = i;
+    }
+    if (hashes_start(c->hashes, c->ck, o->src)) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    c->pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
+    if (!c->pool) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    if ((rc = dsq_ctrw_open(&c->w, o->out, o->force, c->err))) return rc;
+    for (int i = 0; i < c->n_plan; i++) {
+        plan *p = &c->p[i];
+        if ((rc = choose_scheme(c, p))) return rc;
+        p->d.name = p->name; /* c->p moved while planning */
+        int idx = dsq_ctrw_add_tensor(c->w, &p->d, c->err);
+        if (idx < 0) return idx;
         p->out = idx;
-        params += p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
     }
     /* side files: tokenizer and generation config travel with the model */
     static const char *const side[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json"};
     for (size_t k = 0; k < 3; k++) {
-        if (c.ck) {
+        if (c->ck) {
             size_t len;
-            const void *b = dsq_ckpt_blob(c.ck, side[k], &len);
-            if (b && (rc = dsq_ctrw_add_file(c.w, side[k], b, len, err))) goto out;
+            const void *b = dsq_ckpt_blob(c->ck, side[k], &len);
+            if (b && (rc = dsq_ctrw_add_file(c->w, side[k], b, len, c->err))) return rc;
         } else {
             char *b;
             size_t len;
             dsq_err e2 = {0};
-            if (dsq_ctr_file(c.ctr, side[k], &b, &len, &e2) == DSQ_OK) {
-                rc = dsq_ctrw_add_file(c.w, side[k], b, len, err);
+            if (dsq_ctr_file(c->ctr, side[k], &b, &len, &e2) == DSQ_OK) {
+                rc = dsq_ctrw_add_file(c->w, side[k], b, len, c->err);
                 free(b);
-                if (rc) goto out;
+                if (rc) return rc;
             }
         }
     }
-    if ((rc = dsq_ctrw_layout(c.w, err))) goto out;
+    return dsq_ctrw_layout(c->w, c->err);
+}
+
+/* The report (rep may be NULL), the metadata (extra_meta: an object whose
+ * members are added, or NULL) and the commit of the output. */
+static int job_finish(ctx *c, dsq_pipe_report *rep, const char *extra_meta) {
+    int rc = DSQ_OK;
+    dsq_pipe_report tmp;
+    if (!rep) rep = &tmp;
+    memset(rep, 0, sizeof *rep);
+    rep->t = dsq_calloc((size_t)c->n_plan + 1, sizeof *rep->t);
+    if (!rep->t) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    for (int i = 0; i < c->n_plan; i++) {
+        plan *p = &c->p[i];
+        dsq_pipe_tensor *r = &rep->t[rep->n++];
+        snprintf(r->name, sizeof r->name, "%s", p->name);
+        r->role = p->d.role;
+        r->scheme = p->d.scheme;
+        r->experts = p->d.experts;
+        r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
+        for (int k = 0; k < DSQ_ARR_N; k++) r->bytes += dsq_ctrw_slice_size(c->w, p->out, k) * (uint64_t)(p->d.experts ? p->d.experts : 1);
+        r->rel_err = p->m.copy ? 0 : c->o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
+        r->max_abs = p->m.copy ? 0 : c->o->measure_error ? p->maxabs : -1;
+        rep->role_params[r->role] += (uint64_t)r->params;
+        rep->role_bytes[r->role] += r->bytes;
+        rep->params += r->params;
+        rep->out_tensor_bytes += r->bytes;
+    }
+    rep->src_bytes = c->total_bytes;
+    char *cfgjs = dsq_config_json_of(c->ck, c->ctr);
+    char *meta = cfgjs ? build_meta(c, cfgjs, rep->params, rep->out_tensor_bytes, extra_meta) : NULL;
+    free(cfgjs);
+    if (!meta) rc = dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
+    else {
+        rc = dsq_ctrw_finish(c->w, meta, c->err);
+        c->w = NULL;
+        free(meta);
+    }
+    if (!rc) {
+        dsq_ctr *chk;
+        if (dsq_ctr_open(&chk, c->o->out, NULL) == DSQ_OK) {
+            rep->out_bytes = dsq_ctr_file_size(chk);
+            dsq_ctr_close(chk);
+        }
+    }
+    rep->seconds = dsq_now() - c->t0;
+    if (rc || rep == &tmp) dsq_pipe_report_free(rep);
+    return rc;
+}
+
+int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err) {
+    ctx c = {0};
+    int rc = DSQ_OK;
+    memset(rep, 0, sizeof *rep);
+    c.o = o;
+    c.err = err;
+    c.own_src = 1;
+    c.have_calib = o->calib != NULL;
+    if (dsq_ctr_sniff(o->src)) rc = dsq_ctr_open(&c.ctr, o->src, err);
+    else rc = dsq_ckpt_open(&c.ck, o->src, 0, err);
+    if (rc || (rc = job_open(&c))) goto out;
     /* stream */
     if (c.ck) {
         for (int i = 0; i < dsq_ckpt_n_tensors(c.ck); i++) c.total_bytes += dsq_ckpt_tensor(c.ck, i)->nbytes;
@@ -492,70 +599,136 @@ int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err)
             const dsq_ctensor *t = dsq_ctr_tensor(c.ctr, i);
             for (int k = 0; k < DSQ_ARR_N; k++) c.total_bytes += t->arr[k].size;
         }
-        int pi = 0;
         for (int i = 0; i < dsq_ctr_n_tensors(c.ctr); i++) {
             const dsq_ctensor *t = dsq_ctr_tensor(c.ctr, i);
-            uint64_t tb = t->arr[0].size + t->arr[1].size + t->arr[2].size + t->arr[3].size;
-            if (t->is_mtp && o->drop_mtp) { c.done_bytes += tb; continue; }
-            plan *p = &c.p[pi++];
+            c.done_bytes += t->arr[0].size + t->arr[1].size + t->arr[2].size + t->arr[3].size;
+            if (c.map_plan[i] < 0) continue;
+            plan *p = &c.p[c.map_plan[i]];
             for (int e = 0; e < (t->experts ? t->experts : 1); e++) {
                 dsq_qmat m;
                 if ((rc = dsq_ctr_qmat(c.ctr, i, e, &m, err))) goto out;
                 if ((rc = process(&c, p, e, &m, dsq_ctr_colscale(c.ctr, i, e)))) goto out;
             }
-            c.done_bytes += tb;
             draw(&c, 0);
         }
     }
     draw(&c, 1);
-    /* report */
-    rep->t = dsq_calloc((size_t)c.n_plan + 1, sizeof *rep->t);
-    if (!rep->t) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
-    uint64_t tbytes = 0;
-    for (int i = 0; i < c.n_plan; i++) {
-        plan *p = &c.p[i];
-        dsq_pipe_tensor *r = &rep->t[rep->n++];
-        snprintf(r->name, sizeof r->name, "%s", p->name);
-        r->role = p->d.role;
-        r->scheme = p->d.scheme;
-        r->experts = p->d.experts;
-        r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
-        for (int k = 0; k < DSQ_ARR_N; k++) r->bytes += dsq_ctrw_slice_size(c.w, p->out, k) * (uint64_t)(p->d.experts ? p->d.experts : 1);
-        r->rel_err = p->m.copy ? 0 : o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
-        r->max_abs = p->m.copy ? 0 : o->measure_error ? p->maxabs : -1;
-        rep->role_params[r->role] += (uint64_t)r->params;
-        rep->role_bytes[r->role] += r->bytes;
-        tbytes += r->bytes;
+    rc = job_finish(&c, rep, NULL);
+out:
+    job_free(&c);
+    return rc;
+}
+
+/* ---- writing in any order (dsq calib --quant-out) ---------------------------- */
+struct dsq_qout {
+    ctx c;
+    dsq_pipe_opts o;    /* copy: the caller's may not outlive the handle */
+};
+
+int dsq_qout_open(dsq_qout **out, const dsq_pipe_opts *o, const struct dsq_model *m, dsq_err *err) {
+    *out = NULL;
+    dsq_qout *q = dsq_calloc(1, sizeof *q);
+    if (!q) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    q->o = *o;
+    q->o.calib = NULL;
+    q->o.measure_error = 0;
+    q->o.progress = 0;
+    q->o.drop_mtp = 0;
+    q->c.o = &q->o;
+    q->c.err = err;
+    q->c.ck = m->ck;
+    q->c.ctr = m->ctr;
+    q->c.have_calib = 1;
+    int rc = job_open(&q->c);
+    if (rc) {
+        dsq_qout_abort(q);
+        return rc;
     }
-    rep->params = params;
-    rep->out_tensor_bytes = tbytes;
-    rep->src_bytes = c.total_bytes;
-    cfgjs = dsq_config_json_of(c.ck, c.ctr);
-    meta = cfgjs ? build_meta(&c, cfgjs, params, tbytes) : NULL;
-    if (!meta) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
-    rc = dsq_ctrw_finish(c.w, meta, err);
-    c.w = NULL;
-    if (!rc) {
-        dsq_ctr *chk;
-        if (dsq_ctr_open(&chk, o->out, NULL) == DSQ_OK) {
-            rep->out_bytes = dsq_ctr_file_size(chk);
-            dsq_ctr_close(chk);
+    *out = q;
+    return DSQ_OK;
+}
+
+void dsq_qout_abort(dsq_qout *q) {
+    if (!q) return;
+    job_free(&q->c);
+    free(q);
+}
+
+/* The plan and expert of weight `name` (upstream naming), or -1. */
+static int find_slice(ctx *c, const char *name, plan **pp, int *e) {
+    int i = -1;
+    *e = 0;
+    if (c->ck) {
+        i = dsq_ckpt_find(c->ck, name);
+        if (i >= 0) *e = c->map_expert[i];
+    } else {
+        int l, x;
+        dsq_role r = dsq_classify(name, &l, &x);
+        char st[200];
+        if (x >= 0 && (r == DSQ_R_EXP_GATE || r == DSQ_R_EXP_UP || r == DSQ_R_EXP_DOWN)) {
+            dsq_expert_name(st, sizeof st, l, -1, r);
+            i = dsq_ctr_find(c->ctr, st);
+            *e = x;
+        } else {
+            i = dsq_ctr_find(c->ctr, name);
         }
     }
-    rep->seconds = dsq_now() - c.t0;
-out:
-    if (c.hashes) hashes_finish(c.hashes);
-    if (c.w) dsq_ctrw_abort(c.w);
-    if (rc) dsq_pipe_report_free(rep);
-    free(meta);
-    free(cfgjs);
-    for (int k = 0; k < DSQ_ARR_N; k++) free(c.buf[k]);
-    dsq_qwork_deinit(&c.work);
-    free(c.p);
-    free(c.map_plan);
-    free(c.map_expert);
-    dsq_pool_free(c.pool);
-    dsq_ckpt_close(c.ck);
-    dsq_ctr_close(c.ctr);
+    if (i < 0 || c->map_plan[i] < 0) return -1;
+    *pp = &c->p[c->map_plan[i]];
+    return *e < ((*pp)->d.experts ? (*pp)->d.experts : 1) ? 0 : -1;
+}
+
+int dsq_qout_put(dsq_qout *q, const char *name, const dsq_qmat *m, const float *colscale, dsq_err *err) {
+    ctx *c = &q->c;
+    plan *p;
+    int e, rc;
+    c->err = err;
+    if (find_slice(c, name, &p, &e)) return dsq_fail(err, DSQ_E_NOTFOUND, "%s: not a tensor of the output", name);
+    if (p->m.copy || m->type != p->d.scheme || m->rows != p->d.rows || m->cols != p->d.cols || !colscale != !p->d.colscale)
+        return dsq_fail(err, DSQ_E_ARG, "%s: quantized as %s, planned as %s", name, dsq_q_scheme(m->type)->name,
+                        p->m.copy ? "a copy" : dsq_q_scheme(p->d.scheme)->name);
+    if (c->slot_done[p->slot + e]) return dsq_fail(err, DSQ_E_ARG, "%s: written twice", name);
+    const void *arr[DSQ_ARR_N] = {m->data, m->scale, m->zero, colscale};
+    for (int k = 0; k < DSQ_ARR_N; k++) {
+        uint64_t n = dsq_ctrw_slice_size(c->w, p->out, k);
+        if (n && (rc = dsq_ctrw_write(c->w, p->out, e, k, arr[k], n, err))) return rc;
+    }
+    c->slot_done[p->slot + e] = 1;
+    return DSQ_OK;
+}
+
+int dsq_qout_fill(dsq_qout *q, int layer, dsq_err *err) {
+    ctx *c = &q->c;
+    int rc;
+    c->err = err;
+    for (int i = 0; i < c->n_plan; i++) {
+        plan *p = &c->p[i];
+        int outside = p->d.layer < 0 || p->d.is_mtp;
+        if (layer >= 0 ? outside || p->d.layer != layer : !outside) continue;
+        for (int e = 0; e < (p->d.experts ? p->d.experts : 1); e++) {
+            if (c->slot_done[p->slot + e]) continue;
+            int si = c->slot_src[p->slot + e];
+            dsq_qmat m;
+            const void *colscale = NULL;
+            if (c->ck) {
+                const void *data;
+                if ((rc = dsq_ckpt_view(c->ck, si, &data, err))) return rc;
+                m = (dsq_qmat){p->src_scheme, p->d.rows, p->d.cols, (void *)data,
+                               (void *)dsq_ckpt_scales(c->ck, si, NULL, NULL), NULL};
+            } else {
+                if ((rc = dsq_ctr_qmat(c->ctr, si, e, &m, err))) return rc;
+                colscale = dsq_ctr_colscale(c->ctr, si, e);
+            }
+            if ((rc = process(c, p, e, &m, colscale))) return rc;
+            c->slot_done[p->slot + e] = 1;
+        }
+    }
+    return DSQ_OK;
+}
+
+int dsq_qout_finish(dsq_qout *q, const char *extra_meta, dsq_err *err) {
+    q->c.err = err;
+    int rc = job_finish(&q->c, NULL, extra_meta);
+    dsq_qout_abort(q);
     return rc;
 }

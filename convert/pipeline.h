@@ -9,6 +9,7 @@
 #define DSQ_PIPELINE_H
 
 #include "convert/recipe.h"
+#include "quant/quant.h"
 
 typedef struct dsq_pipe_opts {
     const char *src, *out;
@@ -45,5 +46,30 @@ typedef struct dsq_pipe_report {
 
 int dsq_pipeline_run(const dsq_pipe_opts *o, dsq_pipe_report *rep, dsq_err *err);
 void dsq_pipe_report_free(dsq_pipe_report *rep);
+
+/* The same container written in any order, for a job that quantizes the
+ * weights itself (dsq calib --quant-out): the tensors, their schemes and
+ * methods are planned from the recipe exactly as dsq_pipeline_run plans
+ * them with statistics (o->calib itself is not used: statistics-driven
+ * matrices are handed in by put), and the output file (temporary until
+ * finish) is laid out at open.
+ *   put   stores a matrix the caller quantized: weight `name` in upstream
+ *         naming (routed experts per expert), in the planned scheme, with
+ *         colscale ([cols] f32) exactly when the plan has column multipliers;
+ *   fill  quantizes from the source, as dsq quant would, every slice not put
+ *         yet of main layer `layer`, or with layer < 0 of every tensor outside
+ *         the main layers (embedding, final norm, head, MTP layers);
+ *   finish writes the metadata (extra_meta: JSON object text whose members
+ *         are added, or NULL) and renames the file into place; it fails if
+ *         any slice was never written.  finish and abort free the handle;
+ *         abort removes the temporary file.
+ * m: the source model, open for the whole life of the handle. */
+typedef struct dsq_qout dsq_qout;
+struct dsq_model;
+int dsq_qout_open(dsq_qout **out, const dsq_pipe_opts *o, const struct dsq_model *m, dsq_err *err);
+int dsq_qout_put(dsq_qout *q, const char *name, const dsq_qmat *m, const float *colscale, dsq_err *err);
+int dsq_qout_fill(dsq_qout *q, int layer, dsq_err *err);
+int dsq_qout_finish(dsq_qout *q, const char *extra_meta, dsq_err *err);
+void dsq_qout_abort(dsq_qout *q); /* NULL ok */
 
 #endif

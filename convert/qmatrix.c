@@ -119,7 +119,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     case DSQ_QM_GPTQ: {
         double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));
         if (!H) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
-        if (dsq_cstat_hessian(st, H)) {
+        if (dsq_cstat_hessian_stored(st, H)) {
             free(H);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
@@ -163,7 +163,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             free(H); free(Hs); free(Ws); free(sc); free(best);
             return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
         }
-        if (dsq_cstat_hessian(st, H)) {
+        if (dsq_cstat_hessian_stored(st, H)) {
             free(H); free(Hs); free(Ws); free(sc); free(best);
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }

@@ -610,8 +610,23 @@ void dsq_ctrw_abort(dsq_ctrw *w) {
     w_free(w);
 }
 
+static uint64_t align_up(uint64_t x) { return (x + DSQ_CTR_ALIGN - 1) & ~(uint64_t)(DSQ_CTR_ALIGN - 1); }
+
+/* Give the arrays of t their places from *pos on. */
+static int place(dsq_ctrw *w, wt *t, uint64_t *pos, dsq_err *err) {
+    uint64_t ne = t->d.experts ? (uint64_t)t->d.experts : 1;
+    for (int k = 0; k < DSQ_ARR_N; k++) {
+        if (!t->slice[k]) continue;
+        t->off[k] = *pos;
+        uint64_t total;
+        if (dsq_mul_ovf(t->slice[k], ne, &total) || dsq_add_ovf(*pos, total, pos))
+            return dsq_fail(err, DSQ_E_ARG, "%s: container too large", t->name);
+        *pos = align_up(*pos);
+    }
+    return DSQ_OK;
+}
+
 int dsq_ctrw_add_tensor(dsq_ctrw *w, const dsq_ctw_tensor *d, dsq_err *err) {
-    if (w->laid_out) return dsq_fail(err, DSQ_E_ARG, "container: tensor added after layout");
     dsq_qsizes qs;
     int rc = dsq_q_sizes(d->scheme, d->rows, d->cols, &qs, err);
     if (rc) return rc;
@@ -639,13 +654,17 @@ int dsq_ctrw_add_tensor(dsq_ctrw *w, const dsq_ctw_tensor *d, dsq_err *err) {
         if (k == DSQ_ARR_N - 1) {
             t->d.name = t->name;
             t->d.recipe = t->recipe;
+            /* after the layout: appended to the data section */
+            uint64_t end = w->data_end;
+            if (w->laid_out && (rc = place(w, t, &end, err))) break;
+            w->data_end = end;
             return w->n++;
         }
     }
     free(t->name);
     free(t->recipe);
     for (int k = 0; k < DSQ_ARR_N; k++) { free(t->hash[k]); free(t->done[k]); }
-    return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    return rc ? rc : dsq_fail(err, DSQ_E_NOMEM, "out of memory");
 }
 
 int dsq_ctrw_add_file(dsq_ctrw *w, const char *name, const void *data, size_t len, dsq_err *err) {
@@ -670,26 +689,16 @@ int dsq_ctrw_add_file(dsq_ctrw *w, const char *name, const void *data, size_t le
     return DSQ_OK;
 }
 
-static uint64_t align_up(uint64_t x) { return (x + DSQ_CTR_ALIGN - 1) & ~(uint64_t)(DSQ_CTR_ALIGN - 1); }
-
 int dsq_ctrw_layout(dsq_ctrw *w, dsq_err *err) {
+    if (w->laid_out) return dsq_fail(err, DSQ_E_ARG, "container: laid out twice");
     uint64_t pos = DSQ_CTR_DATA_OFFSET;
+    int rc;
     for (int i = 0; i < w->n_files; i++) {
         w->files[i].off = pos;
         pos = align_up(pos + w->files[i].zsize);
     }
-    for (int i = 0; i < w->n; i++) {
-        wt *t = &w->t[i];
-        uint64_t ne = t->d.experts ? (uint64_t)t->d.experts : 1;
-        for (int k = 0; k < DSQ_ARR_N; k++) {
-            if (!t->slice[k]) continue;
-            t->off[k] = pos;
-            uint64_t total;
-            if (dsq_mul_ovf(t->slice[k], ne, &total) || dsq_add_ovf(pos, total, &pos))
-                return dsq_fail(err, DSQ_E_ARG, "%s: container too large", t->name);
-            pos = align_up(pos);
-        }
-    }
+    for (int i = 0; i < w->n; i++)
+        if ((rc = place(w, &w->t[i], &pos, err))) return rc;
     w->data_end = pos;
     w->laid_out = 1;
     /* header placeholder and padding up to the data section, then the side files */

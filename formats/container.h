@@ -89,11 +89,15 @@ typedef struct dsq_ctw_tensor {
 } dsq_ctw_tensor;
 
 int dsq_ctrw_open(dsq_ctrw **out, const char *path, int force, dsq_err *err);
-/* Plan one tensor; returns its index (>= 0) or an error. */
+/* Plan one tensor; returns its index (>= 0) or an error.  Before the
+ * layout the tensor gets its place with the others; after it, it is
+ * appended to the data section (for writers that learn their tensors as
+ * they go: the directory stays in data-offset order either way). */
 int dsq_ctrw_add_tensor(dsq_ctrw *w, const dsq_ctw_tensor *t, dsq_err *err);
 /* A side file, stored zlib-compressed. */
 int dsq_ctrw_add_file(dsq_ctrw *w, const char *name, const void *data, size_t len, dsq_err *err);
-/* Fix the layout; after this only dsq_ctrw_write and dsq_ctrw_finish. */
+/* Fix the layout; after this no more side files: dsq_ctrw_write,
+ * dsq_ctrw_add_tensor (appending) and dsq_ctrw_finish. */
 int dsq_ctrw_layout(dsq_ctrw *w, dsq_err *err);
 /* Bytes of array `which` of tensor i, expert e (0 when not stacked).  n must
  * be exactly the slice size; each slice is written once. */

@@ -261,3 +261,65 @@ TEST(test_calib_gptq_target) {
     free(C); free(V); free(V2);
     free_layer(&L);
 }
+
+/* The textbook loops dsq_spd_inv_chol must match bit for bit. */
+static int tb_cholesky(double *A, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        double s = A[j * n + j];
+        for (int64_t k = 0; k < j; k++) s -= A[j * n + k] * A[j * n + k];
+        if (!(s > 0)) return -1;
+        double d = sqrt(s);
+        A[j * n + j] = d;
+        for (int64_t i = j + 1; i < n; i++) {
+            double t = A[i * n + j];
+            for (int64_t k = 0; k < j; k++) t -= A[i * n + k] * A[j * n + k];
+            A[i * n + j] = t / d;
+        }
+        for (int64_t i = 0; i < j; i++) A[i * n + j] = 0;
+    }
+    return 0;
+}
+
+static int tb_inv_chol(double *A, int64_t n, double *tmp) {
+    if (tb_cholesky(A, n)) return -1;
+    for (int64_t i = 0; i < n * n; i++) tmp[i] = 0;
+    for (int64_t j = 0; j < n; j++) {
+        tmp[j * n + j] = 1.0 / A[j * n + j];
+        for (int64_t i = j + 1; i < n; i++) {
+            double s = 0;
+            for (int64_t k = j; k < i; k++) s += A[i * n + k] * tmp[k * n + j];
+            tmp[i * n + j] = -s / A[i * n + i];
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t k = i; k < n; k++) s += tmp[k * n + i] * tmp[k * n + j];
+            A[i * n + j] = A[j * n + i] = s;
+        }
+    return tb_cholesky(A, n);
+}
+
+TEST(test_calib_spd_inv_chol_bits) {
+    /* sizes around the panel (16) and row-group (4) edges and the vector widths */
+    static const int64_t sizes[] = {1, 2, 5, 16, 17, 35, 64, 131};
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        int64_t n = sizes[z];
+        layer L;
+        make_layer(&L, 1, n, 3 * n / 4 + 2); /* rank-deficient, as expert Hessians often are */
+        double *a = malloc(sizeof *a * (size_t)(n * n)), *b = malloc(sizeof *b * (size_t)(n * n));
+        double *t = malloc(sizeof *t * (size_t)(n * n));
+        for (int64_t i = 0; i < n; i++) L.H[i * n + i] += 0.01;
+        memcpy(a, L.H, sizeof *a * (size_t)(n * n));
+        memcpy(b, L.H, sizeof *b * (size_t)(n * n));
+        CHECKF(dsq_spd_inv_chol(a, n, t) == 0, "n=%lld", (long long)n);
+        CHECK(tb_inv_chol(b, n, t) == 0);
+        CHECKF(!memcmp(a, b, sizeof *a * (size_t)(n * n)), "n=%lld: factor differs from the textbook loops", (long long)n);
+        /* not positive definite */
+        for (int64_t i = 0; i < n * n; i++) a[i] = 0;
+        a[0] = -1;
+        CHECK(dsq_spd_inv_chol(a, n, t) == -1);
+        free(a); free(b); free(t);
+        free_layer(&L);
+    }
+}

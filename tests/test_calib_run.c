@@ -1,8 +1,9 @@
 /*
  * test_calib_run.c -- the calibration pipeline: statistics against a direct
  * computation, per-expert token counts, sequential inputs (layer l sees the
- * quantized layers before it), the .dsqcal round trip into dsq quant, and
- * calibrated int4 beating round-to-nearest on the trained tiny model.
+ * quantized layers before it), the .dsqcal round trip into dsq quant,
+ * calibrated int4 beating round-to-nearest on the trained tiny model, and
+ * --quant-out writing the very container calib + quant would.
  */
 #include "test.h"
 #include "test_ckpt_util.h"
@@ -10,11 +11,16 @@
 #include "convert/calib_run.h"
 #include "convert/gen.h"
 #include "convert/model.h"
+#include "convert/pipeline.h"
 #include "formats/container.h"
 #include "verify/forward.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int32_t *synth_tokens(int64_t n, int vocab) {
     int32_t *t = malloc(sizeof *t * (size_t)n);
@@ -255,5 +261,186 @@ TEST(test_calib_gptq_beats_rtn_on_tiny) {
     double kg = atof(a + 9), kr = atof(b + 9);
     fprintf(stderr, "  KL gptq %.3e rtn %.3e (ratio %.2f)\n", kg, kr, kg / kr);
     CHECKF(kg < 0.8 * kr, "gptq KL %.3e not clearly below rtn %.3e", kg, kr);
+    free(out);
+}
+
+/* ---- dsq calib --quant-out ----------------------------------------------- */
+
+/* Two containers hold the same tensors with the same bytes: every array of
+ * every tensor (and expert), the recipe notes, the side files, the config. */
+static void same_containers(const char *pa, const char *pb) {
+    dsq_ctr *a, *b;
+    dsq_err err = {0};
+    CHECKF(dsq_ctr_open(&a, pa, &err) == 0, "%s", err.msg);
+    CHECKF(dsq_ctr_open(&b, pb, &err) == 0, "%s", err.msg);
+    CHECK(dsq_ctr_verify(a, NULL, &err) == 0 && dsq_ctr_verify(b, NULL, &err) == 0);
+    CHECK(dsq_ctr_n_tensors(a) == dsq_ctr_n_tensors(b));
+    for (int i = 0; i < dsq_ctr_n_tensors(a); i++) {
+        const dsq_ctensor *ta = dsq_ctr_tensor(a, i);
+        int j = dsq_ctr_find(b, ta->name);
+        CHECKF(j >= 0, "%s missing", ta->name);
+        const dsq_ctensor *tb = dsq_ctr_tensor(b, j);
+        CHECKF(ta->scheme == tb->scheme && ta->experts == tb->experts && ta->rows == tb->rows && ta->cols == tb->cols &&
+               !strcmp(ta->recipe, tb->recipe), "%s: %s vs %s", ta->name, ta->recipe, tb->recipe);
+        dsq_qsizes z;
+        CHECK(dsq_q_sizes(ta->scheme, ta->rows, ta->cols, &z, &err) == 0);
+        for (int e = 0; e < (ta->experts ? ta->experts : 1); e++) {
+            dsq_qmat qa, qb;
+            CHECK(dsq_ctr_qmat(a, i, e, &qa, &err) == 0 && dsq_ctr_qmat(b, j, e, &qb, &err) == 0);
+            CHECKF(!memcmp(qa.data, qb.data, z.data), "%s expert %d: data differs", ta->name, e);
+            CHECKF(!z.scale || !memcmp(qa.scale, qb.scale, z.scale), "%s expert %d: scales differ", ta->name, e);
+            CHECKF(!z.zero || !memcmp(qa.zero, qb.zero, z.zero), "%s expert %d: zeros differ", ta->name, e);
+            const void *ca = dsq_ctr_colscale(a, i, e), *cb = dsq_ctr_colscale(b, j, e);
+            CHECKF(!ca == !cb && (!ca || !memcmp(ca, cb, (size_t)ta->cols * 4)), "%s expert %d: colscale differs", ta->name, e);
+        }
+    }
+    static const char *const side[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json"};
+    for (int k = 0; k < 3; k++) {
+        char *fa = NULL, *fb = NULL;
+        size_t la = 0, lb = 0;
+        int ra = dsq_ctr_file(a, side[k], &fa, &la, NULL), rb = dsq_ctr_file(b, side[k], &fb, &lb, NULL);
+        CHECKF(ra == rb && la == lb && (!fa || !memcmp(fa, fb, la)), "side file %s differs", side[k]);
+        free(fa);
+        free(fb);
+    }
+    cJSON *ma = cJSON_Parse(dsq_ctr_meta(a)), *mb = cJSON_Parse(dsq_ctr_meta(b));
+    static const char *const keys[] = {"config", "config_json", "recipe", "stats"};
+    for (int k = 0; k < 4; k++)
+        CHECKF(cJSON_Compare(cJSON_GetObjectItem(ma, keys[k]), cJSON_GetObjectItem(mb, keys[k]), 1), "metadata '%s' differs", keys[k]);
+    CHECK(cJSON_GetObjectItem(mb, "provenance") && cJSON_GetObjectItem(mb, "calibration"));
+    cJSON_Delete(ma);
+    cJSON_Delete(mb);
+    dsq_ctr_close(a);
+    dsq_ctr_close(b);
+}
+
+/* calib -o CAL then quant --calib CAL, against calib --quant-out in one pass */
+static void quant_out_vs_two_steps(const char *model, const char *src_opts, const char *recipe, const char *tag) {
+    const char *dir = t_tmpdir();
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s calib %s %s --recipe %s -o %s/%s.dsqcal --quant-out %s/%s.one.dsq --threads 2 && "
+             "%s quant %s --recipe %s --calib %s/%s.dsqcal -o %s/%s.two.dsq --threads 2 --no-error >/dev/null && "
+             "%s check %s/%s.one.dsq",
+             t_dsq(), model, src_opts, recipe, dir, tag, dir, tag, t_dsq(), model, recipe, dir, tag, dir, tag, t_dsq(), dir, tag);
+    int rc = t_run(cmd, &out);
+    CHECKF(rc == 0, "%s", out);
+    CHECKF(strstr(out, ": ok ("), "%s", out);
+    free(out);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/%s.two.dsq", dir, tag);
+    snprintf(b, sizeof b, "%s/%s.one.dsq", dir, tag);
+    same_containers(a, b);
+}
+
+TEST(test_calib_quant_out_matches_quant) {
+    const char *d = t_path(t_tmpdir(), "m");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    /* every method at once: gptq (with act-order and clip search), awq,
+     * mse with statistics, mse without (head), and the MTP layer, which
+     * calibration never sees */
+    const char *rf = t_path(t_tmpdir(), "mix.json");
+    FILE *f = fopen(rf, "w");
+    CHECK(f);
+    fputs("{\"name\":\"mix\",\"default\":\"fp8-block\",\"rules\":["
+          "{\"roles\":[\"routed_experts\",\"attention\"],\"scheme\":\"int4-g32-sym\",\"method\":\"gptq\",\"act_order\":true,\"clip_steps\":6,\"refine\":1,\"ref_target\":0.5},"
+          "{\"roles\":[\"dense_ffn\"],\"scheme\":\"int4-g32-asym\",\"method\":\"awq\",\"grid\":6},"
+          "{\"roles\":[\"shared_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"mse\",\"clip_steps\":6},"
+          "{\"roles\":[\"head\"],\"scheme\":\"int8-channel\",\"method\":\"mse\",\"clip_steps\":6}]}\n", f);
+    fclose(f);
+    quant_out_vs_two_steps(d, "--random-tokens 200 --ctx 50", rf, "micro");
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models absent (generated model checked)");
+    if (!t_file_exists("tools/recipes/int4-gptq.json")) SKIP("no tools/recipes (run from the source tree)");
+    /* the shipped recipes on the trained model, few windows */
+    char opts[2048], rp[1024];
+    snprintf(opts, sizeof opts, "--text %s/calib.txt --samples 2 --ctx 128", m);
+    static const char *const recipes[] = {"int4-gptq", "int4-awq"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(rp, sizeof rp, "tools/recipes/%s.json", recipes[k]);
+        quant_out_vs_two_steps(m, opts, rp, recipes[k]);
+    }
+}
+
+/* A bad or existing --quant-out path fails before calibration starts and
+ * leaves nothing behind, nor does it leave the .dsqcal; --force replaces. */
+TEST(test_calib_quant_out_bad_path) {
+    const char *d = t_path(t_tmpdir(), "m"), *dir = t_tmpdir();
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    char cmd[4096], *out = NULL;
+    const char *base = "%s calib %s --random-tokens 120 --ctx 40 --preset int4 -o %s/c.dsqcal --quant-out %s";
+    char qo[1024];
+    snprintf(qo, sizeof qo, "%s/no/such/dir/q.dsq", dir);
+    snprintf(cmd, sizeof cmd, base, t_dsq(), d, dir, qo);
+    CHECK(t_run(cmd, &out) == 1);
+    CHECKF(strstr(out, "q.dsq") && strstr(out, "dsq calib:"), "%s", out);
+    free(out);
+    /* an existing file without --force: untouched */
+    snprintf(qo, sizeof qo, "%s/q.dsq", dir);
+    CHECK(t_write_file(qo, "keep", 4) == 0);
+    snprintf(cmd, sizeof cmd, base, t_dsq(), d, dir, qo);
+    CHECK(t_run(cmd, &out) == 1);
+    CHECKF(strstr(out, "already exists (use --force"), "%s", out);
+    free(out);
+    size_t n;
+    char *b = t_read_file(qo, &n);
+    CHECK(b && n == 4 && !memcmp(b, "keep", 4));
+    free(b);
+    CHECK(!t_file_exists(t_path(dir, "c.dsqcal")));
+    snprintf(cmd, sizeof cmd, "ls -A %s | grep -c tmp || true", dir);
+    t_run(cmd, &out);
+    CHECKF(atoi(out) == 0, "temporary file left behind: %s", out);
+    free(out);
+    /* the same path twice is a usage error */
+    snprintf(cmd, sizeof cmd, "%s calib %s --random-tokens 120 --ctx 40 -o %s/x.dsq --quant-out %s/x.dsq", t_dsq(), d, dir, dir);
+    CHECK(t_run(cmd, NULL) == 2);
+    /* neither output: usage */
+    snprintf(cmd, sizeof cmd, "%s calib %s --random-tokens 120 --ctx 40", t_dsq(), d);
+    CHECK(t_run(cmd, NULL) == 2);
+    /* --force replaces it with a valid container */
+    snprintf(cmd, sizeof cmd, "%s calib %s --random-tokens 120 --ctx 40 --preset int4 --quant-out %s --force >/dev/null && %s check %s",
+             t_dsq(), d, qo, t_dsq(), qo);
+    CHECK(t_run(cmd, &out) == 0);
+    CHECKF(strstr(out, ": ok ("), "%s", out);
+    free(out);
+    CHECK(!t_file_exists(t_path(dir, "c.dsqcal")));
+}
+
+/* Killed part-way (SIGTERM after some tensors are written), calibration
+ * leaves neither output nor a temporary file. */
+TEST(test_calib_quant_out_interrupted) {
+    const char *d = t_path(t_tmpdir(), "m"), *dir = t_tmpdir();
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        extern void cli_install_signals(void);
+        cli_install_signals();
+        dsq_recipe r;
+        dsq_err err = {0};
+        dsq_model m;
+        dsq_qout *q = NULL;
+        dsq_cstats_writer *cw = NULL;
+        if (dsq_recipe_preset(&r, "int4", &err) || dsq_model_open(&m, d, &err)) _exit(3);
+        dsq_pipe_opts po = {0};
+        po.src = d;
+        po.out = t_path(dir, "q.dsq");
+        po.recipe = &r;
+        po.threads = 1;
+        if (dsq_qout_open(&q, &po, &m, &err) || dsq_cstats_writer_open(&cw, t_path(dir, "c.dsqcal"), 0, &err) ||
+            dsq_qout_fill(q, -1, &err))
+            _exit(4);
+        raise(SIGTERM);
+        _exit(0); /* not reached */
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECKF(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "child status %d", st);
+    CHECK(!t_file_exists(t_path(dir, "q.dsq")) && !t_file_exists(t_path(dir, "c.dsqcal")));
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "ls -A %s | grep -c tmp || true", dir);
+    t_run(cmd, &out);
+    CHECKF(atoi(out) == 0, "temporary file left behind after SIGTERM");
     free(out);
 }

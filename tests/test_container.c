@@ -6,9 +6,11 @@
  */
 #include "test.h"
 #include "test_ckpt_util.h"
+#include "convert/gen.h"
 #include "convert/pipeline.h"
 #include "formats/container.h"
 
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -387,4 +389,58 @@ TEST(test_container_quant_from_container) {
     }
     dsq_ctr_close(a);
     dsq_ctr_close(b);
+}
+
+/* Tensors declared after the layout are appended to the data section; the
+ * file reads back like any other. */
+TEST(test_container_append_after_layout) {
+    const char *p = t_path(t_tmpdir(), "a.dsq");
+    dsq_ctrw *w;
+    dsq_err err = {0};
+    CHECK(dsq_ctrw_open(&w, p, 0, &err) == 0);
+    float v[3][6];
+    for (int t = 0; t < 3; t++)
+        for (int j = 0; j < 6; j++) v[t][j] = (float)(t * 10 + j);
+    char nm[3][32];
+    int idx[3];
+    for (int t = 0; t < 3; t++) {
+        snprintf(nm[t], sizeof nm[t], "t%d", t);
+        dsq_ctw_tensor d = {0};
+        d.name = nm[t];
+        d.layer = -1;
+        d.scheme = DSQ_Q_F32;
+        d.rows = 1;
+        d.cols = 6 - t;
+        d.n_dims = 1;
+        d.shape[0] = 6 - t;
+        if (t == 1) CHECK(dsq_ctrw_layout(w, &err) == 0);
+        idx[t] = dsq_ctrw_add_tensor(w, &d, &err);
+        CHECKF(idx[t] == t, "%s", err.msg);
+    }
+    CHECK(dsq_ctrw_add_file(w, "late.json", "{}", 2, &err) != 0); /* no side files after the layout */
+    for (int t = 2; t >= 0; t--) CHECK(dsq_ctrw_write(w, idx[t], 0, DSQ_ARR_DATA, v[t], (uint64_t)(6 - t) * 4, &err) == 0);
+    dsq_config cfg;
+    dsq_gen_preset(&cfg, "tiny");
+    char *cj = dsq_gen_config_json(&cfg);
+    cJSON *mo = cJSON_CreateObject();
+    cJSON_AddStringToObject(mo, "config_json", cj);
+    char *ms = cJSON_PrintUnformatted(mo);
+    int rc = dsq_ctrw_finish(w, ms, &err);
+    free(ms);
+    free(cj);
+    cJSON_Delete(mo);
+    CHECKF(rc == 0, "%s", err.msg);
+    dsq_ctr *c;
+    CHECKF(dsq_ctr_open(&c, p, &err) == 0, "%s", err.msg);
+    CHECK(dsq_ctr_verify(c, NULL, &err) == 0 && dsq_ctr_n_tensors(c) == 3);
+    uint64_t prev = 0;
+    for (int t = 0; t < 3; t++) {
+        int i = dsq_ctr_find(c, nm[t]);
+        dsq_qmat m;
+        CHECK(i >= 0 && dsq_ctr_qmat(c, i, 0, &m, &err) == 0 && m.cols == 6 - t);
+        CHECK(!memcmp(m.data, v[t], (size_t)(6 - t) * 4));
+        CHECK(dsq_ctr_tensor(c, i)->arr[DSQ_ARR_DATA].offset > prev); /* data-offset order */
+        prev = dsq_ctr_tensor(c, i)->arr[DSQ_ARR_DATA].offset;
+    }
+    dsq_ctr_close(c);
 }
