@@ -40,4 +40,13 @@ typedef struct dsq_fold_member {
 int dsq_fold_search(const dsq_fold_member *m, int n, int64_t cols, const float *mean_abs, const float *mean_sq,
                     int n_grid, float *s_out, float *alpha_out, double *err_out, dsq_err *err);
 
+/* The same search one member at a time (members can be loaded one by one):
+ * dsq_fold_accum adds member m's weighted error for every alpha of the grid
+ * to num[0..n_grid] and its weighted norm to *den; dsq_fold_pick then
+ * chooses as dsq_fold_search does. */
+int dsq_fold_accum(const dsq_fold_member *m, int64_t cols, const float *mean_abs, const float *mean_sq, int n_grid,
+                   double *num, double *den, dsq_err *err);
+void dsq_fold_pick(const double *num, double den, int n_grid, int64_t cols, const float *mean_abs, float *s_out,
+                   float *alpha_out, double *err_out);
+
 #endif

@@ -44,6 +44,7 @@ void dsq_cstats_clear(dsq_cstats *cs) {
         free(cs->s[i].max_abs);
         free(cs->s[i].hess);
         free(cs->s[i].xcov);
+        free(cs->s[i].fold);
     }
     for (int i = 0; i < cs->n_al; i++) {
         free(cs->al[i].alias);
@@ -323,7 +324,7 @@ int dsq_cstats_pool_starved(dsq_cstats *cs, int64_t min_tokens) {
 
 /* ---- .dsqcal ---------------------------------------------------------------- */
 
-static const char *const g_fields[5] = {"mean_sq", "mean_abs", "max_abs", "hessian", "xcov"};
+static const char *const g_fields[6] = {"mean_sq", "mean_abs", "max_abs", "hessian", "xcov", "fold"};
 
 /* The file is written record by record: the container writer appends each
  * record's tensors to the data section as they come, and the metadata that
@@ -371,25 +372,27 @@ static int put_record(dsq_cstats_writer *cw, const dsq_cstat *s, dsq_err *err) {
         cw->cap = cw->buf ? need : 0;
         if (!cw->buf) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }
-    for (int f = 0; f < 5; f++) {
-        if ((f == 3 && !s->hess) || (f == 4 && !s->xcov)) continue;
+    for (int f = 0; f < 6; f++) {
+        if ((f == 3 && !s->hess) || (f == 4 && !s->xcov) || (f == 5 && !s->fold)) continue;
         snprintf(nm, sizeof nm, "%s:%s", s->name, g_fields[f]);
         dsq_ctw_tensor d = {0};
         d.name = nm;
         d.role = r;
         d.layer = l;
         d.scheme = DSQ_Q_F32;
-        d.rows = f >= 3 ? s->cols : 1;
+        int sq = f == 3 || f == 4;
+        d.rows = sq ? s->cols : 1;
         d.cols = s->cols;
-        d.n_dims = f >= 3 ? 2 : 1;
+        d.n_dims = sq ? 2 : 1;
         d.shape[0] = s->cols;
         d.shape[1] = s->cols;
         int idx = dsq_ctrw_add_tensor(cw->w, &d, err);
         if (idx < 0) return idx;
-        int64_t n = f >= 3 ? s->cols * s->cols : s->cols;
+        int64_t n = sq ? s->cols * s->cols : s->cols;
         for (int64_t j = 0; j < n; j++)
             cw->buf[j] = f == 0 ? stored_mean(s->sum_sq[j], s->count) : f == 1 ? stored_mean(s->sum_abs[j], s->count)
-                       : f == 2 ? s->max_abs[j] : f == 3 ? stored_mean(s->hess[j], s->count) : stored_mean(s->xcov[j], s->count);
+                       : f == 2 ? s->max_abs[j] : f == 3 ? stored_mean(s->hess[j], s->count)
+                       : f == 4 ? stored_mean(s->xcov[j], s->count) : s->fold[j];
         if ((rc = dsq_ctrw_write(cw->w, idx, 0, DSQ_ARR_DATA, cw->buf, (uint64_t)n * 4, err))) return rc;
     }
     cJSON *o = cJSON_CreateObject();
@@ -487,12 +490,15 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
         int xi = dsq_ctr_find(c, tn);
         if (xi >= 0 && hi < 0) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' has a cross moment but no Hessian", path, nm->valuestring); goto fail; }
         if (xi >= 0 && !(s->xcov = dsq_calloc((size_t)(cols * cols), sizeof *s->xcov))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
-        for (int f = 0; f < 5; f++) {
-            if ((f == 3 && hi < 0) || (f == 4 && xi < 0)) continue;
+        snprintf(tn, sizeof tn, "%s:fold", nm->valuestring);
+        int fi = dsq_ctr_find(c, tn);
+        if (fi >= 0 && !(s->fold = dsq_calloc((size_t)cols, sizeof *s->fold))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+        for (int f = 0; f < 6; f++) {
+            if ((f == 3 && hi < 0) || (f == 4 && xi < 0) || (f == 5 && fi < 0)) continue;
             snprintf(tn, sizeof tn, "%s:%s", nm->valuestring, g_fields[f]);
             int k = dsq_ctr_find(c, tn);
             const dsq_ctensor *t = k >= 0 ? dsq_ctr_tensor(c, k) : NULL;
-            int64_t n = f >= 3 ? cols * cols : cols;
+            int64_t n = f == 3 || f == 4 ? cols * cols : cols;
             if (!t || t->scheme != DSQ_Q_F32 || t->rows * t->cols != n || t->experts) {
                 rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' missing or mis-shaped", path, tn);
                 goto fail;
@@ -504,7 +510,7 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
             if (!tmp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
             memcpy(tmp, q.data, (size_t)n * 4);
             for (int64_t j = 0; j < n; j++)
-                if (!isfinite(tmp[j]) || (f < 3 && tmp[j] < 0)) {
+                if (!isfinite(tmp[j]) || (f < 3 && tmp[j] < 0) || (f == 5 && !(tmp[j] > 0))) {
                     rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': value %lld is %g", path, tn, (long long)j, (double)tmp[j]);
                     goto fail;
                 }
@@ -514,7 +520,8 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
                 else if (f == 1) s->sum_abs[j] = tmp[j] * cnt;
                 else if (f == 2) s->max_abs[j] = tmp[j];
                 else if (f == 3) s->hess[j] = tmp[j] * cnt;
-                else s->xcov[j] = tmp[j] * cnt;
+                else if (f == 4) s->xcov[j] = tmp[j] * cnt;
+                else s->fold[j] = tmp[j];
             }
         }
     }

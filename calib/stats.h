@@ -24,6 +24,8 @@ typedef struct dsq_cstat {
     double *hess;       /* [cols x cols] sum of x x^T, or NULL */
     double *xcov;       /* [cols x cols] sum of r x^T, r the same input computed by
                            the unquantized model (dsq_cstat_add_ref), or NULL */
+    float *fold;        /* [cols] AWQ scales folded into the norm before this input
+                           (calib/fold.h), or NULL */
     int fallback;       /* 1: replaced by statistics pooled over the layer's experts */
 } dsq_cstat;
 

@@ -15,6 +15,7 @@
 #include "convert/model.h"
 #include "convert/pipeline.h"
 #include "convert/qmatrix.h"
+#include "calib/fold.h"
 #include "formats/container.h"
 #include "verify/forward.h"
 #include "verify/weights_overlay.h"
@@ -217,8 +218,10 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     int ss = src_scheme(m, name);
     if (ss < 0) return dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", name);
     dsq_qmethod qm;
+    char rec[200];
     int rc = dsq_qmethod_for(o->recipe, match_name, role, layer, ss, 1, &qm, err);
     if (rc) return rc;
+    if (layer >= 0) dsq_qmethod_fold(o->recipe, m->w.cfg, role, layer, &qm, rec, sizeof rec);
     if (qm.copy) return DSQ_OK;
     int id = m->w.find(m->w.ctx, name);
     int64_t shape[4];
@@ -240,7 +243,7 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     }
     dsq_qmat src = {DSQ_Q_F32, rows, cols, wf, NULL, NULL};
     dsq_qmat dst = {qm.scheme, rows, cols, buf, sz.scale ? buf + sz.data : NULL, sz.zero ? buf + sz.data + sz.scale : NULL};
-    const dsq_cstat *st = qm.method != DSQ_QM_PLAIN ? dsq_cstats_find(cs, name) : NULL;
+    const dsq_cstat *st = qm.method == DSQ_QM_PLAIN ? NULL : dsq_cstats_find(cs, dsq_qm_is_fold(qm.method) ? rec : name);
     rc = dsq_quantize_matrix(pool, &qm, &src, NULL, st, &dst, cs_out, work, name, err);
     free(wf);
     if (!rc && o->quant_out) rc = dsq_qout_put(o->quant_out, name, &dst, cs_out, err);
@@ -252,12 +255,79 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     return rc;
 }
 
+/* AWQ folding: the scales shared by the projections reading norm `norm`
+ * of layer l, searched over those members one at a time (each loaded once),
+ * kept on the group's record, then the norm itself divided by them. */
+static int fold_group(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, dsq_cstats *cs, dsq_pool *pool,
+                      dsq_qwork *work, dsq_role norm, int l, dsq_err *err) {
+    const dsq_config *cfg = m->w.cfg;
+    if (!dsq_fold_group(o->recipe, cfg, norm, l)) return DSQ_OK;
+    char rec[200], nn[200];
+    dsq_fold_record(cfg, norm, l, rec, sizeof rec);
+    const dsq_cstat *gc = dsq_cstats_find(cs, rec);
+    dsq_cstat *g = gc ? dsq_cstats_get(cs, gc->name, gc->cols, 0) : NULL;
+    if (!g) return dsq_fail(err, DSQ_E_NOTFOUND, "calib: no statistics for %s", rec);
+    int64_t cols = g->cols;
+    dsq_fold_name *mem = NULL;
+    int nm = dsq_fold_members(cfg, norm, l, &mem), rc = DSQ_OK, n_grid = 20;
+    float *mabs = dsq_malloc(sizeof *mabs * (size_t)cols), *msq = dsq_malloc(sizeof *msq * (size_t)cols);
+    float *own = dsq_malloc(sizeof *own * (size_t)cols), *wf = NULL, *s = dsq_malloc(sizeof *s * (size_t)cols);
+    double *num = dsq_calloc(101, sizeof *num), den = 0;
+    if (nm < 0 || !mabs || !msq || !own || !s || !num) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory"); goto out; }
+    dsq_cstat_mean_abs(g, mabs);
+    dsq_cstat_mean_sq(g, msq);
+    for (int k = 0; k < nm && !rc; k++) {
+        dsq_qmethod qm;
+        int ss = src_scheme(m, mem[k].name), id = m->w.find(m->w.ctx, mem[k].name);
+        if (ss < 0 || id < 0) { rc = dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", mem[k].name); break; }
+        if ((rc = dsq_qmethod_for(o->recipe, mem[k].match, mem[k].role, l, ss, 1, &qm, err))) break;
+        if (k == 0) n_grid = qm.grid > 0 && qm.grid <= 100 ? qm.grid : 20;
+        int64_t shape[4];
+        m->w.shape(m->w.ctx, id, shape);
+        free(wf);
+        if (!(wf = dsq_malloc(sizeof *wf * (size_t)(shape[0] * cols)))) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory"); break; }
+        if ((rc = m->w.rows_f32(m->w.ctx, id, 0, shape[0], wf, err))) break;
+        /* routed experts weigh their error by their own tokens' statistics */
+        const dsq_cstat *so = dsq_cstats_find(cs, mem[k].name);
+        if (so && so != g && so->cols == cols) dsq_cstat_mean_sq(so, own);
+        dsq_fold_member fm = {wf, shape[0], so && so != g && so->cols == cols ? own : NULL, qm.scheme,
+                              qm.opts.clip_steps, qm.opts.clip_min};
+        rc = dsq_fold_accum(&fm, cols, mabs, msq, n_grid, num, &den, err);
+    }
+    if (!rc) {
+        float alpha;
+        double e;
+        dsq_fold_pick(num, den, n_grid, cols, mabs, s, &alpha, &e);
+        free(g->fold);
+        g->fold = s;
+        s = NULL;
+        if (o->progress > 1) fprintf(stderr, "calib: %s: AWQ alpha %.2f folded (error %.3e)\n", rec, alpha, e);
+        static const char *const norms[] = {"input_layernorm.weight", "self_attn.q_a_layernorm.weight",
+                                            "self_attn.kv_a_layernorm.weight", "post_attention_layernorm.weight"};
+        int ni = norm == DSQ_R_INPUT_NORM ? 0 : norm == DSQ_R_ATTN_Q_A_NORM ? 1 : norm == DSQ_R_ATTN_KV_A_NORM ? 2 : 3;
+        snprintf(nn, sizeof nn, "model.layers.%d.%s", l, norms[ni]);
+        rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, norm, l, err);
+        if (!rc && norm == DSQ_R_POST_ATTN_NORM && dsq_config_is_moe_layer(cfg, l)) {
+            snprintf(nn, sizeof nn, "model.layers.%d.mlp.gate.weight", l);
+            rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, DSQ_R_ROUTER, l, err);
+        }
+    }
+out:
+    free(mem); free(mabs); free(msq); free(own); free(wf); free(s); free(num);
+    return rc;
+}
+
 /* Quantize the weights of stage `stage` of layer l into the overlay. */
-static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, const dsq_cstats *cs,
+static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, dsq_cstats *cs,
                           dsq_pool *pool, dsq_qwork *work, int l, int stage, dsq_err *err) {
     const dsq_config *c = m->w.cfg;
     char nm[200];
     int rc;
+    /* folded AWQ scales first: the norms they go into, the router */
+    static const dsq_role fold_norms[N_STAGES][2] = {{DSQ_R_INPUT_NORM, 0}, {DSQ_R_ATTN_Q_A_NORM, DSQ_R_ATTN_KV_A_NORM},
+                                                     {0, 0}, {DSQ_R_POST_ATTN_NORM, 0}, {0, 0}};
+    for (int k = 0; k < 2; k++)
+        if (fold_norms[stage][k] && (rc = fold_group(o, m, ov, cs, pool, work, fold_norms[stage][k], l, err))) return rc;
     static const struct { const char *suffix; dsq_role role; int idx; } attn[] = {
         {"self_attn.q_a_proj.weight", DSQ_R_ATTN_Q_A, 0}, {"self_attn.q_b_proj.weight", DSQ_R_ATTN_Q_B, 0},
         {"self_attn.kv_a_proj_with_mqa.weight", DSQ_R_ATTN_KV_A, 0}, {"self_attn.kv_b_proj.weight", DSQ_R_ATTN_KV_B, 0},

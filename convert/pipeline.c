@@ -33,6 +33,7 @@ typedef struct plan {
     int src_scheme;      /* scheme of the source matrices, -1 until known */
     int src_colscale;    /* source (a container) has column multipliers */
     dsq_qmethod m;       /* scheme and method from the recipe */
+    char fold_rec[200];  /* folded AWQ: the statistics record holding the scales */
     int out;             /* writer index */
     int slot;            /* its first slice in ctx.slot_src / slot_done */
     double se, sx, maxabs; /* error accumulators */
@@ -83,6 +84,7 @@ static int choose_scheme(ctx *c, plan *p) {
     if (rc) return rc;
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp) dsq_qmethod_uncalibrated(&p->m, p->src_scheme);
+    else dsq_qmethod_fold(c->o->recipe, c->cfg, p->d.role, p->d.layer, &p->m, p->fold_rec, sizeof p->fold_rec);
     p->d.scheme = p->m.scheme;
     p->d.colscale = p->m.copy ? p->src_colscale : dsq_qm_has_colscale(p->m.method);
     p->d.recipe = p->m.recipe;
@@ -278,7 +280,8 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *cols
     const dsq_cstat *st = NULL;
     char nm[200];
     stat_name(p, e, nm, sizeof nm);
-    if (c->o->calib && p->m.method != DSQ_QM_PLAIN) st = dsq_cstats_find(c->o->calib, nm);
+    if (c->o->calib && p->m.method != DSQ_QM_PLAIN)
+        st = dsq_cstats_find(c->o->calib, dsq_qm_is_fold(p->m.method) ? p->fold_rec : nm);
     float *cs_out = p->d.colscale && !p->m.copy ? (float *)c->buf[DSQ_ARR_COLSCALE] : NULL;
     if ((rc = dsq_quantize_matrix(c->pool, &p->m, src, colscale, st, &dst, cs_out, &c->work, nm, c->err))) return rc;
     if (c->o->measure_error) {

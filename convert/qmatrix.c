@@ -69,6 +69,111 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     return DSQ_OK;
 }
 
+/* ---- AWQ folding ------------------------------------------------------- */
+
+dsq_role dsq_fold_norm_of(dsq_role role) {
+    switch (role) {
+    case DSQ_R_ATTN_Q_A: case DSQ_R_ATTN_KV_A: case DSQ_R_IDX_WK: case DSQ_R_IDX_WEIGHTS_PROJ: return DSQ_R_INPUT_NORM;
+    case DSQ_R_ATTN_Q_B: case DSQ_R_IDX_WQ_B: return DSQ_R_ATTN_Q_A_NORM;
+    case DSQ_R_ATTN_KV_B: return DSQ_R_ATTN_KV_A_NORM;
+    case DSQ_R_DENSE_GATE: case DSQ_R_DENSE_UP: case DSQ_R_SHEXP_GATE: case DSQ_R_SHEXP_UP:
+    case DSQ_R_EXP_GATE: case DSQ_R_EXP_UP: case DSQ_R_ROUTER: return DSQ_R_POST_ATTN_NORM;
+    default: return DSQ_R_UNKNOWN;
+    }
+}
+
+int dsq_fold_record(const dsq_config *cfg, dsq_role norm, int layer, char *out, size_t n) {
+    if (layer < 0 || layer >= cfg->n_layers) return -1;
+    const char *suffix = NULL;
+    switch (norm) {
+    case DSQ_R_INPUT_NORM: suffix = "self_attn.q_a_proj.weight"; break;
+    case DSQ_R_ATTN_Q_A_NORM: suffix = "self_attn.q_b_proj.weight"; break;
+    case DSQ_R_ATTN_KV_A_NORM: suffix = "self_attn.kv_b_proj.weight"; break;
+    case DSQ_R_POST_ATTN_NORM:
+        if (!dsq_config_is_moe_layer(cfg, layer)) suffix = "mlp.gate_proj.weight";
+        else if (cfg->n_shared_experts > 0) suffix = "mlp.shared_experts.gate_proj.weight";
+        break;
+    default: break;
+    }
+    if (!suffix || (norm != DSQ_R_POST_ATTN_NORM && norm != DSQ_R_ATTN_KV_A_NORM && cfg->q_lora_rank <= 0)) return -1;
+    snprintf(out, n, "model.layers.%d.%s", layer, suffix);
+    return 0;
+}
+
+int dsq_fold_members(const dsq_config *cfg, dsq_role norm, int layer, dsq_fold_name **out) {
+    static const struct { dsq_role role; const char *suffix; int indexer; } proj[] = {
+        {DSQ_R_ATTN_Q_A, "self_attn.q_a_proj.weight", 0}, {DSQ_R_ATTN_KV_A, "self_attn.kv_a_proj_with_mqa.weight", 0},
+        {DSQ_R_IDX_WK, "self_attn.indexer.wk.weight", 1}, {DSQ_R_ATTN_Q_B, "self_attn.q_b_proj.weight", 0},
+        {DSQ_R_IDX_WQ_B, "self_attn.indexer.wq_b.weight", 1}, {DSQ_R_ATTN_KV_B, "self_attn.kv_b_proj.weight", 0},
+        {DSQ_R_DENSE_GATE, "mlp.gate_proj.weight", 0}, {DSQ_R_DENSE_UP, "mlp.up_proj.weight", 0},
+        {DSQ_R_SHEXP_GATE, "mlp.shared_experts.gate_proj.weight", 0}, {DSQ_R_SHEXP_UP, "mlp.shared_experts.up_proj.weight", 0},
+        {DSQ_R_EXP_GATE, NULL, 0}, {DSQ_R_EXP_UP, NULL, 0},
+    };
+    *out = NULL;
+    char rec[200];
+    if (dsq_fold_record(cfg, norm, layer, rec, sizeof rec)) return 0;
+    int moe = dsq_config_is_moe_layer(cfg, layer), n = 0;
+    dsq_fold_name *v = dsq_calloc((size_t)(10 + 2 * cfg->n_routed_experts), sizeof *v);
+    if (!v) return -1;
+    for (size_t k = 0; k < sizeof proj / sizeof proj[0]; k++) {
+        dsq_role ro = proj[k].role;
+        if (dsq_fold_norm_of(ro) != norm || (proj[k].indexer && !cfg->has_indexer)) continue;
+        int dense = ro == DSQ_R_DENSE_GATE || ro == DSQ_R_DENSE_UP;
+        if (norm == DSQ_R_POST_ATTN_NORM && (moe ? dense : !dense)) continue;
+        if ((ro == DSQ_R_SHEXP_GATE || ro == DSQ_R_SHEXP_UP) && !cfg->n_shared_experts) continue;
+        int ne = proj[k].suffix ? 1 : cfg->n_routed_experts;
+        for (int e = 0; e < ne; e++) {
+            v[n].role = ro;
+            if (proj[k].suffix) {
+                snprintf(v[n].name, sizeof v[n].name, "model.layers.%d.%s", layer, proj[k].suffix);
+                snprintf(v[n].match, sizeof v[n].match, "%s", v[n].name);
+            } else {
+                dsq_expert_name(v[n].name, sizeof v[n].name, layer, e, ro);
+                dsq_expert_name(v[n].match, sizeof v[n].match, layer, -1, ro);
+            }
+            n++;
+        }
+    }
+    *out = v;
+    return n;
+}
+
+int dsq_fold_group(const dsq_recipe *r, const dsq_config *cfg, dsq_role norm, int layer) {
+    dsq_fold_name *v;
+    int n = dsq_fold_members(cfg, norm, layer, &v), ok = n > 0;
+    for (int k = 0; k < n && ok; k++) {
+        const dsq_rule *u = dsq_recipe_match(r, v[k].match, v[k].role, layer);
+        if (!u || strcmp(u->method, "awq") || u->scheme < 0 || dsq_q_scheme(u->scheme)->kind == DSQ_QK_FLOAT) ok = 0;
+    }
+    free(v);
+    return ok;
+}
+
+void dsq_qmethod_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_qmethod *m,
+                      char *rec, size_t n) {
+    int is_norm = role == DSQ_R_INPUT_NORM || role == DSQ_R_ATTN_Q_A_NORM || role == DSQ_R_ATTN_KV_A_NORM ||
+                  role == DSQ_R_POST_ATTN_NORM;
+    dsq_role norm = is_norm ? role : dsq_fold_norm_of(role);
+    if (norm == DSQ_R_UNKNOWN || !dsq_fold_group(r, cfg, norm, layer)) return;
+    dsq_fold_record(cfg, norm, layer, rec, n);
+    const char *mn;
+    if (is_norm || m->method != DSQ_QM_AWQ) {
+        /* the norm, the router, the indexer's weights_proj: exact, in f32 */
+        m->scheme = DSQ_Q_F32;
+        m->method = is_norm ? DSQ_QM_FOLD_NORM : DSQ_QM_FOLD_SCALE;
+        m->opts.clip_steps = 0;
+        mn = is_norm ? "awq-fold-norm" : "awq-fold-scale";
+    } else {
+        m->method = DSQ_QM_AWQ_FOLD;
+        mn = "awq-fold";
+    }
+    m->copy = 0;
+    int o = snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", dsq_q_scheme(m->scheme)->name, mn);
+    if (m->method == DSQ_QM_AWQ_FOLD && m->opts.clip_steps >= 2)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"clip_steps\":%d", m->opts.clip_steps);
+    snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true}");
+}
+
 void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme) {
     if (!dsq_qm_needs_stats(m->method)) return;
     m->method = DSQ_QM_PLAIN;
@@ -115,6 +220,19 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     }
     dsq_qopts qo = m->opts;
     if (st && m->method == DSQ_QM_MSE) qo.imp = w->imp;
+    if (dsq_qm_is_fold(m->method)) {
+        if (!st->fold)
+            return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no folded AWQ scales for it (calibrate with the same recipe)", what);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) {
+                if (m->method == DSQ_QM_FOLD_NORM) w->wf[r * cols + j] /= st->fold[j];
+                else w->wf[r * cols + j] *= st->fold[j];
+            }
+        dsq_qopts fo = {0};
+        fo.clip_steps = m->method == DSQ_QM_AWQ_FOLD ? m->opts.clip_steps : 0;
+        fo.clip_min = m->opts.clip_min;
+        return dsq_q_quantize_pool(pool, &src, dst, &fo, err);
+    }
     switch (m->method) {
     case DSQ_QM_GPTQ: {
         double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));

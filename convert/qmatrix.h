@@ -11,12 +11,18 @@
 #include "convert/recipe.h"
 #include "quant/quant.h"
 
-enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ, DSQ_QM_AWQ_GPTQ };
+/* FOLD_*: AWQ scales folded into the norm before a group of weights
+ * (calib/fold.h): the norm divided by them (FOLD_NORM, stored f32), float
+ * consumers multiplied by them exactly (FOLD_SCALE, stored f32), quantized
+ * consumers multiplied then quantized (AWQ_FOLD, no colscale). */
+enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ, DSQ_QM_AWQ_GPTQ,
+       DSQ_QM_FOLD_NORM, DSQ_QM_FOLD_SCALE, DSQ_QM_AWQ_FOLD };
 
 /* Methods that cannot run without calibration statistics. */
 static inline int dsq_qm_needs_stats(int method) {
-    return method == DSQ_QM_GPTQ || method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ;
+    return method == DSQ_QM_GPTQ || method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ || method >= DSQ_QM_FOLD_NORM;
 }
+static inline int dsq_qm_is_fold(int method) { return method >= DSQ_QM_FOLD_NORM; }
 /* Methods whose result carries per-column multipliers (colscale). */
 static inline int dsq_qm_has_colscale(int method) { return method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ; }
 
@@ -38,6 +44,27 @@ typedef struct dsq_qmethod {
  * is 0, and for impossible combinations. */
 int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
                     int have_calib, dsq_qmethod *m, dsq_err *err);
+
+/* AWQ folding.  The norm whose output weight `role` reads when that input
+ * can take folded scales (DSQ_R_UNKNOWN otherwise). */
+dsq_role dsq_fold_norm_of(dsq_role role);
+/* The projections reading norm `norm` of main layer `layer` (routed
+ * experts one by one: upstream name per expert, match = their stacked name
+ * recipes see).  Returns their number (*out from malloc) or -1. */
+typedef struct dsq_fold_name { char name[160], match[160]; dsq_role role; } dsq_fold_name;
+int dsq_fold_members(const dsq_config *cfg, dsq_role norm, int layer, dsq_fold_name **out);
+/* Is the group reading norm `norm` of main layer `layer` folded under r:
+ * every projection reading it has an awq rule with a quantized scheme (the
+ * router and the indexer's weights_proj are scaled exactly in f32). */
+int dsq_fold_group(const dsq_recipe *r, const dsq_config *cfg, dsq_role norm, int layer);
+/* Name of the statistics record of that group's input, which carries the
+ * folded scales; 0, or -1 when the layer has no such group. */
+int dsq_fold_record(const dsq_config *cfg, dsq_role norm, int layer, char *out, size_t n);
+/* Turn m (from dsq_qmethod_for) into its folded form when tensor (role,
+ * layer) belongs to a folded group; *rec receives the record holding the
+ * scales (unchanged otherwise). */
+void dsq_qmethod_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_qmethod *m,
+                      char *rec, size_t n);
 
 /* Downgrade a calibrated method to plain absmax (tensors calibration never
  * sees, such as the MTP layer's), rewriting the recipe note. */

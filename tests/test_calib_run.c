@@ -362,6 +362,80 @@ TEST(test_calib_quant_out_matches_quant) {
     }
 }
 
+/* AWQ scales are folded into the norm before each group of awq weights:
+ * those weights carry no colscale, the norm is divided and the router
+ * multiplied by the group's scales (kept in the .dsqcal), exactly in f32;
+ * o_proj and down_proj, with no norm before them, keep their colscale. */
+TEST(test_calib_awq_folded) {
+    const char *d = t_path(t_tmpdir(), "mf");
+    CHECK(tu_gen_micro(d, 0, 2) == 0);
+    const char *rf = t_path(t_tmpdir(), "awq.json");
+    FILE *f = fopen(rf, "w");
+    CHECK(f);
+    fputs("{\"name\":\"awq\",\"default\":\"int4-g32-sym\",\"rules\":[{\"roles\":[\"attention\",\"indexer.wq_b\",\"indexer.wk\","
+          "\"dense_ffn\",\"shared_experts\",\"routed_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"awq\",\"grid\":8}]}\n", f);
+    fclose(f);
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s calib %s --random-tokens 200 --ctx 50 --recipe %s -o %s/f.dsqcal --quant-out %s/f.dsq --threads 2",
+             t_dsq(), d, rf, t_tmpdir(), t_tmpdir());
+    CHECKF(t_run(cmd, &out) == 0, "%s", out);
+    free(out);
+    dsq_ctr *c;
+    dsq_cstats *cs;
+    dsq_model m;
+    dsq_err err = {0};
+    CHECKF(dsq_ctr_open(&c, t_path(t_tmpdir(), "f.dsq"), &err) == 0, "%s", err.msg);
+    CHECKF(dsq_cstats_load(&cs, t_path(t_tmpdir(), "f.dsqcal"), &err) == 0, "%s", err.msg);
+    CHECK(dsq_model_open(&m, d, &err) == 0);
+    static const struct { const char *name; int colscale; } w[] = {
+        {"model.layers.0.self_attn.q_a_proj.weight", 0}, {"model.layers.0.self_attn.kv_a_proj_with_mqa.weight", 0},
+        {"model.layers.0.self_attn.q_b_proj.weight", 0}, {"model.layers.0.self_attn.kv_b_proj.weight", 0},
+        {"model.layers.0.self_attn.indexer.wq_b.weight", 0}, {"model.layers.0.self_attn.indexer.wk.weight", 0},
+        {"model.layers.0.self_attn.o_proj.weight", 1}, {"model.layers.0.mlp.gate_proj.weight", 0},
+        {"model.layers.0.mlp.up_proj.weight", 0}, {"model.layers.0.mlp.down_proj.weight", 1},
+        {"model.layers.1.mlp.shared_experts.gate_proj.weight", 0}, {"model.layers.1.mlp.shared_experts.down_proj.weight", 1},
+        {"model.layers.1.mlp.experts.up_proj.weight", 0}, {"model.layers.1.mlp.experts.down_proj.weight", 1},
+    };
+    for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) {
+        int i = dsq_ctr_find(c, w[k].name);
+        CHECKF(i >= 0, "%s", w[k].name);
+        if (i >= 0) CHECKF(!dsq_ctr_colscale(c, i, 0) == !w[k].colscale, "%s: colscale %s", w[k].name, w[k].colscale ? "missing" : "present");
+    }
+    /* norms and router against the source and the stored scales */
+    static const struct { const char *norm, *rec; int mul; } g[] = {
+        {"model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_a_proj.weight", 0},
+        {"model.layers.0.self_attn.q_a_layernorm.weight", "model.layers.0.self_attn.q_b_proj.weight", 0},
+        {"model.layers.1.post_attention_layernorm.weight", "model.layers.1.mlp.shared_experts.gate_proj.weight", 0},
+        {"model.layers.1.mlp.gate.weight", "model.layers.1.mlp.shared_experts.gate_proj.weight", 1},
+    };
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        const dsq_cstat *s = dsq_cstats_find(cs, g[k].rec);
+        CHECKF(s && s->fold, "%s: no folded scales", g[k].rec);
+        int i = dsq_ctr_find(c, g[k].norm), id = m.w.find(m.w.ctx, g[k].norm);
+        CHECK(i >= 0 && id >= 0);
+        if (!s || !s->fold || i < 0 || id < 0) continue;
+        const dsq_ctensor *t = dsq_ctr_tensor(c, i);
+        CHECK(t->scheme == DSQ_Q_F32 && t->cols == s->cols);
+        int64_t n = t->rows * t->cols;
+        float *src = malloc(sizeof *src * (size_t)n);
+        CHECK(m.w.rows_f32(m.w.ctx, id, 0, t->rows, src, &err) == 0);
+        dsq_qmat q;
+        CHECK(dsq_ctr_qmat(c, i, 0, &q, &err) == 0);
+        int bad = 0, unit = 1;
+        for (int64_t j = 0; j < n; j++) {
+            float want = g[k].mul ? src[j] * s->fold[j % t->cols] : src[j] / s->fold[j % t->cols];
+            bad += dsq_lef32((const uint8_t *)q.data + 4 * j) != want;
+            unit &= s->fold[j % t->cols] == 1.0f;
+        }
+        CHECKF(!bad, "%s: %d values differ from the folded source", g[k].norm, bad);
+        if (unit) fprintf(stderr, "  %s: alpha 0 chosen (unit scales)\n", g[k].norm);
+        free(src);
+    }
+    dsq_model_close(&m);
+    dsq_cstats_free(cs);
+    dsq_ctr_close(c);
+}
+
 /* A bad or existing --quant-out path fails before calibration starts and
  * leaves nothing behind, nor does it leave the .dsqcal; --force replaces. */
 TEST(test_calib_quant_out_bad_path) {

@@ -149,3 +149,29 @@ TEST(test_calib_stats_cross_moment) {
     free(cj);
     dsq_cstats_free(cs);
 }
+
+TEST(test_calib_stats_fold_round_trip) {
+    /* folded AWQ scales survive the .dsqcal round trip; a non-positive
+     * scale is refused naming the file and the tensor */
+    dsq_cstats *cs = dsq_cstats_new();
+    dsq_cstat *s = dsq_cstats_get(cs, "model.layers.0.self_attn.q_a_proj.weight", 4, 0);
+    float x[4] = {1, -2, 3, 0.5f};
+    dsq_cstat_add(s, x, 1);
+    s->fold = malloc(4 * sizeof *s->fold);
+    for (int j = 0; j < 4; j++) s->fold[j] = 0.5f + (float)j;
+    char *cj = cfg_json();
+    const char *p = t_path(t_tmpdir(), "f.dsqcal");
+    dsq_err err = {0};
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    dsq_cstats *rd;
+    CHECKF(dsq_cstats_load(&rd, p, &err) == 0, "%s", err.msg);
+    const dsq_cstat *r = dsq_cstats_find(rd, s->name);
+    CHECK(r && r->fold && !memcmp(r->fold, s->fold, 4 * sizeof *s->fold));
+    dsq_cstats_free(rd);
+    s->fold[2] = -1;
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    CHECK(dsq_cstats_load(&rd, p, &err) == DSQ_E_FORMAT);
+    CHECK(strstr(err.msg, "f.dsqcal") && strstr(err.msg, "q_a_proj.weight:fold"));
+    free(cj);
+    dsq_cstats_free(cs);
+}
