@@ -495,7 +495,19 @@ typedef struct gjob {
     int dynamic, clip_steps;
     float clip_min;
     const la_kernels *K;
+    const float *W;        /* original weights (static parameters) */
 } gjob;
+
+/* Static parameters of rows [r0, r1) from the original weights. */
+static void gptq_static(void *arg) {
+    gjob *j = arg;
+    int64_t cols = j->n;
+    for (int64_t r = j->r0; r < j->r1; r += j->urows)
+        for (int64_t c0 = 0; c0 < cols; c0 += j->ucols) {
+            int64_t r1 = r + j->urows < j->r1 ? r + j->urows : j->r1, c1 = c0 + j->ucols < cols ? c0 + j->ucols : cols;
+            unit_params(j->d, j->dst->type, j->dst, j->sz, j->W, cols, r, r1, c0, c1, j->hw, j->clip_steps, j->clip_min);
+        }
+}
 
 static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
     const uint8_t *sp = scale;
@@ -683,31 +695,30 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
     float clip_min = o ? o->clip_min : 0;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
-    /* static parameters (channel / block granularity, or act-order groups)
-     * come from the original weights before any update */
     int dynamic = !act && d->gran == DSQ_QG_GROUP;
-    if (!dynamic)
-        for (int64_t r = 0; r < rows; r += urows)
-            for (int64_t c0 = 0; c0 < cols; c0 += ucols) {
-                int64_t r1 = r + urows < rows ? r + urows : rows, c1 = c0 + ucols < cols ? c0 + ucols : cols;
-                unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, hw, clip, clip_min);
-            }
     int nj = o && o->pool ? dsq_pool_size(o->pool) * 4 : 1;
     if (nj > rows) nj = (int)(rows ? rows : 1);
     jobs = dsq_calloc((size_t)nj, sizeof *jobs);
     if (!jobs) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
     for (int k = 0; k < nj; k++) {
-        /* block schemes share scales across 128-row bands: split on band edges */
+        /* block schemes share scales across 128-row bands: split on band
+         * edges; whole rows keep the zero-point bytes groups share apart */
         int64_t r0 = rows * k / nj, r1 = rows * (k + 1) / nj;
         if (urows > 1) {
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K};
-        if (o && o->pool) dsq_pool_add(o->pool, gptq_rows, &jobs[k]);
-        else gptq_rows(&jobs[k]);
+        jobs[k] = (gjob){d, dst, &sz, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K, W};
     }
-    if (o && o->pool) dsq_pool_join(o->pool);
+    /* static parameters (channel / block granularity, or act-order groups)
+     * come from the original weights before any update */
+    for (int pass = dynamic; pass < 2; pass++) {
+        for (int k = 0; k < nj; k++) {
+            if (o && o->pool) dsq_pool_add(o->pool, pass ? gptq_rows : gptq_static, &jobs[k]);
+            else (pass ? gptq_rows : gptq_static)(&jobs[k]);
+        }
+        if (o && o->pool) dsq_pool_join(o->pool);
+    }
     /* back to the original column order, then encode with the stored parameters */
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + perm[k]] = Q[r * n + k];
