@@ -100,25 +100,47 @@ static void choose_params(const dsq_qscheme *d, int scheme, const float *M, int6
     if (clip_steps < 2 || !(hi - lo > 0)) return;
     if (!(clip_min > 0 && clip_min < 1)) clip_min = 0.5f;
     double best = INFINITY;
-    for (int k = 0; k < clip_steps; k++) {
-        float rho = 1.0f - (1.0f - clip_min) * (float)k / (float)(clip_steps - 1), cs;
-        int cz;
-        uint32_t cc;
-        dsq_q_params(scheme, lo * rho, hi * rho, &cs, &cz, &cc);
-        float ci = 1.0f / cs;
-        double e = 0;
+    /* several ratios per pass over the values: their error sums are
+     * independent chains (each still summed in value order) */
+    enum { KC = 8 };
+    for (int k0 = 0; k0 < clip_steps; k0 += KC) {
+        int nk = clip_steps - k0 < KC ? clip_steps - k0 : KC;
+        float cs[KC], ci[KC];
+        int cz[KC];
+        uint32_t cc[KC];
+        double e[KC];
+        for (int q = 0; q < nk; q++) {
+            float rho = 1.0f - (1.0f - clip_min) * (float)(k0 + q) / (float)(clip_steps - 1);
+            dsq_q_params(scheme, lo * rho, hi * rho, &cs[q], &cz[q], &cc[q]);
+            ci[q] = 1.0f / cs[q];
+            e[q] = 0;
+        }
         for (int64_t r = r0; r < r1; r++)
             for (int64_t j = c0; j < c1; j++) {
                 float v = M[r * ld + j];
-                double dlt = (double)v - qvalue(d, v, cs, ci, cz);
-                e += (hw ? (double)hw[j] : 1.0) * dlt * dlt;
+                double wj = hw ? (double)hw[j] : 1.0;
+                if (d->kind == DSQ_QK_INT4)
+                    for (int q = 0; q < nk; q++) { /* qvalue's INT4 case, inline */
+                        float t = v * ci[q];
+                        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
+                        int u = (int)rintf(t) + cz[q];
+                        u = u < 0 ? 0 : u > 15 ? 15 : u;
+                        double dlt = (double)v - (float)(u - cz[q]) * cs[q];
+                        e[q] += wj * dlt * dlt;
+                    }
+                else
+                    for (int q = 0; q < nk; q++) {
+                        double dlt = (double)v - qvalue(d, v, cs[q], ci[q], cz[q]);
+                        e[q] += wj * dlt * dlt;
+                    }
             }
-        if (e < best) { /* first best wins: rho = 1 on ties */
-            best = e;
-            *s = cs;
-            *z = cz;
-            *code = cc;
-        }
+        for (int q = 0; q < nk; q++)
+            if (e[q] < best) { /* first best wins: rho = 1 on ties */
+                best = e[q];
+                *s = cs[q];
+                *z = cz[q];
+                *code = cc[q];
+            }
     }
 }
 
