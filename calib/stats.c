@@ -7,7 +7,9 @@
  * "<weight>:mean_sq", "<weight>:mean_abs", "<weight>:max_abs" ([cols]) and
  * "<weight>:hessian" ([cols, cols], E[x x^T]), with per-record token counts,
  * fallback flags and aliases in the metadata.  Reusing the container gives
- * the file checksums, validation and atomic writing for free.
+ * the file checksums, validation and atomic writing for free, and its
+ * writer's appending lets the file be written record by record as
+ * calibration finishes with them.
  */
 #include "calib/stats.h"
 #include "common.h"
