@@ -100,25 +100,47 @@ static void choose_params(const dsq_qscheme *d, int scheme, const float *M, int6
     if (clip_steps < 2 || !(hi - lo > 0)) return;
     if (!(clip_min > 0 && clip_min < 1)) clip_min = 0.5f;
     double best = INFINITY;
-    for (int k = 0; k < clip_steps; k++) {
-        float rho = 1.0f - (1.0f - clip_min) * (float)k / (float)(clip_steps - 1), cs;
-        int cz;
-        uint32_t cc;
-        dsq_q_params(scheme, lo * rho, hi * rho, &cs, &cz, &cc);
-        float ci = 1.0f / cs;
-        double e = 0;
+    /* several ratios per pass over the values: their error sums are
+     * independent chains (each still summed in value order) */
+    enum { KC = 8 };
+    for (int k0 = 0; k0 < clip_steps; k0 += KC) {
+        int nk = clip_steps - k0 < KC ? clip_steps - k0 : KC;
+        float cs[KC], ci[KC];
+        int cz[KC];
+        uint32_t cc[KC];
+        double e[KC];
+        for (int q = 0; q < nk; q++) {
+            float rho = 1.0f - (1.0f - clip_min) * (float)(k0 + q) / (float)(clip_steps - 1);
+            dsq_q_params(scheme, lo * rho, hi * rho, &cs[q], &cz[q], &cc[q]);
+            ci[q] = 1.0f / cs[q];
+            e[q] = 0;
+        }
         for (int64_t r = r0; r < r1; r++)
             for (int64_t j = c0; j < c1; j++) {
                 float v = M[r * ld + j];
-                double dlt = (double)v - qvalue(d, v, cs, ci, cz);
-                e += (hw ? (double)hw[j] : 1.0) * dlt * dlt;
+                double wj = hw ? (double)hw[j] : 1.0;
+                if (d->kind == DSQ_QK_INT4)
+                    for (int q = 0; q < nk; q++) { /* qvalue's INT4 case, inline */
+                        float t = v * ci[q];
+                        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
+                        int u = (int)rintf(t) + cz[q];
+                        u = u < 0 ? 0 : u > 15 ? 15 : u;
+                        double dlt = (double)v - (float)(u - cz[q]) * cs[q];
+                        e[q] += wj * dlt * dlt;
+                    }
+                else
+                    for (int q = 0; q < nk; q++) {
+                        double dlt = (double)v - qvalue(d, v, cs[q], ci[q], cz[q]);
+                        e[q] += wj * dlt * dlt;
+                    }
             }
-        if (e < best) { /* first best wins: rho = 1 on ties */
-            best = e;
-            *s = cs;
-            *z = cz;
-            *code = cc;
-        }
+        for (int q = 0; q < nk; q++)
+            if (e[q] < best) { /* first best wins: rho = 1 on ties */
+                best = e[q];
+                *s = cs[q];
+                *z = cz[q];
+                *code = cc[q];
+            }
     }
 }
 
@@ -273,48 +295,119 @@ static la_kernels la_pick(void) {
     return (la_kernels){sub_many_ref, add_many_ref, sub_many_f_ref};
 }
 
+/* Jobs split over the pool.  Each one owns whole elements (rows of the
+ * trailing update, columns of L^-1, rows of A^-1), so any split gives the
+ * same bits; the splits balance the triangular amounts of work. */
+#define LA_JOBS 16
+
+typedef struct la_job {
+    const la_kernels *K;
+    double *A, *X, *buf;
+    const double *lk;
+    int64_t n, k0, k1, a0, a1; /* a0..a1: rows or columns of this job */
+} la_job;
+
+static void la_run(dsq_pool *pool, void (*fn)(void *), la_job *jobs, int nj) {
+    for (int j = 0; j < nj; j++) {
+        if (jobs[j].a0 >= jobs[j].a1) continue;
+        if (pool) dsq_pool_add(pool, fn, &jobs[j]);
+        else fn(&jobs[j]);
+    }
+    if (pool) dsq_pool_join(pool);
+}
+
+/* Split [lo, hi) into nj parts of equal sum of w(i), i in a part. */
+static void la_split(la_job *jobs, int nj, int64_t lo, int64_t hi, double (*w)(int64_t i, int64_t lo, int64_t n),
+                     int64_t n) {
+    double total = 0;
+    for (int64_t i = lo; i < hi; i++) total += w(i, lo, n);
+    double acc = 0;
+    int j = 0;
+    jobs[0].a0 = lo;
+    for (int64_t i = lo; i < hi && j < nj - 1; i++) {
+        acc += w(i, lo, n);
+        if (acc >= total * (j + 1) / nj) {
+            jobs[j].a1 = i + 1;
+            jobs[++j].a0 = i + 1;
+        }
+    }
+    jobs[j].a1 = hi;
+    for (int k = j + 1; k < nj; k++) jobs[k].a0 = jobs[k].a1 = hi;
+}
+
+static double w_flat(int64_t i, int64_t lo, int64_t n) { (void)i; (void)lo; (void)n; return 1; }
+static double w_trail(int64_t i, int64_t lo, int64_t n) { (void)n; return (double)(i - lo + 1); }
+static double w_col(int64_t j, int64_t lo, int64_t n) { (void)lo; return (double)(n - j) * (double)(n - j); }
+static double w_row(int64_t i, int64_t lo, int64_t n) { (void)lo; return (double)(i + 1) * (double)(n - i); }
+
+/* Cholesky, rows a0..a1 below the panel's diagonal block: their panel
+ * columns (the block is final), copied to lk column-wise for the trailing
+ * update. */
+static void chol_panel_rows(void *arg) {
+    la_job *j = arg;
+    double *A = j->A, *lk = (double *)j->lk;
+    int64_t n = j->n, k0 = j->k0, k1 = j->k1;
+    for (int64_t i = j->a0; i < j->a1; i++) {
+        double *ai = A + i * n;
+        for (int64_t k = k0; k < k1; k++) {
+            ai[k] /= A[k * n + k];
+            for (int64_t c = k + 1; c < k1; c++) ai[c] -= ai[k] * A[c * n + k];
+        }
+        for (int64_t p = 0; p < k1 - k0; p++) lk[p * n + i] = ai[k0 + p];
+    }
+}
+
+/* Cholesky trailing rows a0..a1: columns k1..i, panel columns k0..k1 in order */
+static void chol_trail(void *arg) {
+    la_job *j = arg;
+    int64_t n = j->n, k1 = j->k1;
+    int m = (int)(k1 - j->k0);
+    const double *x[LA_PANEL];
+    double s[LA_PANEL];
+    for (int p = 0; p < m; p++) x[p] = j->lk + p * n + k1;
+    for (int64_t i = j->a0; i < j->a1; i++) {
+        for (int p = 0; p < m; p++) s[p] = j->A[i * n + j->k0 + p];
+        j->K->sub_many(j->A + i * n + k1, x, s, m, i - k1 + 1);
+    }
+}
+
 /* Cholesky A = L L^T (lower, in place, upper part zeroed).  Textbook form:
  *     for j: s = A_jj - sum_{k<j} L_jk L_jk;  L_jj = sqrt(s)
  *            L_ij = (A_ij - sum_{k<j} L_ik L_jk) / L_jj      (i > j)
- * computed right-looking: once column k is final, L_ik L_jk is subtracted
- * from every later A_ij, so each element sees k = 0, 1, ... in order; the
- * columns of a panel are applied to a trailing row in one pass while the
- * row sits in cache.  0 on success, -1 if A is not positive definite,
- * DSQ_E_NOMEM. */
-static int cholesky(const la_kernels *K, double *A, int64_t n) {
+ * computed right-looking by panels of columns: once column k is final,
+ * L_ik L_jk is subtracted from every later A_ij, so each element still sees
+ * k = 0, 1, ... in order.  Per panel: its diagonal block, then the panel
+ * columns of the rows below it, then the trailing rows, each trailing row
+ * taking all the panel's columns in one pass while it sits in cache.
+ * 0 on success, -1 if A is not positive definite, DSQ_E_NOMEM. */
+static int cholesky(const la_kernels *K, double *A, int64_t n, dsq_pool *pool) {
     double *lk = dsq_malloc(sizeof *lk * (size_t)(LA_PANEL * n + 1));
     if (!lk) return DSQ_E_NOMEM;
+    la_job jobs[LA_JOBS];
+    int nj = pool ? dsq_pool_size(pool) * 2 : 1;
+    if (nj > LA_JOBS) nj = LA_JOBS;
+    dsq_pool *p = nj > 1 ? pool : NULL;
     for (int64_t k0 = 0; k0 < n; k0 += LA_PANEL) {
         int64_t k1 = k0 + LA_PANEL < n ? k0 + LA_PANEL : n;
-        /* the panel: finish column k, then apply it to the panel's later columns */
         for (int64_t k = k0; k < k1; k++) {
             double s = A[k * n + k];
             if (!(s > 0)) {
                 free(lk);
                 return -1;
             }
-            double d = sqrt(s);
-            A[k * n + k] = d;
-            for (int64_t i = k + 1; i < n; i++) A[i * n + k] /= d;
-            for (int64_t i = k + 1; i < n; i++) {
-                double lik = A[i * n + k];
-                int64_t jm = i < k1 - 1 ? i : k1 - 1;
-                for (int64_t j = k + 1; j <= jm; j++) A[i * n + j] -= lik * A[j * n + k];
+            A[k * n + k] = sqrt(s);
+            for (int64_t i = k + 1; i < k1; i++) {
+                double *ai = A + i * n;
+                ai[k] /= A[k * n + k];
+                for (int64_t c = k + 1; c <= i; c++) ai[c] -= ai[k] * A[c * n + k];
             }
         }
         if (k1 == n) break;
-        /* the rest: every row i >= k1, columns k1..i, all panel columns in order */
-        const double *x[LA_PANEL];
-        double s[LA_PANEL];
-        int m = (int)(k1 - k0);
-        for (int p = 0; p < m; p++) {
-            for (int64_t j = k1; j < n; j++) lk[p * n + j] = A[j * n + k0 + p];
-            x[p] = lk + p * n + k1;
-        }
-        for (int64_t i = k1; i < n; i++) {
-            for (int p = 0; p < m; p++) s[p] = A[i * n + k0 + p];
-            K->sub_many(A + i * n + k1, x, s, m, i - k1 + 1);
-        }
+        for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, NULL, NULL, lk, n, k0, k1, 0, 0};
+        la_split(jobs, nj, k1, n, w_flat, n);
+        la_run(p, chol_panel_rows, jobs, nj);
+        la_split(jobs, nj, k1, n, w_trail, n);
+        la_run(p, chol_trail, jobs, nj);
     }
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i + 1; j < n; j++) A[i * n + j] = 0;
@@ -322,63 +415,88 @@ static int cholesky(const la_kernels *K, double *A, int64_t n) {
     return 0;
 }
 
-/* Inverse of an SPD matrix (both triangles), through its lower Cholesky
- * factor L: A^-1 = L^-T L^-1.  Textbook form, X = L^-1:
- *     X_jj = 1 / L_jj;  X_ij = -(sum_{k=j}^{i-1} L_ik X_kj) / L_ii      (i > j)
- *     A^-1_ij = sum_{k=i}^{n-1} X_ki X_kj                              (j <= i)
- * computed a few rows at a time, so that each row of X read serves all of
- * them.  X is [n x n] scratch.  Returns as cholesky. */
-static int spd_inverse(const la_kernels *K, double *A, int64_t n, double *X) {
-    int rc = cholesky(K, A, n);
-    if (rc) return rc;
-    memset(X, 0, sizeof *X * (size_t)(n * n));
-    double *acc[LA_ROWS], s[LA_ROWS];
-    for (int64_t i0 = 0; i0 < n; i0 += LA_ROWS) {
+/* Columns a0..a1 of X = L^-1 (L in A; X zeroed), rows from a0 down, a few
+ * at a time so that each row of X read serves all of them. */
+static void inv_cols(void *arg) {
+    la_job *jb = arg;
+    const double *A = jb->A;
+    double *X = jb->X, *acc[LA_ROWS], s[LA_ROWS];
+    int64_t n = jb->n, j0 = jb->a0, j1 = jb->a1;
+    for (int64_t i0 = j0; i0 < n; i0 += LA_ROWS) {
         int m = n - i0 < LA_ROWS ? (int)(n - i0) : LA_ROWS;
-        for (int r = 0; r < m; r++) acc[r] = X + (i0 + r) * n;
+        for (int r = 0; r < m; r++) acc[r] = X + (i0 + r) * n + j0;
         /* sums over the rows k < i0, finished earlier; X_kj = 0 for j > k */
-        for (int64_t k = 0; k < i0; k++) {
+        for (int64_t k = j0; k < i0; k++) {
             for (int r = 0; r < m; r++) s[r] = A[(i0 + r) * n + k];
-            K->add_many(acc, s, m, X + k * n, k + 1);
+            jb->K->add_many(acc, s, m, X + k * n + j0, (k + 1 < j1 ? k + 1 : j1) - j0);
         }
         /* then the rows of this group, in order */
         for (int r = 0; r < m; r++) {
             int64_t i = i0 + r;
-            for (int64_t k = i0; k < i; k++) K->add_many(&acc[r], &A[i * n + k], 1, X + k * n, k + 1);
+            for (int64_t k = i0; k < i; k++)
+                jb->K->add_many(&acc[r], &A[i * n + k], 1, X + k * n + j0, (k + 1 < j1 ? k + 1 : j1) - j0);
             double d = A[i * n + i];
-            for (int64_t j = 0; j < i; j++) acc[r][j] = -acc[r][j] / d;
-            acc[r][i] = 1.0 / d;
+            for (int64_t j = j0; j < (i < j1 ? i : j1); j++) X[i * n + j] = -X[i * n + j] / d;
+            if (i < j1) X[i * n + i] = 1.0 / d;
         }
     }
-    /* A = X^T X, rows i0.. of the lower triangle at a time, mirrored */
-    double *buf = dsq_calloc((size_t)(LA_ROWS * n + 1), sizeof *buf);
-    if (!buf) return DSQ_E_NOMEM;
-    for (int64_t i0 = 0; i0 < n; i0 += LA_ROWS) {
-        int m = n - i0 < LA_ROWS ? (int)(n - i0) : LA_ROWS;
+}
+
+/* Rows a0..a1 of A^-1 = X^T X (both triangles), a few at a time. */
+static void inv_rows(void *arg) {
+    la_job *jb = arg;
+    const double *X = jb->X;
+    double *A = jb->A, *acc[LA_ROWS], s[LA_ROWS];
+    int64_t n = jb->n;
+    for (int64_t i0 = jb->a0; i0 < jb->a1; i0 += LA_ROWS) {
+        int m = jb->a1 - i0 < LA_ROWS ? (int)(jb->a1 - i0) : LA_ROWS;
         int64_t w = i0 + m; /* columns j < w cover every row of the group */
-        memset(buf, 0, sizeof *buf * (size_t)(LA_ROWS * n));
-        for (int r = 0; r < m; r++) acc[r] = buf + r * n;
+        memset(jb->buf, 0, sizeof *jb->buf * (size_t)(LA_ROWS * n));
+        for (int r = 0; r < m; r++) acc[r] = jb->buf + r * n;
         /* k from i upwards: first the group's own rows, then the later ones
          * together (columns j > i of row i collect terms never stored) */
         for (int r = 0; r < m; r++)
-            for (int64_t k = i0 + r; k < w; k++) K->add_many(&acc[r], &X[k * n + i0 + r], 1, X + k * n, i0 + r + 1);
+            for (int64_t k = i0 + r; k < w; k++) jb->K->add_many(&acc[r], &X[k * n + i0 + r], 1, X + k * n, i0 + r + 1);
         for (int64_t k = w; k < n; k++) {
             for (int r = 0; r < m; r++) s[r] = X[k * n + i0 + r];
-            K->add_many(acc, s, m, X + k * n, w);
+            jb->K->add_many(acc, s, m, X + k * n, w);
         }
         for (int r = 0; r < m; r++) {
             int64_t i = i0 + r;
             for (int64_t j = 0; j <= i; j++) A[i * n + j] = A[j * n + i] = acc[r][j];
         }
     }
+}
+
+/* Inverse of an SPD matrix (both triangles), through its lower Cholesky
+ * factor L: A^-1 = L^-T L^-1.  Textbook form, X = L^-1:
+ *     X_jj = 1 / L_jj;  X_ij = -(sum_{k=j}^{i-1} L_ik X_kj) / L_ii      (i > j)
+ *     A^-1_ij = sum_{k=i}^{n-1} X_ki X_kj                              (j <= i)
+ * X is [n x n] scratch.  Returns as cholesky. */
+static int spd_inverse(const la_kernels *K, double *A, int64_t n, double *X, dsq_pool *pool) {
+    int rc = cholesky(K, A, n, pool);
+    if (rc) return rc;
+    memset(X, 0, sizeof *X * (size_t)(n * n));
+    la_job jobs[LA_JOBS];
+    int nj = pool ? dsq_pool_size(pool) * 2 : 1;
+    if (nj > LA_JOBS) nj = LA_JOBS;
+    for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, X, NULL, NULL, n, 0, 0, 0, 0};
+    la_split(jobs, nj, 0, n, w_col, n);
+    la_run(nj > 1 ? pool : NULL, inv_cols, jobs, nj);
+    /* A = X^T X, by rows; A (holding L) is no longer read */
+    double *buf = dsq_malloc(sizeof *buf * (size_t)(nj * LA_ROWS * n + 1));
+    if (!buf) return DSQ_E_NOMEM;
+    for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, X, buf + (int64_t)j * LA_ROWS * n, NULL, n, 0, 0, 0, 0};
+    la_split(jobs, nj, 0, n, w_row, n);
+    la_run(nj > 1 ? pool : NULL, inv_rows, jobs, nj);
     free(buf);
     return 0;
 }
 
-int dsq_spd_inv_chol(double *A, int64_t n, double *tmp) {
+int dsq_spd_inv_chol(double *A, int64_t n, double *tmp, struct dsq_pool *pool) {
     la_kernels K = la_pick();
-    int rc = spd_inverse(&K, A, n, tmp);
-    return rc ? rc : cholesky(&K, A, n);
+    int rc = spd_inverse(&K, A, n, tmp, pool);
+    return rc ? rc : cholesky(&K, A, n, pool);
 }
 
 /* ---- GPTQ ------------------------------------------------------------------- */
@@ -399,7 +517,19 @@ typedef struct gjob {
     int dynamic, clip_steps;
     float clip_min;
     const la_kernels *K;
+    const float *W;        /* original weights (static parameters) */
 } gjob;
+
+/* Static parameters of rows [r0, r1) from the original weights. */
+static void gptq_static(void *arg) {
+    gjob *j = arg;
+    int64_t cols = j->n;
+    for (int64_t r = j->r0; r < j->r1; r += j->urows)
+        for (int64_t c0 = 0; c0 < cols; c0 += j->ucols) {
+            int64_t r1 = r + j->urows < j->r1 ? r + j->urows : j->r1, c1 = c0 + j->ucols < cols ? c0 + j->ucols : cols;
+            unit_params(j->d, j->dst->type, j->dst, j->sz, j->W, cols, r, r1, c0, c1, j->hw, j->clip_steps, j->clip_min);
+        }
+}
 
 static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
     const uint8_t *sp = scale;
@@ -497,7 +627,7 @@ static int scale_code(const dsq_qscheme *d, float s, uint32_t *code, float *back
 /* Solve the SPD system A x = b (n x n, destroyed) by Cholesky; -1 if not SPD. */
 static int spd_solve(double *A, double *b, int64_t n) {
     la_kernels K = la_pick();
-    if (cholesky(&K, A, n)) return -1;
+    if (cholesky(&K, A, n, NULL)) return -1;
     for (int64_t i = 0; i < n; i++) {
         double t = b[i];
         for (int64_t k = 0; k < i; k++) t -= A[i * n + k] * b[k];
@@ -656,40 +786,53 @@ out:
     free(code); free(t); free(z); free(grp);
 }
 
-int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const dsq_gptq_opts *o,
-             const dsq_qmat *dst, double *out_err, dsq_err *err) {
-    const dsq_qscheme *d = dsq_q_scheme(dst->type);
-    if (!d || d->kind == DSQ_QK_FLOAT || d->gran == DSQ_QG_TENSOR)
-        return dsq_fail(err, DSQ_E_ARG, "gptq: scheme %s is not supported", d ? d->name : "?");
-    dsq_qsizes sz;
-    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
-    if (rc) return rc;
+struct dsq_gptq_factor {
+    int64_t n;
+    double damp;       /* as given (0: the default) */
+    int act_order;
+    int64_t *perm;     /* [n] quantization order: perm[i] is the i-th column quantized */
+    float *hw;         /* [n] Hessian diagonal by original column (clip search weights) */
+    float *U;          /* [n x n] upper Cholesky factor of the damped, permuted H^-1 */
+    double *Hd;        /* [n x n] the damped, permuted H itself, kept for refinement rounds */
+};
+
+void dsq_gptq_factor_free(dsq_gptq_factor *f) {
+    if (!f) return;
+    free(f->perm);
+    free(f->hw);
+    free(f->U);
+    free(f->Hd);
+    free(f);
+}
+
+int dsq_gptq_factor_new(dsq_gptq_factor **out, const double *H, int64_t n, const dsq_gptq_opts *o, dsq_err *err) {
+    *out = NULL;
+    int rc = DSQ_OK;
     double damp = o && o->damp > 0 ? o->damp : 0.01;
     int act = o ? o->act_order : 0;
-    int64_t B = o && o->block > 0 ? o->block : 128;
-    int64_t n = cols, ucols, urows;
-    unit_shape(d, cols, &ucols, &urows);
-    la_kernels K = la_pick();
+    dsq_gptq_factor *f = dsq_calloc(1, sizeof *f);
     double *Hd = dsq_malloc(sizeof *Hd * (size_t)(n * n)), *tmp = dsq_malloc(sizeof *tmp * (size_t)(n * n));
-    float *U = dsq_malloc(sizeof *U * (size_t)(n * n));
-    float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
-    int64_t *perm = dsq_malloc(sizeof *perm * (size_t)n);
-    float *hw = dsq_malloc(sizeof *hw * (size_t)n);
-    gjob *jobs = NULL;
-    if (!Hd || !tmp || !U || !Wp || !Q || !perm || !hw) {
-        rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
+    if (f) {
+        f->n = n;
+        f->damp = o ? o->damp : 0;
+        f->act_order = act;
+        f->perm = dsq_malloc(sizeof *f->perm * (size_t)n);
+        f->hw = dsq_malloc(sizeof *f->hw * (size_t)n);
+        f->U = dsq_malloc(sizeof *f->U * (size_t)(n * n));
+    }
+    if (!f || !Hd || !tmp || !f->perm || !f->hw || !f->U) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a %lld-column Hessian", (long long)n);
         goto out;
     }
+    int64_t *perm = f->perm;
     /* damped Hessian; dead columns get H_ii = 1 and no influence */
     double mean = 0;
     for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
     mean = mean > 0 ? mean / (double)n : 1;
     for (int64_t i = 0; i < n; i++) {
         perm[i] = i;
-        hw[i] = H[i * n + i] > 0 ? (float)H[i * n + i] : 0.0f;
+        f->hw[i] = H[i * n + i] > 0 ? (float)H[i * n + i] : 0.0f;
     }
-    int clip = o ? o->clip_steps : 0;
-    float clip_min = o ? o->clip_min : 0;
     if (act) {
         /* stable sort by decreasing diagonal */
         for (int64_t i = 1; i < n; i++) {
@@ -707,58 +850,91 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
         }
         Hd[i * n + i] += damp * mean;
     }
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
+    if (o && o->refine > 0) {
+        if (!(f->Hd = dsq_malloc(sizeof *f->Hd * (size_t)(n * n)))) {
+            rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a %lld-column Hessian", (long long)n);
+            goto out;
+        }
+        memcpy(f->Hd, Hd, sizeof *Hd * (size_t)(n * n));
+    }
     /* U = upper Cholesky factor of H^-1 = L^T, kept in f32 for the updates */
-    if ((rc = dsq_spd_inv_chol(Hd, n, tmp))) {
-        rc = rc == DSQ_E_NOMEM ? dsq_fail(err, rc, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols)
+    if ((rc = dsq_spd_inv_chol(Hd, n, tmp, o ? o->pool : NULL))) {
+        rc = rc == DSQ_E_NOMEM ? dsq_fail(err, rc, "gptq: out of memory for a %lld-column Hessian", (long long)n)
                                : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
         goto out;
     }
     for (int64_t i = 0; i < n; i++)
-        for (int64_t k = 0; k < n; k++) U[i * n + k] = k >= i ? (float)Hd[k * n + i] : 0.0f;
-    /* static parameters (channel / block granularity, or act-order groups)
-     * come from the original weights before any update */
+        for (int64_t k = 0; k < n; k++) f->U[i * n + k] = k >= i ? (float)Hd[k * n + i] : 0.0f;
+    *out = f;
+    f = NULL;
+out:
+    free(Hd);
+    free(tmp);
+    dsq_gptq_factor_free(f);
+    return rc;
+}
+
+int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq_factor *f, const dsq_gptq_opts *o,
+                   const dsq_qmat *dst, double *out_err, dsq_err *err) {
+    const dsq_qscheme *d = dsq_q_scheme(dst->type);
+    int64_t n = f->n, cols = f->n, ucols, urows;
+    if (!d || d->kind == DSQ_QK_FLOAT || d->gran == DSQ_QG_TENSOR)
+        return dsq_fail(err, DSQ_E_ARG, "gptq: scheme %s is not supported", d ? d->name : "?");
+    if (dst->cols != cols || dst->rows != rows)
+        return dsq_fail(err, DSQ_E_ARG, "gptq: [%lld x %lld] destination for a %lld-column factor", (long long)dst->rows,
+                        (long long)dst->cols, (long long)cols);
+    if ((o ? o->act_order : 0) != f->act_order || (o ? o->damp : 0) != f->damp || (o && o->refine > 0 && !f->Hd))
+        return dsq_fail(err, DSQ_E_ARG, "gptq: factor made with other options");
+    dsq_qsizes sz;
+    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
+    if (rc) return rc;
+    int act = f->act_order;
+    int64_t B = o && o->block > 0 ? o->block : 128;
+    unit_shape(d, cols, &ucols, &urows);
+    la_kernels K = la_pick();
+    const int64_t *perm = f->perm;
+    const float *hw = f->hw;
+    float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
+    gjob *jobs = NULL;
+    if (!Wp || !Q) {
+        rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
+        goto out;
+    }
+    int clip = o ? o->clip_steps : 0;
+    float clip_min = o ? o->clip_min : 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
     int dynamic = !act && d->gran == DSQ_QG_GROUP;
-    if (!dynamic)
-        for (int64_t r = 0; r < rows; r += urows)
-            for (int64_t c0 = 0; c0 < cols; c0 += ucols) {
-                int64_t r1 = r + urows < rows ? r + urows : rows, c1 = c0 + ucols < cols ? c0 + ucols : cols;
-                unit_params(d, dst->type, dst, &sz, W, cols, r, r1, c0, c1, hw, clip, clip_min);
-            }
     int nj = o && o->pool ? dsq_pool_size(o->pool) * 4 : 1;
     if (nj > rows) nj = (int)(rows ? rows : 1);
     jobs = dsq_calloc((size_t)nj, sizeof *jobs);
     if (!jobs) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
     for (int k = 0; k < nj; k++) {
-        /* block schemes share scales across 128-row bands: split on band edges */
+        /* block schemes share scales across 128-row bands: split on band
+         * edges; whole rows keep the zero-point bytes groups share apart */
         int64_t r0 = rows * k / nj, r1 = rows * (k + 1) / nj;
         if (urows > 1) {
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K};
-        if (o && o->pool) dsq_pool_add(o->pool, gptq_rows, &jobs[k]);
-        else gptq_rows(&jobs[k]);
+        jobs[k] = (gjob){d, dst, &sz, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K, W};
     }
-    if (o && o->pool) dsq_pool_join(o->pool);
+    /* static parameters (channel / block granularity, or act-order groups)
+     * come from the original weights before any update */
+    for (int pass = dynamic; pass < 2; pass++) {
+        for (int k = 0; k < nj; k++) {
+            if (o && o->pool) dsq_pool_add(o->pool, pass ? gptq_rows : gptq_static, &jobs[k]);
+            else (pass ? gptq_rows : gptq_static)(&jobs[k]);
+        }
+        if (o && o->pool) dsq_pool_join(o->pool);
+    }
     if (o && o->refine > 0 && (d->kind == DSQ_QK_INT4 || d->kind == DSQ_QK_INT8) &&
         (d->gran == DSQ_QG_GROUP || d->gran == DSQ_QG_CHANNEL) &&
         (d->sdt == DSQ_DT_F32 || d->sdt == DSQ_DT_BF16 || d->sdt == DSQ_DT_F16)) {
-        /* the damped, permuted Hessian again (Hd holds factors by now) */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t k = 0; k < n; k++) tmp[i * n + k] = H[perm[i] * n + perm[k]];
-        for (int64_t i = 0; i < n; i++) {
-            if (!(tmp[i * n + i] > 0)) {
-                for (int64_t k = 0; k < n; k++) tmp[i * n + k] = tmp[k * n + i] = 0;
-                tmp[i * n + i] = 1;
-            }
-            tmp[i * n + i] += damp * mean;
-        }
         rjob *rj = dsq_calloc((size_t)nj, sizeof *rj);
         if (!rj) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
         for (int k = 0; k < nj; k++) {
-            rj[k] = (rjob){d, dst, &sz, tmp, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
+            rj[k] = (rjob){d, dst, &sz, f->Hd, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
             if (o->pool) dsq_pool_add(o->pool, refine_rows, &rj[k]);
             else refine_rows(&rj[k]);
         }
@@ -772,7 +948,7 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + perm[k]] = Q[r * n + k];
     if ((rc = encode_fixed(Wp, rows, cols, dst, err))) goto out;
-    if (out_err) {
+    if (out_err && H) {
         /* tr(dW H dW^T) / tr(W H W^T) with the undamped H */
         double num = 0, den = 0;
         for (int64_t r = 0; r < rows; r++) {
@@ -790,16 +966,25 @@ int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const 
         *out_err = den > 0 ? num / den : 0;
     }
 out:
-    free(Hd);
-    free(tmp);
-    free(U);
     free(Wp);
     free(Q);
-    free(perm);
-    free(hw);
     free(jobs);
     return rc;
 }
+
+int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H, const dsq_gptq_opts *o,
+             const dsq_qmat *dst, double *out_err, dsq_err *err) {
+    const dsq_qscheme *d = dsq_q_scheme(dst->type);
+    if (!d || d->kind == DSQ_QK_FLOAT || d->gran == DSQ_QG_TENSOR)
+        return dsq_fail(err, DSQ_E_ARG, "gptq: scheme %s is not supported", d ? d->name : "?");
+    dsq_gptq_factor *f;
+    int rc = dsq_gptq_factor_new(&f, H, cols, o, err);
+    if (rc) return rc;
+    rc = dsq_gptq_apply(W, rows, H, f, o, dst, out_err, err);
+    dsq_gptq_factor_free(f);
+    return rc;
+}
+
 
 int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H, const double *C, double damp,
                     double alpha, float *out, dsq_err *err) {
@@ -814,7 +999,7 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
     for (int64_t k = 0; k < n * n; k++) A[k] = H[k];
     for (int64_t i = 0; i < n; i++) A[i * n + i] += (damp > 0 ? damp : 0.01) * mean;
     la_kernels K = la_pick();
-    int sr = spd_inverse(&K, A, n, tmp);
+    int sr = spd_inverse(&K, A, n, tmp, NULL);
     if (sr) {
         rc = sr == DSQ_E_NOMEM ? dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory")
                                : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");

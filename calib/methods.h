@@ -36,6 +36,19 @@ typedef struct dsq_gptq_opts {
 int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H,
              const dsq_gptq_opts *o, const dsq_qmat *dst, double *out_err, dsq_err *err);
 
+/* dsq_gptq in two parts, for matrices that read the same input (an
+ * expert's gate and up): the factor depends only on H and o (damping,
+ * act_order: the column order, the Cholesky factor of the damped H^-1;
+ * O(cols^2) memory, O(cols^3) work), and apply quantizes one matrix with
+ * it, giving exactly the bytes dsq_gptq would.  apply takes the same o
+ * (it refuses a factor made with another damp / act_order); H is only read
+ * for *out_err and may be NULL when out_err is. */
+typedef struct dsq_gptq_factor dsq_gptq_factor;
+int dsq_gptq_factor_new(dsq_gptq_factor **out, const double *H, int64_t cols, const dsq_gptq_opts *o, dsq_err *err);
+void dsq_gptq_factor_free(dsq_gptq_factor *f); /* NULL ok */
+int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq_factor *f,
+                   const dsq_gptq_opts *o, const dsq_qmat *dst, double *out_err, dsq_err *err);
+
 /* The target GPTQ should reproduce when the quantized model's inputs x
  * differ from the reference model's r (asymmetric calibration, as in
  * GPTAQ): the least-squares solution of  min_V sum_t |W r_t - V x_t|^2,
@@ -47,9 +60,10 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
 /* The lower Cholesky factor of A^-1 for a symmetric positive definite A
  * ([n x n] row-major doubles, both triangles), in place in A (upper part
  * zeroed): the transpose of the U through which GPTQ spreads each column's
- * error.  tmp: [n x n] scratch.  0, -1 if A is not positive definite, or
- * DSQ_E_NOMEM.  Same bits as the textbook loops, with or without SIMD. */
-int dsq_spd_inv_chol(double *A, int64_t n, double *tmp);
+ * error.  tmp: [n x n] scratch; the work is split over pool (may be NULL).
+ * 0, -1 if A is not positive definite, or DSQ_E_NOMEM.  Same bits as the
+ * textbook loops, with or without SIMD, with any number of threads. */
+int dsq_spd_inv_chol(double *A, int64_t n, double *tmp, struct dsq_pool *pool);
 
 /* AWQ: choose per-input-column scales s_j = m_j^alpha / mean over j (m_j =
  * mean |x_j|), alpha on a grid of n_grid values in [0, 1], quantize

@@ -8,7 +8,9 @@
  * "<weight>:hessian" ([cols, cols], E[x x^T]) and "<weight>:xcov" ([cols,
  * cols], E[r x^T], r the reference model's input), with per-record token counts,
  * fallback flags and aliases in the metadata.  Reusing the container gives
- * the file checksums, validation and atomic writing for free.
+ * the file checksums, validation and atomic writing for free, and its
+ * writer's appending lets the file be written record by record as
+ * calibration finishes with them.
  */
 #include "calib/stats.h"
 #include "common.h"

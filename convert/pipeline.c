@@ -726,6 +726,14 @@ int dsq_qout_fill(dsq_qout *q, int layer, dsq_err *err) {
             c->slot_done[p->slot + e] = 1;
         }
     }
+    /* the scratch grew to the largest matrix (the embedding, the head):
+     * give it back rather than hold it through the calibration */
+    for (int k = 0; k < DSQ_ARR_N; k++) {
+        free(c->buf[k]);
+        c->buf[k] = NULL;
+        c->cap[k] = 0;
+    }
+    dsq_qwork_deinit(&c->work);
     return DSQ_OK;
 }
 

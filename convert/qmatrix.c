@@ -8,11 +8,41 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <xxhash.h>
 
 void dsq_qwork_deinit(dsq_qwork *w) {
     free(w->wf);
     free(w->imp);
+    dsq_gptq_factor_free(w->gf);
     memset(w, 0, sizeof *w);
+}
+
+/* The GPTQ factor for Hessian H (cols x cols) and the method's options:
+ * the cached one when H and the options are those it was made from (an
+ * expert's gate and up read one input, and the factor is most of GPTQ's
+ * work), else a new one, which replaces it.  The key is the XXH3 of H's
+ * bytes: checked like the container's arrays, not compared element by
+ * element, so the cache costs no copy of H. */
+static int gptq_factor(dsq_qwork *w, const double *H, int64_t cols, const dsq_gptq_opts *go, const char *what,
+                       dsq_err *err) {
+    uint64_t key = XXH3_64bits(H, sizeof *H * (size_t)(cols * cols));
+    if (w->gf && w->gf_key == key && w->gf_cols == cols && w->gf_damp == go->damp && w->gf_act == go->act_order &&
+        w->gf_refine == (go->refine > 0))
+        return DSQ_OK;
+    dsq_gptq_factor_free(w->gf);
+    w->gf = NULL;
+    int rc = dsq_gptq_factor_new(&w->gf, H, cols, go, err);
+    if (rc) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+        return dsq_fail(err, rc, "%s: %s", what, msg);
+    }
+    w->gf_key = key;
+    w->gf_cols = cols;
+    w->gf_damp = go->damp;
+    w->gf_act = go->act_order;
+    w->gf_refine = go->refine > 0;
+    return DSQ_OK;
 }
 
 int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
@@ -242,6 +272,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no Hessian for it (calibrate with a gptq recipe)", what);
         }
         dsq_gptq_opts go = {m->damp, m->act_order, 128, pool, m->opts.clip_steps, m->opts.clip_min, m->refine};
+        rc = DSQ_OK;
         const float *tw = w->wf;
         float *wt = NULL;
         if (m->ref_target > 0 && st->xcov) {
@@ -256,9 +287,10 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
             free(C);
             tw = wt;
         }
-        if (!rc) rc = dsq_gptq(tw, rows, cols, H, &go, dst, NULL, err);
-        free(wt);
+        if (!rc) rc = gptq_factor(w, H, cols, &go, what, err);
         free(H);
+        if (!rc) rc = dsq_gptq_apply(tw, rows, NULL, w->gf, &go, dst, NULL, err);
+        free(wt);
         return rc;
     }
     case DSQ_QM_AWQ: {

@@ -76,6 +76,13 @@ typedef struct dsq_qwork {
     uint64_t wf_cap;
     float *imp;         /* mean x^2 then mean |x|, 2 x cols */
     uint64_t imp_cap;
+    /* the GPTQ factor of the last Hessian seen, reused when the next matrix
+     * reads the same input (gate then up): keyed by the Hessian's content */
+    struct dsq_gptq_factor *gf;
+    uint64_t gf_key;
+    int64_t gf_cols;
+    double gf_damp;
+    int gf_act, gf_refine;
 } dsq_qwork;
 void dsq_qwork_deinit(dsq_qwork *w);
 

@@ -303,6 +303,7 @@ static int tb_inv_chol(double *A, int64_t n, double *tmp) {
 TEST(test_calib_spd_inv_chol_bits) {
     /* sizes around the panel (16) and row-group (4) edges and the vector widths */
     static const int64_t sizes[] = {1, 2, 5, 16, 17, 35, 64, 131};
+    struct dsq_pool *pool = dsq_pool_new(3);
     for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
         int64_t n = sizes[z];
         layer L;
@@ -310,16 +311,53 @@ TEST(test_calib_spd_inv_chol_bits) {
         double *a = malloc(sizeof *a * (size_t)(n * n)), *b = malloc(sizeof *b * (size_t)(n * n));
         double *t = malloc(sizeof *t * (size_t)(n * n));
         for (int64_t i = 0; i < n; i++) L.H[i * n + i] += 0.01;
-        memcpy(a, L.H, sizeof *a * (size_t)(n * n));
         memcpy(b, L.H, sizeof *b * (size_t)(n * n));
-        CHECKF(dsq_spd_inv_chol(a, n, t) == 0, "n=%lld", (long long)n);
         CHECK(tb_inv_chol(b, n, t) == 0);
-        CHECKF(!memcmp(a, b, sizeof *a * (size_t)(n * n)), "n=%lld: factor differs from the textbook loops", (long long)n);
+        for (int k = 0; k < 2; k++) {
+            memcpy(a, L.H, sizeof *a * (size_t)(n * n));
+            CHECKF(dsq_spd_inv_chol(a, n, t, k ? pool : NULL) == 0, "n=%lld", (long long)n);
+            CHECKF(!memcmp(a, b, sizeof *a * (size_t)(n * n)), "n=%lld threads %d: factor differs from the textbook loops",
+                   (long long)n, k ? 3 : 1);
+        }
         /* not positive definite */
         for (int64_t i = 0; i < n * n; i++) a[i] = 0;
         a[0] = -1;
-        CHECK(dsq_spd_inv_chol(a, n, t) == -1);
+        CHECK(dsq_spd_inv_chol(a, n, t, pool) == -1);
         free(a); free(b); free(t);
         free_layer(&L);
     }
+    dsq_pool_free(pool);
+}
+
+/* One factor serves several matrices with the same input, byte for byte as
+ * dsq_gptq, and refuses other options. */
+TEST(test_calib_gptq_factor_reuse) {
+    layer L, L2;
+    make_layer(&L, 24, 96, 128);
+    make_layer(&L2, 40, 96, 8); /* only its weights are used */
+    int t = dsq_q_from_name("int4-g32-sym");
+    dsq_err err = {0};
+    dsq_gptq_opts o = {0.01, 1, 32, NULL, 4, 0, 0};
+    dsq_gptq_factor *f;
+    CHECK(dsq_gptq_factor_new(&f, L.H, L.cols, &o, &err) == 0);
+    const float *W[2] = {L.W, L2.W};
+    int64_t rows[2] = {L.rows, L2.rows};
+    for (int k = 0; k < 2; k++) {
+        dsq_qmat a = qm_alloc(t, rows[k], L.cols), b = qm_alloc(t, rows[k], L.cols);
+        CHECK(dsq_gptq(W[k], rows[k], L.cols, L.H, &o, &a, NULL, &err) == 0);
+        CHECK(dsq_gptq_apply(W[k], rows[k], NULL, f, &o, &b, NULL, &err) == 0);
+        dsq_qsizes z;
+        dsq_q_sizes(t, rows[k], L.cols, &z, NULL);
+        CHECK(!memcmp(a.data, b.data, z.data + z.scale));
+        free(a.data);
+        free(b.data);
+    }
+    dsq_gptq_opts o2 = o;
+    o2.act_order = 0;
+    dsq_qmat c = qm_alloc(t, L.rows, L.cols);
+    CHECK(dsq_gptq_apply(L.W, L.rows, NULL, f, &o2, &c, NULL, &err) == DSQ_E_ARG);
+    free(c.data);
+    dsq_gptq_factor_free(f);
+    free_layer(&L);
+    free_layer(&L2);
 }
