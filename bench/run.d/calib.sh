@@ -11,6 +11,9 @@ echo "== calibration"
 if [ -d "$SHARED" ]; then
   "$DSQ" calib "$SHARED" --text "$SHARED/calib.txt" --samples 16 --recipe tools/recipes/int4-experts-gptq.json \
       -o "$DATA/bench-tiny.dsqcal" --force | head -2
+  # every projection, GPTQ with the reference model run beside (ref_target) and refinement
+  "$DSQ" calib "$SHARED" --text "$SHARED/calib.txt" --samples 16 --recipe tools/recipes/int4-gptq.json \
+      -o "$DATA/bench-tiny-int4.dsqcal" --force | head -2
 fi
 "$DSQ" calib "$DATA/bench-1b" --random-tokens 2048 --ctx 512 --recipe tools/recipes/int4-experts-mse.json \
     -o "$DATA/bench-1b.dsqcal" --force | head -2
