@@ -302,13 +302,10 @@ static int fold_group(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay 
         g->fold = s;
         s = NULL;
         if (o->progress > 1) fprintf(stderr, "calib: %s: AWQ alpha %.2f folded (error %.3e)\n", rec, alpha, e);
-        static const char *const norms[] = {"input_layernorm.weight", "self_attn.q_a_layernorm.weight",
-                                            "self_attn.kv_a_layernorm.weight", "post_attention_layernorm.weight"};
-        int ni = norm == DSQ_R_INPUT_NORM ? 0 : norm == DSQ_R_ATTN_Q_A_NORM ? 1 : norm == DSQ_R_ATTN_KV_A_NORM ? 2 : 3;
-        snprintf(nn, sizeof nn, "model.layers.%d.%s", l, norms[ni]);
+        dsq_layer_weight_name(nn, sizeof nn, l, -1, norm);
         rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, norm, l, err);
         if (!rc && norm == DSQ_R_POST_ATTN_NORM && dsq_config_is_moe_layer(cfg, l)) {
-            snprintf(nn, sizeof nn, "model.layers.%d.mlp.gate.weight", l);
+            dsq_layer_weight_name(nn, sizeof nn, l, -1, DSQ_R_ROUTER);
             rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, DSQ_R_ROUTER, l, err);
         }
     }

@@ -114,30 +114,24 @@ dsq_role dsq_fold_norm_of(dsq_role role) {
 
 int dsq_fold_record(const dsq_config *cfg, dsq_role norm, int layer, char *out, size_t n) {
     if (layer < 0 || layer >= cfg->n_layers) return -1;
-    const char *suffix = NULL;
+    dsq_role rec = DSQ_R_UNKNOWN; /* the first weight of the group, which owns the record */
     switch (norm) {
-    case DSQ_R_INPUT_NORM: suffix = "self_attn.q_a_proj.weight"; break;
-    case DSQ_R_ATTN_Q_A_NORM: suffix = "self_attn.q_b_proj.weight"; break;
-    case DSQ_R_ATTN_KV_A_NORM: suffix = "self_attn.kv_b_proj.weight"; break;
+    case DSQ_R_INPUT_NORM: rec = cfg->q_lora_rank > 0 ? DSQ_R_ATTN_Q_A : DSQ_R_UNKNOWN; break;
+    case DSQ_R_ATTN_Q_A_NORM: rec = cfg->q_lora_rank > 0 ? DSQ_R_ATTN_Q_B : DSQ_R_UNKNOWN; break;
+    case DSQ_R_ATTN_KV_A_NORM: rec = DSQ_R_ATTN_KV_B; break;
     case DSQ_R_POST_ATTN_NORM:
-        if (!dsq_config_is_moe_layer(cfg, layer)) suffix = "mlp.gate_proj.weight";
-        else if (cfg->n_shared_experts > 0) suffix = "mlp.shared_experts.gate_proj.weight";
+        rec = !dsq_config_is_moe_layer(cfg, layer) ? DSQ_R_DENSE_GATE : cfg->n_shared_experts > 0 ? DSQ_R_SHEXP_GATE : DSQ_R_UNKNOWN;
         break;
     default: break;
     }
-    if (!suffix || (norm != DSQ_R_POST_ATTN_NORM && norm != DSQ_R_ATTN_KV_A_NORM && cfg->q_lora_rank <= 0)) return -1;
-    snprintf(out, n, "model.layers.%d.%s", layer, suffix);
-    return 0;
+    return rec == DSQ_R_UNKNOWN ? -1 : dsq_layer_weight_name(out, n, layer, -1, rec);
 }
 
 int dsq_fold_members(const dsq_config *cfg, dsq_role norm, int layer, dsq_fold_name **out) {
-    static const struct { dsq_role role; const char *suffix; int indexer; } proj[] = {
-        {DSQ_R_ATTN_Q_A, "self_attn.q_a_proj.weight", 0}, {DSQ_R_ATTN_KV_A, "self_attn.kv_a_proj_with_mqa.weight", 0},
-        {DSQ_R_IDX_WK, "self_attn.indexer.wk.weight", 1}, {DSQ_R_ATTN_Q_B, "self_attn.q_b_proj.weight", 0},
-        {DSQ_R_IDX_WQ_B, "self_attn.indexer.wq_b.weight", 1}, {DSQ_R_ATTN_KV_B, "self_attn.kv_b_proj.weight", 0},
-        {DSQ_R_DENSE_GATE, "mlp.gate_proj.weight", 0}, {DSQ_R_DENSE_UP, "mlp.up_proj.weight", 0},
-        {DSQ_R_SHEXP_GATE, "mlp.shared_experts.gate_proj.weight", 0}, {DSQ_R_SHEXP_UP, "mlp.shared_experts.up_proj.weight", 0},
-        {DSQ_R_EXP_GATE, NULL, 0}, {DSQ_R_EXP_UP, NULL, 0},
+    static const struct { dsq_role role; int indexer; } proj[] = {
+        {DSQ_R_ATTN_Q_A, 0}, {DSQ_R_ATTN_KV_A, 0}, {DSQ_R_IDX_WK, 1}, {DSQ_R_ATTN_Q_B, 0}, {DSQ_R_IDX_WQ_B, 1},
+        {DSQ_R_ATTN_KV_B, 0}, {DSQ_R_DENSE_GATE, 0}, {DSQ_R_DENSE_UP, 0}, {DSQ_R_SHEXP_GATE, 0}, {DSQ_R_SHEXP_UP, 0},
+        {DSQ_R_EXP_GATE, 0}, {DSQ_R_EXP_UP, 0},
     };
     *out = NULL;
     char rec[200];
@@ -148,20 +142,13 @@ int dsq_fold_members(const dsq_config *cfg, dsq_role norm, int layer, dsq_fold_n
     for (size_t k = 0; k < sizeof proj / sizeof proj[0]; k++) {
         dsq_role ro = proj[k].role;
         if (dsq_fold_norm_of(ro) != norm || (proj[k].indexer && !cfg->has_indexer)) continue;
-        int dense = ro == DSQ_R_DENSE_GATE || ro == DSQ_R_DENSE_UP;
+        int dense = ro == DSQ_R_DENSE_GATE || ro == DSQ_R_DENSE_UP, routed = ro == DSQ_R_EXP_GATE || ro == DSQ_R_EXP_UP;
         if (norm == DSQ_R_POST_ATTN_NORM && (moe ? dense : !dense)) continue;
         if ((ro == DSQ_R_SHEXP_GATE || ro == DSQ_R_SHEXP_UP) && !cfg->n_shared_experts) continue;
-        int ne = proj[k].suffix ? 1 : cfg->n_routed_experts;
-        for (int e = 0; e < ne; e++) {
+        for (int e = 0; e < (routed ? cfg->n_routed_experts : 1); e++, n++) {
             v[n].role = ro;
-            if (proj[k].suffix) {
-                snprintf(v[n].name, sizeof v[n].name, "model.layers.%d.%s", layer, proj[k].suffix);
-                snprintf(v[n].match, sizeof v[n].match, "%s", v[n].name);
-            } else {
-                dsq_expert_name(v[n].name, sizeof v[n].name, layer, e, ro);
-                dsq_expert_name(v[n].match, sizeof v[n].match, layer, -1, ro);
-            }
-            n++;
+            dsq_layer_weight_name(v[n].name, sizeof v[n].name, layer, routed ? e : -1, ro);
+            dsq_layer_weight_name(v[n].match, sizeof v[n].match, layer, -1, ro);
         }
     }
     *out = v;

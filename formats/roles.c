@@ -171,6 +171,19 @@ void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role
     else snprintf(out, cap, "model.layers.%d.mlp.experts.%d.%s.weight", layer, expert, g_proj[k]);
 }
 
+int dsq_layer_weight_name(char *out, size_t cap, int layer, int expert, dsq_role role) {
+    if (role == DSQ_R_EXP_GATE || role == DSQ_R_EXP_UP || role == DSQ_R_EXP_DOWN) {
+        dsq_expert_name(out, cap, layer, expert, role);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof g_layer_suffixes / sizeof g_layer_suffixes[0]; i++)
+        if (g_layer_suffixes[i].role == role) {
+            snprintf(out, cap, "model.layers.%d.%s", layer, g_layer_suffixes[i].suffix);
+            return 0;
+        }
+    return -1;
+}
+
 /* ---- expected tensors ----------------------------------------------------- */
 
 int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, const char *name), void *arg) {

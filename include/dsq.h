@@ -124,6 +124,10 @@ dsq_role dsq_classify(const char *name, int *layer, int *expert);
  * tensor of all experts that .dsq containers use
  * ("model.layers.L.mlp.experts.up_proj.weight"). */
 void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role);
+/* Upstream name of the main-layer weight `role` of layer `layer`
+ * ("model.layers.L.self_attn.q_a_proj.weight"; routed experts as
+ * dsq_expert_name).  0, or -1 when the role has no per-layer name. */
+int dsq_layer_weight_name(char *out, size_t cap, int layer, int expert, dsq_role role);
 
 /* ---- model configuration ----------------------------------------------- */
 struct dsq_config;
