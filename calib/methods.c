@@ -12,6 +12,7 @@
  * mean |activation|.
  */
 #include "calib/methods.h"
+#include "calib/fold.h"
 #include "common.h"
 #include "quant/dtype.h"
 #include "common/pool.h"
@@ -1072,47 +1073,22 @@ void dsq_awq_scales(const float *mean_abs, int64_t cols, float alpha, float *s) 
 int dsq_awq(const float *W, int64_t rows, int64_t cols, const float *mean_abs, const float *mean_sq,
             int n_grid, int clip_steps, const dsq_qmat *dst, float *colscale, float *alpha_out,
             double *out_err, dsq_err *err) {
-    dsq_qsizes sz;
-    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
-    if (rc) return rc;
-    if (n_grid < 1) n_grid = 20;
-    float *Ws = dsq_malloc(sizeof *Ws * (size_t)(rows * cols));
-    float *s = dsq_malloc(sizeof *s * (size_t)cols), *best_inv = dsq_malloc(sizeof *best_inv * (size_t)cols);
-    uint8_t *buf = dsq_malloc(sz.data + sz.scale + sz.zero + 1);
-    if (!Ws || !s || !best_inv || !buf) {
-        rc = dsq_fail(err, DSQ_E_NOMEM, "awq: out of memory");
-        goto out;
-    }
-    dsq_qmat cand = {dst->type, rows, cols, buf, sz.scale ? buf + sz.data : NULL, sz.zero ? buf + sz.data + sz.scale : NULL};
-    dsq_qopts qo = {0};
-    qo.clip_steps = clip_steps;
-    double best = INFINITY;
-    float best_alpha = 0;
-    for (int k = 0; k <= n_grid; k++) {
-        float alpha = (float)k / (float)n_grid;
-        dsq_awq_scales(mean_abs, cols, alpha, s);
+    /* the search of a one-member group (calib/fold.h), then W diag(s) quantized
+     * once more with the chosen scales; the reader multiplies by 1/s */
+    dsq_fold_member m = {W, rows, mean_sq, dst->type, clip_steps, 0};
+    float *s = dsq_malloc(sizeof *s * (size_t)cols), *Ws = dsq_malloc(sizeof *Ws * (size_t)(rows * cols));
+    int rc = s && Ws ? dsq_fold_search(&m, 1, cols, mean_abs, mean_sq, n_grid, s, alpha_out, out_err, err)
+                     : dsq_fail(err, DSQ_E_NOMEM, "awq: out of memory");
+    if (!rc) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < cols; j++) Ws[r * cols + j] = W[r * cols + j] * s[j];
         dsq_qmat src = {DSQ_Q_F32, rows, cols, Ws, NULL, NULL};
-        if ((rc = dsq_q_prepare(&src, &cand, &qo, err)) || (rc = dsq_q_quantize(&src, &cand, 0, rows, &qo, err))) goto out;
-        for (int64_t j = 0; j < cols; j++) s[j] = 1.0f / s[j];
-        double e = dsq_weighted_err(W, &cand, s, mean_sq);
-        if (e < best) {
-            best = e;
-            best_alpha = alpha;
-            memcpy(best_inv, s, sizeof *s * (size_t)cols);
-            memcpy(dst->data, cand.data, sz.data);
-            if (sz.scale) memcpy(dst->scale, cand.scale, sz.scale);
-            if (sz.zero) memcpy(dst->zero, cand.zero, sz.zero);
-        }
+        dsq_qopts qo = {0};
+        qo.clip_steps = clip_steps;
+        if (!(rc = dsq_q_prepare(&src, dst, &qo, err)) && !(rc = dsq_q_quantize(&src, dst, 0, rows, &qo, err)))
+            for (int64_t j = 0; j < cols; j++) colscale[j] = 1.0f / s[j];
     }
-    memcpy(colscale, best_inv, sizeof *colscale * (size_t)cols);
-    if (alpha_out) *alpha_out = best_alpha;
-    if (out_err) *out_err = best;
-out:
-    free(Ws);
     free(s);
-    free(best_inv);
-    free(buf);
+    free(Ws);
     return rc;
 }
