@@ -225,7 +225,8 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
                         (long long)st->cols, (long long)cols);
     if (!st && dsq_qm_needs_stats(m->method))
         return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no calibration statistics for it", what);
-    if (st && m->method != DSQ_QM_PLAIN) {
+    /* per-column E[x^2] and E|x|: the weights of mse and awq */
+    if (st && (m->method == DSQ_QM_MSE || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ)) {
         if ((uint64_t)cols * 2 > w->imp_cap) {
             free(w->imp);
             w->imp = dsq_malloc(sizeof *w->imp * (size_t)cols * 2);
@@ -245,10 +246,7 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
                 if (m->method == DSQ_QM_FOLD_NORM) w->wf[r * cols + j] /= st->fold[j];
                 else w->wf[r * cols + j] *= st->fold[j];
             }
-        dsq_qopts fo = {0};
-        fo.clip_steps = m->method == DSQ_QM_AWQ_FOLD ? m->opts.clip_steps : 0;
-        fo.clip_min = m->opts.clip_min;
-        return dsq_q_quantize_pool(pool, &src, dst, &fo, err);
+        return dsq_q_quantize_pool(pool, &src, dst, &qo, err); /* clip search as the rule says (0 for norm / scale) */
     }
     switch (m->method) {
     case DSQ_QM_GPTQ: {
