@@ -340,14 +340,13 @@ TEST(test_calib_quant_out_matches_quant) {
      * mse with statistics, mse without (head), and the MTP layer, which
      * calibration never sees */
     const char *rf = t_path(t_tmpdir(), "mix.json");
-    FILE *f = fopen(rf, "w");
-    CHECK(f);
-    fputs("{\"name\":\"mix\",\"default\":\"fp8-block\",\"rules\":["
-          "{\"roles\":[\"routed_experts\",\"attention\"],\"scheme\":\"int4-g32-sym\",\"method\":\"gptq\",\"act_order\":true,\"clip_steps\":6,\"refine\":1,\"ref_target\":0.5},"
-          "{\"roles\":[\"dense_ffn\"],\"scheme\":\"int4-g32-asym\",\"method\":\"awq\",\"grid\":6},"
-          "{\"roles\":[\"shared_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"mse\",\"clip_steps\":6},"
-          "{\"roles\":[\"head\"],\"scheme\":\"int8-channel\",\"method\":\"mse\",\"clip_steps\":6}]}\n", f);
-    fclose(f);
+    static const char recipe[] =
+        "{\"name\":\"mix\",\"default\":\"fp8-block\",\"rules\":["
+            "{\"roles\":[\"routed_experts\",\"attention\"],\"scheme\":\"int4-g32-sym\",\"method\":\"gptq\",\"act_order\":true,\"clip_steps\":6,\"refine\":1,\"ref_target\":0.5},"
+            "{\"roles\":[\"dense_ffn\"],\"scheme\":\"int4-g32-asym\",\"method\":\"awq\",\"grid\":6},"
+            "{\"roles\":[\"shared_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"mse\",\"clip_steps\":6},"
+            "{\"roles\":[\"head\"],\"scheme\":\"int8-channel\",\"method\":\"mse\",\"clip_steps\":6}]}\n";
+    CHECK(t_write_file(rf, recipe, sizeof recipe - 1) == 0);
     quant_out_vs_two_steps(d, "--random-tokens 200 --ctx 50", rf, "micro");
     const char *m = t_shared_model("tiny-v32");
     if (!m) SKIP("../shared/models absent (generated model checked)");
@@ -370,11 +369,10 @@ TEST(test_calib_awq_folded) {
     const char *d = t_path(t_tmpdir(), "mf");
     CHECK(tu_gen_micro(d, 0, 2) == 0);
     const char *rf = t_path(t_tmpdir(), "awq.json");
-    FILE *f = fopen(rf, "w");
-    CHECK(f);
-    fputs("{\"name\":\"awq\",\"default\":\"int4-g32-sym\",\"rules\":[{\"roles\":[\"attention\",\"indexer.wq_b\",\"indexer.wk\","
-          "\"dense_ffn\",\"shared_experts\",\"routed_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"awq\",\"grid\":8}]}\n", f);
-    fclose(f);
+    static const char recipe[] =
+        "{\"name\":\"awq\",\"default\":\"int4-g32-sym\",\"rules\":[{\"roles\":[\"attention\",\"indexer.wq_b\",\"indexer.wk\","
+            "\"dense_ffn\",\"shared_experts\",\"routed_experts\"],\"scheme\":\"int4-g32-sym\",\"method\":\"awq\",\"grid\":8}]}\n";
+    CHECK(t_write_file(rf, recipe, sizeof recipe - 1) == 0);
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s calib %s --random-tokens 200 --ctx 50 --recipe %s -o %s/f.dsqcal --quant-out %s/f.dsq --threads 2",
              t_dsq(), d, rf, t_tmpdir(), t_tmpdir());
