@@ -314,8 +314,16 @@ static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *cols
 }
 
 /* ---- metadata ------------------------------------------------------------ */
+/* The creation time: SOURCE_DATE_EPOCH when it is set (reproducible
+ * builds' convention), else the clock. */
 static char *iso_now(char *b, size_t n) {
     time_t t = time(NULL);
+    const char *sde = getenv("SOURCE_DATE_EPOCH");
+    if (sde && *sde) {
+        char *end;
+        long long v = strtoll(sde, &end, 10);
+        if (!*end && v >= 0) t = (time_t)v;
+    }
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(b, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
