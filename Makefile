@@ -38,7 +38,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS     = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRC  := $(sort $(wildcard common/*.c formats/*.c quant/*.c calib/*.c verify/*.c convert/*.c))
+LIB_SRC  := $(sort $(wildcard common/*.c formats/*.c quant/*.c calib/*.c verify/*.c pipeline/*.c synth/*.c convert/*.c))
 LIB_SRC  := $(filter-out convert/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/*.c))
@@ -49,7 +49,7 @@ FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_util.c tests/fuzz/gen_corpus.c test
 FUZZ_TARGETS := $(basename $(notdir $(FUZZ_SRC)))
 FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
 TEST_OBJ += $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/%.o) $(BUILD)/obj/tests/fuzz/fuzz_util.o
-HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h convert/*.h tests/*.h)
+HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h pipeline/*.h synth/*.h convert/*.h tests/*.h)
 
 .PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz fuzz-bin fuzz-corpus fuzz-driver calib-table
 all: deps $(BUILD)/dsq

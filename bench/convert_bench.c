@@ -10,7 +10,7 @@
  */
 #include "dsq.h"
 #include "bench_util.h"
-#include "convert/pipeline.h"
+#include "pipeline/pipeline.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

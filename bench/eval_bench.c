@@ -20,7 +20,7 @@
 #include "verify/eval.h"
 #include "verify/gemm.h"
 #include "verify/weights.h"
-#include "convert/model.h"
+#include "pipeline/model.h"
 
 #if defined(__x86_64__) && !defined(DSQ_NO_SIMD)
 #include <immintrin.h>

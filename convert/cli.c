@@ -3,7 +3,7 @@
  */
 #include "convert/cli.h"
 #include "common.h"
-#include "convert/model.h"
+#include "pipeline/model.h"
 #include "verify/eval.h"
 
 #include <stdio.h>

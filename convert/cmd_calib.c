@@ -1,13 +1,13 @@
 /*
  * cmd_calib.c -- `dsq calib`: activation statistics for calibrated
  * quantization, and optionally the quantized model written in the same pass
- * (see convert/calib_run.h and docs/CALIB.md).
+ * (see pipeline/calib_run.h and docs/CALIB.md).
  */
 #include "calib/stats.h"
-#include "convert/calib_run.h"
+#include "pipeline/calib_run.h"
 #include "convert/cli.h"
-#include "convert/model.h"
-#include "convert/pipeline.h"
+#include "pipeline/model.h"
+#include "pipeline/pipeline.h"
 #include "common.h"
 
 #include <cjson/cJSON.h>

@@ -8,7 +8,7 @@
 #include "convert/cli.h"
 #include "common.h"
 #include "calib/stats.h"
-#include "convert/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "formats/container.h"
 #include "formats/formats_int.h"
 

@@ -6,7 +6,7 @@
  * every evaluated window, in order.
  */
 #include "convert/cli.h"
-#include "convert/model.h"
+#include "pipeline/model.h"
 #include "common.h"
 #include "formats/formats_int.h"
 #include "verify/eval.h"

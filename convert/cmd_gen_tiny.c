@@ -1,9 +1,9 @@
 /*
  * cmd_gen_tiny.c -- `dsq gen-tiny OUT_DIR`: write a synthetic checkpoint in
- * the exact upstream layout (see convert/gen.h).
+ * the exact upstream layout (see synth/gen.h).
  */
 #include "convert/cli.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 
 #include <stdio.h>
 #include <stdlib.h>

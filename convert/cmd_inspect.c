@@ -6,7 +6,7 @@
  */
 #include "convert/cli.h"
 #include "common.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -71,7 +71,7 @@ static void summarize(const dsq_ckpt *ck, summary *s) {
 
 /* The configuration as dsq normalises it (the HF key names), as JSON. */
 static cJSON *config_json(const dsq_config *c) {
-    char *s = dsq_gen_config_json(c);
+    char *s = dsq_config_to_json(c);
     cJSON *o = s ? cJSON_Parse(s) : NULL;
     free(s);
     return o ? o : cJSON_CreateObject();

@@ -5,7 +5,7 @@
  * eval and verify read back with dsq_tokens_load_json().
  */
 #include "convert/cli.h"
-#include "convert/model.h"
+#include "pipeline/model.h"
 #include "common.h"
 #include "formats/tokenizer.h"
 

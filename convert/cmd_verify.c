@@ -6,7 +6,7 @@
  * metrics and of the attribution (--svg OUT.svg).
  */
 #include "convert/cli.h"
-#include "convert/model.h"
+#include "pipeline/model.h"
 #include "common.h"
 #include "formats/formats_int.h"
 #include "verify/drift.h"

@@ -273,3 +273,61 @@ int dsq_config_role_shape(const dsq_config *c, dsq_role r, int layer, int64_t s[
 #undef S1
 #undef S2
 }
+
+/* ---- config.json text of a configuration ------------------------------ */
+char *dsq_config_to_json(const dsq_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ar = cJSON_AddArrayToObject(o, "architectures");
+    cJSON_AddItemToArray(ar, cJSON_CreateString(c->has_indexer ? "DeepseekV32ForCausalLM" : "DeepseekV3ForCausalLM"));
+    cJSON_AddStringToObject(o, "model_type", c->model_type);
+#define I(k, v) cJSON_AddNumberToObject(o, k, (double)(v))
+    I("vocab_size", c->vocab_size); I("hidden_size", c->hidden_size);
+    I("intermediate_size", c->intermediate_size); I("moe_intermediate_size", c->moe_intermediate_size);
+    I("num_hidden_layers", c->n_layers); I("num_nextn_predict_layers", c->n_mtp_layers);
+    I("first_k_dense_replace", c->first_k_dense); I("moe_layer_freq", 1);
+    I("num_attention_heads", c->n_heads); I("num_key_value_heads", c->n_heads);
+    I("q_lora_rank", c->q_lora_rank); I("kv_lora_rank", c->kv_lora_rank);
+    I("qk_nope_head_dim", c->qk_nope_head_dim); I("qk_rope_head_dim", c->qk_rope_head_dim);
+    I("v_head_dim", c->v_head_dim); I("n_routed_experts", c->n_routed_experts);
+    I("n_shared_experts", c->n_shared_experts); I("num_experts_per_tok", c->n_experts_per_tok);
+    I("n_group", c->n_group); I("topk_group", c->topk_group);
+    cJSON_AddStringToObject(o, "topk_method", "noaux_tc");
+    cJSON_AddStringToObject(o, "scoring_func", "sigmoid");
+    cJSON_AddBoolToObject(o, "norm_topk_prob", c->norm_topk_prob);
+    I("routed_scaling_factor", c->routed_scaling_factor);
+    if (c->has_indexer) {
+        I("index_n_heads", c->index_n_heads); I("index_head_dim", c->index_head_dim);
+        I("index_topk", c->index_topk);
+    }
+    I("rms_norm_eps", c->rms_norm_eps); I("rope_theta", c->rope_theta);
+    if (c->has_yarn) {
+        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(rs, "type", "yarn");
+        cJSON_AddNumberToObject(rs, "factor", c->yarn_factor);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->yarn_original_max_pos);
+        cJSON_AddNumberToObject(rs, "beta_fast", c->yarn_beta_fast);
+        cJSON_AddNumberToObject(rs, "beta_slow", c->yarn_beta_slow);
+        cJSON_AddNumberToObject(rs, "mscale", c->yarn_mscale);
+        cJSON_AddNumberToObject(rs, "mscale_all_dim", c->yarn_mscale_all_dim);
+    }
+    I("max_position_embeddings", c->max_position_embeddings);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    cJSON_AddBoolToObject(o, "attention_bias", 0);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", 0);
+    I("bos_token_id", c->bos_token_id); I("eos_token_id", c->eos_token_id);
+    if (c->fp8) {
+        cJSON *q = cJSON_AddObjectToObject(o, "quantization_config");
+        cJSON_AddStringToObject(q, "quant_method", "fp8");
+        cJSON_AddStringToObject(q, "fmt", "e4m3");
+        cJSON *bs = cJSON_AddArrayToObject(q, "weight_block_size");
+        cJSON_AddItemToArray(bs, cJSON_CreateNumber(c->block_rows));
+        cJSON_AddItemToArray(bs, cJSON_CreateNumber(c->block_cols));
+        cJSON_AddStringToObject(q, "activation_scheme", "dynamic");
+        cJSON_AddStringToObject(q, "scale_fmt", "ue8m0");
+    }
+    cJSON_AddStringToObject(o, "torch_dtype", "bfloat16");
+#undef I
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    return s;
+}

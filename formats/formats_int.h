@@ -58,16 +58,4 @@ void dsq_afile_abort(dsq_afile *f);               /* unlink temp, free; NULL ok 
 /* Remove every temp file still open (signal handlers call this). */
 void dsq_afile_cleanup_all(void);
 
-/* ---- safetensors writer (st_write.c) -------------------------------------
- * For generators and tests: tensors are added with their bytes, then the
- * file is written (header padded with spaces to a multiple of 8). */
-typedef struct st_writer st_writer;
-st_writer *st_writer_new(void);
-int st_writer_add(st_writer *w, const char *name, dsq_dtype dt, int n_dims,
-                  const int64_t *shape, const void *data, uint64_t nbytes);
-/* Writes the file atomically; `meta_json` ("{...}") may be NULL. */
-int st_writer_save(st_writer *w, const char *path, int flags, dsq_err *err);
-uint64_t st_writer_data_size(const st_writer *w);
-void st_writer_free(st_writer *w);
-
 #endif

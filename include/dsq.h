@@ -167,6 +167,9 @@ typedef struct dsq_config {
  * error messages. */
 int dsq_config_parse(dsq_config *cfg, const char *json, size_t len,
                      const char *what, dsq_err *err);
+/* config.json text for cfg in the upstream key names (from malloc; NULL
+ * when out of memory).  dsq_config_parse reads it back to the same cfg. */
+char *dsq_config_to_json(const dsq_config *cfg);
 
 /* Expected [out, in] (or [n]) shape of a role for layer `layer`; returns the
  * number of dims (0 if the role has no fixed shape, e.g. SCALE). */

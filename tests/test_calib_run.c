@@ -8,10 +8,10 @@
 #include "test.h"
 #include "test_ckpt_util.h"
 #include "calib/stats.h"
-#include "convert/calib_run.h"
-#include "convert/gen.h"
-#include "convert/model.h"
-#include "convert/pipeline.h"
+#include "pipeline/calib_run.h"
+#include "synth/gen.h"
+#include "pipeline/model.h"
+#include "pipeline/pipeline.h"
 #include "formats/container.h"
 #include "verify/forward.h"
 
@@ -172,7 +172,7 @@ TEST(test_calib_run_reference_moment) {
     CHECK(diff0 <= 1e-5 * norm0);
     CHECK(diff1 > 1e-3 * norm1);
     /* the .dsqcal keeps it */
-    char *cj = dsq_gen_config_json(&c);
+    char *cj = dsq_config_to_json(&c);
     const char *p = t_path(t_tmpdir(), "mref.dsqcal");
     dsq_err err = {0};
     CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);

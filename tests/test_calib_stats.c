@@ -5,7 +5,7 @@
  */
 #include "test.h"
 #include "calib/stats.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 #include "formats/container.h"
 
 #include <math.h>
@@ -14,7 +14,7 @@
 static char *cfg_json(void) {
     dsq_config c;
     dsq_gen_preset(&c, "tiny");
-    return dsq_gen_config_json(&c);
+    return dsq_config_to_json(&c);
 }
 
 TEST(test_calib_stats_accumulate) {

@@ -6,7 +6,7 @@
 #ifndef DSQ_TEST_CKPT_UTIL_H
 #define DSQ_TEST_CKPT_UTIL_H
 
-#include "convert/gen.h"
+#include "synth/gen.h"
 #include "formats/formats_int.h"
 
 /* A very small DeepSeek-V3.2 shape: every role present, partial FP8 blocks

@@ -6,8 +6,8 @@
  */
 #include "test.h"
 #include "test_ckpt_util.h"
-#include "convert/gen.h"
-#include "convert/pipeline.h"
+#include "synth/gen.h"
+#include "pipeline/pipeline.h"
 #include "formats/container.h"
 
 #include <cjson/cJSON.h>
@@ -421,7 +421,7 @@ TEST(test_container_append_after_layout) {
     for (int t = 2; t >= 0; t--) CHECK(dsq_ctrw_write(w, idx[t], 0, DSQ_ARR_DATA, v[t], (uint64_t)(6 - t) * 4, &err) == 0);
     dsq_config cfg;
     dsq_gen_preset(&cfg, "tiny");
-    char *cj = dsq_gen_config_json(&cfg);
+    char *cj = dsq_config_to_json(&cfg);
     cJSON *mo = cJSON_CreateObject();
     cJSON_AddStringToObject(mo, "config_json", cj);
     char *ms = cJSON_PrintUnformatted(mo);

@@ -7,7 +7,7 @@
  */
 #include "test.h"
 #include "test_ckpt_util.h"
-#include "convert/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "formats/container.h"
 
 TEST(test_faults_ckpt_open) {

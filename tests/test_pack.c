@@ -11,7 +11,7 @@
  */
 #include "test.h"
 #include "test_ckpt_util.h"
-#include "convert/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "formats/pack.h"
 
 #include <archive.h>

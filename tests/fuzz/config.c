@@ -4,11 +4,11 @@
  *
  * Input: the JSON text, not NUL-terminated.  A configuration that parses
  * must satisfy the cross-field rules the parser enforces, give sane role
- * shapes, and survive a trip through dsq_gen_config_json (convert/gen.h)
+ * shapes, and survive a trip through dsq_config_to_json (synth/gen.h)
  * with every shape field unchanged.
  */
 #include "fuzz.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(nd >= 0 && nd <= 2);
             for (int k = 0; k < nd; k++) FUZZ_CHECK(s[k] >= 0);
         }
-    char *again = dsq_gen_config_json(&c);
+    char *again = dsq_config_to_json(&c);
     FUZZ_CHECK(again != NULL);
     dsq_config c2;
     rc = dsq_config_parse(&c2, again, strlen(again), "fuzz/regenerated", &err);

@@ -3,7 +3,7 @@
  * model shape of the checkpoint targets.
  */
 #include "fuzz.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -116,7 +116,7 @@ const char *fuzz_shape_json(void) {
     if (!json) {
         dsq_config c;
         fuzz_shape_config(&c);
-        json = dsq_gen_config_json(&c);
+        json = dsq_config_to_json(&c);
         if (!json) abort();
     }
     return json;

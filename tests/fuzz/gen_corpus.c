@@ -10,9 +10,9 @@
  * usage: gen_corpus OUT_DIR   (DSQ_SHARED names the shared folder)
  */
 #include "fuzz.h"
-#include "convert/gen.h"
-#include "convert/pipeline.h"
-#include "convert/recipe.h"
+#include "synth/gen.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/recipe.h"
 #include "formats/container.h"
 #include "formats/formats_int.h"
 #include "quant/dtype.h"
@@ -141,7 +141,7 @@ static void config_seeds(const char *shared) {
     seed_str("config", "fuzz-shape", fc);
     dsq_config c;
     dsq_gen_preset(&c, "tiny");
-    char *t = dsq_gen_config_json(&c);
+    char *t = dsq_config_to_json(&c);
     seed_str("config", "tiny", t);
     char *v3 = subst(fc, "\"deepseek_v32\"", "\"deepseek_v3\"");
     seed_str("config", "v3-no-indexer", v3);

@@ -1,13 +1,13 @@
 /*
  * recipe.c -- fuzz target: recipe JSON (dsq_recipe_parse in
- * convert/recipe.c: roles, name patterns, layer ranges, schemes, methods).
+ * pipeline/recipe.c: roles, name patterns, layer ranges, schemes, methods).
  *
  * Input: the JSON text.  A recipe that parses must hold only valid fields
  * (scheme ids, clip settings, ordered layer ranges) and can be matched
  * against a few tensor names.
  */
 #include "fuzz.h"
-#include "convert/recipe.h"
+#include "pipeline/recipe.h"
 #include "quant/quant.h"
 
 #include <stdio.h>

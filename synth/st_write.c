@@ -5,7 +5,8 @@
  * is copied at add time (generated models are small or written shard by
  * shard).
  */
-#include "formats_int.h"
+#include "synth/st_write.h"
+#include "formats/formats_int.h"
 
 #include <cjson/cJSON.h>
 

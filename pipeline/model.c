@@ -1,7 +1,7 @@
 /*
  * model.c -- opening models and their tokenizers by path (see model.h).
  */
-#include "convert/model.h"
+#include "pipeline/model.h"
 #include "common.h"
 #include "formats/container.h"
 

@@ -8,7 +8,7 @@
 #define DSQ_QMATRIX_H
 
 #include "calib/stats.h"
-#include "convert/recipe.h"
+#include "pipeline/recipe.h"
 #include "quant/quant.h"
 
 /* FOLD_*: AWQ scales folded into the norm before a group of weights

@@ -8,7 +8,7 @@
 #ifndef DSQ_PIPELINE_H
 #define DSQ_PIPELINE_H
 
-#include "convert/recipe.h"
+#include "pipeline/recipe.h"
 #include "quant/quant.h"
 
 typedef struct dsq_pipe_opts {

@@ -25,7 +25,5 @@ int dsq_gen_preset(dsq_config *cfg, const char *name);
 /* Write the checkpoint folder `dir` (created if needed). */
 int dsq_gen_ckpt(const char *dir, const dsq_gen_opts *o, dsq_err *err);
 
-/* config.json text for cfg (from malloc). */
-char *dsq_gen_config_json(const dsq_config *cfg);
 
 #endif

@@ -9,12 +9,12 @@
  * the windows go through the quantized layer l to give layer l+1 its
  * inputs.
  */
-#include "convert/calib_run.h"
+#include "pipeline/calib_run.h"
 #include "common.h"
 #include "common/pool.h"
-#include "convert/model.h"
-#include "convert/pipeline.h"
-#include "convert/qmatrix.h"
+#include "pipeline/model.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/qmatrix.h"
 #include "calib/fold.h"
 #include "formats/container.h"
 #include "verify/forward.h"

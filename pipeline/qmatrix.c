@@ -2,7 +2,7 @@
  * qmatrix.c -- scheme/method decisions and one-matrix quantization (see
  * qmatrix.h).
  */
-#include "convert/qmatrix.h"
+#include "pipeline/qmatrix.h"
 #include "calib/methods.h"
 #include "common.h"
 

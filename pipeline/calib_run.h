@@ -11,11 +11,11 @@
 #define DSQ_CALIB_RUN_H
 
 #include "calib/stats.h"
-#include "convert/recipe.h"
+#include "pipeline/recipe.h"
 
 struct dsq_model;
 typedef struct dsq_calib_opts {
-    const struct dsq_model *model; /* opened by the caller (convert/model.h) */
+    const struct dsq_model *model; /* opened by the caller (pipeline/model.h) */
     const dsq_recipe *recipe;
     const int32_t *tokens;
     size_t n_tokens;
@@ -28,7 +28,7 @@ typedef struct dsq_calib_opts {
     int progress;
     struct dsq_cstats_writer *cal_out; /* each stage's statistics appended here, or NULL */
     struct dsq_qout *quant_out;        /* the quantized model written here as layers finish,
-                                          or NULL (convert/pipeline.h; finished by the caller) */
+                                          or NULL (pipeline/pipeline.h; finished by the caller) */
 } dsq_calib_opts;
 
 typedef struct dsq_calib_report {

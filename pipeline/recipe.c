@@ -13,7 +13,7 @@
  * a prefix ending in ".*" ("attn.*") or a class name ("routed_experts").
  * "scheme": "keep" stores the tensor as the source does.
  */
-#include "convert/recipe.h"
+#include "pipeline/recipe.h"
 #include "common.h"
 #include "quant/quant.h"
 

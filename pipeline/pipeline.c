@@ -10,14 +10,14 @@
  * of one matrix is split over the thread pool by row ranges, so the output
  * is byte-identical whatever the thread count.
  */
-#include "convert/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "common.h"
 #include "common/pool.h"
-#include "convert/gen.h"
+#include "synth/gen.h"
 #include "formats/container.h"
 #include "quant/quant.h"
-#include "convert/model.h"
-#include "convert/qmatrix.h"
+#include "pipeline/model.h"
+#include "pipeline/qmatrix.h"
 #include "calib/stats.h"
 
 #include <cjson/cJSON.h>
@@ -390,7 +390,7 @@ static void hashes_finish(src_hashes *h) {
 
 static char *build_meta(ctx *c, const char *config_json, int64_t params, uint64_t tbytes, const char *extra) {
     cJSON *m = cJSON_CreateObject();
-    char *norm = dsq_gen_config_json(c->cfg);
+    char *norm = dsq_config_to_json(c->cfg);
     cJSON *nc = norm ? cJSON_Parse(norm) : NULL;
     free(norm);
     cJSON_AddItemToObject(m, "config", nc ? nc : cJSON_CreateObject());
