@@ -134,12 +134,12 @@ int main(int argc, char **argv) {
     }
     for (int d = 0; d < nd; d++) {
         dsq_err err = {0};
-        dsq_model m; /* checkpoint folder or .dsq container in any scheme */
-        if (dsq_model_open(&m, dirs[d], &err)) {
+        dsq_src *m; /* checkpoint folder or .dsq container in any scheme */
+        dsq_weights w;
+        if (dsq_model_open(&m, &w, dirs[d], &err)) {
             fprintf(stderr, "%s\n", err.msg);
             continue;
         }
-        dsq_weights w = m.w;
         int64_t n;
         int32_t *tok = bench_tokens(dirs[d], w.cfg->vocab_size, (int64_t)ctx * windows, &n);
         dsq_eval_opts o = {.ctx = ctx, .max_windows = windows, .n_threads = threads};
@@ -163,7 +163,7 @@ int main(int argc, char **argv) {
                    (double)(r.n_windows * r.ctx) / dt, r.ppl, bu_peak_rss_mib());
         }
         free(tok);
-        dsq_model_close(&m);
+        dsq_src_close(m);
     }
     return 0;
 }

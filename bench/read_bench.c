@@ -1,6 +1,6 @@
 /*
  * read_bench.c -- read + dequantize throughput of a checkpoint: stream every
- * tensor (dsq_src) and widen it to f32 (FP8 with its block scales, BF16),
+ * tensor (dsq_ckpt_stream) and widen it to f32 (FP8 with its block scales, BF16),
  * reported as a ratio to `cat` of the same shard files measured in the same
  * run, plus peak RSS.
  *
@@ -58,16 +58,16 @@ int main(int argc, char **argv) {
     float *out = NULL;
     job jobs[64];
     double t0 = bu_now();
-    dsq_src *src;
-    if (dsq_src_open(&src, ck, &err)) return 1;
+    dsq_ckpt_stream *src;
+    if (dsq_ckpt_stream_open(&src, ck, &err)) return 1;
     int idx;
     uint64_t weights = 0;
     const dsq_config *cfg = dsq_ckpt_config(ck);
-    while (dsq_src_next(src, &idx, &err) == DSQ_OK) {
+    while (dsq_ckpt_stream_next(src, &idx, &err) == DSQ_OK) {
         const dsq_tinfo *t = dsq_ckpt_tensor(ck, idx);
         if (t->role == DSQ_R_SCALE) continue;
         const void *p;
-        if (dsq_src_data(src, &p, &err)) {
+        if (dsq_ckpt_stream_data(src, &p, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
         weights += (uint64_t)t->numel;
     }
     double dt = bu_now() - t0;
-    dsq_src_close(src);
+    dsq_ckpt_stream_close(src);
     printf("read+dequant %s: %.3f GB in %.3f s = %.2f GB/s (%.0f M weights/s, %d threads); "
            "cat %.2f GB/s; ratio %.2f; peak RSS %.0f MiB\n",
            argv[1], (double)file_bytes / 1e9, dt, (double)file_bytes / dt / 1e9,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 int cli_is(const char *arg, const char *opt) { return strcmp(arg, opt) == 0; }
 
@@ -93,4 +94,32 @@ int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *
             return rc;
         }
     return DSQ_OK;
+}
+
+/* ---- progress ------------------------------------------------------------ */
+void cli_progress_init(cli_progress *p, int quiet) {
+    p->quiet = quiet || !isatty(2);
+    p->t0 = dsq_now();
+    p->last = 0;
+}
+
+void cli_progress_draw(void *arg, const dsq_progress *p) {
+    cli_progress *c = arg;
+    if (c->quiet) return;
+    if (!strcmp(p->stage, "calib")) {
+        fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", p->layer + 1, p->n_layers, p->seconds);
+        if (p->final) fputc('\n', stderr);
+        return;
+    }
+    double now = dsq_now();
+    if (!p->final && now - c->last < 0.2) return;
+    c->last = now;
+    double el = now - c->t0, rate = el > 0 ? (double)p->done / el : 0;
+    double frac = p->total ? (double)p->done / (double)p->total : 1;
+    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+    int bar = (int)(frac * 30);
+    fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f/%.1f MiB %7.1f MiB/s ETA %4.0fs", bar,
+            "##############################", 30 - bar, "", frac * 100, (double)p->done / 1048576.0,
+            (double)p->total / 1048576.0, rate / 1048576.0, eta);
+    if (p->final) fputc('\n', stderr);
 }

@@ -57,6 +57,17 @@ int cli_window_source_ok(const cli_window *w);
 int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *cfg, int32_t **ids,
                       size_t *n, dsq_err *err);
 
+/* Progress of a library job drawn on stderr (a dsq_progress_fn; arg is a
+ * cli_progress): quant/convert a bar with rate and ETA, at most every 0.2 s;
+ * calib a line per layer.  Draws only when stderr is a terminal and
+ * quiet is 0. */
+typedef struct cli_progress {
+    int quiet;
+    double t0, last;
+} cli_progress;
+void cli_progress_init(cli_progress *p, int quiet);
+void cli_progress_draw(void *arg, const dsq_progress *p);
+
 /* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
 long long cli_parse_size(const char *s);
 

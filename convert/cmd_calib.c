@@ -6,7 +6,8 @@
 #include "calib/stats.h"
 #include "pipeline/calib_run.h"
 #include "convert/cli.h"
-#include "pipeline/model.h"
+#include "formats/source.h"
+#include "verify/weights.h"
 #include "pipeline/pipeline.h"
 #include "common.h"
 
@@ -96,19 +97,21 @@ int cmd_calib(int argc, char **argv) {
     if (rc) return cli_err("calib", &err);
     /* one open of the model serves the tokens, the calibration, the config
      * and the tensors the quantized output copies */
-    dsq_model m;
-    if (dsq_model_open(&m, src, &err)) {
+    dsq_src *m;
+    if (dsq_src_open(&m, src, 0, &err)) {
         dsq_recipe_deinit(&r);
         return cli_err("calib", &err);
     }
     int32_t *ids = NULL;
     size_t n = 0;
     dsq_cstats_writer *cw = NULL;
-    dsq_qout *qo = NULL;
-    char *cfgjs = NULL, *ms = NULL, *qms = NULL;
+    dsq_quantjob *qo = NULL;
+    char *ms = NULL, *qms = NULL;
     cJSON *meta = NULL;
     dsq_calib_report rep;
-    if ((rc = cli_window_tokens(&win, src, m.w.cfg, &ids, &n, &err))) goto out;
+    dsq_weights probe;
+    if ((rc = dsq_weights_from_src(&probe, m, &err))) goto out; /* random access, before any work */
+    if ((rc = cli_window_tokens(&win, src, dsq_src_config(m), &ids, &n, &err))) goto out;
     /* outputs are opened (as temporary files) before the long part, so a bad
      * path or an existing file fails at once; a signal removes them */
     cli_install_signals();
@@ -122,13 +125,16 @@ int cmd_calib(int argc, char **argv) {
         po.threads = (int)win.threads;
         po.argc = argc;
         po.argv = argv;
-        if ((rc = dsq_qout_open(&qo, &po, &m, &err))) goto out;
+        if ((rc = dsq_quantjob_open(&qo, &po, m, &err))) goto out;
     }
-    o.model = &m;
+    cli_progress pr;
+    cli_progress_init(&pr, 0);
+    o.src = m;
     o.recipe = &r;
     o.tokens = ids;
     o.n_tokens = n;
-    o.progress = isatty(2);
+    o.on_progress = cli_progress_draw;
+    o.on_progress_arg = &pr;
     o.cal_out = cw;
     o.quant_out = qo;
     if ((rc = dsq_calib_run(&o, NULL, &rep, &err))) goto out;
@@ -144,9 +150,9 @@ int cmd_calib(int argc, char **argv) {
     for (int i = 0; i < rep.n_fallback && i < 256; i++) cJSON_AddItemToArray(fb, cJSON_CreateString(rep.fallback[i]));
     if (cw) {
         /* the model's config travels in the file so quant can check it matches */
-        cfgjs = dsq_config_json_of(m.ck, m.ctr);
         ms = cJSON_PrintUnformatted(meta);
-        rc = cfgjs && ms ? dsq_cstats_writer_finish(cw, cfgjs, ms, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+        rc = ms ? dsq_cstats_writer_finish(cw, dsq_src_config_json(m, NULL), ms, &err)
+                : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
         cw = NULL;
         if (rc) goto out;
     }
@@ -156,7 +162,7 @@ int cmd_calib(int argc, char **argv) {
         cJSON_AddItemToObject(w, "calibration", cJSON_Duplicate(meta, 1));
         qms = cJSON_PrintUnformatted(w);
         cJSON_Delete(w);
-        rc = qms ? dsq_qout_finish(qo, qms, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
+        rc = qms ? dsq_quantjob_finish(qo, qms, &err) : dsq_fail(&err, DSQ_E_NOMEM, "out of memory");
         qo = NULL;
         if (rc) goto out;
     }
@@ -184,13 +190,12 @@ int cmd_calib(int argc, char **argv) {
     }
 out:
     dsq_cstats_writer_abort(cw);
-    dsq_qout_abort(qo);
+    dsq_quantjob_abort(qo);
     cJSON_Delete(meta);
     free(ms);
     free(qms);
-    free(cfgjs);
     free(ids);
-    dsq_model_close(&m);
+    dsq_src_close(m);
     dsq_recipe_deinit(&r);
     return rc ? cli_err("calib", &err) : 0;
 }

@@ -163,7 +163,10 @@ static int run_pipe(int argc, char **argv, int quant) {
         return cli_err(cmd, &err);
     }
     o.recipe = &r;
-    o.progress = !quiet && isatty(2);
+    cli_progress pr;
+    cli_progress_init(&pr, quiet);
+    o.on_progress = cli_progress_draw;
+    o.on_progress_arg = &pr;
     o.measure_error = quant && !no_error;
     cli_install_signals();
     dsq_pipe_report rep;

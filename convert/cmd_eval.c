@@ -85,14 +85,15 @@ int cmd_eval(int argc, char **argv) {
     long ctx = win.ctx, threads = win.threads, maxw = win.max_windows;
 
     dsq_err err = {0};
-    dsq_model m;
+    dsq_src *m;
+    dsq_weights mw;
     int32_t *tok = NULL;
     size_t n = 0;
     eval_ui ui = {0};
     dsq_eval_result r;
     int ret = 1;
-    if (dsq_model_open(&m, model, &err)) return cli_err("eval", &err);
-    const dsq_config *cfg = m.w.cfg;
+    if (dsq_model_open(&m, &mw, model, &err)) return cli_err("eval", &err);
+    const dsq_config *cfg = mw.cfg;
     if (cli_window_tokens(&win, model, cfg, &tok, &n, &err)) goto fail;
     const char *src = win.tokens ? win.tokens : win.text ? win.text : "random tokens";
     o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(cfg);
@@ -110,7 +111,7 @@ int cmd_eval(int argc, char **argv) {
         o.on_logits = write_logits;
     }
     ui.t0 = dsq_now();
-    if (dsq_eval_run(&m.w, tok, (int64_t)n, &o, &r, &err)) {
+    if (dsq_eval_run(&mw, tok, (int64_t)n, &o, &r, &err)) {
         if (ui.out && err.code == 0) dsq_fail(&err, DSQ_E_IO, "%s: write failed", logits);
         goto fail;
     }
@@ -158,6 +159,6 @@ fail:
     if (ret) cli_err("eval", &err);
     dsq_afile_abort(ui.out);
     free(tok);
-    dsq_model_close(&m);
+    dsq_src_close(m);
     return ret;
 }

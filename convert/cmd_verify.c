@@ -416,23 +416,24 @@ int cmd_verify(int argc, char **argv) {
     long ctx = win.ctx, threads = win.threads, maxw = win.max_windows;
 
     dsq_err err = {0};
-    dsq_model mr = {0}, mc = {0};
+    dsq_src *mr = NULL, *mc = NULL;
+    dsq_weights wr, wc;
     int32_t *tok = NULL;
     size_t n = 0;
     dsq_drift_report *rep = NULL;
     char *js = NULL, *sv = NULL;
     int ret = 1;
-    if (dsq_model_open(&mr, ref, &err)) goto fail;
-    if (dsq_model_open(&mc, cand, &err)) goto fail;
-    if (cli_window_tokens(&win, ref, mr.w.cfg, &tok, &n, &err)) goto fail;
-    o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(mr.w.cfg);
+    if (dsq_model_open(&mr, &wr, ref, &err)) goto fail;
+    if (dsq_model_open(&mc, &wc, cand, &err)) goto fail;
+    if (cli_window_tokens(&win, ref, wr.cfg, &tok, &n, &err)) goto fail;
+    o.ctx = ctx > 0 ? (int)ctx : dsq_eval_default_ctx(wr.cfg);
     o.max_windows = maxw;
     o.n_threads = (int)threads;
     o.on_progress = progress;
     g_tty = isatty(2);
     g_t0 = dsq_now();
     cli_install_signals();
-    if (dsq_drift_run(&mr.w, &mc.w, tok, (int64_t)n, &o, &rep, &err)) goto fail;
+    if (dsq_drift_run(&wr, &wc, tok, (int64_t)n, &o, &rep, &err)) goto fail;
     print_table(rep, ref, cand);
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {
@@ -450,7 +451,7 @@ fail:
     free(sv);
     dsq_drift_free(rep);
     free(tok);
-    dsq_model_close(&mc);
-    dsq_model_close(&mr);
+    dsq_src_close(mc);
+    dsq_src_close(mr);
     return ret;
 }

@@ -42,6 +42,7 @@ struct dsq_ctr {
     uint64_t size;
     dsq_config cfg;
     char *meta;           /* NUL-terminated copy */
+    char *config_json;    /* the metadata's config_json text; from malloc */
     dsq_ctensor *t;
     int n;
     cfile *files;
@@ -79,6 +80,7 @@ void dsq_ctr_close(dsq_ctr *c) {
     free(c->files);
     free(c->ht);
     free(c->meta);
+    free(c->config_json);
     if (c->map) munmap(c->map, c->size);
     if (c->fd >= 0) close(c->fd);
     free(c->path);
@@ -89,6 +91,7 @@ const dsq_config *dsq_ctr_config(const dsq_ctr *c) { return &c->cfg; }
 int dsq_ctr_n_tensors(const dsq_ctr *c) { return c->n; }
 const dsq_ctensor *dsq_ctr_tensor(const dsq_ctr *c, int i) { return &c->t[i]; }
 const char *dsq_ctr_meta(const dsq_ctr *c) { return c->meta; }
+const char *dsq_ctr_config_json(const dsq_ctr *c) { return c->config_json; }
 uint64_t dsq_ctr_file_size(const dsq_ctr *c) { return c->size; }
 const char *dsq_ctr_path(const dsq_ctr *c) { return c->path; }
 
@@ -311,6 +314,7 @@ static int parse_meta(dsq_ctr *c, const char *js, size_t len, dsq_err *err) {
     char what[1200];
     snprintf(what, sizeof what, "%s: config_json", c->path);
     if ((rc = dsq_config_parse(&c->cfg, cj->valuestring, strlen(cj->valuestring), what, err))) goto fail;
+    if (!(c->config_json = dsq_strdup(cj->valuestring))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     rc = DSQ_E_FORMAT;
     const cJSON *fs = cJSON_GetObjectItemCaseSensitive(root, "files");
     if (fs && !cJSON_IsArray(fs)) {

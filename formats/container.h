@@ -69,6 +69,8 @@ int dsq_ctr_verify(const dsq_ctr *c, int64_t *n_checked, dsq_err *err);
 int dsq_ctr_file(const dsq_ctr *c, const char *name, char **data, size_t *len, dsq_err *err);
 /* The metadata JSON text (NUL-terminated copy owned by the handle). */
 const char *dsq_ctr_meta(const dsq_ctr *c);
+/* The source's config.json text, as the metadata keeps it. */
+const char *dsq_ctr_config_json(const dsq_ctr *c);
 uint64_t dsq_ctr_file_size(const dsq_ctr *c);
 const char *dsq_ctr_path(const dsq_ctr *c);
 
@@ -110,8 +112,5 @@ uint64_t dsq_ctrw_slice_size(const dsq_ctrw *w, int i, int which);
 int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err);
 void dsq_ctrw_abort(dsq_ctrw *w); /* NULL ok; removes the temporary file */
 
-/* dsq_weights over a container (verify/weights_ctr.c). */
-struct dsq_weights;
-void dsq_weights_from_ctr(struct dsq_weights *w, const dsq_ctr *c);
 
 #endif

@@ -13,9 +13,9 @@
  *      dsq_ckpt_n_tensors() / dsq_ckpt_tensor() every tensor's header.
  *   3) For random access (folders only), dsq_ckpt_view() returns a zero-copy
  *      pointer into the mapped shard.
- *   4) For streaming (any source, including archives), dsq_src_open() then
- *      dsq_src_next() until DSQ_EOF, dsq_src_data() for each tensor's bytes.
- *   5) dsq_src_close() / dsq_ckpt_close().
+ *   4) For streaming (any source, including archives), dsq_ckpt_stream_open() then
+ *      dsq_ckpt_stream_next() until DSQ_EOF, dsq_ckpt_stream_data() for each tensor's bytes.
+ *   5) dsq_ckpt_stream_close() / dsq_ckpt_close().
  *
  * Errors: every fallible function returns DSQ_OK (0), DSQ_EOF (1) where noted,
  * or a negative DSQ_E_* code, and fills the caller's dsq_err with one line that
@@ -241,18 +241,30 @@ int dsq_ckpt_rows_f32(const dsq_ckpt *ck, int i, int64_t r0, int64_t r1,
                       float *dst, dsq_err *err);
 
 /* ---- streaming source --------------------------------------------------- */
-typedef struct dsq_src dsq_src;
+typedef struct dsq_ckpt_stream dsq_ckpt_stream;
 
 /* Stream the tensors of a checkpoint in storage order (shard by shard, by
  * offset), never seeking back.  Works for folders and archives alike.
  * Scale companions are yielded like any tensor. */
-int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err);
+int dsq_ckpt_stream_open(dsq_ckpt_stream **out, dsq_ckpt *ck, dsq_err *err);
 /* DSQ_OK with *idx = index of the next tensor in dsq_ckpt_tensor(), DSQ_EOF
  * at the end, or < 0. */
-int dsq_src_next(dsq_src *s, int *idx, dsq_err *err);
-/* Bytes of the current tensor, valid until the next dsq_src_next. */
-int dsq_src_data(dsq_src *s, const void **data, dsq_err *err);
-void dsq_src_close(dsq_src *s);
+int dsq_ckpt_stream_next(dsq_ckpt_stream *s, int *idx, dsq_err *err);
+/* Bytes of the current tensor, valid until the next dsq_ckpt_stream_next. */
+int dsq_ckpt_stream_data(dsq_ckpt_stream *s, const void **data, dsq_err *err);
+void dsq_ckpt_stream_close(dsq_ckpt_stream *s);
+
+/* ---- progress ------------------------------------------------------------
+ * Long jobs report how far they are through a callback; the command line
+ * renders it (the library never prints). */
+typedef struct dsq_progress {
+    const char *stage;      /* "quant", "calib" */
+    uint64_t done, total;   /* units of work done and in all (bytes; calib: layers) */
+    int layer, n_layers;    /* calib: the layer just finished (0-based), else -1 */
+    double seconds;         /* calib: that layer's time */
+    int final;              /* the job's last report */
+} dsq_progress;
+typedef void (*dsq_progress_fn)(void *arg, const dsq_progress *p);
 
 /* ---- misc ----------------------------------------------------------------*/
 /* xxh3-64 of a whole file (streamed). */

@@ -12,11 +12,10 @@
 #include "pipeline/calib_run.h"
 #include "common.h"
 #include "common/pool.h"
-#include "pipeline/model.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/qmatrix.h"
 #include "calib/fold.h"
-#include "formats/container.h"
+#include "formats/source.h"
 #include "verify/forward.h"
 #include "verify/weights_overlay.h"
 
@@ -166,18 +165,18 @@ static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int
 
 /* Statistics of the output head's input: the final norm of the last
  * residual stream (and, with asymmetric targets, of the reference one). */
-static int head_stats(cctx *c, const dsq_model *m, const float *resid, const float *resid0, int64_t n, dsq_err *err) {
+static int head_stats(cctx *c, const dsq_weights *w, const float *resid, const float *resid0, int64_t n, dsq_err *err) {
     const char *name = "lm_head.weight";
     int64_t D = c->cfg->hidden_size;
-    int nid = m->w.find(m->w.ctx, "model.norm.weight");
-    if (nid < 0 || m->w.find(m->w.ctx, name) < 0) return DSQ_OK; /* checked by the model reader */
+    int nid = w->find(w->ctx, "model.norm.weight");
+    if (nid < 0 || w->find(w->ctx, name) < 0) return DSQ_OK; /* checked by the model reader */
     int h = wants_hess(c, name, DSQ_R_HEAD, -1), rf = resid0 && h && wants_ref(c, name, DSQ_R_HEAD, -1);
     dsq_cstat *s = dsq_cstats_get(c->cs, name, D, h);
     float *g = dsq_malloc(sizeof *g * (size_t)D), *x = dsq_malloc(sizeof *x * (size_t)(256 * D));
     float *r = rf ? dsq_malloc(sizeof *r * (size_t)(256 * D)) : NULL;
     int rc = DSQ_OK;
     if (!s || !g || !x || (rf && !r)) rc = dsq_fail(err, DSQ_E_NOMEM, "calib: cannot keep statistics for %s", name);
-    else rc = m->w.rows_f32(m->w.ctx, nid, 0, 1, g, err);
+    else rc = w->rows_f32(w->ctx, nid, 0, 1, g, err);
     for (int64_t t0 = 0; !rc && t0 < n; t0 += 256) {
         int64_t k = n - t0 < 256 ? n - t0 : 256;
         for (int64_t t = 0; t < k; t++) {
@@ -193,49 +192,41 @@ static int head_stats(cctx *c, const dsq_model *m, const float *resid, const flo
     return rc;
 }
 
-/* Storage scheme of a weight in the source model. */
-static int src_scheme(const dsq_model *m, const char *name) {
-    if (m->ck) {
-        int i = dsq_ckpt_find(m->ck, name);
-        if (i < 0) return -1;
-        switch (dsq_ckpt_tensor(m->ck, i)->dtype) {
-        case DSQ_DT_F8_E4M3: return DSQ_Q_FP8_BLOCK;
-        case DSQ_DT_BF16: return DSQ_Q_BF16;
-        case DSQ_DT_F16: return DSQ_Q_F16;
-        default: return DSQ_Q_F32;
-        }
-    }
-    int id = m->w.find(m->w.ctx, name);
-    if (id < 0) return -1;
-    return dsq_ctr_tensor(m->ctr, id / 65536)->scheme; /* container ids: tensor * 65536 + expert */
+/* Storage scheme of a weight in the source model (f32 for element types no
+ * scheme stores), or -1 when the model lacks it. */
+static int src_scheme(const dsq_src *src, const char *name) {
+    int i = dsq_src_find(src, name);
+    if (i < 0) return -1;
+    int sc = dsq_src_tensor(src, i)->scheme;
+    return sc >= 0 ? sc : DSQ_Q_F32;
 }
 
 /* Quantize one weight of the layer into the overlay, if the recipe changes it. */
 /* match_name: the name recipes see (routed experts: their stacked name). */
-static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, const dsq_cstats *cs,
-                           dsq_pool *pool, dsq_qwork *work, const char *name, const char *match_name,
+static int quantize_weight(const dsq_calib_opts *o, const dsq_weights *w, dsq_woverlay *ov, const dsq_cstats *cs,
+                           dsq_pool *pool, dsq_matrix_scratch *work, const char *name, const char *match_name,
                            dsq_role role, int layer, dsq_err *err) {
-    int ss = src_scheme(m, name);
+    int ss = src_scheme(o->src, name);
     if (ss < 0) return dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", name);
-    dsq_qmethod qm;
+    dsq_method qm;
     char rec[200];
-    int rc = dsq_qmethod_for(o->recipe, match_name, role, layer, ss, 1, &qm, err);
+    int rc = dsq_method_for(o->recipe, match_name, role, layer, ss, 1, &qm, err);
     if (rc) return rc;
-    if (layer >= 0) dsq_qmethod_fold(o->recipe, m->w.cfg, role, layer, &qm, rec, sizeof rec);
+    if (layer >= 0) dsq_method_fold(o->recipe, w->cfg, role, layer, &qm, rec, sizeof rec);
     if (qm.copy) return DSQ_OK;
-    int id = m->w.find(m->w.ctx, name);
+    int id = w->find(w->ctx, name);
     int64_t shape[4];
-    int nd = m->w.shape(m->w.ctx, id, shape);
+    int nd = w->shape(w->ctx, id, shape);
     int64_t rows = nd == 2 ? shape[0] : 1, cols = nd == 2 ? shape[1] : shape[0];
     float *wf = dsq_malloc(sizeof *wf * (size_t)(rows * cols));
     dsq_qsizes sz;
     if (!wf) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
-    if ((rc = m->w.rows_f32(m->w.ctx, id, 0, rows, wf, err)) || (rc = dsq_q_sizes(qm.scheme, rows, cols, &sz, err))) {
+    if ((rc = w->rows_f32(w->ctx, id, 0, rows, wf, err)) || (rc = dsq_q_sizes(qm.scheme, rows, cols, &sz, err))) {
         free(wf);
         return rc;
     }
     uint8_t *buf = dsq_calloc(1, sz.data + sz.scale + sz.zero + 1);
-    int has_cs = dsq_qm_has_colscale(qm.method);
+    int has_cs = dsq_method_has_colscale(qm.method);
     float *cs_out = has_cs ? dsq_malloc(sizeof *cs_out * (size_t)cols) : NULL;
     if (!buf || (has_cs && !cs_out)) {
         free(wf); free(buf); free(cs_out);
@@ -243,10 +234,10 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
     }
     dsq_qmat src = {DSQ_Q_F32, rows, cols, wf, NULL, NULL};
     dsq_qmat dst = {qm.scheme, rows, cols, buf, sz.scale ? buf + sz.data : NULL, sz.zero ? buf + sz.data + sz.scale : NULL};
-    const dsq_cstat *st = qm.method == DSQ_QM_PLAIN ? NULL : dsq_cstats_find(cs, dsq_qm_is_fold(qm.method) ? rec : name);
+    const dsq_cstat *st = qm.method == DSQ_METHOD_PLAIN ? NULL : dsq_cstats_find(cs, dsq_method_is_fold(qm.method) ? rec : name);
     rc = dsq_quantize_matrix(pool, &qm, &src, NULL, st, &dst, cs_out, work, name, err);
     free(wf);
-    if (!rc && o->quant_out) rc = dsq_qout_put(o->quant_out, name, &dst, cs_out, err);
+    if (!rc && o->quant_out) rc = dsq_quantjob_put(o->quant_out, name, &dst, cs_out, err);
     if (!rc && dsq_woverlay_put(ov, name, dst, cs_out)) rc = dsq_fail(err, DSQ_E_ARG, "calib: cannot stage '%s'", name);
     if (rc) {
         free(buf);
@@ -258,9 +249,9 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_model *m, dsq_wove
 /* AWQ folding: the scales shared by the projections reading norm `norm`
  * of layer l, searched over those members one at a time (each loaded once),
  * kept on the group's record, then the norm itself divided by them. */
-static int fold_group(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, dsq_cstats *cs, dsq_pool *pool,
-                      dsq_qwork *work, dsq_role norm, int l, dsq_err *err) {
-    const dsq_config *cfg = m->w.cfg;
+static int fold_group(const dsq_calib_opts *o, const dsq_weights *w, dsq_woverlay *ov, dsq_cstats *cs, dsq_pool *pool,
+                      dsq_matrix_scratch *work, dsq_role norm, int l, dsq_err *err) {
+    const dsq_config *cfg = w->cfg;
     if (!dsq_fold_group(o->recipe, cfg, norm, l)) return DSQ_OK;
     char rec[200], nn[200];
     dsq_fold_record(cfg, norm, l, rec, sizeof rec);
@@ -277,16 +268,16 @@ static int fold_group(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay 
     dsq_cstat_mean_abs(g, mabs);
     dsq_cstat_mean_sq(g, msq);
     for (int k = 0; k < nm && !rc; k++) {
-        dsq_qmethod qm;
-        int ss = src_scheme(m, mem[k].name), id = m->w.find(m->w.ctx, mem[k].name);
+        dsq_method qm;
+        int ss = src_scheme(o->src, mem[k].name), id = w->find(w->ctx, mem[k].name);
         if (ss < 0 || id < 0) { rc = dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", mem[k].name); break; }
-        if ((rc = dsq_qmethod_for(o->recipe, mem[k].match, mem[k].role, l, ss, 1, &qm, err))) break;
+        if ((rc = dsq_method_for(o->recipe, mem[k].match, mem[k].role, l, ss, 1, &qm, err))) break;
         if (k == 0) n_grid = qm.grid > 0 && qm.grid <= 100 ? qm.grid : 20;
         int64_t shape[4];
-        m->w.shape(m->w.ctx, id, shape);
+        w->shape(w->ctx, id, shape);
         free(wf);
         if (!(wf = dsq_malloc(sizeof *wf * (size_t)(shape[0] * cols)))) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory"); break; }
-        if ((rc = m->w.rows_f32(m->w.ctx, id, 0, shape[0], wf, err))) break;
+        if ((rc = w->rows_f32(w->ctx, id, 0, shape[0], wf, err))) break;
         /* routed experts weigh their error by their own tokens' statistics */
         const dsq_cstat *so = dsq_cstats_find(cs, mem[k].name);
         if (so && so != g && so->cols == cols) dsq_cstat_mean_sq(so, own);
@@ -301,12 +292,11 @@ static int fold_group(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay 
         free(g->fold);
         g->fold = s;
         s = NULL;
-        if (o->progress > 1) fprintf(stderr, "calib: %s: AWQ alpha %.2f folded (error %.3e)\n", rec, alpha, e);
         dsq_layer_weight_name(nn, sizeof nn, l, -1, norm);
-        rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, norm, l, err);
+        rc = quantize_weight(o, w, ov, cs, pool, work, nn, nn, norm, l, err);
         if (!rc && norm == DSQ_R_POST_ATTN_NORM && dsq_config_is_moe_layer(cfg, l)) {
             dsq_layer_weight_name(nn, sizeof nn, l, -1, DSQ_R_ROUTER);
-            rc = quantize_weight(o, m, ov, cs, pool, work, nn, nn, DSQ_R_ROUTER, l, err);
+            rc = quantize_weight(o, w, ov, cs, pool, work, nn, nn, DSQ_R_ROUTER, l, err);
         }
     }
 out:
@@ -315,16 +305,16 @@ out:
 }
 
 /* Quantize the weights of stage `stage` of layer l into the overlay. */
-static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_woverlay *ov, dsq_cstats *cs,
-                          dsq_pool *pool, dsq_qwork *work, int l, int stage, dsq_err *err) {
-    const dsq_config *c = m->w.cfg;
+static int quantize_layer(const dsq_calib_opts *o, const dsq_weights *w, dsq_woverlay *ov, dsq_cstats *cs,
+                          dsq_pool *pool, dsq_matrix_scratch *work, int l, int stage, dsq_err *err) {
+    const dsq_config *c = w->cfg;
     char nm[200];
     int rc;
     /* folded AWQ scales first: the norms they go into, the router */
     static const dsq_role fold_norms[N_STAGES][2] = {{DSQ_R_INPUT_NORM, 0}, {DSQ_R_ATTN_Q_A_NORM, DSQ_R_ATTN_KV_A_NORM},
                                                      {0, 0}, {DSQ_R_POST_ATTN_NORM, 0}, {0, 0}};
     for (int k = 0; k < 2; k++)
-        if (fold_norms[stage][k] && (rc = fold_group(o, m, ov, cs, pool, work, fold_norms[stage][k], l, err))) return rc;
+        if (fold_norms[stage][k] && (rc = fold_group(o, w, ov, cs, pool, work, fold_norms[stage][k], l, err))) return rc;
     static const struct { const char *suffix; dsq_role role; int idx; } attn[] = {
         {"self_attn.q_a_proj.weight", DSQ_R_ATTN_Q_A, 0}, {"self_attn.q_b_proj.weight", DSQ_R_ATTN_Q_B, 0},
         {"self_attn.kv_a_proj_with_mqa.weight", DSQ_R_ATTN_KV_A, 0}, {"self_attn.kv_b_proj.weight", DSQ_R_ATTN_KV_B, 0},
@@ -335,13 +325,13 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
     for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++) {
         if ((attn[k].idx && !c->has_indexer) || stage_of(attn[k].role) != stage) continue;
         snprintf(nm, sizeof nm, "model.layers.%d.%s", l, attn[k].suffix);
-        if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, attn[k].role, l, err))) return rc;
+        if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, attn[k].role, l, err))) return rc;
     }
     if (!dsq_config_is_moe_layer(c, l)) {
         for (int k = 0; k < 3; k++) {
             if (stage_of((dsq_role)(DSQ_R_DENSE_GATE + k)) != stage) continue;
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.%s.weight", l, g_proj[k]);
-            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_DENSE_GATE + k), l, err))) return rc;
+            if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_DENSE_GATE + k), l, err))) return rc;
         }
         return DSQ_OK;
     }
@@ -349,7 +339,7 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
         for (int k = 0; k < 3; k++) {
             if (stage_of((dsq_role)(DSQ_R_SHEXP_GATE + k)) != stage) continue;
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.shared_experts.%s.weight", l, g_proj[k]);
-            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_SHEXP_GATE + k), l, err))) return rc;
+            if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_SHEXP_GATE + k), l, err))) return rc;
         }
     for (int e = 0; e < c->n_routed_experts; e++)
         for (int k = 0; k < 3; k++) {
@@ -358,7 +348,7 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_model *m, dsq_wover
             /* recipes match routed experts by their stacked name */
             char st[200];
             dsq_expert_name(st, sizeof st, l, -1, (dsq_role)(DSQ_R_EXP_GATE + k));
-            if ((rc = quantize_weight(o, m, ov, cs, pool, work, nm, st, (dsq_role)(DSQ_R_EXP_GATE + k), l, err))) return rc;
+            if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, st, (dsq_role)(DSQ_R_EXP_GATE + k), l, err))) return rc;
         }
     return DSQ_OK;
 }
@@ -383,18 +373,20 @@ static int end_stage(const dsq_calib_opts *o, dsq_cstats *cs, dsq_cstats *keep, 
 int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *rep, dsq_err *err) {
     if (out) *out = NULL;
     memset(rep, 0, sizeof *rep);
-    const dsq_model *mp = o->model;
-    int rc;
-    const dsq_config *cfg = mp->w.cfg;
+    dsq_weights wts;
+    int rc = dsq_weights_from_src(&wts, o->src, err);
+    if (rc) return rc;
+    const dsq_weights *mw = &wts;
+    const dsq_config *cfg = mw->cfg;
     dsq_cstats *cs = dsq_cstats_new(), *keep = out ? dsq_cstats_new() : NULL;
-    dsq_woverlay *ov = dsq_woverlay_new(&mp->w);
+    dsq_woverlay *ov = dsq_woverlay_new(mw);
     dsq_fwd *f1 = NULL, *f0 = NULL;
     float *resid0 = NULL;
     int use_ref = recipe_wants_ref(o->recipe);
     cctx cc = {0};
     dsq_pool *pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     float *resid = NULL, *emb = NULL;
-    dsq_qwork work = {0};
+    dsq_matrix_scratch work = {0};
     double t_start = dsq_now();
     if (!cs || (out && !keep) || !ov || !pool) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
     int T = o->ctx > 0 ? o->ctx : (cfg->max_position_embeddings < 256 ? cfg->max_position_embeddings : 256);
@@ -413,7 +405,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     if (use_ref) resid0 = dsq_malloc(sizeof *resid0 * (size_t)(W * T * D));
     if (!resid || !emb || (use_ref && !resid0)) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
     /* embeddings (the embedding table is quantized too when the recipe says so) */
-    if ((rc = quantize_weight(o, mp, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
+    if ((rc = quantize_weight(o, mw, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
                               DSQ_R_EMBED, -1, err))) goto out;
     const dsq_weights *wq = dsq_woverlay_weights(ov);
     int eid = wq->find(wq->ctx, "model.embed_tokens.weight");
@@ -421,12 +413,12 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         if ((rc = wq->rows_f32(wq->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid + i * D, err))) goto out;
     if (use_ref)
         for (int64_t i = 0; i < W * T; i++)
-            if ((rc = mp->w.rows_f32(mp->w.ctx, eid, o->tokens[i], o->tokens[i] + 1, resid0 + i * D, err))) goto out;
+            if ((rc = mw->rows_f32(mw->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid0 + i * D, err))) goto out;
     dsq_woverlay_clear(ov);
     cc = (cctx){o, cs, cfg, -1, 0, err, 0, {0}, {0}, {0}};
     dsq_fwd_opts fo = {.max_tokens = T, .n_threads = o->threads, .act_fp8 = o->act_fp8, .observe = on_input, .observe_arg = &cc};
     if ((rc = dsq_fwd_new(&f1, wq, &fo, err))) goto out;
-    if (use_ref && (rc = dsq_fwd_new(&f0, &mp->w, &fo, err))) goto out;
+    if (use_ref && (rc = dsq_fwd_new(&f0, mw, &fo, err))) goto out;
     rep->layers = cfg->n_layers;
     rep->windows = (int)W;
     rep->ctx = T;
@@ -455,12 +447,12 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
                 if (cc.fail) { rc = cc.fail; goto out; }
                 dsq_cstats_pool_starved(cs, o->min_tokens);
             }
-            if ((rc = quantize_layer(o, mp, ov, cs, pool, &work, l, stage, err))) goto out;
+            if ((rc = quantize_layer(o, mw, ov, cs, pool, &work, l, stage, err))) goto out;
             if ((rc = end_stage(o, cs, keep, rep, err))) goto out;
         }
         /* the layer's tensors calibration does not quantize (norms, router,
          * copies) complete it in the output */
-        if (o->quant_out && (rc = dsq_qout_fill(o->quant_out, l, err))) goto out;
+        if (o->quant_out && (rc = dsq_quantjob_fill(o->quant_out, l, err))) goto out;
         cc.stage = -1;
         for (int64_t w = 0; w < W; w++) {
             dsq_fwd_view v;
@@ -473,16 +465,19 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
         }
         dsq_woverlay_clear(ov);
         rep->layer_seconds[l < 512 ? l : 511] = dsq_now() - t0;
-        if (o->progress) fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", l + 1, cfg->n_layers, rep->layer_seconds[l < 512 ? l : 511]);
+        if (o->on_progress) {
+            dsq_progress pr = {"calib", (uint64_t)l + 1, (uint64_t)cfg->n_layers, l, cfg->n_layers,
+                               rep->layer_seconds[l < 512 ? l : 511], l + 1 == cfg->n_layers};
+            o->on_progress(o->on_progress_arg, &pr);
+        }
     }
-    if (o->progress) fputc('\n', stderr);
     /* the output head: statistics of its input, then (with --quant-out) the
      * head itself and the other tensors outside the main layers */
-    if ((rc = head_stats(&cc, mp, resid, resid0, W * T, err))) goto out;
-    if (o->quant_out && (rc = quantize_weight(o, mp, ov, cs, pool, &work, "lm_head.weight", "lm_head.weight", DSQ_R_HEAD, -1, err)))
+    if ((rc = head_stats(&cc, mw, resid, resid0, W * T, err))) goto out;
+    if (o->quant_out && (rc = quantize_weight(o, mw, ov, cs, pool, &work, "lm_head.weight", "lm_head.weight", DSQ_R_HEAD, -1, err)))
         goto out;
     if ((rc = end_stage(o, cs, keep, rep, err))) goto out;
-    if (o->quant_out && (rc = dsq_qout_fill(o->quant_out, -1, err))) goto out;
+    if (o->quant_out && (rc = dsq_quantjob_fill(o->quant_out, -1, err))) goto out;
     rep->seconds = dsq_now() - t_start;
     if (out) {
         *out = keep;
@@ -491,7 +486,7 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     rc = DSQ_OK;
 out:
     if (rc > 0) rc = DSQ_OK;
-    dsq_qwork_deinit(&work);
+    dsq_matrix_scratch_deinit(&work);
     dsq_fwd_free(f1);
     dsq_fwd_free(f0);
     free(resid0);

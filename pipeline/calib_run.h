@@ -13,9 +13,9 @@
 #include "calib/stats.h"
 #include "pipeline/recipe.h"
 
-struct dsq_model;
+struct dsq_src;
 typedef struct dsq_calib_opts {
-    const struct dsq_model *model; /* opened by the caller (pipeline/model.h) */
+    const struct dsq_src *src; /* the model, opened by the caller (formats/source.h) */
     const dsq_recipe *recipe;
     const int32_t *tokens;
     size_t n_tokens;
@@ -25,9 +25,10 @@ typedef struct dsq_calib_opts {
     int64_t min_tokens; /* routed experts with fewer tokens use pooled statistics */
     int act_fp8;
     int hessian;        /* -1: where a gptq rule needs one; 0 never; 1 always */
-    int progress;
+    dsq_progress_fn on_progress; /* after each layer (stage "calib"); may be NULL */
+    void *on_progress_arg;
     struct dsq_cstats_writer *cal_out; /* each stage's statistics appended here, or NULL */
-    struct dsq_qout *quant_out;        /* the quantized model written here as layers finish,
+    struct dsq_quantjob *quant_out;        /* the quantized model written here as layers finish,
                                           or NULL (pipeline/pipeline.h; finished by the caller) */
 } dsq_calib_opts;
 

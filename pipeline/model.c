@@ -1,57 +1,22 @@
 /*
- * model.c -- opening models and their tokenizers by path (see model.h).
+ * model.c -- a model's tokenizer and token ids (see model.h).
  */
 #include "pipeline/model.h"
 #include "common.h"
-#include "formats/container.h"
+#include "formats/source.h"
 
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
 #define TOK_JSON_MAX (256u << 20)
 
-int dsq_model_open(dsq_model *m, const char *path, dsq_err *err) {
-    memset(m, 0, sizeof *m);
-    int rc;
-    if (dsq_ctr_sniff(path)) {
-        if ((rc = dsq_ctr_open(&m->ctr, path, err))) return rc;
-        dsq_weights_from_ctr(&m->w, m->ctr);
-        return DSQ_OK;
+int dsq_model_open(dsq_src **src, dsq_weights *w, const char *path, dsq_err *err) {
+    int rc = dsq_src_open(src, path, 0, err);
+    if (!rc && (rc = dsq_weights_from_src(w, *src, err))) {
+        dsq_src_close(*src);
+        *src = NULL;
     }
-    if ((rc = dsq_ckpt_open(&m->ck, path, 0, err))) return rc;
-    if (dsq_ckpt_is_archive(m->ck)) {
-        dsq_ckpt_close(m->ck);
-        m->ck = NULL;
-        return dsq_fail(err, DSQ_E_UNSUPPORTED,
-                        "%s: the forward pass needs random access: unpack the archive or convert it to .dsq", path);
-    }
-    dsq_weights_from_ckpt(&m->w, m->ck);
-    return DSQ_OK;
-}
-
-void dsq_model_close(dsq_model *m) {
-    dsq_ckpt_close(m->ck);
-    dsq_ctr_close(m->ctr);
-    memset(m, 0, sizeof *m);
-}
-
-char *dsq_config_json_of(const dsq_ckpt *ck, const struct dsq_ctr *ctr) {
-    if (ck) {
-        size_t len;
-        const char *cj = dsq_ckpt_blob(ck, "config.json", &len);
-        char *s = cj ? dsq_malloc(len + 1) : NULL;
-        if (s) {
-            memcpy(s, cj, len);
-            s[len] = 0;
-        }
-        return s;
-    }
-    cJSON *mm = cJSON_Parse(dsq_ctr_meta(ctr));
-    const cJSON *cj = cJSON_GetObjectItemCaseSensitive(mm, "config_json");
-    char *s = cJSON_IsString(cj) ? dsq_strdup(cj->valuestring) : NULL;
-    cJSON_Delete(mm);
-    return s;
+    return rc;
 }
 
 static int tok_from_bufs(const char *js, size_t jl, const char *cfg, size_t cl, const char *what,
@@ -86,15 +51,6 @@ int dsq_model_tokenizer(const char *path, dsq_tok **out, dsq_err *err) {
         if ((rc = dsq_read_file(p, TOK_JSON_MAX, &js, &jl, err))) return rc;
         snprintf(p, sizeof p, "%s/tokenizer_config.json", path);
         if (stat(p, &st) == 0 && (rc = dsq_read_file(p, TOK_JSON_MAX, &cfg, &cl, err))) goto out;
-    } else if (dsq_ctr_sniff(path)) {
-        dsq_ctr *c;
-        if ((rc = dsq_ctr_open(&c, path, err))) return rc;
-        rc = dsq_ctr_file(c, "tokenizer.json", &js, &jl, err);
-        if (rc == DSQ_E_NOTFOUND) rc = dsq_fail(err, rc, "%s: the container holds no tokenizer.json", path);
-        dsq_err e2 = {0};
-        if (!rc) dsq_ctr_file(c, "tokenizer_config.json", &cfg, &cl, &e2);
-        dsq_ctr_close(c);
-        if (rc) goto out;
     } else {
         size_t n = strlen(path);
         if (n >= 5 && !strcmp(path + n - 5, ".json")) {
@@ -110,14 +66,17 @@ int dsq_model_tokenizer(const char *path, dsq_tok **out, dsq_err *err) {
             }
             goto out;
         }
-        /* an archive or a single .safetensors: the checkpoint reader has the side files */
-        dsq_ckpt *ck;
-        if ((rc = dsq_ckpt_open(&ck, path, 0, err))) return rc;
-        const char *j = dsq_ckpt_blob(ck, "tokenizer.json", &jl);
-        const char *k = dsq_ckpt_blob(ck, "tokenizer_config.json", &cl);
-        rc = j ? tok_from_bufs(j, jl, k, cl, path, out, err)
-               : dsq_fail(err, DSQ_E_NOTFOUND, "%s: no tokenizer.json beside the checkpoint", path);
-        dsq_ckpt_close(ck);
+        /* a container, an archive or a single .safetensors: the source has the side files */
+        dsq_src *src;
+        if ((rc = dsq_src_open(&src, path, 0, err))) return rc;
+        dsq_err e2 = {0};
+        const char *j = dsq_src_file(src, "tokenizer.json", &jl, &e2);
+        const char *k = j ? dsq_src_file(src, "tokenizer_config.json", &cl, NULL) : NULL;
+        if (j) rc = tok_from_bufs(j, jl, k, cl, path, out, err);
+        else if (e2.code) rc = dsq_fail(err, e2.code, "%s", e2.msg);
+        else rc = dsq_fail(err, DSQ_E_NOTFOUND, dsq_src_ctr(src) ? "%s: the container holds no tokenizer.json"
+                                                                 : "%s: no tokenizer.json beside the checkpoint", path);
+        dsq_src_close(src);
         return rc;
     }
     rc = tok_from_bufs(js, jl, cfg, cl, path, out, err);

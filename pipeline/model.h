@@ -1,29 +1,21 @@
 /*
- * model.h -- open "a model" the way every command names one: a checkpoint
- * folder (or .safetensors file, or archive of a folder), a .dsq container,
- * or -- for the tokenizer only -- a tokenizer.json.
+ * model.h -- what travels with a model besides its weights: its tokenizer
+ * (from any model source, or a tokenizer.json or a folder holding one) and
+ * the token ids of a text or token file.  Weights are read through a model
+ * source (formats/source.h).
  */
 #ifndef DSQ_MODEL_H
 #define DSQ_MODEL_H
 
 #include "dsq.h"
 #include "formats/tokenizer.h"
+#include "formats/source.h"
 #include "verify/weights.h"
 
-typedef struct dsq_model {
-    dsq_ckpt *ck;          /* one of these two is set */
-    struct dsq_ctr *ctr;
-    dsq_weights w;
-} dsq_model;
-
-/* Open MODEL for the forward pass (folders and containers; archives cannot
- * be read at random and get a clear error). */
-int dsq_model_open(dsq_model *m, const char *path, dsq_err *err);
-void dsq_model_close(dsq_model *m);
-
-/* The verbatim config.json of a checkpoint or a container (exactly one of
- * ck / ctr set); from malloc, NULL when out of memory. */
-char *dsq_config_json_of(const dsq_ckpt *ck, const struct dsq_ctr *ctr);
+/* Open the model at path for the forward pass: *src (close with
+ * dsq_src_close) and the weights over it.  Sources without random access
+ * (archives) are refused with a line saying what to do. */
+int dsq_model_open(dsq_src **src, dsq_weights *w, const char *path, dsq_err *err);
 
 /* The tokenizer that travels with MODEL (tokenizer.json plus
  * tokenizer_config.json when present).  Free with dsq_tok_free. */

@@ -1,8 +1,8 @@
 /*
  * pipeline.h -- the streaming job behind `dsq convert` and `dsq quant`:
- * read a checkpoint (folder or archive) or a .dsq container tensor by
- * tensor, store or quantize each one as the recipe says, and write one .dsq
- * container.  Memory stays near the largest tensor: nothing is held beyond
+ * read any model source (formats/source.h) tensor by tensor in storage
+ * order, store or quantize each one as the recipe says, and write one
+ * output model (formats/writer.h).  Memory stays near the largest tensor: nothing is held beyond
  * the tensor being processed.
  */
 #ifndef DSQ_PIPELINE_H
@@ -16,11 +16,11 @@ typedef struct dsq_pipe_opts {
     const dsq_recipe *recipe;   /* "lossless" preset for convert */
     const struct dsq_cstats *calib; /* activation statistics (dsq quant --calib), or NULL */
     int force, drop_mtp, threads;
-    int progress;               /* draw a progress line on stderr */
     int measure_error;          /* compute per-tensor weight error */
-    /* called after each source tensor (may be NULL) */
-    void (*on_tensor)(void *arg, uint64_t done_bytes, uint64_t total_bytes);
-    void *on_tensor_arg;
+    /* called after each source tensor is stored, and once at the end
+     * (stage "quant", bytes of the source); may be NULL */
+    dsq_progress_fn on_progress;
+    void *on_progress_arg;
     int argc;                   /* command line, for provenance */
     char **argv;
 } dsq_pipe_opts;
@@ -63,13 +63,14 @@ void dsq_pipe_report_free(dsq_pipe_report *rep);
  *         are added, or NULL) and renames the file into place; it fails if
  *         any slice was never written.  finish and abort free the handle;
  *         abort removes the temporary file.
- * m: the source model, open for the whole life of the handle. */
-typedef struct dsq_qout dsq_qout;
-struct dsq_model;
-int dsq_qout_open(dsq_qout **out, const dsq_pipe_opts *o, const struct dsq_model *m, dsq_err *err);
-int dsq_qout_put(dsq_qout *q, const char *name, const dsq_qmat *m, const float *colscale, dsq_err *err);
-int dsq_qout_fill(dsq_qout *q, int layer, dsq_err *err);
-int dsq_qout_finish(dsq_qout *q, const char *extra_meta, dsq_err *err);
-void dsq_qout_abort(dsq_qout *q); /* NULL ok */
+ * src: the source model (random access), open for the whole life of the
+ * handle. */
+typedef struct dsq_quantjob dsq_quantjob;
+struct dsq_src;
+int dsq_quantjob_open(dsq_quantjob **out, const dsq_pipe_opts *o, struct dsq_src *src, dsq_err *err);
+int dsq_quantjob_put(dsq_quantjob *q, const char *name, const dsq_qmat *m, const float *colscale, dsq_err *err);
+int dsq_quantjob_fill(dsq_quantjob *q, int layer, dsq_err *err);
+int dsq_quantjob_finish(dsq_quantjob *q, const char *extra_meta, dsq_err *err);
+void dsq_quantjob_abort(dsq_quantjob *q); /* NULL ok */
 
 #endif

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <xxhash.h>
 
-void dsq_qwork_deinit(dsq_qwork *w) {
+void dsq_matrix_scratch_deinit(dsq_matrix_scratch *w) {
     free(w->wf);
     free(w->imp);
     dsq_gptq_factor_free(w->gf);
@@ -23,7 +23,7 @@ void dsq_qwork_deinit(dsq_qwork *w) {
  * work), else a new one, which replaces it.  The key is the XXH3 of H's
  * bytes: checked like the container's arrays, not compared element by
  * element, so the cache costs no copy of H. */
-static int gptq_factor(dsq_qwork *w, const double *H, int64_t cols, const dsq_gptq_opts *go, const char *what,
+static int gptq_factor(dsq_matrix_scratch *w, const double *H, int64_t cols, const dsq_gptq_opts *go, const char *what,
                        dsq_err *err) {
     uint64_t key = XXH3_64bits(H, sizeof *H * (size_t)(cols * cols));
     if (w->gf && w->gf_key == key && w->gf_cols == cols && w->gf_damp == go->damp && w->gf_act == go->act_order &&
@@ -45,8 +45,8 @@ static int gptq_factor(dsq_qwork *w, const double *H, int64_t cols, const dsq_gp
     return DSQ_OK;
 }
 
-int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
-                    int have_calib, dsq_qmethod *m, dsq_err *err) {
+int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+                    int have_calib, dsq_method *m, dsq_err *err) {
     memset(m, 0, sizeof *m);
     const dsq_rule *u = dsq_recipe_match(r, name, role, layer);
     int s;
@@ -58,7 +58,7 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
     else s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_F32 : -1;
     if (s < 0) s = src_scheme;
     m->scheme = s;
-    m->method = DSQ_QM_PLAIN;
+    m->method = DSQ_METHOD_PLAIN;
     if (u) {
         m->opts.clip_steps = u->clip_steps;
         m->opts.clip_min = u->clip_min;
@@ -67,33 +67,33 @@ int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int la
         m->refine = u->refine;
         m->ref_target = u->ref_target;
         m->grid = u->grid ? u->grid : 20;
-        if (!strcmp(u->method, "gptq")) m->method = DSQ_QM_GPTQ;
-        else if (!strcmp(u->method, "awq")) m->method = DSQ_QM_AWQ;
-        else if (!strcmp(u->method, "awq-gptq")) m->method = DSQ_QM_AWQ_GPTQ;
-        else if (m->opts.clip_steps >= 2) m->method = DSQ_QM_MSE;
+        if (!strcmp(u->method, "gptq")) m->method = DSQ_METHOD_GPTQ;
+        else if (!strcmp(u->method, "awq")) m->method = DSQ_METHOD_AWQ;
+        else if (!strcmp(u->method, "awq-gptq")) m->method = DSQ_METHOD_AWQ_GPTQ;
+        else if (m->opts.clip_steps >= 2) m->method = DSQ_METHOD_MSE;
     }
     const dsq_qscheme *sd = dsq_q_scheme(s);
-    if (m->method != DSQ_QM_PLAIN && sd->kind == DSQ_QK_FLOAT) m->method = DSQ_QM_PLAIN; /* nothing to calibrate */
-    if (dsq_qm_needs_stats(m->method) && !have_calib)
+    if (m->method != DSQ_METHOD_PLAIN && sd->kind == DSQ_QK_FLOAT) m->method = DSQ_METHOD_PLAIN; /* nothing to calibrate */
+    if (dsq_method_needs_stats(m->method) && !have_calib)
         return dsq_fail(err, DSQ_E_ARG, "%s: method %s needs calibration statistics (dsq quant --calib FILE.dsqcal)",
                         name, u->method);
-    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && sd->gran == DSQ_QG_TENSOR)
+    if ((m->method == DSQ_METHOD_GPTQ || m->method == DSQ_METHOD_AWQ_GPTQ) && sd->gran == DSQ_QG_TENSOR)
         return dsq_fail(err, DSQ_E_ARG, "%s: gptq does not support per-tensor scheme %s", name, sd->name);
-    m->copy = s == src_scheme && m->method == DSQ_QM_PLAIN;
-    const char *mn = m->copy ? "copy" : m->method == DSQ_QM_GPTQ ? "gptq" : m->method == DSQ_QM_AWQ ? "awq"
-                   : m->method == DSQ_QM_AWQ_GPTQ ? "awq-gptq" : m->method == DSQ_QM_MSE ? "mse" : "absmax";
+    m->copy = s == src_scheme && m->method == DSQ_METHOD_PLAIN;
+    const char *mn = m->copy ? "copy" : m->method == DSQ_METHOD_GPTQ ? "gptq" : m->method == DSQ_METHOD_AWQ ? "awq"
+                   : m->method == DSQ_METHOD_AWQ_GPTQ ? "awq-gptq" : m->method == DSQ_METHOD_MSE ? "mse" : "absmax";
     int o = snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", sd->name, mn);
-    if (m->method == DSQ_QM_MSE || (m->method != DSQ_QM_PLAIN && m->opts.clip_steps >= 2))
+    if (m->method == DSQ_METHOD_MSE || (m->method != DSQ_METHOD_PLAIN && m->opts.clip_steps >= 2))
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"clip_steps\":%d", m->opts.clip_steps);
-    if (m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ)
+    if (m->method == DSQ_METHOD_GPTQ || m->method == DSQ_METHOD_AWQ_GPTQ)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"damp\":%g,\"act_order\":%s", m->damp,
                       m->act_order ? "true" : "false");
-    if ((m->method == DSQ_QM_GPTQ || m->method == DSQ_QM_AWQ_GPTQ) && m->refine)
+    if ((m->method == DSQ_METHOD_GPTQ || m->method == DSQ_METHOD_AWQ_GPTQ) && m->refine)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"refine\":%d", m->refine);
-    if (m->method == DSQ_QM_GPTQ && m->ref_target > 0)
+    if (m->method == DSQ_METHOD_GPTQ && m->ref_target > 0)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"ref_target\":%g", m->ref_target);
-    if (dsq_qm_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
-    if (have_calib && m->method != DSQ_QM_PLAIN)
+    if (dsq_method_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
+    if (have_calib && m->method != DSQ_METHOD_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
     snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, "}");
     return DSQ_OK;
@@ -166,7 +166,7 @@ int dsq_fold_group(const dsq_recipe *r, const dsq_config *cfg, dsq_role norm, in
     return ok;
 }
 
-void dsq_qmethod_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_qmethod *m,
+void dsq_method_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_method *m,
                       char *rec, size_t n) {
     int is_norm = role == DSQ_R_INPUT_NORM || role == DSQ_R_ATTN_Q_A_NORM || role == DSQ_R_ATTN_KV_A_NORM ||
                   role == DSQ_R_POST_ATTN_NORM;
@@ -174,39 +174,39 @@ void dsq_qmethod_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role,
     if (norm == DSQ_R_UNKNOWN || !dsq_fold_group(r, cfg, norm, layer)) return;
     dsq_fold_record(cfg, norm, layer, rec, n);
     const char *mn;
-    if (is_norm || m->method != DSQ_QM_AWQ) {
+    if (is_norm || m->method != DSQ_METHOD_AWQ) {
         /* the norm, the router, the indexer's weights_proj: exact, in f32 */
         m->scheme = DSQ_Q_F32;
-        m->method = is_norm ? DSQ_QM_FOLD_NORM : DSQ_QM_FOLD_SCALE;
+        m->method = is_norm ? DSQ_METHOD_FOLD_NORM : DSQ_METHOD_FOLD_SCALE;
         m->opts.clip_steps = 0;
         mn = is_norm ? "awq-fold-norm" : "awq-fold-scale";
     } else {
-        m->method = DSQ_QM_AWQ_FOLD;
+        m->method = DSQ_METHOD_AWQ_FOLD;
         mn = "awq-fold";
     }
     m->copy = 0;
     int o = snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\"", dsq_q_scheme(m->scheme)->name, mn);
-    if (m->method == DSQ_QM_AWQ_FOLD && m->opts.clip_steps >= 2)
+    if (m->method == DSQ_METHOD_AWQ_FOLD && m->opts.clip_steps >= 2)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"clip_steps\":%d", m->opts.clip_steps);
     snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true}");
 }
 
-void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme) {
-    if (!dsq_qm_needs_stats(m->method)) return;
-    m->method = DSQ_QM_PLAIN;
+void dsq_method_uncalibrated(dsq_method *m, int src_scheme) {
+    if (!dsq_method_needs_stats(m->method)) return;
+    m->method = DSQ_METHOD_PLAIN;
     m->opts.clip_steps = 0;
     m->copy = m->scheme == src_scheme;
     snprintf(m->recipe, sizeof m->recipe, "{\"scheme\":\"%s\",\"method\":\"%s\",\"note\":\"no calibration data\"}",
              dsq_q_scheme(m->scheme)->name, m->copy ? "copy" : "absmax");
 }
 
-int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_qmat *src_in,
+int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_method *m, const dsq_qmat *src_in,
                         const void *colscale_in, const dsq_cstat *st, const dsq_qmat *dst,
-                        float *colscale_out, dsq_qwork *w, const char *what, dsq_err *err) {
+                        float *colscale_out, dsq_matrix_scratch *w, const char *what, dsq_err *err) {
     int rc;
     dsq_qmat src = *src_in;
     int64_t rows = src.rows, cols = src.cols;
-    if (colscale_in || dsq_qm_needs_stats(m->method)) {
+    if (colscale_in || dsq_method_needs_stats(m->method)) {
         uint64_t n = (uint64_t)(rows * cols);
         if (n > w->wf_cap) {
             free(w->wf);
@@ -223,10 +223,10 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
     if (st && st->cols != cols)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: calibration statistics have %lld columns, the weight %lld", what,
                         (long long)st->cols, (long long)cols);
-    if (!st && dsq_qm_needs_stats(m->method))
+    if (!st && dsq_method_needs_stats(m->method))
         return dsq_fail(err, DSQ_E_NOTFOUND, "%s: no calibration statistics for it", what);
     /* per-column E[x^2] and E|x|: the weights of mse and awq */
-    if (st && (m->method == DSQ_QM_MSE || m->method == DSQ_QM_AWQ || m->method == DSQ_QM_AWQ_GPTQ)) {
+    if (st && (m->method == DSQ_METHOD_MSE || m->method == DSQ_METHOD_AWQ || m->method == DSQ_METHOD_AWQ_GPTQ)) {
         if ((uint64_t)cols * 2 > w->imp_cap) {
             free(w->imp);
             w->imp = dsq_malloc(sizeof *w->imp * (size_t)cols * 2);
@@ -237,19 +237,19 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
         dsq_cstat_mean_abs(st, w->imp + cols);
     }
     dsq_qopts qo = m->opts;
-    if (st && m->method == DSQ_QM_MSE) qo.imp = w->imp;
-    if (dsq_qm_is_fold(m->method)) {
+    if (st && m->method == DSQ_METHOD_MSE) qo.imp = w->imp;
+    if (dsq_method_is_fold(m->method)) {
         if (!st->fold)
             return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the calibration file has no folded AWQ scales for it (calibrate with the same recipe)", what);
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < cols; j++) {
-                if (m->method == DSQ_QM_FOLD_NORM) w->wf[r * cols + j] /= st->fold[j];
+                if (m->method == DSQ_METHOD_FOLD_NORM) w->wf[r * cols + j] /= st->fold[j];
                 else w->wf[r * cols + j] *= st->fold[j];
             }
         return dsq_q_quantize_pool(pool, &src, dst, &qo, err); /* clip search as the rule says (0 for norm / scale) */
     }
     switch (m->method) {
-    case DSQ_QM_GPTQ: {
+    case DSQ_METHOD_GPTQ: {
         double *H = dsq_malloc(sizeof *H * (size_t)(cols * cols));
         if (!H) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory for the Hessian", what);
         if (dsq_cstat_hessian_stored(st, H)) {
@@ -278,12 +278,12 @@ int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_q
         free(wt);
         return rc;
     }
-    case DSQ_QM_AWQ: {
+    case DSQ_METHOD_AWQ: {
         float alpha;
         return dsq_awq(w->wf, rows, cols, w->imp + cols, w->imp, m->grid, m->opts.clip_steps, dst, colscale_out,
                        &alpha, NULL, err);
     }
-    case DSQ_QM_AWQ_GPTQ: {
+    case DSQ_METHOD_AWQ_GPTQ: {
         /* GPTQ of W diag(s) against the Hessian of x / s (H'_ij = H_ij /
          * (s_i s_j)) for channel scales s_j = E|x_j|^alpha (normalised as in
          * AWQ), alpha in {0, 1/8, ..., 1/2}; alpha = 0 is plain GPTQ.  The

@@ -15,20 +15,20 @@
  * (calib/fold.h): the norm divided by them (FOLD_NORM, stored f32), float
  * consumers multiplied by them exactly (FOLD_SCALE, stored f32), quantized
  * consumers multiplied then quantized (AWQ_FOLD, no colscale). */
-enum { DSQ_QM_PLAIN = 0, DSQ_QM_MSE, DSQ_QM_GPTQ, DSQ_QM_AWQ, DSQ_QM_AWQ_GPTQ,
-       DSQ_QM_FOLD_NORM, DSQ_QM_FOLD_SCALE, DSQ_QM_AWQ_FOLD };
+enum { DSQ_METHOD_PLAIN = 0, DSQ_METHOD_MSE, DSQ_METHOD_GPTQ, DSQ_METHOD_AWQ, DSQ_METHOD_AWQ_GPTQ,
+       DSQ_METHOD_FOLD_NORM, DSQ_METHOD_FOLD_SCALE, DSQ_METHOD_AWQ_FOLD };
 
 /* Methods that cannot run without calibration statistics. */
-static inline int dsq_qm_needs_stats(int method) {
-    return method == DSQ_QM_GPTQ || method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ || method >= DSQ_QM_FOLD_NORM;
+static inline int dsq_method_needs_stats(int method) {
+    return method == DSQ_METHOD_GPTQ || method == DSQ_METHOD_AWQ || method == DSQ_METHOD_AWQ_GPTQ || method >= DSQ_METHOD_FOLD_NORM;
 }
-static inline int dsq_qm_is_fold(int method) { return method >= DSQ_QM_FOLD_NORM; }
+static inline int dsq_method_is_fold(int method) { return method >= DSQ_METHOD_FOLD_NORM; }
 /* Methods whose result carries per-column multipliers (colscale). */
-static inline int dsq_qm_has_colscale(int method) { return method == DSQ_QM_AWQ || method == DSQ_QM_AWQ_GPTQ; }
+static inline int dsq_method_has_colscale(int method) { return method == DSQ_METHOD_AWQ || method == DSQ_METHOD_AWQ_GPTQ; }
 
-typedef struct dsq_qmethod {
+typedef struct dsq_method {
     int scheme;         /* destination scheme (dsq_qtype) */
-    int method;         /* DSQ_QM_* */
+    int method;         /* DSQ_METHOD_* */
     int copy;           /* scheme equals the source's and nothing to compute */
     dsq_qopts opts;     /* clip search (imp filled per matrix from statistics) */
     double damp;        /* gptq */
@@ -37,13 +37,13 @@ typedef struct dsq_qmethod {
     double ref_target;  /* gptq */
     int grid;           /* awq */
     char recipe[256];   /* JSON of the decision, for the container */
-} dsq_qmethod;
+} dsq_method;
 
 /* Scheme and method of tensor `name` (role, layer) whose source is stored
  * as src_scheme.  Errors for methods that need statistics when have_calib
  * is 0, and for impossible combinations. */
-int dsq_qmethod_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
-                    int have_calib, dsq_qmethod *m, dsq_err *err);
+int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+                    int have_calib, dsq_method *m, dsq_err *err);
 
 /* AWQ folding.  The norm whose output weight `role` reads when that input
  * can take folded scales (DSQ_R_UNKNOWN otherwise). */
@@ -60,18 +60,18 @@ int dsq_fold_group(const dsq_recipe *r, const dsq_config *cfg, dsq_role norm, in
 /* Name of the statistics record of that group's input, which carries the
  * folded scales; 0, or -1 when the layer has no such group. */
 int dsq_fold_record(const dsq_config *cfg, dsq_role norm, int layer, char *out, size_t n);
-/* Turn m (from dsq_qmethod_for) into its folded form when tensor (role,
+/* Turn m (from dsq_method_for) into its folded form when tensor (role,
  * layer) belongs to a folded group; *rec receives the record holding the
  * scales (unchanged otherwise). */
-void dsq_qmethod_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_qmethod *m,
+void dsq_method_fold(const dsq_recipe *r, const dsq_config *cfg, dsq_role role, int layer, dsq_method *m,
                       char *rec, size_t n);
 
 /* Downgrade a calibrated method to plain absmax (tensors calibration never
  * sees, such as the MTP layer's), rewriting the recipe note. */
-void dsq_qmethod_uncalibrated(dsq_qmethod *m, int src_scheme);
+void dsq_method_uncalibrated(dsq_method *m, int src_scheme);
 
 /* Reusable scratch of dsq_quantize_matrix. */
-typedef struct dsq_qwork {
+typedef struct dsq_matrix_scratch {
     float *wf;          /* f32 copy of the source */
     uint64_t wf_cap;
     float *imp;         /* mean x^2 then mean |x|, 2 x cols */
@@ -83,15 +83,15 @@ typedef struct dsq_qwork {
     int64_t gf_cols;
     double gf_damp;
     int gf_act, gf_refine;
-} dsq_qwork;
-void dsq_qwork_deinit(dsq_qwork *w);
+} dsq_matrix_scratch;
+void dsq_matrix_scratch_deinit(dsq_matrix_scratch *w);
 
 /* Quantize src (its values times colscale_in[j] when not NULL) into dst,
  * whose arrays the caller sized with dsq_q_sizes.  st: the statistics of the
  * matrix's input (needed by gptq/awq, optional for mse).  colscale_out
  * ([cols] f32) receives the column multipliers of an AWQ result. */
-int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_qmethod *m, const dsq_qmat *src,
+int dsq_quantize_matrix(struct dsq_pool *pool, const dsq_method *m, const dsq_qmat *src,
                         const void *colscale_in, const dsq_cstat *st, const dsq_qmat *dst,
-                        float *colscale_out, dsq_qwork *w, const char *what, dsq_err *err);
+                        float *colscale_out, dsq_matrix_scratch *w, const char *what, dsq_err *err);
 
 #endif

@@ -74,13 +74,13 @@ static void compare_with_folder(const char *dir, const char *ar) {
     CHECK(dsq_ckpt_n_tensors(a) == dsq_ckpt_n_tensors(f));
     const void *p;
     CHECK(dsq_ckpt_view(a, 0, &p, &err) == DSQ_E_UNSUPPORTED);
-    dsq_src *s;
-    CHECKF(dsq_src_open(&s, a, &err) == 0, "%s", err.msg);
+    dsq_ckpt_stream *s;
+    CHECKF(dsq_ckpt_stream_open(&s, a, &err) == 0, "%s", err.msg);
     int idx, n = 0, rc;
-    while ((rc = dsq_src_next(s, &idx, &err)) == DSQ_OK) {
+    while ((rc = dsq_ckpt_stream_next(s, &idx, &err)) == DSQ_OK) {
         const dsq_tinfo *t = dsq_ckpt_tensor(a, idx);
         if (n % 3 == 1) { n++; continue; } /* skipping data must work too */
-        CHECKF(dsq_src_data(s, &p, &err) == 0, "%s", err.msg);
+        CHECKF(dsq_ckpt_stream_data(s, &p, &err) == 0, "%s", err.msg);
         int j = dsq_ckpt_find(f, t->name);
         const void *q;
         CHECK(j >= 0 && dsq_ckpt_view(f, j, &q, &err) == 0);
@@ -93,7 +93,7 @@ static void compare_with_folder(const char *dir, const char *ar) {
     }
     CHECKF(rc == DSQ_EOF, "%s", err.msg);
     CHECK(n == dsq_ckpt_n_tensors(a));
-    dsq_src_close(s);
+    dsq_ckpt_stream_close(s);
     dsq_ckpt_close(a);
     dsq_ckpt_close(f);
 }

@@ -38,13 +38,14 @@ static int run_calib(const char *model, const char *preset, const int32_t *tok, 
     dsq_err err = {0};
     if (preset[0] == '{' ? dsq_recipe_parse(&r, preset, strlen(preset), "recipe", &err) : dsq_recipe_preset(&r, preset, &err))
         return -1;
-    dsq_model m;
-    if (dsq_model_open(&m, model, &err)) {
+    dsq_src *m;
+    dsq_weights mw;
+    if (dsq_model_open(&m, &mw, model, &err)) {
         dsq_recipe_deinit(&r);
         return -1;
     }
     dsq_calib_opts o = {0};
-    o.model = &m;
+    o.src = m;
     o.recipe = &r;
     o.tokens = tok;
     o.n_tokens = n;
@@ -55,7 +56,7 @@ static int run_calib(const char *model, const char *preset, const int32_t *tok, 
     dsq_calib_report rep;
     int rc = dsq_calib_run(&o, cs, &rep, &err);
     if (rc) fprintf(stderr, "  calib: %s\n", err.msg);
-    dsq_model_close(&m);
+    dsq_src_close(m);
     dsq_recipe_deinit(&r);
     return rc;
 }
@@ -70,16 +71,17 @@ TEST(test_calib_run_statistics) {
     dsq_cstats *cs = NULL;
     CHECK(run_calib(d, "lossless", tok, (size_t)(W * T), T, 0, &cs) == 0);
     /* layer 0's attention input is input_layernorm(embedding): compute it here */
-    dsq_model m;
+    dsq_src *m;
+    dsq_weights mw;
     dsq_err err = {0};
-    CHECK(dsq_model_open(&m, d, &err) == 0);
+    CHECK(dsq_model_open(&m, &mw, d, &err) == 0);
     int64_t D = c.hidden_size;
     float *e = malloc(sizeof *e * (size_t)D), *x = malloc(sizeof *x * (size_t)D), *g = malloc(sizeof *g * (size_t)D);
     double *sq = calloc((size_t)D, sizeof *sq);
-    int eid = m.w.find(m.w.ctx, "model.embed_tokens.weight"), nid = m.w.find(m.w.ctx, "model.layers.0.input_layernorm.weight");
-    CHECK(m.w.rows_f32(m.w.ctx, nid, 0, 1, g, &err) == 0);
+    int eid = mw.find(mw.ctx, "model.embed_tokens.weight"), nid = mw.find(mw.ctx, "model.layers.0.input_layernorm.weight");
+    CHECK(mw.rows_f32(mw.ctx, nid, 0, 1, g, &err) == 0);
     for (int i = 0; i < W * T; i++) {
-        CHECK(m.w.rows_f32(m.w.ctx, eid, tok[i], tok[i] + 1, e, &err) == 0);
+        CHECK(mw.rows_f32(mw.ctx, eid, tok[i], tok[i] + 1, e, &err) == 0);
         dsq_fwd_rmsnorm(e, g, (int)D, (float)c.rms_norm_eps, x);
         for (int64_t j = 0; j < D; j++) sq[j] += (double)x[j] * x[j];
     }
@@ -118,8 +120,8 @@ TEST(test_calib_run_statistics) {
      * (RMS normalisation, up to eps) */
     const dsq_cstat *hs = dsq_cstats_find(cs, "lm_head.weight");
     CHECK(hs && hs->count == W * T && hs->cols == D && hs->hess);
-    int fid = m.w.find(m.w.ctx, "model.norm.weight");
-    CHECK(m.w.rows_f32(m.w.ctx, fid, 0, 1, g, &err) == 0);
+    int fid = mw.find(mw.ctx, "model.norm.weight");
+    CHECK(mw.rows_f32(mw.ctx, fid, 0, 1, g, &err) == 0);
     double unit = 0;
     for (int64_t j = 0; hs && j < D; j++) unit += hs->sum_sq[j] / ((double)g[j] * g[j]);
     unit /= (double)(W * T) * (double)D;
@@ -132,7 +134,7 @@ TEST(test_calib_run_statistics) {
     dsq_cstats_free(cs);
     dsq_cstats_free(cq);
     dsq_cstats_free(cp);
-    dsq_model_close(&m);
+    dsq_src_close(m);
     free(e); free(x); free(g); free(sq); free(tok);
 }
 
@@ -380,11 +382,12 @@ TEST(test_calib_awq_folded) {
     free(out);
     dsq_ctr *c;
     dsq_cstats *cs;
-    dsq_model m;
+    dsq_src *m;
+    dsq_weights mw;
     dsq_err err = {0};
     CHECKF(dsq_ctr_open(&c, t_path(t_tmpdir(), "f.dsq"), &err) == 0, "%s", err.msg);
     CHECKF(dsq_cstats_load(&cs, t_path(t_tmpdir(), "f.dsqcal"), &err) == 0, "%s", err.msg);
-    CHECK(dsq_model_open(&m, d, &err) == 0);
+    CHECK(dsq_model_open(&m, &mw, d, &err) == 0);
     static const struct { const char *name; int colscale; } w[] = {
         {"model.layers.0.self_attn.q_a_proj.weight", 0}, {"model.layers.0.self_attn.kv_a_proj_with_mqa.weight", 0},
         {"model.layers.0.self_attn.q_b_proj.weight", 0}, {"model.layers.0.self_attn.kv_b_proj.weight", 0},
@@ -409,14 +412,14 @@ TEST(test_calib_awq_folded) {
     for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
         const dsq_cstat *s = dsq_cstats_find(cs, g[k].rec);
         CHECKF(s && s->fold, "%s: no folded scales", g[k].rec);
-        int i = dsq_ctr_find(c, g[k].norm), id = m.w.find(m.w.ctx, g[k].norm);
+        int i = dsq_ctr_find(c, g[k].norm), id = mw.find(mw.ctx, g[k].norm);
         CHECK(i >= 0 && id >= 0);
         if (!s || !s->fold || i < 0 || id < 0) continue;
         const dsq_ctensor *t = dsq_ctr_tensor(c, i);
         CHECK(t->scheme == DSQ_Q_F32 && t->cols == s->cols);
         int64_t n = t->rows * t->cols;
         float *src = malloc(sizeof *src * (size_t)n);
-        CHECK(m.w.rows_f32(m.w.ctx, id, 0, t->rows, src, &err) == 0);
+        CHECK(mw.rows_f32(mw.ctx, id, 0, t->rows, src, &err) == 0);
         dsq_qmat q;
         CHECK(dsq_ctr_qmat(c, i, 0, &q, &err) == 0);
         int bad = 0, unit = 1;
@@ -429,7 +432,7 @@ TEST(test_calib_awq_folded) {
         if (unit) fprintf(stderr, "  %s: alpha 0 chosen (unit scales)\n", g[k].norm);
         free(src);
     }
-    dsq_model_close(&m);
+    dsq_src_close(m);
     dsq_cstats_free(cs);
     dsq_ctr_close(c);
 }
@@ -491,17 +494,18 @@ TEST(test_calib_quant_out_interrupted) {
         cli_install_signals();
         dsq_recipe r;
         dsq_err err = {0};
-        dsq_model m;
-        dsq_qout *q = NULL;
+        dsq_src *m;
+        dsq_weights mw;
+        dsq_quantjob *q = NULL;
         dsq_cstats_writer *cw = NULL;
-        if (dsq_recipe_preset(&r, "int4", &err) || dsq_model_open(&m, d, &err)) _exit(3);
+        if (dsq_recipe_preset(&r, "int4", &err) || dsq_model_open(&m, &mw, d, &err)) _exit(3);
         dsq_pipe_opts po = {0};
         po.src = d;
         po.out = t_path(dir, "q.dsq");
         po.recipe = &r;
         po.threads = 1;
-        if (dsq_qout_open(&q, &po, &m, &err) || dsq_cstats_writer_open(&cw, t_path(dir, "c.dsqcal"), 0, &err) ||
-            dsq_qout_fill(q, -1, &err))
+        if (dsq_quantjob_open(&q, &po, m, &err) || dsq_cstats_writer_open(&cw, t_path(dir, "c.dsqcal"), 0, &err) ||
+            dsq_quantjob_fill(q, -1, &err))
             _exit(4);
         raise(SIGTERM);
         _exit(0); /* not reached */

@@ -168,26 +168,26 @@ TEST(test_ckpt_stream_folder) {
     dsq_ckpt *ck;
     dsq_err err = {0};
     CHECKF(dsq_ckpt_open(&ck, d, 0, &err) == 0, "%s", err.msg);
-    dsq_src *s;
-    CHECK(dsq_src_open(&s, ck, &err) == 0);
+    dsq_ckpt_stream *s;
+    CHECK(dsq_ckpt_stream_open(&s, ck, &err) == 0);
     int idx, n = 0, rc;
     uint64_t last_off = 0;
     int last_shard = -1;
-    while ((rc = dsq_src_next(s, &idx, &err)) == DSQ_OK) {
+    while ((rc = dsq_ckpt_stream_next(s, &idx, &err)) == DSQ_OK) {
         const dsq_tinfo *t = dsq_ckpt_tensor(ck, idx);
         CHECK(idx == n);
         CHECK(t->shard > last_shard || (t->shard == last_shard && t->offset >= last_off));
         last_shard = t->shard;
         last_off = t->offset;
         const void *p, *q;
-        CHECK(dsq_src_data(s, &p, &err) == 0);
+        CHECK(dsq_ckpt_stream_data(s, &p, &err) == 0);
         CHECK(dsq_ckpt_view(ck, idx, &q, &err) == 0);
         CHECK(memcmp(p, q, t->nbytes) == 0);
         n++;
     }
     CHECK(rc == DSQ_EOF);
     CHECK(n == dsq_ckpt_n_tensors(ck));
-    dsq_src_close(s);
+    dsq_ckpt_stream_close(s);
     dsq_ckpt_close(ck);
 }
 

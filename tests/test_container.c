@@ -283,11 +283,10 @@ TEST(test_container_hostile_directory) {
     free(b);
 }
 
-static void kill_after(void *arg, uint64_t done, uint64_t total) {
+static void kill_after(void *arg, const dsq_progress *p) {
     int *n = arg;
     if (--*n == 0) raise(SIGTERM);
-    (void)done;
-    (void)total;
+    (void)p;
 }
 
 /* A conversion stopped part-way leaves nothing behind: with SIGTERM (handler
@@ -312,8 +311,8 @@ TEST(test_container_interrupted) {
             op.out = o;
             op.recipe = &r;
             op.threads = 1;
-            op.on_tensor = kill_after;
-            op.on_tensor_arg = &n;
+            op.on_progress = kill_after;
+            op.on_progress_arg = &n;
             dsq_pipe_report rep;
             dsq_pipeline_run(&op, &rep, &err);
             _exit(0); /* not reached */

@@ -6,6 +6,7 @@
  * the `dsq eval` command on a generated checkpoint.
  */
 #include "test.h"
+#include "pipeline/model.h"
 #include "test_ckpt_util.h"
 #include "tmodel.h"
 #include "formats/tokenizer.h"
@@ -117,11 +118,10 @@ TEST(test_eval_matches_forward) {
 TEST(test_eval_tiny_v32_reference) {
     const char *dir = t_shared_model("tiny-v32");
     if (!dir) SKIP("../shared/models/tiny-v32 absent");
-    dsq_ckpt *ck;
+    dsq_src *ck = NULL;
     dsq_err err = {0};
-    CHECKF(dsq_ckpt_open(&ck, dir, 0, &err) == 0, "%s", err.msg);
     dsq_weights w;
-    dsq_weights_from_ckpt(&w, ck);
+    CHECKF(dsq_model_open(&ck, &w, dir, &err) == 0, "%s", err.msg);
     int32_t *tok;
     size_t n;
     CHECKF(dsq_tokens_load_json(t_path(dir, "eval.tokens.json"), &tok, &n, &err) == 0, "%s", err.msg);
@@ -143,7 +143,7 @@ TEST(test_eval_tiny_v32_reference) {
         CHECK(r.n_windows == 2 && r.n_predicted == 510);
     }
     free(tok);
-    dsq_ckpt_close(ck);
+    dsq_src_close(ck);
 }
 
 TEST(test_eval_cli) {

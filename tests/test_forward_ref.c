@@ -7,6 +7,7 @@
  * Skipped when ../shared is absent.
  */
 #include "test.h"
+#include "pipeline/model.h"
 #include "npy.h"
 #include "slowref.h"
 #include "verify/forward.h"
@@ -58,11 +59,10 @@ TEST(test_forward_ref_tiny_v32) {
     CHECK(load(&ids, ref, "input_ids.npy") == 0 && load(&hid, ref, "hidden_states.npy") == 0 &&
           load(&lg, ref, "logits.npy") == 0 && load(&topk, ref, "indexer_topk.npy") == 0 &&
           load(&rex, ref, "router_experts.npy") == 0 && load(&rw, ref, "router_weights.npy") == 0);
-    dsq_ckpt *ck = NULL;
+    dsq_src *ck = NULL;
     dsq_err err = {0};
-    CHECKF(dsq_ckpt_open(&ck, dir, 0, &err) == 0, "%s", err.msg);
     dsq_weights w;
-    dsq_weights_from_ckpt(&w, ck);
+    CHECKF(dsq_model_open(&ck, &w, dir, &err) == 0, "%s", err.msg);
     const dsq_config *c = w.cfg;
     int T = (int)ids.n, D = c->hidden_size, V = c->vocab_size, K = c->index_topk;
     int ke = c->n_experts_per_tok, L = c->n_layers;
@@ -118,7 +118,7 @@ TEST(test_forward_ref_tiny_v32) {
     fprintf(stderr, "  first window loss %.9f (reference 4.608680725097656)\n", nll);
     CHECKF(fabs(nll - 4.608680725097656) < 1e-5, "first window loss %.9f", nll);
     dsq_fwd_free(f);
-    dsq_ckpt_close(ck);
+    dsq_src_close(ck);
     free(tok);
     free(logits);
     npy_free(&ids); npy_free(&hid); npy_free(&lg); npy_free(&topk); npy_free(&rex); npy_free(&rw);

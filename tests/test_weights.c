@@ -1,39 +1,46 @@
 /*
- * test_weights.c -- dsq_weights over a checkpoint folder: the vectorized
+ * test_weights.c -- dsq_weights over a checkpoint folder source: the vectorized
  * FP8-block and BF16 row paths give exactly the bytes of the reader's own
  * dequantization, for whole tensors and odd row ranges; bad ranges fail.
  */
 #include "test.h"
 #include "test_ckpt_util.h"
-#include "verify/weights.h"
+#include "pipeline/model.h"
 
 #include <stdlib.h>
 
 static int compare_all(const char *dir) {
     dsq_ckpt *ck;
+    dsq_src *src;
     dsq_err err = {0};
-    if (dsq_ckpt_open(&ck, dir, 0, &err)) return -1;
     dsq_weights w;
-    dsq_weights_from_ckpt(&w, ck);
+    if (dsq_ckpt_open(&ck, dir, 0, &err)) return -1;
+    if (dsq_model_open(&src, &w, dir, &err)) {
+        dsq_ckpt_close(ck);
+        return -1;
+    }
     int bad = 0, n2 = 0;
     for (int i = 0; i < dsq_ckpt_n_tensors(ck) && !bad; i++) {
         const dsq_tinfo *t = dsq_ckpt_tensor(ck, i);
         if (t->n_dims != 2 || t->role == DSQ_R_SCALE) continue;
+        int id = w.find(w.ctx, t->name);
+        if (id < 0) return -1;
         n2++;
         int64_t rows = t->shape[0], cols = t->shape[1];
         int64_t r0s[] = {0, 1, rows / 2, rows - 1}, r1s[] = {rows, rows - 1 > 1 ? rows - 1 : rows, rows, rows};
         float *a = malloc(sizeof(float) * (size_t)(rows * cols)), *b = malloc(sizeof(float) * (size_t)(rows * cols));
         for (int k = 0; k < 4 && !bad; k++) {
             int64_t r0 = r0s[k], r1 = r1s[k] < r0 ? r0 : r1s[k];
-            int ra = w.rows_f32(w.ctx, i, r0, r1, a, &err), rb = dsq_ckpt_rows_f32(ck, i, r0, r1, b, &err);
+            int ra = w.rows_f32(w.ctx, id, r0, r1, a, &err), rb = dsq_ckpt_rows_f32(ck, i, r0, r1, b, &err);
             bad = ra || rb || memcmp(a, b, sizeof(float) * (size_t)((r1 - r0) * cols));
             if (bad) fprintf(stderr, "  %s rows %lld..%lld differ\n", t->name, (long long)r0, (long long)r1);
         }
-        if (!bad) bad = w.rows_f32(w.ctx, i, 0, rows + 1, a, &err) >= 0; /* past the end */
+        if (!bad) bad = w.rows_f32(w.ctx, id, 0, rows + 1, a, &err) >= 0; /* past the end */
         free(a);
         free(b);
     }
     dsq_ckpt_close(ck);
+    dsq_src_close(src);
     return bad || n2 == 0 ? -1 : 0;
 }
 

@@ -1,7 +1,7 @@
 /*
  * weights.h -- how the forward pass reaches model weights, whatever stores
- * them: an upstream checkpoint folder (FP8 block-scaled or BF16 safetensors)
- * or a .dsq container in any storage scheme.  The forward pass only ever asks
+ * them: any model source with random access (formats/source.h), or an
+ * overlay of staged replacements over one (weights_overlay.h).  The forward pass only ever asks
  * for f32 rows of one tensor at a time, so it never holds the dequantized
  * model in memory.
  */
@@ -24,7 +24,10 @@ typedef struct dsq_weights {
     int (*rows_f32)(void *ctx, int id, int64_t r0, int64_t r1, float *dst, dsq_err *err);
 } dsq_weights;
 
-/* Weights read straight from an upstream checkpoint folder (mmap). */
-void dsq_weights_from_ckpt(dsq_weights *w, const dsq_ckpt *ck);
+/* The weights of a model source (formats/source.h), which must stay open
+ * while w is used.  DSQ_E_UNSUPPORTED for sources without random access
+ * (archives). */
+struct dsq_src;
+int dsq_weights_from_src(dsq_weights *w, const struct dsq_src *s, dsq_err *err);
 
 #endif

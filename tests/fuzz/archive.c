@@ -2,7 +2,7 @@
  * archive.c -- fuzz target: a checkpoint read from inside an archive
  * (formats/archive.c through libarchive, any format and filter it bids
  * for).  The input is written to a file and opened with dsq_ckpt_open; if
- * that succeeds every tensor is streamed with dsq_src_open / next / data,
+ * that succeeds every tensor is streamed with dsq_ckpt_stream_open / next / data,
  * which reopens the archive and reads it forward a second time.
  *
  * Input: the archive bytes (tar, zip, gzip-compressed tar, ...).  Its
@@ -40,23 +40,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (s)
             for (int64_t k = 0; k < sr * sc; k++) FUZZ_CHECK(s[k] > 0);
     }
-    dsq_src *src = NULL;
-    if (dsq_src_open(&src, ck, &err) == DSQ_OK) {
+    dsq_ckpt_stream *src = NULL;
+    if (dsq_ckpt_stream_open(&src, ck, &err) == DSQ_OK) {
         int idx, k = 0;
-        while ((rc = dsq_src_next(src, &idx, &err)) == DSQ_OK) {
+        while ((rc = dsq_ckpt_stream_next(src, &idx, &err)) == DSQ_OK) {
             FUZZ_CHECK(idx == k++);
             const dsq_tinfo *t = dsq_ckpt_tensor(ck, idx);
             if (t->nbytes > MAX_READ) continue;
             const void *p;
             /* the archive was read once already, so its data is all there */
-            rc = dsq_src_data(src, &p, &err);
+            rc = dsq_ckpt_stream_data(src, &p, &err);
             if (rc != DSQ_OK) break;
             /* a second call returns the same buffer without reading */
             const void *q;
-            FUZZ_CHECK(dsq_src_data(src, &q, &err) == DSQ_OK && q == p);
+            FUZZ_CHECK(dsq_ckpt_stream_data(src, &q, &err) == DSQ_OK && q == p);
         }
         FUZZ_CHECK(rc != DSQ_OK || k == n);
-        dsq_src_close(src);
+        dsq_ckpt_stream_close(src);
     }
     dsq_ckpt_close(ck);
     return 0;

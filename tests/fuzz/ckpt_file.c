@@ -76,16 +76,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     free(rows);
     /* streaming visits every tensor once, in storage order */
-    dsq_src *src = NULL;
-    if (dsq_src_open(&src, ck, &err) == DSQ_OK) {
+    dsq_ckpt_stream *src = NULL;
+    if (dsq_ckpt_stream_open(&src, ck, &err) == DSQ_OK) {
         int idx, k = 0;
         uint64_t last = 0;
-        while ((rc = dsq_src_next(src, &idx, &err)) == DSQ_OK) {
+        while ((rc = dsq_ckpt_stream_next(src, &idx, &err)) == DSQ_OK) {
             const dsq_tinfo *t = dsq_ckpt_tensor(ck, idx);
             FUZZ_CHECK(idx == k && t->offset >= last);
             last = t->offset;
             const void *p;
-            FUZZ_CHECK(dsq_src_data(src, &p, &err) == DSQ_OK);
+            FUZZ_CHECK(dsq_ckpt_stream_data(src, &p, &err) == DSQ_OK);
             if (t->nbytes) {
                 const void *v;
                 FUZZ_CHECK(dsq_ckpt_view(ck, idx, &v, &err) == DSQ_OK && v == p);
@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             k++;
         }
         FUZZ_CHECK(rc == DSQ_EOF && k == n);
-        dsq_src_close(src);
+        dsq_ckpt_stream_close(src);
     }
     dsq_ckpt_close(ck);
     return 0;

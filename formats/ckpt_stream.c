@@ -16,7 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-struct dsq_src {
+struct dsq_ckpt_stream {
     dsq_ckpt *ck;
     int cur;              /* current tensor, -1 before the first */
     /* archive state */
@@ -31,9 +31,9 @@ struct dsq_src {
     uint64_t drop_pos;
 };
 
-int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err) {
+int dsq_ckpt_stream_open(dsq_ckpt_stream **out, dsq_ckpt *ck, dsq_err *err) {
     *out = NULL;
-    dsq_src *s = dsq_calloc(1, sizeof *s);
+    dsq_ckpt_stream *s = dsq_calloc(1, sizeof *s);
     if (!s) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     s->ck = ck;
     s->cur = -1;
@@ -52,7 +52,7 @@ int dsq_src_open(dsq_src **out, dsq_ckpt *ck, dsq_err *err) {
 
 /* Let the kernel drop the mapped pages of everything streamed so far in
  * this shard, in steps of at least 8 MiB to keep madvise calls rare. */
-static void drop_pages(dsq_src *s, int i, int final) {
+static void drop_pages(dsq_ckpt_stream *s, int i, int final) {
     const dsq_tinfo *t = &s->ck->t[i];
     const ck_shard *sh = &s->ck->shards[t->shard];
     if (!sh->map) return;
@@ -68,7 +68,7 @@ static void drop_pages(dsq_src *s, int i, int final) {
     s->drop_pos = end;
 }
 
-int dsq_src_next(dsq_src *s, int *idx, dsq_err *err) {
+int dsq_ckpt_stream_next(dsq_ckpt_stream *s, int *idx, dsq_err *err) {
     (void)err;
     if (s->cur >= 0 && !s->ck->archive) {
         int last = s->cur + 1 >= s->ck->n || s->ck->t[s->cur + 1].shard != s->ck->t[s->cur].shard;
@@ -82,7 +82,7 @@ int dsq_src_next(dsq_src *s, int *idx, dsq_err *err) {
 }
 
 /* Advance the archive to the entry of shard k and past its header. */
-static int ar_enter_shard(dsq_src *s, int k, dsq_err *err) {
+static int ar_enter_shard(dsq_ckpt_stream *s, int k, dsq_err *err) {
     const ck_shard *sh = &s->ck->shards[k];
     struct archive_entry *ent;
     char what[1200];
@@ -108,8 +108,8 @@ static int ar_enter_shard(dsq_src *s, int k, dsq_err *err) {
     return DSQ_OK;
 }
 
-int dsq_src_data(dsq_src *s, const void **data, dsq_err *err) {
-    if (s->cur < 0) return dsq_fail(err, DSQ_E_ARG, "dsq_src_data before dsq_src_next");
+int dsq_ckpt_stream_data(dsq_ckpt_stream *s, const void **data, dsq_err *err) {
+    if (s->cur < 0) return dsq_fail(err, DSQ_E_ARG, "dsq_ckpt_stream_data before dsq_ckpt_stream_next");
     const dsq_ckpt *ck = s->ck;
     const dsq_tinfo *t = &ck->t[s->cur];
     if (!ck->archive) return dsq_ckpt_view(ck, s->cur, data, err);
@@ -138,7 +138,7 @@ int dsq_src_data(dsq_src *s, const void **data, dsq_err *err) {
     return DSQ_OK;
 }
 
-void dsq_src_close(dsq_src *s) {
+void dsq_ckpt_stream_close(dsq_ckpt_stream *s) {
     if (!s) return;
     if (s->a) archive_read_free(s->a);
     free(s->buf);

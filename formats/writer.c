@@ -1,0 +1,58 @@
+/*
+ * writer.c -- choosing the output format and handing each call to its
+ * backend (writer.h).
+ */
+#include "formats/writer_int.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+
+int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, int force, dsq_err *err) {
+    *out = NULL;
+    if (format == DSQ_OUT_AUTO) format = DSQ_OUT_DSQ;
+    const wr_ops *ops = NULL;
+    switch (format) {
+    case DSQ_OUT_DSQ: ops = &dsq_wr_ops_dsq; break;
+    default: return dsq_fail(err, DSQ_E_ARG, "%s: unknown output format %d", path, format);
+    }
+    dsq_mwriter *w = dsq_calloc(1, sizeof *w);
+    if (!w || !(w->path = dsq_strdup(path))) {
+        free(w);
+        return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    }
+    w->ops = ops;
+    int rc = ops->open(w, path, force, err);
+    if (rc) {
+        free(w->path);
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return DSQ_OK;
+}
+
+int dsq_mwriter_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) { return w->ops->add_tensor(w, t, err); }
+int dsq_mwriter_add_file(dsq_mwriter *w, const char *name, const void *data, size_t len, dsq_err *err) {
+    return w->ops->add_file(w, name, data, len, err);
+}
+int dsq_mwriter_layout(dsq_mwriter *w, dsq_err *err) { return w->ops->layout(w, err); }
+int dsq_mwriter_put(dsq_mwriter *w, int i, int e, const dsq_qmat *m, const void *colscale, dsq_err *err) {
+    return w->ops->put(w, i, e, m, colscale, err);
+}
+uint64_t dsq_mwriter_slice_bytes(const dsq_mwriter *w, int i) { return w->ops->slice_bytes(w, i); }
+
+int dsq_mwriter_finish(dsq_mwriter *w, const char *meta_json, uint64_t *size, dsq_err *err) {
+    int rc = w->ops->finish(w, meta_json, err);
+    struct stat st;
+    if (size) *size = !rc && stat(w->path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    free(w->path);
+    free(w);
+    return rc;
+}
+
+void dsq_mwriter_abort(dsq_mwriter *w) {
+    if (!w) return;
+    w->ops->abort(w);
+    free(w->path);
+    free(w);
+}
