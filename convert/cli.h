@@ -28,9 +28,9 @@ int cmd_check_pack(const char *path, int quiet);
 /* Remove temporary outputs on SIGINT / SIGTERM / SIGHUP. */
 void cli_install_signals(void);
 
-/* .dsq containers (cmd_inspect_container lives with the container commands). */
-int dsq_path_is_container(const char *path);
-int cmd_inspect_container(const char *path, int json);
+/* inspect on a .dsq container (lives with the container commands). */
+struct dsq_ctr;
+int cmd_inspect_container(const struct dsq_ctr *c, const char *path, int json);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 

@@ -30,7 +30,6 @@ void cli_install_signals(void) {
     signal(SIGHUP, on_signal);
 }
 
-int dsq_path_is_container(const char *path) { return dsq_ctr_sniff(path); }
 
 /* ---- convert and quant ----------------------------------------------------- */
 static int usage_convert(FILE *f, int quant) {
@@ -209,7 +208,7 @@ int cmd_check(int argc, char **argv) {
         fprintf(stderr, "usage: dsq check FILE.dsq\n");
         return 2;
     }
-    if (!dsq_path_is_container(path)) return cmd_check_pack(path, quiet); /* a pack archive or folder */
+    if (!dsq_ctr_sniff(path)) return cmd_check_pack(path, quiet); /* a pack archive or folder */
     dsq_err err = {0};
     dsq_ctr *c;
     if (dsq_ctr_open(&c, path, &err)) return cli_err("check", &err);
@@ -225,10 +224,7 @@ int cmd_check(int argc, char **argv) {
 }
 
 /* ---- inspect on a container --------------------------------------------------- */
-int cmd_inspect_container(const char *path, int json) {
-    dsq_err err = {0};
-    dsq_ctr *c;
-    if (dsq_ctr_open(&c, path, &err)) return cli_err("inspect", &err);
+int cmd_inspect_container(const dsq_ctr *c, const char *path, int json) {
     const dsq_config *cfg = dsq_ctr_config(c);
     int64_t params = 0, cls_params[DSQ_C_COUNT] = {0}, sch_params[DSQ_Q_COUNT] = {0};
     uint64_t bytes = 0, cls_bytes[DSQ_C_COUNT] = {0}, sch_bytes[DSQ_Q_COUNT] = {0};
@@ -308,6 +304,5 @@ int cmd_inspect_container(const char *path, int json) {
         printf("\n");
     }
     cJSON_Delete(meta);
-    dsq_ctr_close(c);
     return 0;
 }

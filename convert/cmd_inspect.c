@@ -5,6 +5,7 @@
  * inconsistency noticed while reading it.
  */
 #include "convert/cli.h"
+#include "formats/source.h"
 #include "common.h"
 #include "synth/gen.h"
 
@@ -93,7 +94,7 @@ int cmd_inspect(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_is(argv[i], "--help") || cli_is(argv[i], "-h")) return usage(stdout);
         else if (cli_is(argv[i], "--json")) json = 1;
-        else if (cli_is(argv[i], "--allow-unknown")) flags |= DSQ_OPEN_ALLOW_UNKNOWN;
+        else if (cli_is(argv[i], "--allow-unknown")) flags |= DSQ_SRC_ALLOW_UNKNOWN;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "dsq inspect: unknown option '%s'\n", argv[i]);
             return usage(stderr);
@@ -101,10 +102,17 @@ int cmd_inspect(int argc, char **argv) {
         else return usage(stderr);
     }
     if (!path) return usage(stderr);
-    if (dsq_path_is_container(path)) return cmd_inspect_container(path, json);
     dsq_err err = {0};
-    dsq_ckpt *ck = NULL;
-    if (dsq_ckpt_open(&ck, path, flags, &err)) return cli_err("inspect", &err);
+    dsq_src *src = NULL;
+    if (dsq_src_open(&src, path, flags, &err)) return cli_err("inspect", &err);
+    if (dsq_src_ctr(src)) {
+        int rc = cmd_inspect_container(dsq_src_ctr(src), path, json);
+        dsq_src_close(src);
+        return rc;
+    }
+    /* a checkpoint: what only its safetensors shards tell (scale
+     * companions, dtypes, FP8 scale statistics, inconsistencies) */
+    const dsq_ckpt *ck = dsq_src_ckpt(src);
     const dsq_config *c = dsq_ckpt_config(ck);
     summary s;
     summarize(ck, &s);
@@ -182,6 +190,6 @@ int cmd_inspect(int argc, char **argv) {
         for (int k = 0; k < dsq_ckpt_n_warnings(ck); k++) printf("warning: %s\n", dsq_ckpt_warning(ck, k));
         if (!dsq_ckpt_n_warnings(ck)) printf("no inconsistencies found\n");
     }
-    dsq_ckpt_close(ck);
+    dsq_src_close(src);
     return 0;
 }
