@@ -32,6 +32,10 @@ void cli_install_signals(void);
 struct dsq_ctr;
 int cmd_inspect_container(const struct dsq_ctr *c, const char *path, int json);
 int cmd_tokenize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+/* The per-tensor report of dsq quant / export: a table on stdout, or JSON. */
+struct dsq_pipe_report;
+void cli_print_pipe_report(const struct dsq_pipe_report *r, int json, const char *out);
 int cmd_detokenize(int argc, char **argv);
 
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */

@@ -62,7 +62,7 @@ static int usage_convert(FILE *f, int quant) {
     return f == stdout ? 0 : 2;
 }
 
-static void print_report(const dsq_pipe_report *r, int json, const char *out) {
+void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) {
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "output", out);
@@ -173,7 +173,7 @@ static int run_pipe(int argc, char **argv, int quant) {
     dsq_recipe_deinit(&r);
     dsq_cstats_free(cs);
     if (rc) return cli_err(cmd, &err);
-    if (quant) print_report(&rep, json, o.out);
+    if (quant) cli_print_pipe_report(&rep, json, o.out);
     else if (!quiet)
         fprintf(stderr, "wrote %s: %d tensors, %.2f MiB in %.2f s (%.0f MiB/s)\n", o.out, rep.n,
                 (double)rep.out_bytes / 1048576.0, rep.seconds,

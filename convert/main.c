@@ -11,6 +11,7 @@ static const dsq_cmd g_cmds[] = {
     {"inspect", "summarise a checkpoint, archive or .dsq container", cmd_inspect},
     {"convert", "store a checkpoint losslessly in one .dsq container", cmd_convert},
     {"quant", "quantize a checkpoint or container with a preset or recipe", cmd_quant},
+    {"export", "write a model as a GGUF file llama.cpp runs", cmd_export},
     {"calib", "collect activation statistics for calibrated quantization", cmd_calib},
     {"check", "verify a .dsq container's structure and checksums", cmd_check},
     {"pack", "package a container for distribution: parts, manifest, model card", cmd_pack},

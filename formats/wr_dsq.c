@@ -13,6 +13,11 @@ static int d_open(dsq_mwriter *w, const char *path, int force, dsq_err *err) {
     return rc;
 }
 
+static int d_check(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
+    if (t->part != DSQ_PART_WHOLE) return dsq_fail(err, DSQ_E_ARG, "%s: %s: a container stores tensors whole", w->path, t->name);
+    return DSQ_OK;
+}
+
 static int d_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
     dsq_ctw_tensor d = {t->name, t->role, t->layer, t->is_mtp, t->n_dims, {t->shape[0], t->shape[1], t->shape[2], t->shape[3]},
                         t->experts, t->scheme, t->rows, t->cols, t->colscale, t->recipe};
@@ -56,4 +61,4 @@ static void d_abort(dsq_mwriter *w) {
     w->be = NULL;
 }
 
-const wr_ops dsq_wr_ops_dsq = {d_open, d_add_tensor, d_add_file, d_layout, d_put, d_slice_bytes, d_finish, d_abort};
+const wr_ops dsq_wr_ops_dsq = {DSQ_OUT_DSQ, 0, d_open, d_check, d_add_tensor, d_add_file, d_layout, d_put, d_slice_bytes, d_finish, d_abort};

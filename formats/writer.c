@@ -7,12 +7,17 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, int force, dsq_err *err) {
+int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
+                     dsq_err *err) {
     *out = NULL;
-    if (format == DSQ_OUT_AUTO) format = DSQ_OUT_DSQ;
+    if (format == DSQ_OUT_AUTO) {
+        size_t n = strlen(path);
+        format = n >= 5 && !strcmp(path + n - 5, ".gguf") ? DSQ_OUT_GGUF : DSQ_OUT_DSQ;
+    }
     const wr_ops *ops = NULL;
     switch (format) {
     case DSQ_OUT_DSQ: ops = &dsq_wr_ops_dsq; break;
+    case DSQ_OUT_GGUF: ops = &dsq_wr_ops_gguf; break;
     default: return dsq_fail(err, DSQ_E_ARG, "%s: unknown output format %d", path, format);
     }
     dsq_mwriter *w = dsq_calloc(1, sizeof *w);
@@ -21,6 +26,7 @@ int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, int force,
         return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     }
     w->ops = ops;
+    w->cfg = cfg;
     int rc = ops->open(w, path, force, err);
     if (rc) {
         free(w->path);
@@ -31,7 +37,13 @@ int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, int force,
     return DSQ_OK;
 }
 
-int dsq_mwriter_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) { return w->ops->add_tensor(w, t, err); }
+int dsq_mwriter_format(const dsq_mwriter *w) { return w->ops->format; }
+int dsq_mwriter_splits_kv_b(const dsq_mwriter *w) { return w->ops->splits_kv_b; }
+int dsq_mwriter_check(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) { return w->ops->check(w, t, err); }
+int dsq_mwriter_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
+    int rc = w->ops->check(w, t, err);
+    return rc ? rc : w->ops->add_tensor(w, t, err);
+}
 int dsq_mwriter_add_file(dsq_mwriter *w, const char *name, const void *data, size_t len, dsq_err *err) {
     return w->ops->add_file(w, name, data, len, err);
 }

@@ -6,8 +6,11 @@
  * one into their stacked tensor -- and finishes with the metadata.  The
  * output appears complete under its name at finish, or not at all.
  *
- *   format    writes                         file
- *   dsq       a .dsq container (FORMAT.md)   wr_dsq.c (over container.c)
+ *   format    writes                                   file
+ *   dsq       a .dsq container (FORMAT.md)             wr_dsq.c (over container.c)
+ *   gguf      a GGUF v3 file llama.cpp loads           wr_gguf.c (over gguf.c)
+ *             (deepseek32 with the indexer, else deepseek2; tensor names,
+ *             metadata and tokenizer as llama.cpp's converter writes them)
  *
  * Outline:
  *   1) dsq_mwriter_open(&w, path, DSQ_OUT_AUTO, force, &err)
@@ -22,7 +25,12 @@
 #include "dsq.h"
 #include "quant/quant.h"
 
-enum { DSQ_OUT_AUTO = 0, DSQ_OUT_DSQ = 1 };
+enum { DSQ_OUT_AUTO = 0, DSQ_OUT_DSQ = 1, DSQ_OUT_GGUF = 2 };
+
+/* Parts of a tensor that a format stores as several: GGUF keeps MLA's
+ * kv_b_proj [H*(nope+v), kv_lora] as attn_k_b [H, kv_lora, nope] (the key
+ * half of each head, transposed) and attn_v_b [H, v, kv_lora]. */
+enum { DSQ_PART_WHOLE = 0, DSQ_PART_K_B = 1, DSQ_PART_V_B = 2 };
 
 /* A tensor of the output. */
 typedef struct dsq_mw_tensor {
@@ -37,13 +45,23 @@ typedef struct dsq_mw_tensor {
     int64_t rows, cols;    /* one (expert's) matrix; a vector is 1 x n */
     int colscale;          /* has column multipliers ([cols] f32) */
     const char *recipe;    /* JSON object text of the rule that chose it, or NULL */
+    int part;              /* DSQ_PART_*: which part of the upstream tensor */
 } dsq_mw_tensor;
 
 typedef struct dsq_mwriter dsq_mwriter;
 
-/* Open path for writing (format DSQ_OUT_AUTO: from the name; every name is
- * a .dsq container today).  An existing path is refused unless force. */
-int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, int force, dsq_err *err);
+/* Open path for writing (format DSQ_OUT_AUTO: from the name, "*.gguf" is
+ * GGUF, anything else a .dsq container) for the model configured as cfg
+ * (borrowed until finish).  An existing path is refused unless force. */
+int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
+                     dsq_err *err);
+/* The format of an open writer (DSQ_OUT_DSQ, DSQ_OUT_GGUF). */
+int dsq_mwriter_format(const dsq_mwriter *w);
+/* Can the format store tensor t as declared (its scheme, shape, column
+ * multipliers)?  DSQ_OK, or the reason naming the tensor. */
+int dsq_mwriter_check(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err);
+/* Does the format store kv_b_proj as its two parts (DSQ_PART_K_B, _V_B)? */
+int dsq_mwriter_splits_kv_b(const dsq_mwriter *w);
 /* Declare a tensor; returns its index (>= 0) or an error.  Tensors
  * declared after the layout are appended. */
 int dsq_mwriter_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err);

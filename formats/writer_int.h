@@ -9,7 +9,10 @@
 #include "common.h"
 
 typedef struct wr_ops {
+    int format;         /* DSQ_OUT_* */
+    int splits_kv_b;
     int (*open)(dsq_mwriter *w, const char *path, int force, dsq_err *err);
+    int (*check)(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err);
     int (*add_tensor)(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err);
     int (*add_file)(dsq_mwriter *w, const char *name, const void *data, size_t len, dsq_err *err);
     int (*layout)(dsq_mwriter *w, dsq_err *err);
@@ -22,9 +25,10 @@ typedef struct wr_ops {
 struct dsq_mwriter {
     const wr_ops *ops;
     char *path;   /* from malloc */
+    const dsq_config *cfg;
     void *be;     /* backend state */
 };
 
-extern const wr_ops dsq_wr_ops_dsq;
+extern const wr_ops dsq_wr_ops_dsq, dsq_wr_ops_gguf;
 
 #endif

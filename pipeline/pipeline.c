@@ -34,6 +34,7 @@ typedef struct plan {
     dsq_method m;       /* scheme and method from the recipe */
     char fold_rec[200];  /* folded AWQ: the statistics record holding the scales */
     int out;             /* writer index */
+    int next;            /* the plan of the source tensor's next part, or -1 */
     int slot;            /* its first slice in ctx.slot_src / slot_done */
     double se, sx, maxabs; /* error accumulators */
 } plan;
@@ -68,7 +69,7 @@ static int choose_scheme(ctx *c, plan *p) {
                              &p->m, c->err);
     if (rc) return rc;
     /* calibration runs the main layers only: the MTP layer has no statistics */
-    if (p->d.is_mtp) dsq_method_uncalibrated(&p->m, p->src_scheme);
+    if (p->d.is_mtp || p->d.part) dsq_method_uncalibrated(&p->m, p->src_scheme);
     else dsq_method_fold(c->o->recipe, c->cfg, p->d.role, p->d.layer, &p->m, p->fold_rec, sizeof p->fold_rec);
     p->d.scheme = p->m.scheme;
     p->d.colscale = p->m.copy ? p->src_colscale : dsq_method_has_colscale(p->m.method);
@@ -83,7 +84,61 @@ static int add_plan(ctx *c, plan **out) {
     *out = &c->p[c->n_plan++];
     memset(*out, 0, sizeof **out);
     (*out)->src_scheme = -1;
+    (*out)->next = -1;
     return DSQ_OK;
+}
+
+/* kv_b_proj [H*(nope+v), kv_lora] stored as its key part, transposed per
+ * head ([H, kv_lora, nope]), and its value part ([H, v, kv_lora]): the plan
+ * just added becomes the key part, a second plan follows it.  Both are
+ * quantized from the f32 values of the parts (derive_part). */
+static int plan_kv_b_parts(ctx *c, int i) {
+    const dsq_config *cfg = c->cfg;
+    const dsq_stensor *t = dsq_src_tensor(c->src, i);
+    int64_t H = cfg->n_heads, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim, r = cfg->kv_lora_rank;
+    if (t->rows != H * (dn + dv) || t->cols != r)
+        return dsq_fail(c->err, DSQ_E_FORMAT, "%s: shape [%lld, %lld], not [%lld, %lld]", t->name, (long long)t->rows,
+                        (long long)t->cols, (long long)(H * (dn + dv)), (long long)r);
+    plan *v;
+    int rc = add_plan(c, &v);
+    if (rc) return rc;
+    plan *k = &c->p[c->n_plan - 2];
+    *v = *k;
+    k->next = c->n_plan - 1;
+    k->src_scheme = v->src_scheme = DSQ_Q_F32;
+    k->d.part = DSQ_PART_K_B;
+    k->d.n_dims = 3;
+    k->d.shape[0] = H, k->d.shape[1] = r, k->d.shape[2] = dn;
+    k->d.rows = H * r, k->d.cols = dn;
+    v->d.part = DSQ_PART_V_B;
+    v->d.n_dims = 3;
+    v->d.shape[0] = H, v->d.shape[1] = dv, v->d.shape[2] = r;
+    v->d.rows = H * dv, v->d.cols = r;
+    v->next = -1;
+    return DSQ_OK;
+}
+
+/* The f32 values of part p->d.part of kv_b (src, with its column
+ * multipliers) into dst ([p->d.rows, p->d.cols]). */
+static int derive_part(ctx *c, const plan *p, const dsq_qmat *src, const void *colscale, float *dst) {
+    const dsq_config *cfg = c->cfg;
+    int64_t H = cfg->n_heads, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim, r = cfg->kv_lora_rank;
+    float *kv = dsq_malloc(sizeof *kv * (size_t)(src->rows * src->cols));
+    if (!kv) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
+    int rc = dsq_q_dequantize(src, 0, src->rows, kv, c->err);
+    if (!rc && colscale)
+        for (int64_t row = 0; row < src->rows; row++)
+            for (int64_t j = 0; j < src->cols; j++) kv[row * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
+    for (int64_t h = 0; !rc && h < H; h++) {
+        const float *head = kv + h * (dn + dv) * r;
+        if (p->d.part == DSQ_PART_K_B) /* [h][ri][c] = kv[h*(dn+dv) + c][ri] */
+            for (int64_t ri = 0; ri < r; ri++)
+                for (int64_t cc = 0; cc < dn; cc++) dst[(h * r + ri) * dn + cc] = head[cc * r + ri];
+        else /* [h][v][ri] = kv[h*(dn+dv) + dn + v][ri] */
+            memcpy(dst + h * dv * r, head + dn * r, sizeof *dst * (size_t)(dv * r));
+    }
+    free(kv);
+    return rc;
 }
 
 /* One output tensor per source tensor, in source order, except routed
@@ -137,6 +192,11 @@ static int plan_src(ctx *c) {
                 for (int k = 0; k < t->n_dims; k++) p->d.shape[k] = t->shape[k];
             }
             p->d.name = p->name;
+            if (t->role == DSQ_R_ATTN_KV_B && dsq_mwriter_splits_kv_b(c->w) && (rc = plan_kv_b_parts(c, i))) {
+                free(stack);
+                return rc;
+            }
+            p = &c->p[c->n_plan - (t->role == DSQ_R_ATTN_KV_B && dsq_mwriter_splits_kv_b(c->w) ? 2 : 1)];
         }
         if (is_exp && t->expert >= p->d.experts) {
             free(stack);
@@ -210,7 +270,28 @@ static void stat_name(const plan *p, int e, char *out, size_t n) {
     dsq_expert_name(out, n, p->d.layer, e, p->d.role);
 }
 
+static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale);
+
+/* Store source matrix src as plan p says, and as each further part of it. */
 static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
+    for (;;) {
+        int rc;
+        if (!p->d.part) {
+            rc = process_one(c, p, e, src, colscale);
+        } else {
+            float *f = dsq_malloc(sizeof *f * (size_t)(p->d.rows * p->d.cols));
+            if (!f) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
+            dsq_qmat part = {DSQ_Q_F32, p->d.rows, p->d.cols, f, NULL, NULL};
+            rc = derive_part(c, p, src, colscale, f);
+            if (!rc) rc = process_one(c, p, e, &part, NULL);
+            free(f);
+        }
+        if (rc || p->next < 0) return rc;
+        p = &c->p[p->next];
+    }
+}
+
+static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
     int rc;
     if (p->m.copy) return dsq_mwriter_put(c->w, p->out, e, src, colscale, c->err);
     dsq_qsizes sz;
@@ -409,6 +490,8 @@ static int job_open(ctx *c) {
     int rc;
     c->t0 = dsq_now();
     c->cfg = dsq_src_config(c->src);
+    /* the output first: its format decides how some tensors are stored */
+    if ((rc = dsq_mwriter_open(&c->w, o->out, DSQ_OUT_AUTO, c->cfg, o->force, c->err))) return rc;
     if ((rc = plan_src(c))) return rc;
     /* slices: one per plan, or per expert of a stacked one */
     int n_slots = 0;
@@ -425,7 +508,6 @@ static int job_open(ctx *c) {
     if (hashes_start(c->hashes, c->src)) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
     c->pool = dsq_pool_new(o->threads > 0 ? o->threads : dsq_default_threads());
     if (!c->pool) return dsq_fail(c->err, DSQ_E_NOMEM, "out of memory");
-    if ((rc = dsq_mwriter_open(&c->w, o->out, DSQ_OUT_AUTO, o->force, c->err))) return rc;
     for (int i = 0; i < c->n_plan; i++) {
         plan *p = &c->p[i];
         if ((rc = choose_scheme(c, p))) return rc;
@@ -458,7 +540,7 @@ static int job_finish(ctx *c, dsq_pipe_report *rep, const char *extra_meta) {
     for (int i = 0; i < c->n_plan; i++) {
         plan *p = &c->p[i];
         dsq_pipe_tensor *r = &rep->t[rep->n++];
-        snprintf(r->name, sizeof r->name, "%s", p->name);
+        snprintf(r->name, sizeof r->name, "%s%s", p->name, p->d.part == DSQ_PART_K_B ? " (k_b)" : p->d.part == DSQ_PART_V_B ? " (v_b)" : "");
         r->role = p->d.role;
         r->scheme = p->d.scheme;
         r->experts = p->d.experts;
@@ -534,6 +616,8 @@ int dsq_quantjob_open(dsq_quantjob **out, const dsq_pipe_opts *o, dsq_src *src, 
     q->c.src = src;
     q->c.have_calib = 1;
     int rc = job_open(&q->c);
+    if (!rc && dsq_mwriter_splits_kv_b(q->c.w))
+        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: calibration writes .dsq containers; export the result (dsq export)", o->out);
     if (rc) {
         dsq_quantjob_abort(q);
         return rc;

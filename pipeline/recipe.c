@@ -250,3 +250,20 @@ const dsq_rule *dsq_recipe_match(const dsq_recipe *r, const char *name, dsq_role
     }
     return NULL;
 }
+
+/* GGUF export at one type: llama.cpp's loader takes norms, biases, the
+ * router and the indexer's weights_proj and k_norm in f32 (formats.md
+ * A.9.5), every other tensor at the type asked for. */
+int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err) {
+    char js[1024];
+    int n = snprintf(js, sizeof js,
+                     "{\"name\":\"gguf-%s\",\"rules\":["
+                     "{\"roles\":[\"input_norm\",\"post_attn_norm\",\"attn.q_a_norm\",\"attn.kv_a_norm\","
+                     "\"final_norm\",\"indexer.k_norm\",\"indexer.k_norm_bias\",\"indexer.weights_proj\","
+                     "\"router\",\"router.bias\",\"mtp.enorm\",\"mtp.hnorm\",\"mtp.head_norm\"],\"scheme\":\"f32\"},"
+                     "{\"roles\":[\"embed\",\"head\",\"mtp.embed\",\"mtp.head\",\"mtp.eh_proj\"],\"scheme\":\"%s\"}],"
+                     "\"default\":\"%s\"}", type, type, type);
+    if (n < 0 || (size_t)n >= sizeof js || strpbrk(type, "\"\\"))
+        return dsq_fail(err, DSQ_E_ARG, "unknown GGUF type '%.40s'", type);
+    return dsq_recipe_parse(r, js, (size_t)n, "--type", err);
+}

@@ -56,4 +56,8 @@ const dsq_rule *dsq_recipe_match(const dsq_recipe *r, const char *name, dsq_role
  * GEMMs), so presets leave them as stored unless a rule names them. */
 int dsq_role_is_projection(dsq_role role);
 
+/* The recipe of a GGUF export at one ggml type ("f32", "f16", "bf16",
+ * "q8_0", ...): the tensors llama.cpp needs in f32 stay f32. */
+int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err);
+
 #endif

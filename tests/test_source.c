@@ -150,7 +150,7 @@ TEST(test_writer_order_and_refusals) {
     const char *out = t_path(t_tmpdir(), "w.dsq");
     dsq_err err = {0};
     dsq_mwriter *w;
-    CHECKF(dsq_mwriter_open(&w, out, DSQ_OUT_AUTO, 0, &err) == 0, "%s", err.msg);
+    CHECKF(dsq_mwriter_open(&w, out, DSQ_OUT_AUTO, NULL, 0, &err) == 0, "%s", err.msg);
     dsq_mw_tensor t = {"model.layers.1.mlp.experts.up_proj.weight", DSQ_R_EXP_UP, 1, 0, 3, {2, 4, 8, 0}, 2,
                        DSQ_Q_F32, 4, 8, 0, NULL};
     int i = dsq_mwriter_add_tensor(w, &t, &err);

@@ -1,0 +1,82 @@
+/*
+ * cmd_export.c -- `dsq export SRC -o OUT.gguf [--type T]`: any model dsq
+ * reads, written as a file another runtime serves (GGUF for llama.cpp).
+ */
+#include "convert/cli.h"
+#include "common.h"
+#include "pipeline/pipeline.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: dsq export SRC -o OUT.gguf [--type f32|f16|bf16] [--drop-mtp] [--threads N]\n"
+               "                  [--force] [--quiet] [--json]\n\n"
+               "Write any model dsq reads (checkpoint folder or archive, .dsq container) as a GGUF file that\n"
+               "llama.cpp loads: architecture deepseek32 when the model has the lightning indexer, else\n"
+               "deepseek2, in the MLA layout (kv_b_proj split into attn_k_b and attn_v_b); metadata from\n"
+               "config.json, the tokenizer from tokenizer.json.  Norms, biases, the router and the\n"
+               "indexer's weights_proj are stored f32, as llama.cpp requires; every other tensor at --type\n"
+               "(default bf16).  Streams tensor by tensor; OUT appears complete or not at all.\n\n"
+               "  -o OUT.gguf    output file\n"
+               "  --type T       f32, f16 or bf16\n"
+               "  --drop-mtp     leave the multi-token-prediction layer out\n"
+               "  --threads N    worker threads (default: all cores)\n"
+               "  --force        overwrite OUT if it exists\n"
+               "  --quiet        no progress line\n"
+               "  --json         print the per-tensor report as JSON on stdout\n");
+    return f == stdout ? 0 : 2;
+}
+
+int cmd_export(int argc, char **argv) {
+    dsq_pipe_opts o = {0};
+    const char *type = "bf16";
+    int quiet = 0, json = 0;
+    o.argc = argc;
+    o.argv = argv;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
+        else if (cli_is(a, "-o") && i + 1 < argc) o.out = argv[++i];
+        else if (cli_is(a, "--type") && i + 1 < argc) type = argv[++i];
+        else if (cli_is(a, "--drop-mtp")) o.drop_mtp = 1;
+        else if (cli_is(a, "--force")) o.force = 1;
+        else if (cli_is(a, "--quiet")) quiet = 1;
+        else if (cli_is(a, "--json")) json = 1;
+        else if (cli_is(a, "--threads") && i + 1 < argc) {
+            long t = cli_parse_long(argv[++i], 1, 4096);
+            if (t < 0) {
+                fprintf(stderr, "dsq export: --threads takes a number from 1 to 4096\n");
+                return 2;
+            }
+            o.threads = (int)t;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "dsq export: unknown option '%s'\n", a);
+            return usage(stderr);
+        } else if (!o.src) o.src = a;
+        else return usage(stderr);
+    }
+    if (!o.src || !o.out) return usage(stderr);
+    size_t n = strlen(o.out);
+    if (n < 5 || strcmp(o.out + n - 5, ".gguf")) {
+        fprintf(stderr, "dsq export: %s: the output's name must end in .gguf\n", o.out);
+        return 2;
+    }
+    dsq_err err = {0};
+    dsq_recipe r;
+    if (dsq_recipe_gguf(&r, type, &err)) return cli_err("export", &err);
+    o.recipe = &r;
+    o.measure_error = 1;
+    cli_progress pr;
+    cli_progress_init(&pr, quiet);
+    o.on_progress = cli_progress_draw;
+    o.on_progress_arg = &pr;
+    cli_install_signals();
+    dsq_pipe_report rep;
+    int rc = dsq_pipeline_run(&o, &rep, &err);
+    dsq_recipe_deinit(&r);
+    if (rc) return cli_err("export", &err);
+    cli_print_pipe_report(&rep, json, o.out);
+    dsq_pipe_report_free(&rep);
+    return 0;
+}
