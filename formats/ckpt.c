@@ -388,7 +388,7 @@ static int check_complete(dsq_ckpt *ck, dsq_err *err) {
         if ((rc = dsq_layer_tensor_names(c, l, expect, &x))) return rc;
     if (c->n_mtp_layers > 0) {
         char nm[256];
-        snprintf(nm, sizeof nm, "model.layers.%d.eh_proj.weight", c->n_layers);
+        dsq_layer_weight_name(nm, sizeof nm, c->n_layers, -1, DSQ_R_MTP_EH_PROJ);
         if (dsq_ckpt_find(ck, nm) < 0)
             ck_warn(ck, "config declares %d MTP layer(s) but '%s' is absent (MTP dropped?)",
                     c->n_mtp_layers, nm);

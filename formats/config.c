@@ -232,8 +232,13 @@ fail:
     return c.rc ? c.rc : DSQ_E_CONFIG;
 }
 
+/* HF DeepseekV3DecoderLayer: the MoE FFN from first_k_dense_replace on,
+ * every moe_layer_freq-th layer.  The parser accepts moe_layer_freq 1 only
+ * and n_routed_experts >= 1; the other cases are for configurations built
+ * in code (moe_layer_freq 0 and 1 both mean every layer). */
 int dsq_config_is_moe_layer(const dsq_config *cfg, int layer) {
-    return layer >= cfg->first_k_dense;
+    if (cfg->n_routed_experts <= 0 || layer < cfg->first_k_dense) return 0;
+    return cfg->moe_layer_freq <= 1 || layer % cfg->moe_layer_freq == 0;
 }
 
 int dsq_config_role_shape(const dsq_config *c, dsq_role r, int layer, int64_t s[4]) {

@@ -1,7 +1,9 @@
 /*
  * roles.c -- tensor-name grammar of DeepSeek-V3 / V3.2 checkpoints
  * (deepseek-v32.md section 2.1): classify every upstream name into a role,
- * a layer and an expert index, and name roles and classes for reports.
+ * a layer and an expert index, build the name of a role back (the one place
+ * that spells the upstream names: every other module asks here), and name
+ * roles and classes for reports.
  */
 #include "common.h"
 
@@ -95,6 +97,16 @@ static int eat(const char **p, const char *lit) {
 
 struct suffix_role { const char *suffix; dsq_role role; };
 
+/* Suffix of the block-scale companion of an FP8 weight (spec section 2.1). */
+static const char g_scale_suffix[] = "_scale_inv";
+
+/* The tensors outside the layers (spec section 2.2), full names. */
+static const struct suffix_role g_top[] = {
+    {"model.embed_tokens.weight", DSQ_R_EMBED},
+    {"model.norm.weight", DSQ_R_FINAL_NORM},
+    {"lm_head.weight", DSQ_R_HEAD},
+};
+
 /* Suffixes after "model.layers.<l>." (weights only; scales handled apart). */
 static const struct suffix_role g_layer_suffixes[] = {
     {"input_layernorm.weight", DSQ_R_INPUT_NORM},
@@ -132,20 +144,19 @@ dsq_role dsq_classify(const char *name, int *layer, int *expert) {
     dsq_role r = DSQ_R_UNKNOWN;
     const char *p = name;
     size_t n = strlen(name);
-    static const char sc[] = "_scale_inv";
-    if (n > sizeof sc && !strcmp(name + n - (sizeof sc - 1), sc)) {
+    size_t ns = sizeof g_scale_suffix - 1;
+    if (n > ns + 1 && !strcmp(name + n - ns, g_scale_suffix)) {
         /* "<weight name>_scale_inv": classify the weight to get layer/expert */
         char buf[512];
-        if (n - (sizeof sc - 1) >= sizeof buf) goto done;
-        memcpy(buf, name, n - (sizeof sc - 1));
-        buf[n - (sizeof sc - 1)] = 0;
+        if (n - ns >= sizeof buf) goto done;
+        memcpy(buf, name, n - ns);
+        buf[n - ns] = 0;
         dsq_role wr = dsq_classify(buf, &l, &e);
         r = wr == DSQ_R_UNKNOWN ? DSQ_R_UNKNOWN : DSQ_R_SCALE;
         goto done;
     }
-    if (!strcmp(p, "model.embed_tokens.weight")) { r = DSQ_R_EMBED; goto done; }
-    if (!strcmp(p, "model.norm.weight")) { r = DSQ_R_FINAL_NORM; goto done; }
-    if (!strcmp(p, "lm_head.weight")) { r = DSQ_R_HEAD; goto done; }
+    for (size_t i = 0; i < sizeof g_top / sizeof g_top[0]; i++)
+        if (!strcmp(p, g_top[i].suffix)) { r = g_top[i].role; goto done; }
     if (!eat(&p, "model.layers.") || !parse_index(&p, &l) || !eat(&p, ".")) { l = -1; goto done; }
     if (eat(&p, "mlp.experts.")) {
         if (!parse_index(&p, &e) || !eat(&p, ".")) { e = -1; goto done; }
@@ -163,7 +174,15 @@ done:
     return r;
 }
 
+/* ---- names from roles ------------------------------------------------------ */
+
 static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
+
+const char *dsq_top_weight_name(dsq_role role) {
+    for (size_t i = 0; i < sizeof g_top / sizeof g_top[0]; i++)
+        if (g_top[i].role == role) return g_top[i].suffix;
+    return NULL;
+}
 
 void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role) {
     int k = role == DSQ_R_EXP_UP ? 1 : role == DSQ_R_EXP_DOWN ? 2 : 0;
@@ -184,32 +203,34 @@ int dsq_layer_weight_name(char *out, size_t cap, int layer, int expert, dsq_role
     return -1;
 }
 
+void dsq_scale_name(char *out, size_t cap, const char *weight) {
+    snprintf(out, cap, "%s%s", weight, g_scale_suffix);
+}
+
 /* ---- expected tensors ----------------------------------------------------- */
 
 int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, const char *name), void *arg) {
-    static const char *const attn[] = {
-        "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_a_proj.weight",
-        "self_attn.q_a_layernorm.weight", "self_attn.q_b_proj.weight",
-        "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_a_layernorm.weight",
-        "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight"};
-    static const char *const idx[] = {
-        "self_attn.indexer.wq_b.weight", "self_attn.indexer.wk.weight",
-        "self_attn.indexer.k_norm.weight", "self_attn.indexer.k_norm.bias",
-        "self_attn.indexer.weights_proj.weight"};
-    static const char *const dense[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
-    static const char *const router[] = {"mlp.gate.weight", "mlp.gate.e_score_correction_bias"};
-    static const char *const shexp[] = {"mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight",
-                                        "mlp.shared_experts.down_proj.weight"};
-    static const char *const mtp[] = {"embed_tokens.weight", "enorm.weight", "hnorm.weight",
-                                      "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight"};
+    /* in the order of the upstream files (spec sections 2.3 to 2.6) */
+    static const dsq_role attn[] = {
+        DSQ_R_INPUT_NORM, DSQ_R_POST_ATTN_NORM, DSQ_R_ATTN_Q_A, DSQ_R_ATTN_Q_A_NORM, DSQ_R_ATTN_Q_B,
+        DSQ_R_ATTN_KV_A, DSQ_R_ATTN_KV_A_NORM, DSQ_R_ATTN_KV_B, DSQ_R_ATTN_O};
+    static const dsq_role idx[] = {DSQ_R_IDX_WQ_B, DSQ_R_IDX_WK, DSQ_R_IDX_K_NORM, DSQ_R_IDX_K_NORM_BIAS,
+                                   DSQ_R_IDX_WEIGHTS_PROJ};
+    static const dsq_role dense[] = {DSQ_R_DENSE_GATE, DSQ_R_DENSE_UP, DSQ_R_DENSE_DOWN};
+    static const dsq_role router[] = {DSQ_R_ROUTER, DSQ_R_ROUTER_BIAS};
+    static const dsq_role shexp[] = {DSQ_R_SHEXP_GATE, DSQ_R_SHEXP_UP, DSQ_R_SHEXP_DOWN};
+    static const dsq_role mtp[] = {DSQ_R_MTP_EMBED, DSQ_R_MTP_ENORM, DSQ_R_MTP_HNORM, DSQ_R_MTP_EH_PROJ,
+                                   DSQ_R_MTP_HEAD_NORM, DSQ_R_MTP_HEAD};
     char nm[256];
     int rc;
-#define EMIT(...) do { snprintf(nm, sizeof nm, __VA_ARGS__); if ((rc = fn(arg, nm))) return rc; } while (0)
-#define EMIT_ALL(arr) for (size_t k = 0; k < sizeof arr / sizeof arr[0]; k++) EMIT("model.layers.%d.%s", l, arr[k])
+#define EMIT_ALL(arr)                                                                \
+    for (size_t k = 0; k < sizeof arr / sizeof arr[0]; k++) {                        \
+        dsq_layer_weight_name(nm, sizeof nm, l, -1, arr[k]);                         \
+        if ((rc = fn(arg, nm))) return rc;                                           \
+    }
     if (l < 0) {
-        EMIT("model.embed_tokens.weight");
-        EMIT("model.norm.weight");
-        EMIT("lm_head.weight");
+        for (size_t k = 0; k < sizeof g_top / sizeof g_top[0]; k++)
+            if ((rc = fn(arg, g_top[k].suffix))) return rc;
         return 0;
     }
     EMIT_ALL(attn);
@@ -227,6 +248,5 @@ int dsq_layer_tensor_names(const dsq_config *c, int l, int (*fn)(void *arg, cons
     }
     if (l >= c->n_layers) EMIT_ALL(mtp);
 #undef EMIT_ALL
-#undef EMIT
     return 0;
 }

@@ -124,10 +124,19 @@ dsq_role dsq_classify(const char *name, int *layer, int *expert);
  * tensor of all experts that .dsq containers use
  * ("model.layers.L.mlp.experts.up_proj.weight"). */
 void dsq_expert_name(char *out, size_t cap, int layer, int expert, dsq_role role);
-/* Upstream name of the main-layer weight `role` of layer `layer`
- * ("model.layers.L.self_attn.q_a_proj.weight"; routed experts as
- * dsq_expert_name).  0, or -1 when the role has no per-layer name. */
+/* Upstream name of the weight `role` of layer `layer`, a main or an MTP
+ * layer ("model.layers.L.self_attn.q_a_proj.weight",
+ * "model.layers.L.eh_proj.weight"; routed experts as dsq_expert_name, the
+ * other roles ignore `expert`).  0, or -1 when the role has no per-layer
+ * name (top-level tensors, scales). */
 int dsq_layer_weight_name(char *out, size_t cap, int layer, int expert, dsq_role role);
+/* Name of a top-level tensor: DSQ_R_EMBED "model.embed_tokens.weight",
+ * DSQ_R_FINAL_NORM "model.norm.weight", DSQ_R_HEAD "lm_head.weight"; NULL for
+ * any other role.  The string is static. */
+const char *dsq_top_weight_name(dsq_role role);
+/* Name of the block-scale companion of FP8 weight `weight`
+ * ("<weight>_scale_inv"). */
+void dsq_scale_name(char *out, size_t cap, const char *weight);
 
 /* ---- model configuration ----------------------------------------------- */
 struct dsq_config;
@@ -175,6 +184,11 @@ char *dsq_config_to_json(const dsq_config *cfg);
  * number of dims (0 if the role has no fixed shape, e.g. SCALE). */
 int dsq_config_role_shape(const dsq_config *cfg, dsq_role r, int layer,
                           int64_t shape[4]);
+/* Does layer `layer` have the MoE FFN (router, routed and shared experts)
+ * rather than the dense one?  The upstream rule: the model has routed
+ * experts, layer >= first_k_dense_replace and layer % moe_layer_freq == 0.
+ * MTP layers (layer >= num_hidden_layers) follow the same rule, which makes
+ * them MoE layers (moe_layer_freq is 1 in every release and parsed config). */
 int dsq_config_is_moe_layer(const dsq_config *cfg, int layer);
 
 /* ---- checkpoint --------------------------------------------------------- */

@@ -56,8 +56,6 @@ static int stage_of(dsq_role r) {
     }
 }
 
-static const char *const g_proj[3] = {"gate_proj", "up_proj", "down_proj"};
-
 /* Does the recipe want a Hessian for weight `name` (role, layer)? */
 static int wants_hess(cctx *c, const char *name, dsq_role role, int layer) {
     if (c->o->hessian >= 0) return c->o->hessian;
@@ -66,36 +64,25 @@ static int wants_hess(cctx *c, const char *name, dsq_role role, int layer) {
 }
 
 /* The weights that read each observed input; the first owns the statistics
- * record, the others are aliases of it.  suffix NULL: a routed expert. */
-typedef struct { dsq_role role; const char *suffix; int indexer; } consumer;
-static const struct { dsq_role site; consumer w[4]; } g_sites[] = {
-    {DSQ_R_ATTN_Q_A, {{DSQ_R_ATTN_Q_A, "self_attn.q_a_proj.weight", 0},
-                      {DSQ_R_ATTN_KV_A, "self_attn.kv_a_proj_with_mqa.weight", 0},
-                      {DSQ_R_IDX_WK, "self_attn.indexer.wk.weight", 1},
-                      {DSQ_R_IDX_WEIGHTS_PROJ, "self_attn.indexer.weights_proj.weight", 1}}},
-    {DSQ_R_ATTN_Q_B, {{DSQ_R_ATTN_Q_B, "self_attn.q_b_proj.weight", 0},
-                      {DSQ_R_IDX_WQ_B, "self_attn.indexer.wq_b.weight", 1}}},
-    {DSQ_R_ATTN_KV_B, {{DSQ_R_ATTN_KV_B, "self_attn.kv_b_proj.weight", 0}}},
-    {DSQ_R_ATTN_O, {{DSQ_R_ATTN_O, "self_attn.o_proj.weight", 0}}},
-    {DSQ_R_DENSE_GATE, {{DSQ_R_DENSE_GATE, "mlp.gate_proj.weight", 0}, {DSQ_R_DENSE_UP, "mlp.up_proj.weight", 0}}},
-    {DSQ_R_DENSE_DOWN, {{DSQ_R_DENSE_DOWN, "mlp.down_proj.weight", 0}}},
-    {DSQ_R_SHEXP_GATE, {{DSQ_R_SHEXP_GATE, "mlp.shared_experts.gate_proj.weight", 0},
-                        {DSQ_R_SHEXP_UP, "mlp.shared_experts.up_proj.weight", 0}}},
-    {DSQ_R_SHEXP_DOWN, {{DSQ_R_SHEXP_DOWN, "mlp.shared_experts.down_proj.weight", 0}}},
-    {DSQ_R_EXP_GATE, {{DSQ_R_EXP_GATE, NULL, 0}, {DSQ_R_EXP_UP, NULL, 0}}},
-    {DSQ_R_EXP_DOWN, {{DSQ_R_EXP_DOWN, NULL, 0}}},
+ * record, the others are aliases of it. */
+static const struct { dsq_role site; dsq_role w[4]; } g_sites[] = {
+    {DSQ_R_ATTN_Q_A, {DSQ_R_ATTN_Q_A, DSQ_R_ATTN_KV_A, DSQ_R_IDX_WK, DSQ_R_IDX_WEIGHTS_PROJ}},
+    {DSQ_R_ATTN_Q_B, {DSQ_R_ATTN_Q_B, DSQ_R_IDX_WQ_B}},
+    {DSQ_R_ATTN_KV_B, {DSQ_R_ATTN_KV_B}},
+    {DSQ_R_ATTN_O, {DSQ_R_ATTN_O}},
+    {DSQ_R_DENSE_GATE, {DSQ_R_DENSE_GATE, DSQ_R_DENSE_UP}},
+    {DSQ_R_DENSE_DOWN, {DSQ_R_DENSE_DOWN}},
+    {DSQ_R_SHEXP_GATE, {DSQ_R_SHEXP_GATE, DSQ_R_SHEXP_UP}},
+    {DSQ_R_SHEXP_DOWN, {DSQ_R_SHEXP_DOWN}},
+    {DSQ_R_EXP_GATE, {DSQ_R_EXP_GATE, DSQ_R_EXP_UP}},
+    {DSQ_R_EXP_DOWN, {DSQ_R_EXP_DOWN}},
 };
 
-/* Weight name of consumer w in layer l (expert e), and the name recipes
- * match it by (routed experts: their stacked name). */
-static void consumer_names(const consumer *w, int l, int e, char *name, char *match, size_t cap) {
-    if (w->suffix) {
-        snprintf(name, cap, "model.layers.%d.%s", l, w->suffix);
-        snprintf(match, cap, "%s", name);
-    } else {
-        dsq_expert_name(name, cap, l, e, w->role);
-        dsq_expert_name(match, cap, l, -1, w->role);
-    }
+/* Name of weight `role` in layer l (expert e), and the name recipes match
+ * it by (routed experts: their stacked name; the others: the same). */
+static void consumer_names(dsq_role role, int l, int e, char *name, char *match, size_t cap) {
+    dsq_layer_weight_name(name, cap, l, e, role);
+    dsq_layer_weight_name(match, cap, l, -1, role);
 }
 
 /* Does the recipe want an asymmetric target for weight `name`? */
@@ -117,14 +104,14 @@ static int recipe_wants_ref(const dsq_recipe *r) {
 static void record(cctx *c, dsq_role site, int l, int e, const float *x, int n, int cols, const float *ref) {
     for (size_t i = 0; i < sizeof g_sites / sizeof g_sites[0]; i++) {
         if (g_sites[i].site != site) continue;
-        const consumer *w = g_sites[i].w;
+        const dsq_role *w = g_sites[i].w;
         char name[4][200], match[200];
         int nw = 0, h = 0, rf = 0;
-        for (int k = 0; k < 4 && w[k].role; k++) {
-            if (w[k].indexer && !c->cfg->has_indexer) continue;
-            consumer_names(&w[k], l, e, name[nw], match, sizeof match);
-            h = h || wants_hess(c, match, w[k].role, l);
-            rf = rf || wants_ref(c, match, w[k].role, l);
+        for (int k = 0; k < 4 && w[k]; k++) {
+            if (dsq_role_class(w[k]) == DSQ_C_INDEXER && !c->cfg->has_indexer) continue;
+            consumer_names(w[k], l, e, name[nw], match, sizeof match);
+            h = h || wants_hess(c, match, w[k], l);
+            rf = rf || wants_ref(c, match, w[k], l);
             nw++;
         }
         dsq_cstat *s = dsq_cstats_get(c->cs, name[0], cols, h);
@@ -166,9 +153,9 @@ static void on_input(void *arg, int l, dsq_role role, int e, const float *x, int
 /* Statistics of the output head's input: the final norm of the last
  * residual stream (and, with asymmetric targets, of the reference one). */
 static int head_stats(cctx *c, const dsq_weights *w, const float *resid, const float *resid0, int64_t n, dsq_err *err) {
-    const char *name = "lm_head.weight";
+    const char *name = dsq_top_weight_name(DSQ_R_HEAD);
     int64_t D = c->cfg->hidden_size;
-    int nid = w->find(w->ctx, "model.norm.weight");
+    int nid = w->find(w->ctx, dsq_top_weight_name(DSQ_R_FINAL_NORM));
     if (nid < 0 || w->find(w->ctx, name) < 0) return DSQ_OK; /* checked by the model reader */
     int h = wants_hess(c, name, DSQ_R_HEAD, -1), rf = resid0 && h && wants_ref(c, name, DSQ_R_HEAD, -1);
     dsq_cstat *s = dsq_cstats_get(c->cs, name, D, h);
@@ -315,22 +302,17 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_weights *w, dsq_wov
                                                      {0, 0}, {DSQ_R_POST_ATTN_NORM, 0}, {0, 0}};
     for (int k = 0; k < 2; k++)
         if (fold_norms[stage][k] && (rc = fold_group(o, w, ov, cs, pool, work, fold_norms[stage][k], l, err))) return rc;
-    static const struct { const char *suffix; dsq_role role; int idx; } attn[] = {
-        {"self_attn.q_a_proj.weight", DSQ_R_ATTN_Q_A, 0}, {"self_attn.q_b_proj.weight", DSQ_R_ATTN_Q_B, 0},
-        {"self_attn.kv_a_proj_with_mqa.weight", DSQ_R_ATTN_KV_A, 0}, {"self_attn.kv_b_proj.weight", DSQ_R_ATTN_KV_B, 0},
-        {"self_attn.o_proj.weight", DSQ_R_ATTN_O, 0}, {"self_attn.indexer.wq_b.weight", DSQ_R_IDX_WQ_B, 1},
-        {"self_attn.indexer.wk.weight", DSQ_R_IDX_WK, 1},
-        {"self_attn.indexer.weights_proj.weight", DSQ_R_IDX_WEIGHTS_PROJ, 1},
-    };
+    static const dsq_role attn[] = {DSQ_R_ATTN_Q_A, DSQ_R_ATTN_Q_B, DSQ_R_ATTN_KV_A, DSQ_R_ATTN_KV_B,
+                                    DSQ_R_ATTN_O, DSQ_R_IDX_WQ_B, DSQ_R_IDX_WK, DSQ_R_IDX_WEIGHTS_PROJ};
     for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++) {
-        if ((attn[k].idx && !c->has_indexer) || stage_of(attn[k].role) != stage) continue;
-        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, attn[k].suffix);
-        if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, attn[k].role, l, err))) return rc;
+        if ((dsq_role_class(attn[k]) == DSQ_C_INDEXER && !c->has_indexer) || stage_of(attn[k]) != stage) continue;
+        dsq_layer_weight_name(nm, sizeof nm, l, -1, attn[k]);
+        if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, attn[k], l, err))) return rc;
     }
     if (!dsq_config_is_moe_layer(c, l)) {
         for (int k = 0; k < 3; k++) {
             if (stage_of((dsq_role)(DSQ_R_DENSE_GATE + k)) != stage) continue;
-            snprintf(nm, sizeof nm, "model.layers.%d.mlp.%s.weight", l, g_proj[k]);
+            dsq_layer_weight_name(nm, sizeof nm, l, -1, (dsq_role)(DSQ_R_DENSE_GATE + k));
             if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_DENSE_GATE + k), l, err))) return rc;
         }
         return DSQ_OK;
@@ -338,7 +320,7 @@ static int quantize_layer(const dsq_calib_opts *o, const dsq_weights *w, dsq_wov
     if (c->n_shared_experts)
         for (int k = 0; k < 3; k++) {
             if (stage_of((dsq_role)(DSQ_R_SHEXP_GATE + k)) != stage) continue;
-            snprintf(nm, sizeof nm, "model.layers.%d.mlp.shared_experts.%s.weight", l, g_proj[k]);
+            dsq_layer_weight_name(nm, sizeof nm, l, -1, (dsq_role)(DSQ_R_SHEXP_GATE + k));
             if ((rc = quantize_weight(o, w, ov, cs, pool, work, nm, nm, (dsq_role)(DSQ_R_SHEXP_GATE + k), l, err))) return rc;
         }
     for (int e = 0; e < c->n_routed_experts; e++)
@@ -405,10 +387,10 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     if (use_ref) resid0 = dsq_malloc(sizeof *resid0 * (size_t)(W * T * D));
     if (!resid || !emb || (use_ref && !resid0)) { rc = dsq_fail(err, DSQ_E_NOMEM, "calib: out of memory for %lld windows x %d tokens", (long long)W, T); goto out; }
     /* embeddings (the embedding table is quantized too when the recipe says so) */
-    if ((rc = quantize_weight(o, mw, ov, cs, pool, &work, "model.embed_tokens.weight", "model.embed_tokens.weight",
-                              DSQ_R_EMBED, -1, err))) goto out;
+    const char *embed = dsq_top_weight_name(DSQ_R_EMBED);
+    if ((rc = quantize_weight(o, mw, ov, cs, pool, &work, embed, embed, DSQ_R_EMBED, -1, err))) goto out;
     const dsq_weights *wq = dsq_woverlay_weights(ov);
-    int eid = wq->find(wq->ctx, "model.embed_tokens.weight");
+    int eid = wq->find(wq->ctx, embed);
     for (int64_t i = 0; i < W * T; i++)
         if ((rc = wq->rows_f32(wq->ctx, eid, o->tokens[i], o->tokens[i] + 1, resid + i * D, err))) goto out;
     if (use_ref)
@@ -474,7 +456,8 @@ int dsq_calib_run(const dsq_calib_opts *o, dsq_cstats **out, dsq_calib_report *r
     /* the output head: statistics of its input, then (with --quant-out) the
      * head itself and the other tensors outside the main layers */
     if ((rc = head_stats(&cc, mw, resid, resid0, W * T, err))) goto out;
-    if (o->quant_out && (rc = quantize_weight(o, mw, ov, cs, pool, &work, "lm_head.weight", "lm_head.weight", DSQ_R_HEAD, -1, err)))
+    const char *head = dsq_top_weight_name(DSQ_R_HEAD);
+    if (o->quant_out && (rc = quantize_weight(o, mw, ov, cs, pool, &work, head, head, DSQ_R_HEAD, -1, err)))
         goto out;
     if ((rc = end_stage(o, cs, keep, rep, err))) goto out;
     if (o->quant_out && (rc = dsq_quantjob_fill(o->quant_out, -1, err))) goto out;

@@ -131,11 +131,11 @@ static int list_tensors(const dsq_config *c, int with_mtp, gt **out, int *n) {
     int cap = 0, rc;
     *n = 0;
     list_ctx x = {&v, n, &cap, c};
-    rc = add_t(&v, n, &cap, c, "model.embed_tokens.weight");
+    rc = add_t(&v, n, &cap, c, dsq_top_weight_name(DSQ_R_EMBED));
     int last = c->n_layers + (with_mtp ? c->n_mtp_layers : 0);
     for (int l = 0; l < last && !rc; l++) rc = dsq_layer_tensor_names(c, l, list_add, &x);
-    if (!rc) rc = add_t(&v, n, &cap, c, "model.norm.weight");
-    if (!rc) rc = add_t(&v, n, &cap, c, "lm_head.weight");
+    if (!rc) rc = add_t(&v, n, &cap, c, dsq_top_weight_name(DSQ_R_FINAL_NORM));
+    if (!rc) rc = add_t(&v, n, &cap, c, dsq_top_weight_name(DSQ_R_HEAD));
     *out = v;
     return rc ? DSQ_E_NOMEM : DSQ_OK;
 }
@@ -273,7 +273,7 @@ int dsq_gen_ckpt(const char *dir, const dsq_gen_opts *o, dsq_err *err) {
             /* the scale goes to the next shard every third weight, as real releases do */
             int sshard = (i % 3 == 0) ? (shard + 1) % ns : shard;
             char sn[200];
-            snprintf(sn, sizeof sn, "%s_scale_inv", t->name);
+            dsq_scale_name(sn, sizeof sn, t->name);
             int64_t ssh[2] = {sr, scn};
             if (st_writer_add(ws[sshard], sn, DSQ_DT_F32, 2, ssh, sc, (uint64_t)(sr * scn) * 4)) {
                 rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");

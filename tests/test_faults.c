@@ -1,6 +1,7 @@
 /*
  * test_faults.c -- allocation failures injected at every allocation of
- * opening a checkpoint, converting it and opening the container: each run
+ * opening a checkpoint, converting it and opening the container, and of
+ * building a forward pass: each run
  * must either succeed or fail with DSQ_E_NOMEM (or a clean error), never
  * crash or leak (the sanitizer build checks leaks), and a failed conversion
  * must leave no output file.
@@ -9,6 +10,8 @@
 #include "test_ckpt_util.h"
 #include "pipeline/pipeline.h"
 #include "formats/container.h"
+#include "tmodel.h"
+#include "verify/forward.h"
 
 TEST(test_faults_ckpt_open) {
     const char *d = t_path(t_tmpdir(), "m");
@@ -69,4 +72,41 @@ TEST(test_faults_convert_and_read) {
     }
     CHECK(n < 2000);
     dsq_recipe_deinit(&r);
+}
+
+static void ignore_input(void *arg, int layer, dsq_role role, int expert, const float *x, int n, int cols) {
+    (void)arg; (void)layer; (void)role; (void)expert; (void)x; (void)n; (void)cols;
+}
+
+/* Every allocation of dsq_fwd_new (weights, RoPE tables, activations with
+ * the traced and observed extras, workers) may fail: the constructor then
+ * returns DSQ_E_NOMEM, frees what it had, and the pass built at the end
+ * runs. */
+TEST(test_faults_forward_new) {
+    dsq_config c;
+    tm_small_config(&c);
+    tmodel m;
+    CHECK(tm_build(&m, &c, 3) == 0);
+    int n, failures = 0, ok = 0;
+    for (n = 0; n < 2000 && !ok; n++) {
+        dsq_fwd *f = NULL;
+        dsq_err err = {0};
+        dsq_fwd_opts o = {.max_tokens = 12, .n_threads = 2, .trace = DSQ_TRACE_TOPK, .observe = ignore_input};
+        dsq_fault_alloc_after(n);
+        int rc = dsq_fwd_new(&f, &m.w, &o, &err);
+        dsq_fault_alloc_after(-1);
+        if (rc == DSQ_OK) {
+            int32_t tok[12];
+            for (int t = 0; t < 12; t++) tok[t] = (t * 7) % c.vocab_size;
+            rc = dsq_fwd_run(f, tok, 12, NULL, &err);
+            dsq_fwd_free(f);
+            CHECKF(rc == DSQ_OK, "%s", err.msg);
+            ok = 1;
+            break;
+        }
+        CHECKF(rc == DSQ_E_NOMEM && !f, "allocation %d: rc %d (%s)", n, rc, err.msg);
+        failures++;
+    }
+    tm_free(&m);
+    CHECKF(ok && failures > 40, "%d failures over %d allocations", failures, n);
 }

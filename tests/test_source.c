@@ -152,7 +152,7 @@ TEST(test_writer_order_and_refusals) {
     dsq_mwriter *w;
     CHECKF(dsq_mwriter_open(&w, out, DSQ_OUT_AUTO, NULL, 0, &err) == 0, "%s", err.msg);
     dsq_mw_tensor t = {"model.layers.1.mlp.experts.up_proj.weight", DSQ_R_EXP_UP, 1, 0, 3, {2, 4, 8, 0}, 2,
-                       DSQ_Q_F32, 4, 8, 0, NULL};
+                       DSQ_Q_F32, 4, 8, 0, NULL, DSQ_PART_WHOLE};
     int i = dsq_mwriter_add_tensor(w, &t, &err);
     CHECK(i >= 0);
     CHECK(dsq_mwriter_layout(w, &err) == 0);

@@ -40,21 +40,24 @@ typedef struct mix {
     dsq_config cfg;
 } mix;
 
-/* Which (layer, part) an upstream tensor name belongs to; -1 if none. */
+/* Which (layer, part) an upstream tensor name belongs to; -1 if none (the
+ * block norms, the top-level tensors).  The attention part is everything
+ * under self_attn: its latent norms and the indexer too. */
 static int name_part(const char *name, int *layer) {
-    const char *p = "model.layers.";
-    *layer = -1;
-    if (strncmp(name, p, strlen(p))) return -1;
-    char *end;
-    long l = strtol(name + strlen(p), &end, 10);
-    if (end == name + strlen(p) || *end != '.' || l < 0 || l > 1000000) return -1;
-    *layer = (int)l;
-    const char *s = end + 1;
-    if (!strncmp(s, "self_attn.", 10)) return DSQ_PART_ATTN;
-    if (!strncmp(s, "mlp.shared_experts.", 19)) return DSQ_PART_SHARED;
-    if (!strncmp(s, "mlp.experts.", 12) || !strncmp(s, "mlp.gate.", 9)) return DSQ_PART_ROUTED;
-    if (!strncmp(s, "mlp.", 4)) return DSQ_PART_FFN;
-    return -1;
+    dsq_role r = dsq_classify(name, layer, NULL);
+    switch (r) {
+    case DSQ_R_ATTN_Q_A: case DSQ_R_ATTN_Q_A_NORM: case DSQ_R_ATTN_Q_B: case DSQ_R_ATTN_KV_A:
+    case DSQ_R_ATTN_KV_A_NORM: case DSQ_R_ATTN_KV_B: case DSQ_R_ATTN_O:
+    case DSQ_R_IDX_WQ_B: case DSQ_R_IDX_WK: case DSQ_R_IDX_K_NORM: case DSQ_R_IDX_K_NORM_BIAS:
+    case DSQ_R_IDX_WEIGHTS_PROJ:
+        return DSQ_PART_ATTN;
+    case DSQ_R_DENSE_GATE: case DSQ_R_DENSE_UP: case DSQ_R_DENSE_DOWN: return DSQ_PART_FFN;
+    case DSQ_R_SHEXP_GATE: case DSQ_R_SHEXP_UP: case DSQ_R_SHEXP_DOWN: return DSQ_PART_SHARED;
+    case DSQ_R_ROUTER: case DSQ_R_ROUTER_BIAS:
+    case DSQ_R_EXP_GATE: case DSQ_R_EXP_UP: case DSQ_R_EXP_DOWN:
+        return DSQ_PART_ROUTED;
+    default: return -1;
+    }
 }
 
 /* Every tensor id handed to the forward pass names an entry that knows both
@@ -308,9 +311,7 @@ static int push_kl(run *r, double v) {
 static int attribute(run *r, const int32_t *tok, dsq_err *err) {
     int rc, T = r->T, V = r->V;
     for (int l = 0; l < r->L; l++) {
-        const dsq_config *c = r->c;
-        int moe = r->E > 0 && l >= c->first_k_dense &&
-                  (c->moe_layer_freq <= 1 || l % c->moe_layer_freq == 0);
+        int moe = dsq_config_is_moe_layer(r->c, l);
         for (int p = 0; p < DSQ_PART_COUNT; p++) {
             if ((p == DSQ_PART_FFN) == moe && p != DSQ_PART_ATTN) continue;
             if (p == DSQ_PART_SHARED && r->c->n_shared_experts <= 0) continue;

@@ -5,6 +5,27 @@
  * SwiGLU (§4.8), the grouped sigmoid MoE router and experts (§4.9), final
  * norm and lm_head (§4.10).  Optional FP8 activation simulation (§3.6).
  *
+ * This is the accuracy oracle the quantized models are measured against:
+ * plain f32, every operation in the order the spec writes it.
+ *
+ * Dimension names (the spec's symbols of §0; fields of struct dsq_fwd):
+ *
+ *   T    tokens of the window (buffers hold max_T; the first T rows are used)
+ *   V    vocab_size                    L    num_hidden_layers
+ *   D    hidden_size                   H    num_attention_heads
+ *   dn   qk_nope_head_dim              dr   qk_rope_head_dim
+ *   dqk  dn + dr, query/key width      dv   v_head_dim
+ *   rq   q_lora_rank (query latent)    rkv  kv_lora_rank (KV latent)
+ *   HI   index_n_heads                 dI   index_head_dim
+ *   KI   index_topk (keys per query)   G    n_group
+ *   E    n_routed_experts              ke   num_experts_per_tok
+ *   F    intermediate_size (dense)     Fe   moe_intermediate_size
+ *   Fs   n_shared_experts * Fe         Fmax max(F, Fs, Fe)
+ *
+ * HI, dI, KI are 0 without an indexer; E, ke, Fe, Fs 0 without MoE layers;
+ * F 0 without dense layers.  Shapes are row-major: [T, H, dqk] is T rows
+ * of H head vectors of dqk values each.
+ *
  * Layout of the work:
  *   - every linear layer goes through lin(): its weight rows are fetched a
  *     tile at a time (rows_f32) into the calling worker's scratch and
@@ -34,15 +55,30 @@
 
 /* ==== model description =================================================== */
 
+/* One decoder layer's weights: tensor ids of dsq_weights (shapes [out, in]),
+ * and the small vectors, copied once into dsq_fwd.vecs. */
 typedef struct fwd_layer {
-    int moe;
-    int q_a, q_b, kv_a, kv_b, o;   /* attention projections (tensor ids)   */
-    int iq, ik, iw;                /* indexer wq_b, wk, weights_proj       */
-    int gate, up, down;            /* dense FFN, or the shared expert      */
-    int router;                    /* mlp.gate                             */
-    const int *exp;                /* [3 * E] gate, up, down of each routed expert */
-    const float *in_norm, *post_norm, *q_a_norm, *kv_a_norm; /* small vectors */
-    const float *k_norm_w, *k_norm_b, *router_bias;
+    int moe;             /* MoE FFN, else dense (dsq_config_is_moe_layer) */
+    int q_a;             /* [rq, D]             q_a_proj                  */
+    int q_b;             /* [H * dqk, rq]       q_b_proj                  */
+    int kv_a;            /* [rkv + dr, D]       kv_a_proj_with_mqa        */
+    int kv_b;            /* [H * (dn + dv), rkv] kv_b_proj                */
+    int o;               /* [D, H * dv]         o_proj                    */
+    int iq;              /* [HI * dI, rq]       indexer wq_b              */
+    int ik;              /* [dI, D]             indexer wk                */
+    int iw;              /* [HI, D]             indexer weights_proj      */
+    int gate, up, down;  /* dense FFN [F, D], [F, D], [D, F]; in an MoE
+                            layer the shared expert, with Fs for F        */
+    int router;          /* [E, D]              mlp.gate                  */
+    const int *exp;      /* [E, 3] ids of each routed expert's gate [Fe, D],
+                            up [Fe, D], down [D, Fe]                      */
+    const float *in_norm;     /* [D]   input_layernorm                   */
+    const float *post_norm;   /* [D]   post_attention_layernorm          */
+    const float *q_a_norm;    /* [rq]  q_a_layernorm                     */
+    const float *kv_a_norm;   /* [rkv] kv_a_layernorm                    */
+    const float *k_norm_w;    /* [dI]  indexer k_norm weight             */
+    const float *k_norm_b;    /* [dI]  indexer k_norm bias               */
+    const float *router_bias; /* [E]   e_score_correction_bias, or NULL  */
 } fwd_layer;
 
 typedef struct fwd_par fwd_par;
@@ -53,57 +89,99 @@ typedef struct fwd_worker {
     fwd_par *par;
     int rc;
     dsq_err err;
-    float *wtile;  /* [wcap] weight rows                          */
-    float *pack;   /* [DSQ_GEMM_PACK] packed panel                */
-    float *xa, *xd;/* [T x max(D, d_qk)] gathered rows / outputs  */
-    float *xb, *xc;/* [T x F_e] expert intermediate               */
-    float *s;      /* [ATT_ROWS x T] scores                       */
-    float *rs;     /* [2E + n_group] router scratch               */
-    float *vt;     /* [d_v x T] transposed values of one head     */
-    float *ib;     /* [IDX_ROWS x T] index scores                 */
-    void *pairs;   /* [T] (score, position) pairs for top-k       */
+    float *wtile;  /* [wcap] weight rows: a tile of rows of one tensor      */
+    float *pack;   /* [DSQ_GEMM_PACK] packed panel of the gemm kernel       */
+    float *xa;     /* [T, max(D, dqk)] keys of one head [T, dqk]; an expert's
+                      gathered input rows [n, D]                            */
+    float *xd;     /* [T, max(D, dqk)] an expert's output rows [n, D]       */
+    float *xb, *xc;/* [T, Fe] an expert's gate and up products              */
+    float *s;      /* [ATT_ROWS, T] scores of a query block (indexer: one
+                      head's scores, [IDX_ROWS, T])                         */
+    float *rs;     /* [2E + G] router scratch                               */
+    float *vt;     /* [dv, T] values of one head, transposed                */
+    float *ib;     /* [IDX_ROWS, T] index scores                            */
+    void *pairs;   /* [T] (score, position) pairs for top-k                 */
 } fwd_worker;
 
 struct dsq_fwd {
     const dsq_weights *w;
     dsq_config cfg;
-    int max_T, act_fp8;
-    unsigned trace;
+    int max_T;                    /* longest window; every buffer is sized for it */
+    int act_fp8;                  /* simulate FP8 activations                  */
+    unsigned trace;               /* DSQ_TRACE_* bits                          */
     dsq_fwd_observe_fn observe;   /* calibration hook, or NULL */
     void *observe_arg;
     int cur_layer;                /* layer being run, for the hook */
-    float *eact;                  /* [T*ke x Fe] expert SwiGLU products when observed */
     dsq_pool *pool;
     int n_workers;
     fwd_worker *workers; /* [n_workers] */
     int64_t wcap;        /* floats in each worker's weight tile */
 
-    /* dimensions (spec §0 symbols) */
-    int D, V, H, dn, dr, dqk, dv, rq, rkv, HI, dI, KI, E, ke, F, Fe, Fs, Fmax, L;
-    float eps, sm_scale, idx_scale_h, idx_scale_d;
+    /* dimensions (the table at the top) */
+    int D, V, L, H, dn, dr, dqk, dv, rq, rkv;
+    int HI, dI, KI;
+    int E, ke, Fe, Fs, F, Fmax;
+    int n_moe;             /* MoE layers among the L                     */
+    float eps;             /* rms_norm_eps                               */
+    float sm_scale;        /* attention scale (dsq_fwd_softmax_scale)    */
+    float idx_scale_h;     /* HI^-1/2, folded into the indexer weights   */
+    float idx_scale_d;     /* dI^-1/2, likewise                          */
 
-    float *theta;          /* [dr/2]                         */
-    float *cos_t, *sin_t;  /* [max_T x dr/2]                 */
-    int embed, head;
-    const float *final_norm;
-    fwd_layer *layers;     /* [L]                            */
-    int *exp_ids;          /* [n_moe * 3 * E]                */
-    float *vecs;           /* all small vectors, one block   */
+    /* weights */
+    int embed;             /* [V, D] model.embed_tokens                  */
+    int head;              /* [V, D] lm_head                             */
+    const float *final_norm; /* [D] model.norm                           */
+    fwd_layer *layers;     /* [L]                                        */
+    int *exp_ids;          /* [n_moe, E, 3] what fwd_layer.exp points to */
+    float *vecs;           /* every small vector, one block (fwd_layer)  */
+
+    /* RoPE tables for positions 0..max_T-1 */
+    float *theta;          /* [dr/2] frequencies (dsq_fwd_rope_freqs)    */
+    float *cos_t, *sin_t;  /* [max_T, dr/2] cos and sin of t * theta     */
 
     /* window state */
     int T, next_layer, ready;
 
-    /* activations, all sized for max_T tokens */
-    float *h, *x, *x2, *xq, *xq2;  /* [T x D] (xq: [T x Kmax])    */
-    float *cq, *q, *kva, *c, *kvb, *o, *attn_out, *ffn_out, *sh_out;
-    float *qi, *ki, *wi, *z, *g, *u, *eo;
-    float *rweights;               /* [T x ke]                    */
-    int32_t *rexperts;             /* [T x ke]                    */
-    int32_t *ecount, *eoff, *elist, *eorder; /* expert grouping   */
-    uint8_t *mask;                 /* [T x T] indexer selection   */
-    int mask_on;
-    int32_t *topk;                 /* [T x KI] when traced        */
-    int topk_on;
+    /* activations (kmax: the widest input of any linear layer) */
+    float *h;              /* [T, D] residual stream                     */
+    float *x;              /* [T, D] input_layernorm output (final norm
+                              output before the head)                    */
+    float *x2;             /* [T, D] post_attention_layernorm output      */
+    float *xq;             /* [T, kmax] FP8 round trip of a linear layer's
+                              input                                      */
+    float *xq2;            /* [T, D] FP8 round trip of x2 for the routed
+                              experts; gather buffer of the hook after   */
+    float *cq;             /* [T, rq] query latent after q_a_layernorm   */
+    float *q;              /* [T, H, dqk] queries, per head [nope | rope] */
+    float *kva;            /* [T, rkv + dr] kv_a output: [latent | rope key] */
+    float *c;              /* [T, rkv] normalised KV latent, kv_b's input */
+    float *kvb;            /* [T, H, dn + dv] kv_b output, per head
+                              [key nope | value]                         */
+    float *o;              /* [T, H, dv] attention output, o_proj's input */
+    float *attn_out;       /* [T, D] o_proj output                       */
+    float *ffn_out;        /* [T, D] dense FFN or MoE output             */
+    float *g, *u;          /* [T, Fmax] gate and up products; g then
+                              holds SiLU(g) * u                          */
+    /* indexer */
+    float *qi;             /* [T, HI, dI] queries, per head [rope | nope] */
+    float *ki;             /* [T, dI] keys (a single head)               */
+    float *wi;             /* [T, HI] head weights                       */
+    uint8_t *mask;         /* [T, T] 1: query t attends key s            */
+    int mask_on;           /* the mask applies to this layer (T > KI)    */
+    int32_t *topk;         /* [T, KI] selections, sorted, -1 padded      */
+    int topk_on;           /* topk is kept (DSQ_TRACE_TOPK, max_T > KI)  */
+    /* MoE */
+    float *z;              /* [T, E] router logits                       */
+    float *rweights;       /* [T, ke] combine weights                    */
+    int32_t *rexperts;     /* [T, ke] chosen experts                     */
+    int32_t *ecount;       /* [E] (token, slot) pairs routed to each expert */
+    int32_t *eoff;         /* [E] each expert's first entry in elist     */
+    int32_t *elist;        /* [T * ke] pairs t * ke + slot, by expert    */
+    int32_t *eorder;       /* [E] experts with tokens, most tokens first */
+    float *eo;             /* [T, ke, D] each chosen expert's output     */
+    float *sh_out;         /* [T, D] shared expert output                */
+    float *eact;           /* [T * ke, Fe] expert SwiGLU products in
+                              elist order, kept for the hook only        */
 };
 
 /* ==== small utilities ===================================================== */
@@ -118,13 +196,6 @@ static float *falloc2(int64_t a, int64_t b) {
         dsq_mul_ovf(n, sizeof(float), &n) || n > (uint64_t)SIZE_MAX / 2)
         return NULL;
     return dsq_aalloc((size_t)n ? (size_t)n : 1);
-}
-
-/* HF rule: MoE from first_k_dense_replace on, every moe_layer_freq-th layer
- * (1 for every released model). */
-static int is_moe_layer(const dsq_config *c, int l) {
-    if (c->n_routed_experts <= 0 || l < c->first_k_dense) return 0;
-    return c->moe_layer_freq <= 1 || l % c->moe_layer_freq == 0;
 }
 
 /* SiLU(z) = z * sigmoid(z), the gate nonlinearity of every SwiGLU (§4.8). */
@@ -988,7 +1059,7 @@ static int check_config(const dsq_config *c, dsq_err *err) {
         return dsq_fail(err, DSQ_E_CONFIG, "config: rope_scaling parameters out of range");
     int any_dense = 0, any_moe = 0;
     for (int l = 0; l < c->n_layers; l++) {
-        if (is_moe_layer(c, l)) any_moe = 1;
+        if (dsq_config_is_moe_layer(c, l)) any_moe = 1;
         else any_dense = 1;
     }
     if (any_dense && (c->intermediate_size < 1 || c->intermediate_size > DIM_MAX))
@@ -1014,88 +1085,20 @@ static int check_config(const dsq_config *c, dsq_err *err) {
     return DSQ_OK;
 }
 
-static int load_layer(dsq_fwd *f, int l, int **exp_cursor, float **vcur, dsq_err *err) {
-    fwd_layer *L = &f->layers[l];
-    char nm[256];
-    int rc, D = f->D;
-#define NM(fmt, ...) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l, __VA_ARGS__), nm)
-#define NM0(s) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), nm)
-    L->moe = is_moe_layer(&f->cfg, l);
-    DSQ_TRY(need_vec(f, &L->in_norm, vcur, NM0("input_layernorm.weight"), D, err));
-    DSQ_TRY(need_vec(f, &L->post_norm, vcur, NM0("post_attention_layernorm.weight"), D, err));
-    DSQ_TRY(need(f, &L->q_a, NM0("self_attn.q_a_proj.weight"), 2, f->rq, D, err));
-    DSQ_TRY(need_vec(f, &L->q_a_norm, vcur, NM0("self_attn.q_a_layernorm.weight"), f->rq, err));
-    DSQ_TRY(need(f, &L->q_b, NM0("self_attn.q_b_proj.weight"), 2, (int64_t)f->H * f->dqk, f->rq, err));
-    DSQ_TRY(need(f, &L->kv_a, NM0("self_attn.kv_a_proj_with_mqa.weight"), 2, f->rkv + f->dr, D, err));
-    DSQ_TRY(need_vec(f, &L->kv_a_norm, vcur, NM0("self_attn.kv_a_layernorm.weight"), f->rkv, err));
-    DSQ_TRY(need(f, &L->kv_b, NM0("self_attn.kv_b_proj.weight"), 2, (int64_t)f->H * (f->dn + f->dv),
-                 f->rkv, err));
-    DSQ_TRY(need(f, &L->o, NM0("self_attn.o_proj.weight"), 2, D, (int64_t)f->H * f->dv, err));
-    if (f->cfg.has_indexer) {
-        DSQ_TRY(need(f, &L->iq, NM0("self_attn.indexer.wq_b.weight"), 2, (int64_t)f->HI * f->dI,
-                     f->rq, err));
-        DSQ_TRY(need(f, &L->ik, NM0("self_attn.indexer.wk.weight"), 2, f->dI, D, err));
-        DSQ_TRY(need_vec(f, &L->k_norm_w, vcur, NM0("self_attn.indexer.k_norm.weight"), f->dI, err));
-        DSQ_TRY(need_vec(f, &L->k_norm_b, vcur, NM0("self_attn.indexer.k_norm.bias"), f->dI, err));
-        DSQ_TRY(need(f, &L->iw, NM0("self_attn.indexer.weights_proj.weight"), 2, f->HI, D, err));
-    }
-    if (!L->moe) {
-        DSQ_TRY(need(f, &L->gate, NM0("mlp.gate_proj.weight"), 2, f->F, D, err));
-        DSQ_TRY(need(f, &L->up, NM0("mlp.up_proj.weight"), 2, f->F, D, err));
-        DSQ_TRY(need(f, &L->down, NM0("mlp.down_proj.weight"), 2, D, f->F, err));
-        return DSQ_OK;
-    }
-    DSQ_TRY(need(f, &L->router, NM0("mlp.gate.weight"), 2, f->E, D, err));
-    /* the correction bias is optional: older routers have none */
-    L->router_bias = NULL;
-    if (f->w->find(f->w->ctx, NM0("mlp.gate.e_score_correction_bias")) >= 0)
-        DSQ_TRY(need_vec(f, &L->router_bias, vcur, nm, f->E, err));
-    if (f->Fs > 0) {
-        DSQ_TRY(need(f, &L->gate, NM0("mlp.shared_experts.gate_proj.weight"), 2, f->Fs, D, err));
-        DSQ_TRY(need(f, &L->up, NM0("mlp.shared_experts.up_proj.weight"), 2, f->Fs, D, err));
-        DSQ_TRY(need(f, &L->down, NM0("mlp.shared_experts.down_proj.weight"), 2, D, f->Fs, err));
-    }
-    int *ex = *exp_cursor;
-    for (int e = 0; e < f->E; e++) {
-        DSQ_TRY(need(f, &ex[3 * e], NM("mlp.experts.%d.gate_proj.weight", e), 2, f->Fe, D, err));
-        DSQ_TRY(need(f, &ex[3 * e + 1], NM("mlp.experts.%d.up_proj.weight", e), 2, f->Fe, D, err));
-        DSQ_TRY(need(f, &ex[3 * e + 2], NM("mlp.experts.%d.down_proj.weight", e), 2, D, f->Fe, err));
-    }
-    L->exp = ex;
-    *exp_cursor += 3 * f->E;
-#undef NM
-#undef NM0
-    return DSQ_OK;
-fail:
-    return rc;
-}
+/* ---- dimensions ---------------------------------------------------------- */
 
-int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, dsq_err *err) {
-    int rc;
-    *out = NULL;
-    if (!w || !w->cfg || !opts || opts->max_tokens < 1 || opts->max_tokens > (1 << 20))
-        return dsq_fail(err, DSQ_E_ARG, "forward: bad arguments (window must be 1..%d tokens)",
-                        1 << 20);
-    if ((rc = check_config(w->cfg, err)) < 0) return rc;
-    dsq_codecs_init();
-    dsq_fwd *f = dsq_calloc(1, sizeof *f);
-    if (!f) return dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory");
+/* The table at the top of this file, from f->cfg (checked by check_config). */
+static void set_dims(dsq_fwd *f) {
     const dsq_config *c = &f->cfg;
-    f->w = w;
-    f->cfg = *w->cfg;
-    f->max_T = opts->max_tokens;
-    f->act_fp8 = opts->act_fp8 != 0;
-    f->trace = opts->trace;
-    f->observe = opts->observe;
-    f->observe_arg = opts->observe_arg;
     f->D = c->hidden_size; f->V = c->vocab_size; f->H = c->n_heads; f->L = c->n_layers;
     f->dn = c->qk_nope_head_dim; f->dr = c->qk_rope_head_dim; f->dqk = f->dn + f->dr;
     f->dv = c->v_head_dim; f->rq = c->q_lora_rank; f->rkv = c->kv_lora_rank;
     f->HI = c->has_indexer ? c->index_n_heads : 0;
     f->dI = c->has_indexer ? c->index_head_dim : 0;
     f->KI = c->has_indexer ? c->index_topk : 0;
-    int n_moe = 0;
-    for (int l = 0; l < f->L; l++) n_moe += is_moe_layer(c, l);
+    f->n_moe = 0;
+    for (int l = 0; l < f->L; l++) f->n_moe += dsq_config_is_moe_layer(c, l);
+    int n_moe = f->n_moe;
     f->E = n_moe ? c->n_routed_experts : 0;
     f->ke = n_moe ? c->n_experts_per_tok : 0;
     f->Fe = n_moe ? c->moe_intermediate_size : 0;
@@ -1106,43 +1109,159 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
     f->sm_scale = (float)dsq_fwd_softmax_scale(c);
     f->idx_scale_h = f->HI ? (float)(1.0 / sqrt((double)f->HI)) : 0;
     f->idx_scale_d = f->dI ? (float)(1.0 / sqrt((double)f->dI)) : 0;
-    if (f->act_fp8 && f->dI && (f->dI & (f->dI - 1))) {
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "forward: FP8 indexer simulation needs a power-of-two "
-                      "index_head_dim (Hadamard), got %d", f->dI);
-        goto fail;
-    }
+}
 
-    /* ---- tensors ---- */
+/* kmax: the widest input of any linear layer (the columns of xq). */
+static int widest_input(const dsq_fwd *f) {
+    return imax(imax(f->D, f->rq), imax(f->rkv, imax(f->H * f->dv, f->Fmax)));
+}
+
+static int out_of_memory(const dsq_fwd *f, dsq_err *err) {
+    return dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory for a %d-token window", f->max_T);
+}
+
+/* ---- weights ------------------------------------------------------------- */
+
+/* need() for the 2-D weight `role` of layer l (routed experts: expert e);
+ * names come from formats/roles.c. */
+static int need_w(dsq_fwd *f, int *id, int l, int e, dsq_role role, int64_t d0, int64_t d1,
+                  dsq_err *err) {
+    char nm[256];
+    dsq_layer_weight_name(nm, sizeof nm, l, e, role);
+    return need(f, id, nm, 2, d0, d1, err);
+}
+
+/* need_vec() for the vector `role` of layer l. */
+static int need_lvec(dsq_fwd *f, const float **out, float **cursor, int l, dsq_role role, int n,
+                     dsq_err *err) {
+    char nm[256];
+    dsq_layer_weight_name(nm, sizeof nm, l, -1, role);
+    return need_vec(f, out, cursor, nm, n, err);
+}
+
+/* MLA attention of layer l (spec §2.3), with its latent norms. */
+static int load_attention(dsq_fwd *f, int l, fwd_layer *L, float **vcur, dsq_err *err) {
+    int rc, D = f->D;
+    DSQ_TRY(need_w(f, &L->q_a, l, -1, DSQ_R_ATTN_Q_A, f->rq, D, err));
+    DSQ_TRY(need_lvec(f, &L->q_a_norm, vcur, l, DSQ_R_ATTN_Q_A_NORM, f->rq, err));
+    DSQ_TRY(need_w(f, &L->q_b, l, -1, DSQ_R_ATTN_Q_B, (int64_t)f->H * f->dqk, f->rq, err));
+    DSQ_TRY(need_w(f, &L->kv_a, l, -1, DSQ_R_ATTN_KV_A, f->rkv + f->dr, D, err));
+    DSQ_TRY(need_lvec(f, &L->kv_a_norm, vcur, l, DSQ_R_ATTN_KV_A_NORM, f->rkv, err));
+    DSQ_TRY(need_w(f, &L->kv_b, l, -1, DSQ_R_ATTN_KV_B, (int64_t)f->H * (f->dn + f->dv), f->rkv,
+                   err));
+    DSQ_TRY(need_w(f, &L->o, l, -1, DSQ_R_ATTN_O, D, (int64_t)f->H * f->dv, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+/* The DSA indexer of layer l (spec §2.3). */
+static int load_indexer(dsq_fwd *f, int l, fwd_layer *L, float **vcur, dsq_err *err) {
+    int rc, D = f->D;
+    DSQ_TRY(need_w(f, &L->iq, l, -1, DSQ_R_IDX_WQ_B, (int64_t)f->HI * f->dI, f->rq, err));
+    DSQ_TRY(need_w(f, &L->ik, l, -1, DSQ_R_IDX_WK, f->dI, D, err));
+    DSQ_TRY(need_lvec(f, &L->k_norm_w, vcur, l, DSQ_R_IDX_K_NORM, f->dI, err));
+    DSQ_TRY(need_lvec(f, &L->k_norm_b, vcur, l, DSQ_R_IDX_K_NORM_BIAS, f->dI, err));
+    DSQ_TRY(need_w(f, &L->iw, l, -1, DSQ_R_IDX_WEIGHTS_PROJ, f->HI, D, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+/* The FFN of layer l: dense SwiGLU (spec §2.4), or router, shared expert
+ * and routed experts (§2.5), whose ids go to *exp_cursor. */
+static int load_ffn(dsq_fwd *f, int l, fwd_layer *L, int **exp_cursor, float **vcur,
+                    dsq_err *err) {
+    int rc, D = f->D;
+    if (!L->moe) {
+        DSQ_TRY(need_w(f, &L->gate, l, -1, DSQ_R_DENSE_GATE, f->F, D, err));
+        DSQ_TRY(need_w(f, &L->up, l, -1, DSQ_R_DENSE_UP, f->F, D, err));
+        DSQ_TRY(need_w(f, &L->down, l, -1, DSQ_R_DENSE_DOWN, D, f->F, err));
+        return DSQ_OK;
+    }
+    DSQ_TRY(need_w(f, &L->router, l, -1, DSQ_R_ROUTER, f->E, D, err));
+    /* the correction bias is optional: older routers have none */
+    char nm[256];
+    dsq_layer_weight_name(nm, sizeof nm, l, -1, DSQ_R_ROUTER_BIAS);
+    L->router_bias = NULL;
+    if (f->w->find(f->w->ctx, nm) >= 0) DSQ_TRY(need_vec(f, &L->router_bias, vcur, nm, f->E, err));
+    if (f->Fs > 0) {
+        DSQ_TRY(need_w(f, &L->gate, l, -1, DSQ_R_SHEXP_GATE, f->Fs, D, err));
+        DSQ_TRY(need_w(f, &L->up, l, -1, DSQ_R_SHEXP_UP, f->Fs, D, err));
+        DSQ_TRY(need_w(f, &L->down, l, -1, DSQ_R_SHEXP_DOWN, D, f->Fs, err));
+    }
+    int *ex = *exp_cursor;
+    for (int e = 0; e < f->E; e++) {
+        DSQ_TRY(need_w(f, &ex[3 * e], l, e, DSQ_R_EXP_GATE, f->Fe, D, err));
+        DSQ_TRY(need_w(f, &ex[3 * e + 1], l, e, DSQ_R_EXP_UP, f->Fe, D, err));
+        DSQ_TRY(need_w(f, &ex[3 * e + 2], l, e, DSQ_R_EXP_DOWN, D, f->Fe, err));
+    }
+    L->exp = ex;
+    *exp_cursor += 3 * f->E;
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+static int load_layer(dsq_fwd *f, int l, int **exp_cursor, float **vcur, dsq_err *err) {
+    fwd_layer *L = &f->layers[l];
+    int rc, D = f->D;
+    L->moe = dsq_config_is_moe_layer(&f->cfg, l);
+    DSQ_TRY(need_lvec(f, &L->in_norm, vcur, l, DSQ_R_INPUT_NORM, D, err));
+    DSQ_TRY(need_lvec(f, &L->post_norm, vcur, l, DSQ_R_POST_ATTN_NORM, D, err));
+    DSQ_TRY(load_attention(f, l, L, vcur, err));
+    if (f->cfg.has_indexer) DSQ_TRY(load_indexer(f, l, L, vcur, err));
+    DSQ_TRY(load_ffn(f, l, L, exp_cursor, vcur, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
+
+/* Every tensor the pass reads: ids resolved and shapes checked, the small
+ * vectors copied into f->vecs. */
+static int load_weights(dsq_fwd *f, dsq_err *err) {
+    int rc;
     int64_t n_vec = (int64_t)f->D + (int64_t)f->L * (2 * f->D + f->rq + f->rkv + 2 * f->dI + f->E);
     f->vecs = falloc2(n_vec, 1);
     f->layers = dsq_calloc((size_t)f->L, sizeof *f->layers);
-    f->exp_ids = dsq_calloc((size_t)n_moe * 3 * (size_t)(f->E ? f->E : 1), sizeof(int));
-    if (!f->vecs || !f->layers || !f->exp_ids) goto nomem;
+    f->exp_ids = dsq_calloc((size_t)f->n_moe * 3 * (size_t)(f->E ? f->E : 1), sizeof(int));
+    if (!f->vecs || !f->layers || !f->exp_ids) return out_of_memory(f, err);
     float *vcur = f->vecs;
     int *ecur = f->exp_ids;
-    DSQ_TRY(need(f, &f->embed, "model.embed_tokens.weight", 2, f->V, f->D, err));
-    DSQ_TRY(need(f, &f->head, "lm_head.weight", 2, f->V, f->D, err));
-    DSQ_TRY(need_vec(f, &f->final_norm, &vcur, "model.norm.weight", f->D, err));
+    DSQ_TRY(need(f, &f->embed, dsq_top_weight_name(DSQ_R_EMBED), 2, f->V, f->D, err));
+    DSQ_TRY(need(f, &f->head, dsq_top_weight_name(DSQ_R_HEAD), 2, f->V, f->D, err));
+    DSQ_TRY(need_vec(f, &f->final_norm, &vcur, dsq_top_weight_name(DSQ_R_FINAL_NORM), f->D, err));
     for (int l = 0; l < f->L; l++) DSQ_TRY(load_layer(f, l, &ecur, &vcur, err));
+    return DSQ_OK;
+fail:
+    return rc;
+}
 
-    /* ---- RoPE tables for positions 0..max_T-1 (fp32 angle, as upstream) ---- */
+/* ---- RoPE tables ---------------------------------------------------------- */
+
+/* cos and sin for positions 0..max_T-1 (fp32 angle, as upstream). */
+static int make_rope_tables(dsq_fwd *f, dsq_err *err) {
     int half = f->dr / 2, T = f->max_T;
     f->theta = falloc2(half, 1);
     f->cos_t = falloc2(T, half);
     f->sin_t = falloc2(T, half);
-    if (!f->theta || !f->cos_t || !f->sin_t) goto nomem;
-    dsq_fwd_rope_freqs(c, f->theta);
+    if (!f->theta || !f->cos_t || !f->sin_t) return out_of_memory(f, err);
+    dsq_fwd_rope_freqs(&f->cfg, f->theta);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
             float a = (float)t * f->theta[i];
             f->cos_t[(int64_t)t * half + i] = cosf(a);
             f->sin_t[(int64_t)t * half + i] = sinf(a);
         }
+    return DSQ_OK;
+}
 
-    /* ---- activations: everything a window needs, sized once for max_T, so
-     * the per-window path never allocates ---- */
-    int D = f->D;
-    int kmax = imax(imax(D, f->rq), imax(f->rkv, imax(f->H * f->dv, f->Fmax)));
+/* ---- activations ------------------------------------------------------------ */
+
+/* Everything a window needs, sized once for max_T, so the per-window path
+ * never allocates (shapes beside the fields of struct dsq_fwd). */
+static int alloc_activations(dsq_fwd *f, dsq_err *err) {
+    int T = f->max_T, D = f->D, kmax = widest_input(f);
     f->h = falloc2(T, D); f->x = falloc2(T, D); f->x2 = falloc2(T, D);
     f->xq = falloc2(T, kmax); f->xq2 = falloc2(T, D);
     f->cq = falloc2(T, f->rq);
@@ -1155,20 +1274,20 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
     f->g = falloc2(T, f->Fmax); f->u = falloc2(T, f->Fmax);
     if (!f->h || !f->x || !f->x2 || !f->xq || !f->xq2 || !f->cq || !f->q || !f->kva || !f->c ||
         !f->kvb || !f->o || !f->attn_out || !f->ffn_out || !f->g || !f->u)
-        goto nomem;
-    if (c->has_indexer) {
+        return out_of_memory(f, err);
+    if (f->cfg.has_indexer) {
         f->qi = falloc2(T, (int64_t)f->HI * f->dI);
         f->ki = falloc2(T, f->dI);
         f->wi = falloc2(T, f->HI);
         f->mask = dsq_malloc((size_t)T * (size_t)T);
-        if (!f->qi || !f->ki || !f->wi || !f->mask) goto nomem;
+        if (!f->qi || !f->ki || !f->wi || !f->mask) return out_of_memory(f, err);
         if ((f->trace & DSQ_TRACE_TOPK) && T > f->KI) {
             f->topk = (int32_t *)falloc2(T, f->KI);
-            if (!f->topk) goto nomem;
+            if (!f->topk) return out_of_memory(f, err);
             f->topk_on = 1;
         }
     }
-    if (n_moe) {
+    if (f->n_moe) {
         f->z = falloc2(T, f->E);
         f->rweights = falloc2(T, f->ke);
         f->rexperts = (int32_t *)falloc2(T, f->ke);
@@ -1180,18 +1299,24 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
         f->elist = (int32_t *)falloc2(T, f->ke);
         if (!f->z || !f->rweights || !f->rexperts || !f->eo || !f->sh_out ||
             !f->ecount || !f->eoff || !f->eorder || !f->elist)
-            goto nomem;
-        if (f->observe && !(f->eact = falloc2((int64_t)T * f->ke, f->Fe))) goto nomem;
+            return out_of_memory(f, err);
+        if (f->observe && !(f->eact = falloc2((int64_t)T * f->ke, f->Fe))) return out_of_memory(f, err);
     }
+    return DSQ_OK;
+}
 
-    /* ---- workers ---- */
-    int nt = opts->n_threads > 0 ? opts->n_threads : dsq_default_threads();
+/* ---- workers ------------------------------------------------------------- */
+
+/* The pool and each worker's scratch (shapes beside fwd_worker's fields). */
+static int start_workers(dsq_fwd *f, int n_threads, dsq_err *err) {
+    int T = f->max_T, D = f->D;
+    int nt = n_threads > 0 ? n_threads : dsq_default_threads();
     f->pool = dsq_pool_new(nt);
-    if (!f->pool) goto nomem;
+    if (!f->pool) return out_of_memory(f, err);
     f->n_workers = dsq_pool_size(f->pool);
     f->workers = dsq_calloc((size_t)f->n_workers, sizeof *f->workers);
-    if (!f->workers) goto nomem;
-    int kw = imax(kmax, D); /* widest weight row */
+    if (!f->workers) return out_of_memory(f, err);
+    int kw = imax(widest_input(f), D); /* widest weight row */
     f->wcap = (int64_t)kw * TILE_UNIT > WTILE_MIN ? (int64_t)kw * TILE_UNIT : WTILE_MIN;
     int wa = imax(D, f->dqk);
     for (int i = 0; i < f->n_workers; i++) {
@@ -1207,15 +1332,45 @@ int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, d
         wk->vt = falloc2(f->dv, T);
         wk->ib = falloc2(IDX_ROWS, T);
         wk->pairs = dsq_malloc((size_t)T * sizeof(sc_pair));
-        wk->rs = falloc2(2 * (int64_t)f->E + (c->n_group > 0 ? c->n_group : 1), 1);
+        wk->rs = falloc2(2 * (int64_t)f->E + (f->cfg.n_group > 0 ? f->cfg.n_group : 1), 1);
         if (!wk->rs || !wk->wtile || !wk->pack || !wk->xa || !wk->xd || !wk->xb || !wk->xc || !wk->s ||
             !wk->vt || !wk->ib || !wk->pairs)
-            goto nomem;
+            return out_of_memory(f, err);
     }
+    return DSQ_OK;
+}
+
+/* ---- the constructor ------------------------------------------------------- */
+
+int dsq_fwd_new(dsq_fwd **out, const dsq_weights *w, const dsq_fwd_opts *opts, dsq_err *err) {
+    int rc;
+    *out = NULL;
+    if (!w || !w->cfg || !opts || opts->max_tokens < 1 || opts->max_tokens > (1 << 20))
+        return dsq_fail(err, DSQ_E_ARG, "forward: bad arguments (window must be 1..%d tokens)",
+                        1 << 20);
+    if ((rc = check_config(w->cfg, err)) < 0) return rc;
+    dsq_codecs_init();
+    dsq_fwd *f = dsq_calloc(1, sizeof *f);
+    if (!f) return dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory");
+    f->w = w;
+    f->cfg = *w->cfg;
+    f->max_T = opts->max_tokens;
+    f->act_fp8 = opts->act_fp8 != 0;
+    f->trace = opts->trace;
+    f->observe = opts->observe;
+    f->observe_arg = opts->observe_arg;
+    set_dims(f);
+    if (f->act_fp8 && f->dI && (f->dI & (f->dI - 1))) {
+        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "forward: FP8 indexer simulation needs a power-of-two "
+                      "index_head_dim (Hadamard), got %d", f->dI);
+        goto fail;
+    }
+    DSQ_TRY(load_weights(f, err));
+    DSQ_TRY(make_rope_tables(f, err));
+    DSQ_TRY(alloc_activations(f, err));
+    DSQ_TRY(start_workers(f, opts->n_threads, err));
     *out = f;
     return DSQ_OK;
-nomem:
-    rc = dsq_fail(err, DSQ_E_NOMEM, "forward: out of memory for a %d-token window", f->max_T);
 fail:
     dsq_fwd_free(f);
     return rc;
