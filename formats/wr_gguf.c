@@ -245,7 +245,7 @@ static void arch_keys(kvctx *k, const dsq_config *c, int with_mtp) {
 }
 
 /* The pre-tokenizer name llama.cpp knows for tokenizer.json's pre_tokenizer:
- * ByteLevel with its own (GPT-2) regex is "gpt2"; DeepSeek-V3's Sequence of
+ * ByteLevel with its own (GPT-2) regex is "gpt-2"; DeepSeek-V3's Sequence of
  * Splits (digits in threes, CJK runs, then its word pattern) is
  * "deepseek-v3".  NULL for anything else. */
 static const char *pre_name(const cJSON *pt) {
@@ -253,7 +253,7 @@ static const char *pre_name(const cJSON *pt) {
     if (!cJSON_IsString(ty)) return NULL;
     if (!strcmp(ty->valuestring, "ByteLevel")) {
         const cJSON *ur = cJSON_GetObjectItemCaseSensitive(pt, "use_regex");
-        return !ur || cJSON_IsTrue(ur) ? "gpt2" : NULL;
+        return !ur || cJSON_IsTrue(ur) ? "gpt-2" : NULL;
     }
     if (strcmp(ty->valuestring, "Sequence")) return NULL;
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(pt, "pretokenizers");
