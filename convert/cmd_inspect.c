@@ -6,6 +6,7 @@
  */
 #include "convert/cli.h"
 #include "formats/source.h"
+#include "quant/quant.h"
 #include "common.h"
 #include "synth/gen.h"
 
@@ -78,6 +79,67 @@ static cJSON *config_json(const dsq_config *c) {
     return o ? o : cJSON_CreateObject();
 }
 
+static void print_config(const dsq_config *c) {
+    printf("model      %s%s, %d layers (%d dense) + %d MTP, hidden %d, vocab %d\n", c->model_type,
+           c->fp8 ? " fp8" : "", c->n_layers, c->first_k_dense, c->n_mtp_layers, c->hidden_size,
+           c->vocab_size);
+    printf("attention  %d heads, q_lora %d, kv_lora %d, nope %d, rope %d, v %d%s\n", c->n_heads,
+           c->q_lora_rank, c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim,
+           c->v_head_dim, c->has_yarn ? ", YaRN" : "");
+    if (c->has_indexer)
+        printf("indexer    %d heads x %d, top-k %d\n", c->index_n_heads, c->index_head_dim, c->index_topk);
+    printf("moe        %d routed x %d + %d shared, top-%d of %d groups keep %d, scale %.3g\n",
+           c->n_routed_experts, c->moe_intermediate_size, c->n_shared_experts,
+           c->n_experts_per_tok, c->n_group, c->topk_group, c->routed_scaling_factor);
+}
+
+/* Any other source (a GGUF file): configuration, and parameters and bytes
+ * by storage scheme, from the source's own tensor list. */
+static int inspect_source(const dsq_src *src, const char *path, int json) {
+    const dsq_config *c = dsq_src_config(src);
+    int64_t params = 0, sp[DSQ_Q_COUNT] = {0};
+    uint64_t bytes = 0, sb[DSQ_Q_COUNT] = {0};
+    for (int i = 0; i < dsq_src_n_tensors(src); i++) {
+        const dsq_stensor *t = dsq_src_tensor(src, i);
+        params += t->rows * t->cols;
+        bytes += t->nbytes;
+        if (t->scheme >= 0 && t->scheme < DSQ_Q_COUNT) {
+            sp[t->scheme] += t->rows * t->cols;
+            sb[t->scheme] += t->nbytes;
+        }
+    }
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", path);
+        cJSON_AddStringToObject(o, "source", dsq_src_kind(src));
+        cJSON_AddItemToObject(o, "config", config_json(c));
+        cJSON_AddNumberToObject(o, "tensors", dsq_src_n_tensors(src));
+        cJSON_AddNumberToObject(o, "params", (double)params);
+        cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+        cJSON *sc = cJSON_AddObjectToObject(o, "schemes");
+        for (int k = 0; k < DSQ_Q_COUNT; k++)
+            if (sp[k]) {
+                cJSON *e = cJSON_AddObjectToObject(sc, dsq_q_scheme(k)->name);
+                cJSON_AddNumberToObject(e, "params", (double)sp[k]);
+                cJSON_AddNumberToObject(e, "bytes", (double)sb[k]);
+            }
+        char *js = cJSON_Print(o);
+        if (js) puts(js);
+        free(js);
+        cJSON_Delete(o);
+        return 0;
+    }
+    printf("%s (%s)\n", path, dsq_src_kind(src));
+    print_config(c);
+    printf("tensors    %d (routed experts one by one)\n", dsq_src_n_tensors(src));
+    printf("params     %lld\n", (long long)params);
+    printf("bytes      %llu (%.3f bits per weight)\n\n", (unsigned long long)bytes, params ? 8.0 * (double)bytes / (double)params : 0);
+    printf("%-20s %16s %16s\n", "scheme", "params", "bytes");
+    for (int k = 0; k < DSQ_Q_COUNT; k++)
+        if (sp[k]) printf("%-20s %16lld %16llu\n", dsq_q_scheme(k)->name, (long long)sp[k], (unsigned long long)sb[k]);
+    return 0;
+}
+
 static int usage(FILE *f) {
     fprintf(f, "usage: dsq inspect PATH [--json] [--allow-unknown]\n\n"
                "Summarise a checkpoint folder, a .safetensors file or an archive (.tar, .tar.gz, .zip)\n"
@@ -107,6 +169,11 @@ int cmd_inspect(int argc, char **argv) {
     if (dsq_src_open(&src, path, flags, &err)) return cli_err("inspect", &err);
     if (dsq_src_ctr(src)) {
         int rc = cmd_inspect_container(dsq_src_ctr(src), path, json);
+        dsq_src_close(src);
+        return rc;
+    }
+    if (!dsq_src_ckpt(src)) {
+        int rc = inspect_source(src, path, json);
         dsq_src_close(src);
         return rc;
     }
@@ -157,17 +224,7 @@ int cmd_inspect(int argc, char **argv) {
     } else {
         printf("%s (%s, %d shard%s)\n", path, dsq_ckpt_is_archive(ck) ? "archive" : "folder",
                dsq_ckpt_n_shards(ck), dsq_ckpt_n_shards(ck) == 1 ? "" : "s");
-        printf("model      %s%s, %d layers (%d dense) + %d MTP, hidden %d, vocab %d\n", c->model_type,
-               c->fp8 ? " fp8" : "", c->n_layers, c->first_k_dense, c->n_mtp_layers, c->hidden_size,
-               c->vocab_size);
-        printf("attention  %d heads, q_lora %d, kv_lora %d, nope %d, rope %d, v %d%s\n", c->n_heads,
-               c->q_lora_rank, c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim,
-               c->v_head_dim, c->has_yarn ? ", YaRN" : "");
-        if (c->has_indexer)
-            printf("indexer    %d heads x %d, top-k %d\n", c->index_n_heads, c->index_head_dim, c->index_topk);
-        printf("moe        %d routed x %d + %d shared, top-%d of %d groups keep %d, scale %.3g\n",
-               c->n_routed_experts, c->moe_intermediate_size, c->n_shared_experts,
-               c->n_experts_per_tok, c->n_group, c->topk_group, c->routed_scaling_factor);
+        print_config(c);
         printf("tensors    %lld (%lld scale companions, %lld MTP)\n", (long long)s.n_tensors,
                (long long)s.n_scales, (long long)s.n_mtp_tensors);
         printf("params     %lld (main model %lld)\n", (long long)s.params_total, (long long)s.params_main);

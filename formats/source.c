@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const src_backend *const g_backends[] = {&dsq_src_backend_dsq, &dsq_src_backend_ckpt};
+static const src_backend *const g_backends[] = {&dsq_src_backend_dsq, &dsq_src_backend_gguf, &dsq_src_backend_ckpt};
 
 static uint64_t fnv(const char *s) {
     uint64_t h = 1469598103934665603ull;

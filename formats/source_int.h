@@ -43,6 +43,6 @@ struct dsq_src {
     void *be;                  /* backend state */
 };
 
-extern const src_backend dsq_src_backend_ckpt, dsq_src_backend_dsq;
+extern const src_backend dsq_src_backend_ckpt, dsq_src_backend_dsq, dsq_src_backend_gguf;
 
 #endif

@@ -19,6 +19,7 @@
  */
 #include "formats/writer_int.h"
 #include "formats/gguf.h"
+#include "formats/gguf_arch.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -40,52 +41,8 @@ typedef struct ggbe {
 
 /* ---- names ------------------------------------------------------------------ */
 
-/* GGUF name of a per-layer role ("attn_q_a.weight"), NULL if none. */
-static const char *layer_suffix(dsq_role r, int part) {
-    switch (r) {
-    case DSQ_R_INPUT_NORM: return "attn_norm.weight";
-    case DSQ_R_ATTN_Q_A: return "attn_q_a.weight";
-    case DSQ_R_ATTN_Q_A_NORM: return "attn_q_a_norm.weight";
-    case DSQ_R_ATTN_Q_B: return "attn_q_b.weight";
-    case DSQ_R_ATTN_KV_A: return "attn_kv_a_mqa.weight";
-    case DSQ_R_ATTN_KV_A_NORM: return "attn_kv_a_norm.weight";
-    case DSQ_R_ATTN_KV_B: return part == DSQ_PART_K_B ? "attn_k_b.weight" : part == DSQ_PART_V_B ? "attn_v_b.weight" : NULL;
-    case DSQ_R_ATTN_O: return "attn_output.weight";
-    case DSQ_R_POST_ATTN_NORM: return "ffn_norm.weight";
-    case DSQ_R_IDX_WQ_B: return "indexer.attn_q_b.weight";
-    case DSQ_R_IDX_WK: return "indexer.attn_k.weight";
-    case DSQ_R_IDX_K_NORM: return "indexer.k_norm.weight";
-    case DSQ_R_IDX_K_NORM_BIAS: return "indexer.k_norm.bias";
-    case DSQ_R_IDX_WEIGHTS_PROJ: return "indexer.proj.weight";
-    case DSQ_R_DENSE_GATE: return "ffn_gate.weight";
-    case DSQ_R_DENSE_UP: return "ffn_up.weight";
-    case DSQ_R_DENSE_DOWN: return "ffn_down.weight";
-    case DSQ_R_ROUTER: return "ffn_gate_inp.weight";
-    case DSQ_R_ROUTER_BIAS: return "exp_probs_b.bias";
-    case DSQ_R_SHEXP_GATE: return "ffn_gate_shexp.weight";
-    case DSQ_R_SHEXP_UP: return "ffn_up_shexp.weight";
-    case DSQ_R_SHEXP_DOWN: return "ffn_down_shexp.weight";
-    case DSQ_R_EXP_GATE: return "ffn_gate_exps.weight";
-    case DSQ_R_EXP_UP: return "ffn_up_exps.weight";
-    case DSQ_R_EXP_DOWN: return "ffn_down_exps.weight";
-    case DSQ_R_MTP_EMBED: return "nextn.embed_tokens.weight";
-    case DSQ_R_MTP_ENORM: return "nextn.enorm.weight";
-    case DSQ_R_MTP_HNORM: return "nextn.hnorm.weight";
-    case DSQ_R_MTP_EH_PROJ: return "nextn.eh_proj.weight";
-    case DSQ_R_MTP_HEAD_NORM: return "nextn.shared_head_norm.weight";
-    case DSQ_R_MTP_HEAD: return "nextn.shared_head_head.weight";
-    default: return NULL;
-    }
-}
-
 static int gguf_name(const dsq_mw_tensor *t, char *out, size_t cap) {
-    const char *top = t->role == DSQ_R_EMBED ? "token_embd.weight" : t->role == DSQ_R_FINAL_NORM ? "output_norm.weight"
-                    : t->role == DSQ_R_HEAD ? "output.weight" : NULL;
-    if (top && t->layer < 0) return snprintf(out, cap, "%s", top) < (int)cap ? 0 : -1;
-    const char *suf = layer_suffix(t->role, t->part);
-    if (!suf || t->layer < 0) return -1;
-    if ((t->role == DSQ_R_ATTN_KV_B) != (t->part != DSQ_PART_WHOLE)) return -1;
-    return snprintf(out, cap, "blk.%d.%s", t->layer, suf) < (int)cap ? 0 : -1;
+    return dsq_gguf_tensor_name(t->role, t->layer, t->part, out, cap);
 }
 
 /* ggml type holding a scheme's bytes exactly, or -1. */
