@@ -6,7 +6,14 @@
  * .dsq single-file container and runs a reference forward pass to measure the
  * accuracy lost by quantization.
  *
- * Basic outline for reading a checkpoint:
+ * Every model dsq reads -- a .dsq container, a checkpoint folder or archive,
+ * a GGUF file -- is opened through one model source, formats/source.h
+ * (dsq_src_open: the backends bid on the path; one tensor list in upstream
+ * naming; streaming or random access), and every model it writes goes
+ * through formats/writer.h.  This header holds what they share and the
+ * checkpoint backend's own reader.
+ *
+ * Basic outline for reading a checkpoint with that reader:
  *   1) dsq_ckpt_open() on a checkpoint folder, a single .safetensors file or
  *      a .tar / .zip archive of a checkpoint folder.
  *   2) dsq_ckpt_config() gives the validated model configuration and
