@@ -124,6 +124,7 @@ uint32_t dsq_gguf_version(const dsq_gguf *g);
 uint32_t dsq_gguf_alignment(const dsq_gguf *g);
 uint64_t dsq_gguf_data_offset(const dsq_gguf *g); /* absolute; header end when no tensors */
 uint64_t dsq_gguf_file_size(const dsq_gguf *g);
+const uint8_t *dsq_gguf_bytes(const dsq_gguf *g); /* the whole mapped file */
 
 int dsq_gguf_n_kv(const dsq_gguf *g);
 const dsq_gguf_kv *dsq_gguf_kv_at(const dsq_gguf *g, int i);

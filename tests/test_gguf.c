@@ -439,7 +439,7 @@ TEST(test_gguf_bad_files) {
         {M_ALIGN_ZERO, DSQ_E_FORMAT, "'general.alignment' = 0 is not a power of two"},
         {M_NAME_TRUNC, DSQ_E_FORMAT, "tensor 0 truncated"},
         {M_NAME_EMPTY, DSQ_E_FORMAT, "tensor 0 has an empty name"},
-        {M_NAME_LONG, DSQ_E_FORMAT, "tensor 0 'a234567890123456789012345678901234567890...': name of 64 bytes"},
+        {M_NAME_LONG, DSQ_E_FORMAT, "tensor 0 'a234567890123456789012345678901234567890123456789012345678901234': name of 64 bytes"},
         {M_NAME_NUL, DSQ_E_FORMAT, "tensor 0 'a?b': name holds a NUL byte"},
         {M_NAME_DUP, DSQ_E_FORMAT, "duplicate tensor name 'a.weight'"},
         {M_NAME_PAST_END, DSQ_E_FORMAT, "tensor 0: name of 5000 bytes runs past the end"},
