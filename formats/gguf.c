@@ -982,7 +982,7 @@ int dsq_ggufw_layout(dsq_ggufw *w, dsq_err *err) {
     dsq_st64(h + 8, (uint64_t)w->n_t);
     dsq_st64(h + 16, (uint64_t)w->n_kv);
     dsq_afile_write(w->f, h, sizeof h);
-    dsq_afile_write(w->f, w->kv, w->kv_len);
+    if (w->kv_len) dsq_afile_write(w->f, w->kv, w->kv_len);
     free(w->kv);
     w->kv = NULL;
     w->kv_len = w->kv_cap = 0;

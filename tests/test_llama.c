@@ -8,7 +8,8 @@
  *   - ggml's own GGUF reader reads every record and payload of files dsq
  *     writes exactly as dsq's reader does, and dsq's reader reads a file
  *     ggml's writer made exactly as ggml does (line-for-line equal dumps,
- *     tests/gguf_util.h);
+ *     tests/gguf_util.h), and both read the vocabulary files llama.cpp's
+ *     converter wrote for its tokenizer tests alike;
  *   - a tiny llama-architecture model written by dsq's writer loads in
  *     llama.cpp and its logits come out of the driver: with the attention
  *     and FFN outputs zeroed they must equal output * rmsnorm(embedding)
@@ -150,6 +151,20 @@ TEST(test_llama_gguf_ggml) {
     const dsq_gguf_tensor *t = dsq_gguf_tensor_at(g, dsq_gguf_find_tensor(g, "w.iq4_xs"));
     CHECK(t && t->type == DSQ_GGML_IQ4_XS && t->nbytes == 136 && t->n_dims == 1);
     dsq_gguf_close(g);
+    /* files of llama.cpp's own converter (gguf-py): the vocabulary-only
+     * models its tokenizer tests use, among them DeepSeek's */
+    static const char *const vocab[] = {"deepseek-llm", "llama-spm", "bert-bge"};
+    for (int i = 0; i < 3; i++) {
+        char vp[1200];
+        snprintf(vp, sizeof vp, "%s/llama.cpp/models/ggml-vocab-%s.gguf", dir, vocab[i]);
+        a = ggml_dump(dir, vp);
+        b = dsq_dump(vp);
+        CHECKF(a && b, "%s: a reader refused the file", vp);
+        CHECKF(!strcmp(a, b), "%s: ggml and dsq read different records, first at '%s'", vp, first_diff(a, b));
+        CHECK(strstr(a, "kv tokenizer.ggml.tokens 9 8 "));
+        free(a);
+        free(b);
+    }
 }
 
 /* ---- a tiny llama model ------------------------------------------------ */
