@@ -47,7 +47,8 @@ mkdir -p "$DIR"
 # Work in a scratch folder inside DIR and move the results into place last,
 # so an interrupted run never leaves a half-unpacked DIR that looks ready.
 tmp=$(mktemp -d "$DIR/.fetch.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
 
 # One retry and a 2-minute cap per request: a machine without the registry
 # gives up in minutes, not in npm's default quarter of an hour.
@@ -82,6 +83,8 @@ case $head in
     *) echo "fetch.sh: bundle is at $head, expected $COMMIT" >&2; exit 1 ;;
 esac
 
+# another fetch into the same DIR may have finished meanwhile
+if ready; then exit 0; fi
 rm -rf "$DIR/bins" "$DIR/llama.cpp" "$DIR/.unreachable"
 mkdir -p "$DIR/bins"
 mv "$tmp/bins/package/bins/linux-x64" "$DIR/bins/linux-x64"
