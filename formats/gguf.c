@@ -274,8 +274,9 @@ static char *dup_name(const uint8_t *p, uint64_t n, int *nul) {
     return s;
 }
 
-/* Read one value of type `vt` (scalar or one array element) at the cursor.
- * For strings, *slen receives the length; bools must be 0 or 1. */
+/* Step over one value of type `vt` (a scalar or array element `elem`) at
+ * the cursor, checking it fits the file; bools must be 0 or 1.  `key` is the
+ * key as messages show it. */
 static int rd_value(cur *c, int vt, const char *path, const char *key, uint64_t elem, dsq_err *err) {
     if (vt == DSQ_GGUF_STRING) {
         uint64_t len;
@@ -441,7 +442,9 @@ static int read_tensor_info(dsq_gguf *g, cur *c, int i, dsq_err *err) {
 
 /* Offsets: each must be the running padded sum (ggml requires exactly this),
  * reported as misaligned, overlapping or leaving a gap; payloads inside the
- * file; nothing after the padded data section. */
+ * file; nothing after the padded data section.  The last payload's padding
+ * may be missing: ggml and llama.cpp only check the payloads themselves, and
+ * some writers stop there. */
 static int check_layout(dsq_gguf *g, uint64_t header_end, dsq_err *err) {
     const char *path = g->path;
     if (g->n_t == 0) {

@@ -16,7 +16,8 @@
  *        (i32), offset (u64, relative to the data section)
  *   7. zero padding to ALIGN = general.alignment (u32, a power of two) or 32
  *   8. the data section: each payload in info order at the running sum of
- *      the padded sizes before it, each padded with zeros to ALIGN
+ *      the padded sizes before it, each padded with zeros to ALIGN (the
+ *      reader lets the last padding be missing, as ggml does)
  *
  * Reading:
  *   1) dsq_gguf_open() maps the file and validates all of it before
