@@ -206,3 +206,27 @@ $(BUILD)/gen_corpus: tests/fuzz/gen_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_util.o
 
 fuzz-corpus: $(BUILD)/gen_corpus
 	$(BUILD)/gen_corpus tests/fuzz/corpus
+
+# ---- llama.cpp harness (tests/llama/) ----------------------------------------
+# tests/llama/fetch.sh unpacks llama.cpp's prebuilt CPU libraries and the
+# exact source they were built from (for llama.h and gguf.h) into
+# $(BUILD)/llama; the logits driver and the ggml GGUF tool are built against
+# them there, with an rpath to the libraries.  Exit 77 from fetch.sh (npm
+# unreachable) is not an error: the tests that need llama.cpp skip.
+LLAMA_DIR  := $(BUILD)/llama
+LLAMA_LIBS  = $(abspath $(LLAMA_DIR))/bins/linux-x64
+LLAMA_INC   = -I$(LLAMA_DIR)/llama.cpp/include -I$(LLAMA_DIR)/llama.cpp/ggml/include
+LLAMA_LINK  = -L$(LLAMA_LIBS) -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libggml-base.so \
+              -Wl,-rpath,$(LLAMA_LIBS) -ldl -lm
+
+.PHONY: llama
+llama:
+	@rc=0; sh tests/llama/fetch.sh $(LLAMA_DIR) || rc=$$?; \
+	if [ $$rc = 0 ]; then $(MAKE) --no-print-directory $(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf; \
+	elif [ $$rc = 77 ]; then echo "llama.cpp not reachable (npm): its tests will be skipped"; \
+	else exit $$rc; fi
+
+$(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf: $(LLAMA_DIR)/%: tests/llama/%.c
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE $(LLAMA_INC) -o $@ $< $(LLAMA_LINK)
+
+test: llama

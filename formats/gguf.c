@@ -171,14 +171,18 @@ static void strtab_free(strtab *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Printable form of up to 40 bytes of a hostile string, for messages. */
-static const char *shown(const uint8_t *p, uint64_t n, char buf[48]) {
+/* Printable form of a hostile key or name for messages: up to 64 bytes,
+ * anything but printable ASCII (and the quote) shown as '?', so a message
+ * stays one line whatever the file holds. */
+#define SHOWN_CAP 72
+static const char *shown(const uint8_t *p, uint64_t n, char buf[SHOWN_CAP]) {
     size_t k = 0;
-    for (uint64_t i = 0; i < n && k < 40; i++) buf[k++] = p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\'' ? (char)p[i] : '?';
-    if (n > 40) { buf[k++] = '.'; buf[k++] = '.'; buf[k++] = '.'; }
+    for (uint64_t i = 0; i < n && k < 64; i++) buf[k++] = p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\'' ? (char)p[i] : '?';
+    if (n > 64) { buf[k++] = '.'; buf[k++] = '.'; buf[k++] = '.'; }
     buf[k] = 0;
     return buf;
 }
+static const char *pr(const char *s, char buf[SHOWN_CAP]) { return shown((const uint8_t *)s, strlen(s), buf); }
 
 /* ========================================================================
  * Reader
@@ -203,6 +207,7 @@ uint32_t dsq_gguf_version(const dsq_gguf *g) { return g->version; }
 uint32_t dsq_gguf_alignment(const dsq_gguf *g) { return g->align; }
 uint64_t dsq_gguf_data_offset(const dsq_gguf *g) { return g->data_start; }
 uint64_t dsq_gguf_file_size(const dsq_gguf *g) { return g->size; }
+const uint8_t *dsq_gguf_bytes(const dsq_gguf *g) { return g->map; }
 int dsq_gguf_n_kv(const dsq_gguf *g) { return g->n_kv; }
 const dsq_gguf_kv *dsq_gguf_kv_at(const dsq_gguf *g, int i) { return i >= 0 && i < g->n_kv ? &g->kv[i] : NULL; }
 int dsq_gguf_find_key(const dsq_gguf *g, const char *key) { return strtab_find(&g->keys, key); }
@@ -269,8 +274,9 @@ static char *dup_name(const uint8_t *p, uint64_t n, int *nul) {
     return s;
 }
 
-/* Read one value of type `vt` (scalar or one array element) at the cursor.
- * For strings, *slen receives the length; bools must be 0 or 1. */
+/* Step over one value of type `vt` (a scalar or array element `elem`) at
+ * the cursor, checking it fits the file; bools must be 0 or 1.  `key` is the
+ * key as messages show it. */
 static int rd_value(cur *c, int vt, const char *path, const char *key, uint64_t elem, dsq_err *err) {
     if (vt == DSQ_GGUF_STRING) {
         uint64_t len;
@@ -301,7 +307,7 @@ static int rd_value(cur *c, int vt, const char *path, const char *key, uint64_t 
 static int read_kv(dsq_gguf *g, cur *c, int i, dsq_err *err) {
     const char *path = g->path;
     uint64_t klen, at = c->pos;
-    char sb[48];
+    char sb[SHOWN_CAP];
     if (!rd_u64(c, &klen))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: key %d truncated at byte %llu", path, i, (unsigned long long)at);
     if (klen == 0) return dsq_fail(err, DSQ_E_FORMAT, "%s: key %d is empty", path, i);
@@ -315,37 +321,39 @@ static int read_kv(dsq_gguf *g, cur *c, int i, dsq_err *err) {
     if (nul)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: key %d '%s' holds a NUL byte", path, i, shown(c->p + c->pos, klen, sb));
     if (!key) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);
+    char kb[SHOWN_CAP];
+    const char *ks = shown(c->p + c->pos, klen, kb); /* the key as messages show it */
     c->pos += klen;
     dsq_gguf_kv *kv = &g->kv[i];
     memset(kv, 0, sizeof *kv);
     kv->key = key;
     g->n_kv = i + 1; /* owns key from here: close() frees it */
     if (strtab_find(&g->keys, key) >= 0)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: duplicate key '%s'", path, key);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: duplicate key '%s'", path, ks);
     if (strtab_add(&g->keys, key, i)) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);
     uint32_t vt;
-    if (!rd_u32(c, &vt)) return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': type truncated", path, key);
+    if (!rd_u32(c, &vt)) return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': type truncated", path, ks);
     if (vt >= DSQ_GGUF_N_VTYPES)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': unknown value type %d", path, key, (int32_t)vt);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': unknown value type %d", path, ks, (int32_t)vt);
     kv->type = kv->elem = (int)vt;
     kv->n = 1;
     if (vt == DSQ_GGUF_ARRAY) {
         uint32_t et;
         uint64_t n;
         if (!rd_u32(c, &et) || !rd_u64(c, &n))
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': array header truncated", path, key);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': array header truncated", path, ks);
         if (et == DSQ_GGUF_ARRAY)
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': nested arrays are not supported", path, key);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': nested arrays are not supported", path, ks);
         if (et >= DSQ_GGUF_N_VTYPES)
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': unknown array element type %d", path, key, (int32_t)et);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': unknown array element type %d", path, ks, (int32_t)et);
         if (n > MAX_ARRAY)
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': array of %llu elements (cap %llu)", path, key,
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': array of %llu elements (cap %llu)", path, ks,
                             (unsigned long long)n, (unsigned long long)MAX_ARRAY);
         /* every element takes at least its size (strings: the u64 length) */
         uint64_t min = n * (uint64_t)(et == DSQ_GGUF_STRING ? 8 : g_vtype_size[et]);
         if (!need(c, min))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: key '%s': array of %llu %s runs past the end of the file", path,
-                            key, (unsigned long long)n, g_vtype_names[et]);
+                            ks, (unsigned long long)n, g_vtype_names[et]);
         kv->elem = (int)et;
         kv->n = n;
     }
@@ -358,14 +366,14 @@ static int read_kv(dsq_gguf *g, cur *c, int i, dsq_err *err) {
         kv->str_off = off;
         for (uint64_t e = 0; e < kv->n; e++) {
             off[e] = c->pos - start;
-            int rc = rd_value(c, DSQ_GGUF_STRING, path, key, e, err);
+            int rc = rd_value(c, DSQ_GGUF_STRING, path, ks, e, err);
             if (rc) return rc;
         }
     } else if (kv->type == DSQ_GGUF_ARRAY && kv->elem != DSQ_GGUF_BOOL) {
         c->pos += kv->n * (uint64_t)g_vtype_size[kv->elem]; /* checked by need() above */
     } else {
         for (uint64_t e = 0; e < kv->n; e++) {
-            int rc = rd_value(c, kv->elem, path, key, e, err);
+            int rc = rd_value(c, kv->elem, path, ks, e, err);
             if (rc) return rc;
         }
     }
@@ -376,7 +384,7 @@ static int read_kv(dsq_gguf *g, cur *c, int i, dsq_err *err) {
 static int read_tensor_info(dsq_gguf *g, cur *c, int i, dsq_err *err) {
     const char *path = g->path;
     uint64_t nlen, at = c->pos;
-    char sb[48];
+    char sb[SHOWN_CAP];
     if (!rd_u64(c, &nlen))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor %d truncated at byte %llu", path, i, (unsigned long long)at);
     if (nlen == 0) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor %d has an empty name", path, i);
@@ -392,47 +400,51 @@ static int read_tensor_info(dsq_gguf *g, cur *c, int i, dsq_err *err) {
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor %d '%s': name holds a NUL byte", path, i,
                         shown(c->p + c->pos, nlen, sb));
     if (!name) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);
+    char nb[SHOWN_CAP];
+    const char *ns = shown(c->p + c->pos, nlen, nb); /* the name as messages show it */
     c->pos += nlen;
     dsq_gguf_tensor *t = &g->t[i];
     memset(t, 0, sizeof *t);
     t->name = name;
     g->n_t = i + 1;
     if (strtab_find(&g->names, name) >= 0)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: duplicate tensor name '%s'", path, name);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: duplicate tensor name '%s'", path, ns);
     if (strtab_add(&g->names, name, i)) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);
     uint32_t nd;
-    if (!rd_u32(c, &nd)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, name);
+    if (!rd_u32(c, &nd)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, ns);
     if (nd > DSQ_GGUF_MAX_DIMS)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': %u dimensions (at most %d)", path, name, nd, DSQ_GGUF_MAX_DIMS);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': %u dimensions (at most %d)", path, ns, nd, DSQ_GGUF_MAX_DIMS);
     t->n_dims = (int)nd;
     for (int k = 0; k < DSQ_GGUF_MAX_DIMS; k++) {
         uint64_t v = 1;
-        if (k < (int)nd && !rd_u64(c, &v)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, name);
+        if (k < (int)nd && !rd_u64(c, &v)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, ns);
         t->ne[k] = (int64_t)v;
         if (t->ne[k] < 0)
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': ne[%d] = %lld is negative", path, name, k,
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': ne[%d] = %lld is negative", path, ns, k,
                             (long long)t->ne[k]);
     }
     uint32_t ty;
     uint64_t off;
-    if (!rd_u32(c, &ty) || !rd_u64(c, &off)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, name);
+    if (!rd_u32(c, &ty) || !rd_u64(c, &off)) return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': info truncated", path, ns);
     t->type = (int32_t)ty;
     t->offset = off;
     if (!known_type(t->type))
-        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: tensor '%s': unknown or removed ggml type %d", path, name, t->type);
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: tensor '%s': unknown or removed ggml type %d", path, ns, t->type);
     int rc = dsq_ggml_nbytes(t->type, t->ne, &t->nbytes);
     if (rc && t->ne[0] % g_types[t->type].blck)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': ne[0] = %lld is not a multiple of the %s block (%d)", path,
-                        name, (long long)t->ne[0], g_types[t->type].name, g_types[t->type].blck);
+                        ns, (long long)t->ne[0], g_types[t->type].name, g_types[t->type].blck);
     if (rc)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': shape {%lld, %lld, %lld, %lld} overflows 64 bits", path,
-                        name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
+                        ns, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
     return DSQ_OK;
 }
 
 /* Offsets: each must be the running padded sum (ggml requires exactly this),
  * reported as misaligned, overlapping or leaving a gap; payloads inside the
- * file; nothing after the padded data section. */
+ * file; nothing after the padded data section.  The last payload's padding
+ * may be missing: ggml and llama.cpp only check the payloads themselves, and
+ * some writers stop there. */
 static int check_layout(dsq_gguf *g, uint64_t header_end, dsq_err *err) {
     const char *path = g->path;
     if (g->n_t == 0) {
@@ -448,22 +460,24 @@ static int check_layout(dsq_gguf *g, uint64_t header_end, dsq_err *err) {
     uint64_t expect = 0, room = g->size - g->data_start;
     for (int i = 0; i < g->n_t; i++) {
         dsq_gguf_tensor *t = &g->t[i];
+        char nb[SHOWN_CAP], pb[SHOWN_CAP];
+        const char *ns = pr(t->name, nb);
         if (t->offset % g->align)
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': offset %llu is not a multiple of the alignment %u", path,
-                            t->name, (unsigned long long)t->offset, g->align);
+                            ns, (unsigned long long)t->offset, g->align);
         if (t->offset < expect)
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data at offset %llu overlaps tensor '%s' (ends at %llu)",
-                            path, t->name, (unsigned long long)t->offset, g->t[i - 1].name, (unsigned long long)expect);
+                            path, ns, (unsigned long long)t->offset, pr(g->t[i - 1].name, pb), (unsigned long long)expect);
         if (t->offset > expect)
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': offset %llu leaves a gap (data must follow at %llu)", path,
-                            t->name, (unsigned long long)t->offset, (unsigned long long)expect);
+                            ns, (unsigned long long)t->offset, (unsigned long long)expect);
         if (t->nbytes > room || t->offset > room - t->nbytes)
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data [%llu, +%llu) runs past the end of the file", path,
-                            t->name, (unsigned long long)(g->data_start + t->offset), (unsigned long long)t->nbytes);
+                            ns, (unsigned long long)(g->data_start + t->offset), (unsigned long long)t->nbytes);
         t->data = g->map + g->data_start + t->offset;
         uint64_t padded;
         if (!pad_up(t->nbytes, g->align, &padded) || dsq_add_ovf(expect, padded, &expect))
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data section size overflows", path, t->name);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': data section size overflows", path, ns);
     }
     if (room > expect)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: %llu bytes after the data section", path,
@@ -499,7 +513,7 @@ int dsq_gguf_open(dsq_gguf **out, const char *path, dsq_err *err) {
         goto fail;
     }
     cur c = {g->map, 0, g->size};
-    char sb[48];
+    char sb[SHOWN_CAP];
     if (memcmp(g->map, DSQ_GGUF_MAGIC, 4)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: not a GGUF file (magic '%s')", path, shown(g->map, 4, sb));
         goto fail;
@@ -971,7 +985,7 @@ int dsq_ggufw_layout(dsq_ggufw *w, dsq_err *err) {
     dsq_st64(h + 8, (uint64_t)w->n_t);
     dsq_st64(h + 16, (uint64_t)w->n_kv);
     dsq_afile_write(w->f, h, sizeof h);
-    dsq_afile_write(w->f, w->kv, w->kv_len);
+    if (w->kv_len) dsq_afile_write(w->f, w->kv, w->kv_len);
     free(w->kv);
     w->kv = NULL;
     w->kv_len = w->kv_cap = 0;

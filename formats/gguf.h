@@ -16,7 +16,8 @@
  *        (i32), offset (u64, relative to the data section)
  *   7. zero padding to ALIGN = general.alignment (u32, a power of two) or 32
  *   8. the data section: each payload in info order at the running sum of
- *      the padded sizes before it, each padded with zeros to ALIGN
+ *      the padded sizes before it, each padded with zeros to ALIGN (the
+ *      reader lets the last padding be missing, as ggml does)
  *
  * Reading:
  *   1) dsq_gguf_open() maps the file and validates all of it before
@@ -124,6 +125,7 @@ uint32_t dsq_gguf_version(const dsq_gguf *g);
 uint32_t dsq_gguf_alignment(const dsq_gguf *g);
 uint64_t dsq_gguf_data_offset(const dsq_gguf *g); /* absolute; header end when no tensors */
 uint64_t dsq_gguf_file_size(const dsq_gguf *g);
+const uint8_t *dsq_gguf_bytes(const dsq_gguf *g); /* the whole mapped file */
 
 int dsq_gguf_n_kv(const dsq_gguf *g);
 const dsq_gguf_kv *dsq_gguf_kv_at(const dsq_gguf *g, int i);

@@ -1,5 +1,5 @@
 /*
- * gguf_util.h -- helpers of the GGUF tests (test_gguf.c, test_llama.c): a
+ * gguf_util.h -- code shared by the GGUF tests (test_gguf.c, test_llama.c): a
  * sample file with every kind of metadata value, and a text dump of a GGUF
  * file in the format tests/llama/ggml_gguf.c prints from ggml's own reader,
  * so the two readers can be compared line for line.

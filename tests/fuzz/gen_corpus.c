@@ -3,7 +3,8 @@
  * (`make fuzz-corpus`).  Seeds are small valid inputs and near misses:
  * headers, indexes, archives and containers of synthetic checkpoints of the
  * fuzz shape (fuzz.h), the shared tiny model's config and a trimmed copy of
- * its tokenizer when ../shared is present, and handcrafted variants that
+ * its tokenizer when ../shared is present, GGUF files from the GGUF writer,
+ * and handcrafted variants that
  * each break one rule.  Every seed is named "seed-*"; files the fuzzer
  * found ("crash-*", ...) are left alone.  Output is deterministic.
  *
@@ -15,6 +16,7 @@
 #include "pipeline/recipe.h"
 #include "formats/container.h"
 #include "formats/formats_int.h"
+#include "formats/gguf.h"
 #include "quant/dtype.h"
 #include "quant/quant.h"
 
@@ -620,6 +622,105 @@ static void round_trip_seeds(void) {
     }
 }
 
+/* ---- GGUF files --------------------------------------------------------- */
+
+static void gguf_die(const dsq_err *err) {
+    fprintf(stderr, "gen_corpus: gguf: %s\n", err->msg);
+    exit(1);
+}
+
+/* A GGUF file written by dsq_ggufw_*: every value type (scalars and
+ * arrays), a small tokenizer, tensors of plain and block types with 1 to 4
+ * dimensions.  align 0: no general.alignment key. */
+static uint8_t *gguf_write(uint32_t align, int with_tensors, size_t *n) {
+    char out[1024];
+    snprintf(out, sizeof out, "%s", fuzz_path(fuzz_dir("gen"), "s.gguf"));
+    dsq_err err = {0};
+    dsq_ggufw *w;
+    if (dsq_ggufw_open(&w, out, 1, &err)) gguf_die(&err);
+    static const char *const tok[] = {"<s>", "</s>", "a", "b", "ab", "\xc4\xa0", "\xc4\xa0" "ab", ""};
+    static const char *const merges[] = {"a b", "\xc4\xa0 ab"};
+    static const int32_t types[] = {3, 3, 1, 1, 1, 1, 1, 5};
+    static const uint8_t u8[] = {0, 255}, bools[] = {0, 1};
+    static const int64_t i64[] = {INT64_MIN, 5};
+    static const double f64[] = {1e300, -0.0};
+    float f32[] = {0.5f, -1.0f};
+    if (dsq_ggufw_set_str(w, "general.architecture", "llama", &err) ||
+        (align && dsq_ggufw_set_u32(w, "general.alignment", align, &err)) ||
+        dsq_ggufw_set_u32(w, "general.quantization_version", 2, &err) ||
+        dsq_ggufw_set_u8(w, "t.u8", 7, &err) || dsq_ggufw_set_i8(w, "t.i8", -7, &err) ||
+        dsq_ggufw_set_u16(w, "t.u16", 700, &err) || dsq_ggufw_set_i16(w, "t.i16", -700, &err) ||
+        dsq_ggufw_set_i32(w, "t.i32", -70000, &err) || dsq_ggufw_set_f32(w, "t.f32", 1e-3f, &err) ||
+        dsq_ggufw_set_bool(w, "t.bool", 1, &err) || dsq_ggufw_set_u64(w, "t.u64", 1ull << 40, &err) ||
+        dsq_ggufw_set_i64(w, "t.i64", -(1ll << 40), &err) || dsq_ggufw_set_f64(w, "t.f64", 2.5, &err) ||
+        dsq_ggufw_set_str(w, "t.empty", "", &err) ||
+        dsq_ggufw_set_arr(w, "t.a.u8", DSQ_GGUF_U8, u8, 2, &err) ||
+        dsq_ggufw_set_arr(w, "t.a.bool", DSQ_GGUF_BOOL, bools, 2, &err) ||
+        dsq_ggufw_set_arr(w, "t.a.i64", DSQ_GGUF_I64, i64, 2, &err) ||
+        dsq_ggufw_set_arr(w, "t.a.f64", DSQ_GGUF_F64, f64, 2, &err) ||
+        dsq_ggufw_set_arr(w, "t.a.f32", DSQ_GGUF_F32, f32, 2, &err) ||
+        dsq_ggufw_set_str(w, "tokenizer.ggml.model", "gpt2", &err) ||
+        dsq_ggufw_set_arr_str(w, "tokenizer.ggml.tokens", tok, NULL, 8, &err) ||
+        dsq_ggufw_set_arr(w, "tokenizer.ggml.token_type", DSQ_GGUF_I32, types, 8, &err) ||
+        dsq_ggufw_set_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 2, &err) ||
+        dsq_ggufw_set_u32(w, "tokenizer.ggml.bos_token_id", 0, &err))
+        gguf_die(&err);
+    static const struct { const char *name; int type, nd; int64_t ne[4]; } t[] = {
+        {"output_norm.weight", DSQ_GGML_F32, 1, {6, 1, 1, 1}},
+        {"blk.0.attn_q.weight", DSQ_GGML_Q8_0, 2, {32, 3, 1, 1}},
+        {"blk.0.ffn_up_exps.weight", DSQ_GGML_Q4_K, 3, {256, 1, 2, 1}},
+        {"blk.0.attn_k_b.weight", DSQ_GGML_BF16, 4, {3, 2, 2, 2}},
+        {"blk.0.empty", DSQ_GGML_F16, 2, {0, 3, 1, 1}},
+    };
+    int nt = with_tensors ? (int)(sizeof t / sizeof t[0]) : 0;
+    for (int i = 0; i < nt; i++)
+        if (dsq_ggufw_add_tensor(w, t[i].name, t[i].type, t[i].nd, t[i].ne, &err) != i) gguf_die(&err);
+    uint8_t buf[1024];
+    for (int i = 0; i < nt; i++) {
+        uint64_t nb = dsq_ggufw_nbytes(w, i);
+        for (uint64_t k = 0; k < nb; k++) buf[k] = (uint8_t)(k * 7 + (uint64_t)i);
+        if (dsq_ggufw_write(w, i, 0, buf, (size_t)nb, &err)) gguf_die(&err);
+    }
+    if (dsq_ggufw_finish(w, &err)) gguf_die(&err);
+    return slurp(out, n);
+}
+
+/* Replace the first run of `from` in b[0..n) by `to` (same length). */
+static void patch(uint8_t *b, size_t n, const char *from, const char *to) {
+    size_t l = strlen(from);
+    for (size_t i = 0; i + l <= n; i++)
+        if (!memcmp(b + i, from, l)) {
+            memcpy(b + i, to, l);
+            return;
+        }
+    fprintf(stderr, "gen_corpus: '%s' not found\n", from);
+    exit(1);
+}
+
+static void gguf_seeds(void) {
+    size_t n;
+    uint8_t *b = gguf_write(0, 1, &n);
+    seed("gguf", "sample", b, n);
+    seed("gguf", "cut-in-header", b, 200);
+    seed("gguf", "cut-in-data", b, n - 40);
+    b[4] = 2;
+    seed("gguf", "version-2", b, n);
+    b[4] = 3;
+    /* readable, but the writer refuses to copy it: quantized tensors and no
+     * general.quantization_version */
+    patch(b, n, "general.quantization_version", "general.quantization_versioX");
+    seed("gguf", "no-quantization-version", b, n);
+    patch(b, n, "t.i16", "t.u16");
+    seed("gguf", "duplicate-key", b, n);
+    free(b);
+    b = gguf_write(64, 1, &n);
+    seed("gguf", "align-64", b, n);
+    free(b);
+    b = gguf_write(0, 0, &n);
+    seed("gguf", "no-tensors", b, n);
+    free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: gen_corpus OUT_DIR\n");
@@ -646,6 +747,7 @@ int main(int argc, char **argv) {
     tokens_seeds(shared);
     recipe_seeds();
     round_trip_seeds();
+    gguf_seeds();
     printf("%d seed files, %zu bytes, in %s%s\n", g_n, g_bytes, g_out,
            shared ? "" : " (no shared models: tokenizer and config seeds are synthetic only)");
     return 0;
