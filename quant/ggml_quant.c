@@ -206,9 +206,10 @@ typedef struct grid {
     float lo, hi; /* smallest and largest grid value */
 } grid;
 
-/* Scales below this (on the normalized block) count as 0: their inverse
- * could overflow, and what they encode is 2^-100 of the block's range. */
-#define TINY 0x1p-100f
+/* Scales below this (on the normalized block) count as 0, so every inverse
+ * is finite and x * inv is never 0 * inf.  A saturated f16 scale of a block
+ * near FLT_MAX is 2^-112 here and must stay usable. */
+#define TINY 0x1p-126f
 /* Sub-blocks whose largest |x| (or range) is below this are all zero. */
 #define TINY_X 0x1p-60f
 
