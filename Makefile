@@ -36,7 +36,8 @@ SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-po
 # pkg-config lookups are deferred (=) so a fresh machine can install first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS     = $(PKG_LIBS) -lpthread -lm
+# -ldl: tests/test_ggml_ref.c opens llama.cpp's prebuilt libggml-base.so.
+LDLIBS     = $(PKG_LIBS) -lpthread -lm -ldl
 
 LIB_SRC  := $(sort $(wildcard common/*.c formats/*.c quant/*.c calib/*.c verify/*.c pipeline/*.c synth/*.c convert/*.c))
 LIB_SRC  := $(filter-out convert/main.c,$(LIB_SRC))

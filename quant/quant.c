@@ -1,6 +1,7 @@
 /*
  * quant.c -- the quantize / dequantize drivers of quant.h: argument checks,
- * walking a matrix unit by unit (group, row, 128x128 block, whole tensor),
+ * walking a matrix unit by unit (group, row, 128x128 block, whole tensor,
+ * or a row of ggml blocks, which ggml_quant.c quantizes),
  * range measurement, scale and zero-point choice, the optional clip-ratio
  * search, and the stores of scales and zero points.  The element loops are
  * kernels from quant_int.h, so the same driver runs the reference and the
@@ -14,6 +15,7 @@
  */
 #include "quant.h"
 #include "quant_int.h"
+#include "ggml_blocks.h"
 #include "dtype.h"
 #include "common.h"
 #include "pool.h"
@@ -165,6 +167,37 @@ static void e4m3_seg(const dsq_qkern *k, const uint8_t *q, int64_t n, float s, f
     k->e4m3_dq(q, n, s, out);
 }
 
+/* The ggml block kernels that go with kernel set k: the reference ones for
+ * the reference set, else the best this CPU has. */
+static const dsq_gbkern *gb_kern(const dsq_qkern *k) {
+    return k == &dsq_qkern_ref ? &dsq_gbkern_ref : dsq_gbkern_best();
+}
+
+/* Columns [c0, c1) of a row of ggml blocks: whole blocks straight into out,
+ * the partial ones at either end through a block of scratch. */
+static void ggml_seg(const dsq_qkern *k, const qmeta *q, const uint8_t *row, int64_t c0, int64_t c1, float *out) {
+    const int ti = q->m->type - DSQ_Q_GGML_Q8_0;
+    const dsq_gbtype *g = dsq_gb_type(ti);
+    const dsq_gb_dequant_fn dq = gb_kern(k)->dq[ti];
+    const int64_t B = g->blck;
+    int64_t f0 = (c0 + B - 1) / B * B, f1 = c1 / B * B; /* whole blocks [f0, f1) */
+    float tmp[DSQ_GB_QKK];
+    if (f0 > f1) { /* inside one block */
+        dq(row + c0 / B * g->bytes, tmp, B);
+        memcpy(out, tmp + c0 % B, (size_t)(c1 - c0) * 4);
+        return;
+    }
+    if (c0 < f0) {
+        dq(row + c0 / B * g->bytes, tmp, B);
+        memcpy(out, tmp + c0 % B, (size_t)(f0 - c0) * 4);
+    }
+    if (f1 > f0) dq(row + f0 / B * g->bytes, out + (f0 - c0), f1 - f0);
+    if (c1 > f1) {
+        dq(row + f1 / B * g->bytes, tmp, B);
+        memcpy(out + (f1 - c0), tmp, (size_t)(c1 - f1) * 4);
+    }
+}
+
 /* Row r, columns [c0, c1) of the source, dequantized to f32. */
 static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, int64_t c1,
                      float *out) {
@@ -208,6 +241,9 @@ static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, 
         }
         return;
     }
+    case DSQ_QK_GGML:
+        ggml_seg(k, q, row, c0, c1, out);
+        return;
     }
 }
 
@@ -329,6 +365,7 @@ static void encode_seg(const qctx *c, int64_t r, int64_t col, const float *x, in
     case DSQ_QK_FP8: c->k->e4m3_enc(x, w, p->s, row + col); break;
     case DSQ_QK_INT8: c->k->i8_enc(x, w, p->inv, row + col); break;
     case DSQ_QK_INT4: c->k->i4_enc(x, w, p->inv, p->z, row + col / 2); break; /* col is even */
+    case DSQ_QK_GGML: break; /* ggml_rows encodes whole rows */
     }
 }
 
@@ -583,14 +620,37 @@ static void quant_rows_fixed(qctx *c, int64_t r0, int64_t r1) {
         }
 }
 
+/* ggml block destination: each row from the source in chunks of whole
+ * blocks (at most SCR floats), through the block search with the row's
+ * importance.  Blocks are independent, so the chunking cannot change a byte. */
+static void ggml_rows(qctx *c, int64_t r0, int64_t r1) {
+    const int ti = c->dst.m->type - DSQ_Q_GGML_Q8_0;
+    const dsq_gbtype *g = dsq_gb_type(ti);
+    const dsq_gbsearch *ks = gb_kern(c->k)->search;
+    const int64_t cols = c->dst.m->cols, chunk = SCR / g->blck * g->blck;
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *row = (uint8_t *)c->dst.m->data + (uint64_t)r * c->dst.sz.row_bytes;
+        for (int64_t j = 0; j < cols; j += chunk) {
+            int64_t w = cols - j < chunk ? cols - j : chunk;
+            load_seg(c->k, &c->src, r, j, j + w, c->scr);
+            dsq_gb_quantize(ks, ti, c->scr, c->imp ? c->imp + j : NULL, row + j / g->blck * g->bytes, w);
+        }
+    }
+}
+
 static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t cols = c->dst.m->cols, rows = c->dst.m->rows;
+    if (d->kind == DSQ_QK_GGML) {
+        ggml_rows(c, r0, r1);
+        return;
+    }
     if (c->fixed) {
         quant_rows_fixed(c, r0, r1);
         return;
     }
     switch (d->gran) {
+    case DSQ_QG_GGML: break; /* ggml_rows above */
     case DSQ_QG_NONE:
     case DSQ_QG_TENSOR: {
         qparam p = {1.0f, 1.0f, 0, 0};
@@ -681,6 +741,9 @@ static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_
             c->imp = opt->imp;
         }
         c->fixed = opt->fixed != 0;
+        if (c->fixed && c->dst.sc->kind == DSQ_QK_GGML)
+            return dsq_fail(err, DSQ_E_ARG, "quant %s: preset (fixed) block parameters are not supported",
+                            c->dst.sc->name);
     }
     /* FP8 re-quantization goes through dtype.h's decode table. */
     dsq_codecs_init();
@@ -820,7 +883,7 @@ void dsq_q_f16_to_f32_row(const void *p, int64_t n, float *out) { dsq_qkern_best
 
 int dsq_q_params(int scheme, float lo, float hi, float *s, int *z, uint32_t *code) {
     const dsq_qscheme *d = dsq_q_scheme(scheme);
-    if (!d || d->kind == DSQ_QK_FLOAT) return DSQ_E_ARG;
+    if (!d || d->kind == DSQ_QK_FLOAT || d->kind == DSQ_QK_GGML) return DSQ_E_ARG;
     qparam p = make_params(d, d->sym ? 0 : lo, d->sym ? (fabsf(lo) > hi ? fabsf(lo) : hi) : hi);
     *s = p.s;
     *z = p.z;

@@ -1,7 +1,8 @@
 /*
  * quant.h -- weight storage schemes of dsq: FP8 E4M3 with tensor / channel /
  * 128x128-block scales, INT4 groups along the input dimension, INT8 per
- * channel, and plain F32 / F16 / BF16.  Pure functions over caller buffers:
+ * channel, the ggml / GGUF block types (Q8_0 ... Q6_K, IQ4_NL, IQ4_XS), and
+ * plain F32 / F16 / BF16.  Pure functions over caller buffers:
  * no malloc, no I/O, no printing.  Each scheme has a scalar reference path
  * (dsq_q_*_ref) and a fast path (AVX2+FMA+F16C, chosen at run time) that
  * produces byte-identical quantized output.
@@ -116,6 +117,108 @@
  *   f16 overflows to inf as IEEE does); f32 copies the bits.
  *
  * ---------------------------------------------------------------------------
+ * ggml block schemes: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k,
+ * q6_k, iq4_nl, iq4_xs (kind DSQ_QK_GGML, gran DSQ_QG_GGML)
+ *
+ *   The data array is the GGUF tensor data itself: each row is cols / B
+ *   consecutive blocks of B = group columns (32 or 256; cols must be a
+ *   multiple of B), block b covering columns bB .. bB + B - 1; no scale or
+ *   zero array.  Layouts are ggml's (ggml-common.h), byte for byte; below,
+ *   offsets are within one block, f16 fields are little-endian IEEE half
+ *   floats, "elem e" is column bB + e, and every formula is the float
+ *   arithmetic of ggml's dequantize_row_* in its order (each product rounds
+ *   to f32; no fused multiply-add).
+ *
+ *   q8_0 (ggml type 8), 32 elems, 34 bytes
+ *     0   d       f16
+ *     2   qs[32]  int8;  x[e] = qs[e] * d
+ *   q4_0 (2), 32 elems, 18 bytes
+ *     0   d       f16
+ *     2   qs[16]  elem j (j < 16) in the LOW nibble of qs[j], elem j + 16 in
+ *                 its HIGH nibble (not the (2j, 2j+1) pairing of int4-*);
+ *                 x[e] = (q - 8) * d
+ *   q4_1 (3), 32 elems, 20 bytes
+ *     0   d, 2 m  f16, f16
+ *     4   qs[16]  nibbles as q4_0;  x[e] = q * d + m
+ *   q5_0 (6), 32 elems, 22 bytes
+ *     0   d       f16
+ *     2   qh[4]   u32 LE: bit e = bit 4 of the code of elem e
+ *     6   qs[16]  low 4 bits as q4_0;  x[e] = (q - 16) * d
+ *   q5_1 (7), 32 elems, 24 bytes
+ *     0   d, 2 m  f16, f16
+ *     4   qh[4], 8 qs[16]  as q5_0;  x[e] = q * d + m
+ *   iq4_nl (20), 32 elems, 18 bytes
+ *     0   d       f16
+ *     2   qs[16]  4-bit indexes, nibbles as q4_0, into the grid
+ *                 K = {-127, -104, -83, -65, -49, -35, -22, -10,
+ *                      1, 13, 25, 38, 53, 69, 89, 113} (kvalues_iq4nl);
+ *                 x[e] = d * K[q]
+ *
+ *   Super-blocks of 256 elements, in sub-blocks of 16 or 32:
+ *   q2_k (10), 84 bytes, 16 sub-blocks of 16
+ *     0   scales[16]  sub-block j: scale sc = low nibble, min mn = high nibble
+ *     16  qs[64]      2-bit codes: elem e = 128h + 32k + l (h < 2, k < 4,
+ *                     l < 32) is bits 2k..2k+1 of qs[32h + l]
+ *     80  d, 82 dmin  f16, f16
+ *                     x[e] = (d * sc) * q - (dmin * mn),  j = e / 16
+ *   q3_k (11), 110 bytes, 16 sub-blocks of 16
+ *     0   hmask[32]   bit e / 32 of hmask[e % 32] = bit 2 of the code of e
+ *     32  qs[64]      low 2 bits, placed as q2_k
+ *     96  scales[12]  16 six-bit scales s_j (stored s_j + 32): low 4 bits
+ *                     of s_j in scales[j] (j < 8, low nibble) or scales[j - 8]
+ *                     (j >= 8, high nibble); high 2 bits at bits
+ *                     2 (j / 4) .. +1 of scales[8 + j % 4]
+ *     108 d           f16
+ *                     x[e] = (d * (s_j - 32)) * (low2 - (hbit ? 0 : 4))
+ *   q4_k (12), 144 bytes, 8 sub-blocks of 32
+ *     0   d, 2 dmin   f16, f16
+ *     4   scales[12]  6-bit scale sc_j and min mn_j: for j < 4, sc_j = bits
+ *                     0-5 of scales[j], mn_j = bits 0-5 of scales[j + 4]; for
+ *                     j >= 4, scales[j + 4] = (sc_j & 15) | (mn_j & 15) << 4,
+ *                     the top 2 bits of sc_j at bits 6-7 of scales[j - 4],
+ *                     of mn_j at bits 6-7 of scales[j]
+ *     16  qs[128]     elem 64c + l (c < 4, l < 32) in the LOW nibble of
+ *                     qs[32c + l], elem 64c + 32 + l in its HIGH nibble
+ *                     x[e] = (d * sc_j) * q - (dmin * mn_j),  j = e / 32
+ *   q5_k (13), 176 bytes: as q4_k with
+ *     16  qh[32]      bit 4 of the code: elem 64c + l at bit 2c of qh[l],
+ *                     elem 64c + 32 + l at bit 2c + 1
+ *     48  qs[128]     low 4 bits as q4_k
+ *   q6_k (14), 210 bytes, 16 sub-blocks of 16
+ *     0   ql[128]     low 4 bits: elem 128h + 32k + l at the low (k < 2) or
+ *                     high (k >= 2) nibble of ql[64h + l + 32 (k & 1)]
+ *     128 qh[64]      high 2 bits at bits 2k..2k+1 of qh[32h + l]
+ *     192 scales[16]  int8, one per 16 elements
+ *     208 d           f16 (the last field)
+ *                     x[e] = (d * scales[e / 16]) * (q - 32)
+ *   iq4_xs (23), 136 bytes, 8 sub-blocks of 32
+ *     0   d           f16
+ *     2   scales_h    u16 LE: bits 2j..2j+1 = high 2 bits of ls_j
+ *     4   scales_l[4] nibble j % 2 of scales_l[j / 2] = low 4 bits of ls_j
+ *     8   qs[128]     sub-block j in qs[16j ..], nibbles as q4_0, indexes
+ *                     into K (iq4_nl)
+ *                     x[e] = (d * (ls_j - 32)) * K[q],  j = e / 32
+ *
+ *   Decoding is bit-identical to ggml's (tests/test_ggml_ref.c checks it
+ *   against llama.cpp's own library); an f16 NaN keeps its payload.  The
+ *   code ranges used are ggml's: q8_0 -127..127, q4_0 -8..7, q5_0
+ *   -16..15, q6_k -32..31, q3_k -4..3, signed 6-bit scales -32..31, q6_k
+ *   scales -128..127.
+ *
+ *   Quantization minimises, block by block, E = sum imp[c] (x - decode)^2
+ *   (imp = 1 without importance) with ggml's search shapes scored by E
+ *   itself at the stored scales (quant/ggml_quant.c): per sub-block a scale
+ *   (and min) search with least squares and Lloyd steps, the f16 / 6-bit /
+ *   4-bit / int8 second-level scales chosen for E, then each sub-block's
+ *   integer scale (and min) re-chosen around the ideal one and the f16
+ *   super-scales refitted.  Its error is at most llama.cpp's on average
+ *   (tests/test_ggml_ref.c measures both).  Non-finite inputs take no part
+ *   in the search; NaN encodes as the code nearest 0, +-inf as the extreme
+ *   code in its direction; a block with no finite non-zero value stores
+ *   d = 0 (all zero).  Stored f16 scales saturate at +-65504.  The AVX2 path
+ *   writes the same bytes as the scalar one.
+ *
+ * ---------------------------------------------------------------------------
  * Scale search (dsq_qopts.clip_steps >= 2): instead of the full range, try
  * clip ratios rho_k = 1 - (1 - clip_min) * k / (clip_steps - 1), k = 0..,
  * computed in f32 (rho_0 = 1 is plain absmax).  For each rho the unit's range
@@ -162,6 +265,19 @@ typedef enum dsq_qtype {
     DSQ_Q_INT4_G128_SYM_F16,
     DSQ_Q_INT4_G128_ASYM,
     DSQ_Q_INT4_G128_ASYM_F16,
+    /* ggml / GGUF block types, in the order of ggml_blocks.h's DSQ_GB_* */
+    DSQ_Q_GGML_Q8_0,          /* "q8_0"    32 columns, 34 bytes  */
+    DSQ_Q_GGML_Q4_0,          /* "q4_0"    32, 18                */
+    DSQ_Q_GGML_Q4_1,          /* "q4_1"    32, 20                */
+    DSQ_Q_GGML_Q5_0,          /* "q5_0"    32, 22                */
+    DSQ_Q_GGML_Q5_1,          /* "q5_1"    32, 24                */
+    DSQ_Q_GGML_Q2_K,          /* "q2_k"   256, 84                */
+    DSQ_Q_GGML_Q3_K,          /* "q3_k"   256, 110               */
+    DSQ_Q_GGML_Q4_K,          /* "q4_k"   256, 144               */
+    DSQ_Q_GGML_Q5_K,          /* "q5_k"   256, 176               */
+    DSQ_Q_GGML_Q6_K,          /* "q6_k"   256, 210               */
+    DSQ_Q_GGML_IQ4_NL,        /* "iq4_nl"  32, 18                */
+    DSQ_Q_GGML_IQ4_XS,        /* "iq4_xs" 256, 136               */
     DSQ_Q_COUNT
 } dsq_qtype;
 
@@ -169,7 +285,8 @@ typedef enum dsq_qkind {
     DSQ_QK_FLOAT = 0, /* f32 / f16 / bf16 elements, no scales */
     DSQ_QK_FP8,       /* E4M3 codes and scales                 */
     DSQ_QK_INT8,      /* int8 codes, per-row scale             */
-    DSQ_QK_INT4       /* packed nibbles, per-group scale       */
+    DSQ_QK_INT4,      /* packed nibbles, per-group scale       */
+    DSQ_QK_GGML       /* ggml blocks: codes and scales inside  */
 } dsq_qkind;
 
 typedef enum dsq_qgran {
@@ -177,7 +294,8 @@ typedef enum dsq_qgran {
     DSQ_QG_TENSOR,   /* one scale          */
     DSQ_QG_CHANNEL,  /* one scale per row  */
     DSQ_QG_BLOCK,    /* group x group tile */
-    DSQ_QG_GROUP     /* group columns of one row */
+    DSQ_QG_GROUP,    /* group columns of one row */
+    DSQ_QG_GGML      /* ggml blocks of group columns of one row */
 } dsq_qgran;
 
 /* Traits of one scheme (the table is const). */
@@ -185,10 +303,12 @@ typedef struct dsq_qscheme {
     const char *name;   /* "int4-g128-sym", see the enum above            */
     dsq_qkind kind;
     dsq_qgran gran;
-    int group;          /* INT4: columns per group; block: tile edge 128; else 0 */
+    int group;          /* INT4: columns per group; block: tile edge 128;
+                           GGML: columns per block (32 or 256); else 0     */
     int sym;            /* 1 symmetric, 0 with zero points (INT4 asym)     */
     dsq_dtype elem;     /* element dtype of the data array: F32, F16, BF16,
-                           F8_E4M3, I8, or U8 for packed nibbles           */
+                           F8_E4M3, I8, or U8 for packed nibbles and ggml
+                           blocks                                          */
     dsq_dtype sdt;      /* scale dtype: F32, F16, BF16, F8_E8M0, or INVALID */
     int row_unit;       /* row ranges of dsq_q_quantize align to this      */
     double bpw;         /* nominal bits per weight for large aligned shapes */
@@ -198,12 +318,19 @@ typedef struct dsq_qscheme {
 const dsq_qscheme *dsq_q_scheme(int t);
 /* Scheme id by name, or -1. */
 int dsq_q_from_name(const char *name);
-/* Scheme id by parameters (group ignored where it does not apply), or -1.
+/* Scheme id by parameters (group ignored where it does not apply), or -1
+ * (always -1 for DSQ_QK_GGML: find those by name or ggml type).
  * For DSQ_QK_FLOAT (gran DSQ_QG_NONE, sym 1) sdt names the element dtype.
  * Example: dsq_q_find(DSQ_QK_INT4, DSQ_QG_GROUP, 128, 1, DSQ_DT_BF16). */
 int dsq_q_find(dsq_qkind kind, dsq_qgran gran, int group, int sym, dsq_dtype sdt);
 /* 128 for block schemes, else 1 (0 for a bad id). */
 int dsq_q_row_unit(int t);
+/* The ggml type id (GGUF tensor-info type, e.g. 12 for "q4_k") of a
+ * DSQ_QK_GGML scheme, or -1 for any other scheme.  F32 / F16 / BF16 map to
+ * ggml's 0 / 1 / 30 as well: their bytes are the GGUF arrays too. */
+int dsq_q_ggml_type(int t);
+/* The scheme of ggml type id g (one of the above), or -1. */
+int dsq_q_from_ggml_type(int g);
 
 /* Storage of a [rows, cols] matrix. */
 typedef struct dsq_qsizes {
@@ -218,6 +345,7 @@ typedef struct dsq_qsizes {
 /* Fill *out for scheme t and shape [rows, cols] (rows, cols >= 0, each at
  * most 2^40, no size may overflow).  DSQ_E_ARG otherwise. */
 int dsq_q_sizes(int t, int64_t rows, int64_t cols, dsq_qsizes *out, dsq_err *err);
+/* (DSQ_QK_GGML schemes also need cols to be a multiple of the block.) */
 /* Exact bits per weight (data + scales + zero points) for that shape; 0 for
  * an empty or invalid one. */
 double dsq_q_bpw(int t, int64_t rows, int64_t cols);
@@ -236,7 +364,9 @@ typedef struct dsq_qmat {
     void *zero;
 } dsq_qmat;
 
-/* Quantization options; NULL means all defaults (plain absmax). */
+/* Quantization options; NULL means all defaults (plain absmax).  The ggml
+ * block schemes use imp and ignore clip_steps / clip_min (their own search
+ * replaces the clip search); fixed is refused for them. */
 typedef struct dsq_qopts {
     const float *imp;   /* per-input-column importance [cols] (finite, >= 0)
                            weighting the search error, or NULL (all 1)  */

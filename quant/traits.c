@@ -1,9 +1,10 @@
 /*
  * traits.c -- the scheme table of quant.h (one const entry per dsq_qtype,
- * designated initializers as in ggml's type_traits) and the storage size
- * arithmetic derived from it.
+ * designated initializers as in ggml's type_traits), the storage size
+ * arithmetic derived from it, and the mapping to ggml type ids.
  */
 #include "quant.h"
+#include "ggml_blocks.h"
 #include "common.h"
 
 #include <string.h>
@@ -16,6 +17,10 @@
     [id] = {.name = nm, .kind = DSQ_QK_INT4, .gran = DSQ_QG_GROUP, .group = g, .sym = s, \
             .elem = DSQ_DT_U8, .sdt = sd, .row_unit = 1,                      \
             .bpw = 4.0 + 16.0 / (g) + ((s) ? 0.0 : 4.0 / (g))}
+
+#define GG(id, nm, g, s, bits)                                                \
+    [id] = {.name = nm, .kind = DSQ_QK_GGML, .gran = DSQ_QG_GGML, .group = g, .sym = s, \
+            .elem = DSQ_DT_U8, .sdt = DSQ_DT_INVALID, .row_unit = 1, .bpw = bits}
 
 /* bpw: data bits plus scale (and zero-point) bits per weight for a large
  * matrix whose sides are multiples of the group / block. */
@@ -50,7 +55,21 @@ static const dsq_qscheme g_schemes[DSQ_Q_COUNT] = {
     I4(DSQ_Q_INT4_G128_SYM_F16, "int4-g128-sym-f16", 128, 1, DSQ_DT_F16),
     I4(DSQ_Q_INT4_G128_ASYM, "int4-g128-asym", 128, 0, DSQ_DT_BF16),
     I4(DSQ_Q_INT4_G128_ASYM_F16, "int4-g128-asym-f16", 128, 0, DSQ_DT_F16),
+    /* ggml blocks: bytes per block * 8 / columns per block (sym 0: with mins) */
+    GG(DSQ_Q_GGML_Q8_0, "q8_0", 32, 1, 8.5),
+    GG(DSQ_Q_GGML_Q4_0, "q4_0", 32, 1, 4.5),
+    GG(DSQ_Q_GGML_Q4_1, "q4_1", 32, 0, 5.0),
+    GG(DSQ_Q_GGML_Q5_0, "q5_0", 32, 1, 5.5),
+    GG(DSQ_Q_GGML_Q5_1, "q5_1", 32, 0, 6.0),
+    GG(DSQ_Q_GGML_Q2_K, "q2_k", 256, 0, 2.625),
+    GG(DSQ_Q_GGML_Q3_K, "q3_k", 256, 1, 3.4375),
+    GG(DSQ_Q_GGML_Q4_K, "q4_k", 256, 0, 4.5),
+    GG(DSQ_Q_GGML_Q5_K, "q5_k", 256, 0, 5.5),
+    GG(DSQ_Q_GGML_Q6_K, "q6_k", 256, 1, 6.5625),
+    GG(DSQ_Q_GGML_IQ4_NL, "iq4_nl", 32, 1, 4.5),
+    GG(DSQ_Q_GGML_IQ4_XS, "iq4_xs", 256, 1, 4.25),
 };
+_Static_assert(DSQ_Q_GGML_IQ4_XS - DSQ_Q_GGML_Q8_0 + 1 == DSQ_GB_COUNT, "ggml schemes follow DSQ_GB_*");
 
 const dsq_qscheme *dsq_q_scheme(int t) {
     if (t < 0 || t >= DSQ_Q_COUNT) return NULL;
@@ -65,6 +84,7 @@ int dsq_q_from_name(const char *name) {
 }
 
 int dsq_q_find(dsq_qkind kind, dsq_qgran gran, int group, int sym, dsq_dtype sdt) {
+    if (kind == DSQ_QK_GGML) return -1; /* several share the parameters: use the name */
     for (int t = 0; t < DSQ_Q_COUNT; t++) {
         const dsq_qscheme *s = &g_schemes[t];
         if (s->kind != kind || s->gran != gran || s->sym != (sym != 0)) continue;
@@ -78,6 +98,24 @@ int dsq_q_find(dsq_qkind kind, dsq_qgran gran, int group, int sym, dsq_dtype sdt
 int dsq_q_row_unit(int t) {
     const dsq_qscheme *s = dsq_q_scheme(t);
     return s ? s->row_unit : 0;
+}
+
+int dsq_q_ggml_type(int t) {
+    switch (t) {
+    case DSQ_Q_F32: return 0;
+    case DSQ_Q_F16: return 1;
+    case DSQ_Q_BF16: return 30;
+    default: break;
+    }
+    const dsq_gbtype *g = dsq_gb_type(t - DSQ_Q_GGML_Q8_0);
+    return g ? g->ggml_type : -1;
+}
+
+int dsq_q_from_ggml_type(int g) {
+    if (g < 0) return -1;
+    for (int t = 0; t < DSQ_Q_COUNT; t++)
+        if (dsq_q_ggml_type(t) == g) return t;
+    return -1;
 }
 
 static uint64_t sdt_size(dsq_dtype d) {
@@ -105,6 +143,15 @@ int dsq_q_sizes(int t, int64_t rows, int64_t cols, dsq_qsizes *out, dsq_err *err
     if (dsq_mul_ovf(r, c, &n) || n > ((uint64_t)1 << 60))
         return dsq_fail(err, DSQ_E_ARG, "quant %s: shape [%lld, %lld] too large", s->name,
                         (long long)rows, (long long)cols);
+    if (s->kind == DSQ_QK_GGML) {
+        const dsq_gbtype *g = dsq_gb_type(t - DSQ_Q_GGML_Q8_0);
+        if (c % (uint64_t)g->blck)
+            return dsq_fail(err, DSQ_E_ARG, "quant %s: %lld columns are not a multiple of the %d-column block",
+                            s->name, (long long)cols, g->blck);
+        out->row_bytes = c / (uint64_t)g->blck * (uint64_t)g->bytes;
+        out->data = out->row_bytes * r;
+        return DSQ_OK;
+    }
     out->row_bytes = s->kind == DSQ_QK_INT4 ? (c + 1) / 2 : c * es;
     out->data = out->row_bytes * r;
     uint64_t ss = sdt_size(s->sdt), g = (uint64_t)s->group;
@@ -121,6 +168,7 @@ int dsq_q_sizes(int t, int64_t rows, int64_t cols, dsq_qsizes *out, dsq_err *err
         out->scale_cols = (int64_t)((c + g - 1) / g);
         if (!s->sym) out->zero = r * (((uint64_t)out->scale_cols + 1) / 2);
         break;
+    case DSQ_QG_GGML: break; /* handled above */
     }
     out->scale = (uint64_t)out->scale_rows * (uint64_t)out->scale_cols * ss;
     return DSQ_OK;

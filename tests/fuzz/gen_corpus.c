@@ -609,6 +609,14 @@ static void round_trip_seeds(void) {
     rt_seed("int8-bf16-values", DSQ_Q_INT8_CHANNEL, 5, 33, 16 | 1 | 2, 0, 100, 4);
     rt_seed("fp8-tensor-row", DSQ_Q_FP8_TENSOR_UE8M0, 1, 300, 32, 0, 64, 5);
     rt_seed("zero-rows", DSQ_Q_INT4_G128_ASYM, 0, 10, 32, 0, 8, 6);
+    /* ggml block schemes on whole blocks: with importance, bf16 values, or
+     * through a container (stacked as experts every other one) */
+    for (int t = DSQ_Q_GGML_Q8_0; t <= DSQ_Q_GGML_IQ4_XS; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "ggml-%s", dsq_q_scheme(t)->name);
+        int flags = t % 3 == 0 ? 8 : t % 3 == 1 ? 16 | 32 : 8 | 32 | 64;
+        rt_seed(name, t, 3, 512, flags, 0, 256, (uint64_t)t);
+    }
     /* special values: NaN, +-inf, FLT_MAX, subnormals */
     uint8_t sp[6 + 4 * 8] = {DSQ_Q_INT4_G32_SYM, 2, 4, 0, 0, 0};
     const uint32_t bits[8] = {0x7FC00000u, 0x7F800000u, 0xFF800000u, 0x7F7FFFFFu,

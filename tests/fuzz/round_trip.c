@@ -21,7 +21,8 @@
  * dtype.h says; with plain absmax, each element's error is within the
  * scheme's bound (FP8: half an E4M3 step, INT8 / INT4: s/2) unless its scale
  * saturated; finite inputs give finite outputs, NaN gives 0 in integer
- * schemes.  Then the arrays go through dsq_ctrw_* into a container that
+ * schemes; ggml block schemes (whose columns are cut to whole blocks) give
+ * finite outputs within twice the block's range.  Then the arrays go through dsq_ctrw_* into a container that
  * dsq_ctr_open must accept, verify and return byte for byte.
  */
 #include "fuzz.h"
@@ -94,9 +95,31 @@ static int same_bits(float a, float b) {
     return !memcmp(&a, &b, 4) || (isnan(a) && isnan(b));
 }
 
+/* ggml blocks: every output is finite (f16 scales saturate), and where the
+ * block's largest finite |x| leaves the f16 scales unsaturated, no finite
+ * element is off by more than twice that. */
+static void check_ggml(const dsq_qscheme *sc, const dsq_qmat *m, const float *x, const float *y) {
+    const int64_t B = sc->group;
+    for (int64_t r = 0; r < m->rows; r++)
+        for (int64_t b = 0; b < m->cols; b += B) {
+            const float *xb = x + r * m->cols + b, *yb = y + r * m->cols + b;
+            double amax = 0;
+            for (int64_t e = 0; e < B; e++)
+                if (isfinite(xb[e])) amax = fmax(amax, fabs((double)xb[e]));
+            for (int64_t e = 0; e < B; e++) {
+                FUZZ_CHECK(isfinite(yb[e]));
+                if (isfinite(xb[e]) && amax < 1e4) FUZZ_CHECK(fabs((double)xb[e] - yb[e]) <= 2 * amax);
+            }
+        }
+}
+
 /* Element-wise promises for x -> y. */
 static void check_values(const dsq_qscheme *sc, const dsq_qmat *m, const dsq_qsizes *sz,
                          const float *x, const float *y, int absmax) {
+    if (sc->kind == DSQ_QK_GGML) {
+        check_ggml(sc, m, x, y);
+        return;
+    }
     for (int64_t r = 0; r < m->rows; r++)
         for (int64_t c = 0; c < m->cols; c++) {
             float xv = x[r * m->cols + c], yv = y[r * m->cols + c];
@@ -225,6 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t np = size > 6 ? size - 6 : 0;
     int type = hdr[0] % DSQ_Q_COUNT;
     int64_t rows = hdr[1], cols = dsq_le16(hdr + 2) % 1025;
+    if (dsq_q_scheme(type)->kind == DSQ_QK_GGML) cols -= cols % dsq_q_scheme(type)->group; /* whole blocks */
     while (rows * cols > MAX_ELEMS) rows /= 2;
     unsigned fl = hdr[4];
     static const int clips[4] = {0, 0, 3, 20};
