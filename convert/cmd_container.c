@@ -84,6 +84,8 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "name", r->t[i].name);
             cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
+            if (r->t[i].fallback_from >= 0)
+                cJSON_AddStringToObject(e, "fallback_from", dsq_q_scheme(r->t[i].fallback_from)->name);
             cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
             cJSON_AddNumberToObject(e, "bytes", (double)r->t[i].bytes);
             if (r->t[i].rel_err >= 0) {
@@ -108,6 +110,15 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
         }
         printf("%-52s %-18s %12lld %8.3f %11s %11s\n", t->name, dsq_q_scheme(t->scheme)->name,
                (long long)t->params, t->params ? 8.0 * (double)t->bytes / (double)t->params : 0, re, ma);
+    }
+    int n_fb = 0;
+    for (int i = 0; i < r->n; i++) n_fb += r->t[i].fallback_from >= 0;
+    if (n_fb) {
+        printf("\n%d tensor%s stored in a fallback type (rows not a multiple of the type's blocks):\n", n_fb, n_fb == 1 ? "" : "s");
+        for (int i = 0; i < r->n; i++)
+            if (r->t[i].fallback_from >= 0)
+                printf("  %-50s %s -> %s\n", r->t[i].name, dsq_q_scheme(r->t[i].fallback_from)->name,
+                       dsq_q_scheme(r->t[i].scheme)->name);
     }
     printf("\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
     for (int k = 0; k < DSQ_R_COUNT; k++)

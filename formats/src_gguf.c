@@ -48,14 +48,7 @@ static int g_bid(const char *path, int is_dir, const uint8_t *head, size_t n) {
 }
 
 /* The dsq scheme of a ggml type whose bytes it describes as they are. */
-static int scheme_of(int type) {
-    switch (type) {
-    case DSQ_GGML_F32: return DSQ_Q_F32;
-    case DSQ_GGML_F16: return DSQ_Q_F16;
-    case DSQ_GGML_BF16: return DSQ_Q_BF16;
-    default: return -1;
-    }
-}
+static int scheme_of(int type) { return dsq_q_from_ggml_type(type); }
 
 /* ---- configuration ------------------------------------------------------- */
 typedef struct kr {

@@ -13,7 +13,8 @@
  *                  tokenizer.json and tokenizer_config.json
  *
  * Every tensor is stored in a ggml type whose bytes dsq's scheme already
- * has: f32, f16, bf16 (the block types join as quant/ gains them).  The
+ * has: f32, f16, bf16 and ggml's block types (q8_0 ... iq4_xs), which are
+ * dsq schemes of their own.  The
  * payload of a slice is the quant view's data array as it is, so routed
  * experts are written one by one at their offset in the stacked tensor.
  */
@@ -45,15 +46,8 @@ static int gguf_name(const dsq_mw_tensor *t, char *out, size_t cap) {
     return dsq_gguf_tensor_name(t->role, t->layer, t->part, out, cap);
 }
 
-/* ggml type holding a scheme's bytes exactly, or -1. */
-static int ggml_type_of(int scheme) {
-    switch (scheme) {
-    case DSQ_Q_F32: return DSQ_GGML_F32;
-    case DSQ_Q_F16: return DSQ_GGML_F16;
-    case DSQ_Q_BF16: return DSQ_GGML_BF16;
-    default: return -1;
-    }
-}
+/* ggml type holding a scheme's bytes exactly, or -1 (quant/ knows). */
+static int ggml_type_of(int scheme) { return dsq_q_ggml_type(scheme); }
 
 /* ---- backend ---------------------------------------------------------------- */
 

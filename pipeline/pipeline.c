@@ -35,6 +35,8 @@ typedef struct plan {
     char fold_rec[200];  /* folded AWQ: the statistics record holding the scales */
     int out;             /* writer index */
     int next;            /* the plan of the source tensor's next part, or -1 */
+    int fallback_from;   /* the scheme the recipe asked for when its blocks did
+                            not divide the rows, else -1 */
     int slot;            /* its first slice in ctx.slot_src / slot_done */
     double se, sx, maxabs; /* error accumulators */
 } plan;
@@ -64,10 +66,48 @@ typedef struct ctx {
 } ctx;
 
 /* ---- planning ------------------------------------------------------------ */
+/* A ggml block type whose blocks do not divide a row falls back, as
+ * llama.cpp's quantizer does, to a 32-column type of at least its bits,
+ * then to f16. */
+static int ggml_fallback(int s, int64_t cols) {
+    for (int guard = 0; guard < 4; guard++) {
+        const dsq_qscheme *q = dsq_q_scheme(s);
+        if (!q || q->kind != DSQ_QK_GGML || cols % q->group == 0) return s;
+        switch (s) {
+        case DSQ_Q_GGML_Q2_K: case DSQ_Q_GGML_Q3_K: s = DSQ_Q_GGML_Q4_0; break;
+        case DSQ_Q_GGML_Q4_K: s = DSQ_Q_GGML_Q5_0; break;
+        case DSQ_Q_GGML_Q5_K: s = DSQ_Q_GGML_Q5_1; break;
+        case DSQ_Q_GGML_Q6_K: s = DSQ_Q_GGML_Q8_0; break;
+        case DSQ_Q_GGML_IQ4_XS: s = DSQ_Q_GGML_IQ4_NL; break;
+        default: return DSQ_Q_F16;
+        }
+    }
+    return DSQ_Q_F16;
+}
+
 static int choose_scheme(ctx *c, plan *p) {
     int rc = dsq_method_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->have_calib,
                              &p->m, c->err);
     if (rc) return rc;
+    int fb = ggml_fallback(p->m.scheme, p->d.cols);
+    if (fb != p->m.scheme) {
+        /* the rule's method stays (calibrated methods run on the fallback
+         * grid); the recipe note says what was asked */
+        p->fallback_from = p->m.scheme;
+        p->m.scheme = fb;
+        p->m.copy = fb == p->src_scheme && p->m.method == DSQ_METHOD_PLAIN;
+        size_t n = strlen(p->m.recipe);
+        if (n > 1 && n + 40 < sizeof p->m.recipe)
+            snprintf(p->m.recipe + n - 1, sizeof p->m.recipe - n + 1, ",\"fallback_from\":\"%s\"}",
+                     dsq_q_scheme(p->fallback_from)->name);
+        char *sc = strstr(p->m.recipe, "\"scheme\":\"");
+        if (sc) { /* the stored scheme's name */
+            char rest[256];
+            const char *e = strchr(sc + 10, '"');
+            snprintf(rest, sizeof rest, "%s", e ? e : "\"");
+            snprintf(sc + 10, sizeof p->m.recipe - (size_t)(sc + 10 - p->m.recipe), "%s%s", dsq_q_scheme(fb)->name, rest);
+        }
+    }
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp || p->d.part) dsq_method_uncalibrated(&p->m, p->src_scheme);
     else dsq_method_fold(c->o->recipe, c->cfg, p->d.role, p->d.layer, &p->m, p->fold_rec, sizeof p->fold_rec);
@@ -85,6 +125,7 @@ static int add_plan(ctx *c, plan **out) {
     memset(*out, 0, sizeof **out);
     (*out)->src_scheme = -1;
     (*out)->next = -1;
+    (*out)->fallback_from = -1;
     return DSQ_OK;
 }
 
@@ -543,6 +584,7 @@ static int job_finish(ctx *c, dsq_pipe_report *rep, const char *extra_meta) {
         snprintf(r->name, sizeof r->name, "%s%s", p->name, p->d.part == DSQ_PART_K_B ? " (k_b)" : p->d.part == DSQ_PART_V_B ? " (v_b)" : "");
         r->role = p->d.role;
         r->scheme = p->d.scheme;
+        r->fallback_from = p->fallback_from;
         r->experts = p->d.experts;
         r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
         r->bytes = dsq_mwriter_slice_bytes(c->w, p->out) * (uint64_t)(p->d.experts ? p->d.experts : 1);

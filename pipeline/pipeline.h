@@ -29,6 +29,7 @@ typedef struct dsq_pipe_tensor {
     char name[160];
     dsq_role role;
     int scheme, experts;
+    int fallback_from;          /* scheme asked for whose blocks did not fit, or -1 */
     int64_t params;
     uint64_t bytes;             /* stored bytes (data + scale + zero) */
     double rel_err, max_abs;    /* -1 when not measured (copied tensors: 0) */

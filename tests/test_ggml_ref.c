@@ -18,6 +18,7 @@
  * llama.cpp commit (de3ff815ea7d).
  */
 #include "test.h"
+#include "llama_util.h"
 #include "quant/quant.h"
 #include "quant/ggml_blocks.h"
 #include "common.h"
@@ -51,24 +52,9 @@ typedef struct ggml_lib {
 /* Fetch (once) and open libggml-base.so.  Returns 1 with *lib filled, 0
  * after SKIP or a failure was recorded. */
 static int ggml_open(ggml_lib *lib) {
-    static char dir[700], so[800];
-    const char *bin = t_dsq(), *slash = strrchr(bin, '/');
-    snprintf(dir, sizeof dir, "%.*s/llama", slash ? (int)(slash - bin) : 1, slash ? bin : ".");
-    char cmd[900], *out = NULL;
-    snprintf(cmd, sizeof cmd, "sh tests/llama/fetch.sh '%s'", dir);
-    int rc = t_run(cmd, &out);
-    if (rc == 77) {
-        fprintf(stderr, "  %s", out ? out : "");
-        free(out);
-        t_skip("llama.cpp libraries not available (npm unreachable)");
-        return 0;
-    }
-    if (rc != 0) {
-        t_fail(__FILE__, __LINE__, "tests/llama/fetch.sh exited %d: %s", rc, out ? out : "");
-        free(out);
-        return 0;
-    }
-    free(out);
+    static char so[1200];
+    const char *dir = tl_llama_dir(0);
+    if (!dir) return 0;
     snprintf(so, sizeof so, "%s/bins/linux-x64/libggml-base.so", dir);
     lib->h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     if (!lib->h) {
