@@ -26,6 +26,91 @@
 static const char *const g_arr_names[DSQ_ARR_N] = {"data", "scale", "zero", "colscale"};
 
 /* ========================================================================
+ * Fixed header
+ * ======================================================================== */
+
+void dsq_ctr_header_init(dsq_ctr_header *h) {
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, DSQ_CTR_MAGIC, 8);
+    h->version_major = 1;
+    h->version_minor = 0;
+    h->header_size = DSQ_CTR_HEADER;
+}
+
+void dsq_ctr_header_encode(const dsq_ctr_header *h, uint8_t out[DSQ_CTR_HEADER]) {
+    memcpy(out, h->magic, 8);
+    dsq_st16(out + 8, h->version_major);
+    dsq_st16(out + 10, h->version_minor);
+    dsq_st32(out + 12, h->header_size);
+    dsq_st64(out + 16, h->flags_required);
+    dsq_st64(out + 24, h->flags_optional);
+    dsq_st64(out + 32, h->file_size);
+    dsq_st64(out + 40, h->data_offset);
+    dsq_st64(out + 48, h->data_size);
+    dsq_st64(out + 56, h->meta_offset);
+    dsq_st64(out + 64, h->meta_size);
+    dsq_st64(out + 72, h->dir_offset);
+    dsq_st64(out + 80, h->dir_size);
+    dsq_st64(out + 88, h->n_tensors);
+    dsq_st64(out + 96, h->meta_xxh3);
+    dsq_st64(out + 104, h->dir_xxh3);
+    dsq_st64(out + 112, h->reserved);
+    dsq_st64(out + DSQ_CTR_HEADER_HASHED, XXH3_64bits(out, DSQ_CTR_HEADER_HASHED));
+}
+
+int dsq_ctr_header_decode(const uint8_t in[DSQ_CTR_HEADER], uint64_t file_size, dsq_ctr_header *h,
+                          const char *path, dsq_err *err) {
+    memcpy(h->magic, in, 8);
+    h->version_major = dsq_le16(in + 8);
+    h->version_minor = dsq_le16(in + 10);
+    h->header_size = dsq_le32(in + 12);
+    h->flags_required = dsq_le64(in + 16);
+    h->flags_optional = dsq_le64(in + 24);
+    h->file_size = dsq_le64(in + 32);
+    h->data_offset = dsq_le64(in + 40);
+    h->data_size = dsq_le64(in + 48);
+    h->meta_offset = dsq_le64(in + 56);
+    h->meta_size = dsq_le64(in + 64);
+    h->dir_offset = dsq_le64(in + 72);
+    h->dir_size = dsq_le64(in + 80);
+    h->n_tensors = dsq_le64(in + 88);
+    h->meta_xxh3 = dsq_le64(in + 96);
+    h->dir_xxh3 = dsq_le64(in + 104);
+    h->reserved = dsq_le64(in + 112);
+    h->header_xxh3 = dsq_le64(in + DSQ_CTR_HEADER_HASHED);
+
+    /* The major version before the checksum: a file of another major
+     * version is named as such whatever its checksum looks like. */
+    if (memcmp(h->magic, DSQ_CTR_MAGIC, 8))
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: not a .dsq container (bad magic)", path);
+    if (h->version_major != 1)
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: container major version %u (this dsq reads 1)", path,
+                        h->version_major);
+    if (h->header_size < DSQ_CTR_HEADER) return dsq_fail(err, DSQ_E_FORMAT, "%s: header_size below 128", path);
+    if (XXH3_64bits(in, DSQ_CTR_HEADER_HASHED) != h->header_xxh3)
+        return dsq_fail(err, DSQ_E_CHECKSUM, "%s: header checksum mismatch", path);
+    if (h->flags_required & ~DSQ_CTR_FLAGS_KNOWN)
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: requires features this dsq lacks (flags 0x%llx)", path,
+                        (unsigned long long)h->flags_required);
+    if (h->file_size != file_size)
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: truncated or extended: header says %llu bytes, file has %llu", path,
+                        (unsigned long long)h->file_size, (unsigned long long)file_size);
+    const uint64_t s_off[3] = {h->data_offset, h->meta_offset, h->dir_offset};
+    const uint64_t s_len[3] = {h->data_size, h->meta_size, h->dir_size};
+    static const char *const sn[3] = {"data", "metadata", "directory"};
+    for (int i = 0; i < 3; i++) {
+        if (s_off[i] < DSQ_CTR_HEADER || s_off[i] > file_size || s_len[i] > file_size - s_off[i])
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: %s section [%llu, +%llu) outside the file", path, sn[i],
+                            (unsigned long long)s_off[i], (unsigned long long)s_len[i]);
+        for (int j = 0; j < i; j++)
+            if (s_off[i] < s_off[j] + s_len[j] && s_off[j] < s_off[i] + s_len[i])
+                return dsq_fail(err, DSQ_E_FORMAT, "%s: %s and %s sections overlap", path, sn[i], sn[j]);
+    }
+    if (h->data_offset % DSQ_CTR_ALIGN) return dsq_fail(err, DSQ_E_FORMAT, "%s: data section not aligned", path);
+    return DSQ_OK;
+}
+
+/* ========================================================================
  * Reader
  * ======================================================================== */
 
@@ -375,44 +460,17 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
         goto fail;
     }
     const uint8_t *h = c->map;
-    if (memcmp(h, DSQ_CTR_MAGIC, 8)) { dsq_fail(err, DSQ_E_FORMAT, "%s: not a .dsq container (bad magic)", path); goto fail; }
-    if (dsq_le16(h + 8) != 1) {
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: container major version %u (this dsq reads 1)", path, dsq_le16(h + 8));
-        goto fail;
-    }
-    if (dsq_le32(h + 12) < DSQ_CTR_HEADER) { dsq_fail(err, DSQ_E_FORMAT, "%s: header_size below 128", path); goto fail; }
-    if (XXH3_64bits(h, 120) != dsq_le64(h + 120)) { dsq_fail(err, DSQ_E_CHECKSUM, "%s: header checksum mismatch", path); rc = DSQ_E_CHECKSUM; goto fail; }
-    if (dsq_le64(h + 16) & ~DSQ_CTR_FLAGS_KNOWN) {
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: requires features this dsq lacks (flags 0x%llx)", path,
-                      (unsigned long long)dsq_le64(h + 16));
-        goto fail;
-    }
-    if (dsq_le64(h + 32) != c->size) {
-        dsq_fail(err, DSQ_E_FORMAT, "%s: truncated or extended: header says %llu bytes, file has %llu", path,
-                 (unsigned long long)dsq_le64(h + 32), (unsigned long long)c->size);
-        goto fail;
-    }
-    uint64_t s_off[3] = {dsq_le64(h + 40), dsq_le64(h + 56), dsq_le64(h + 72)};
-    uint64_t s_len[3] = {dsq_le64(h + 48), dsq_le64(h + 64), dsq_le64(h + 80)};
+    dsq_ctr_header hd;
+    if ((rc = dsq_ctr_header_decode(h, c->size, &hd, path, err))) goto fail;
+    rc = DSQ_E_FORMAT;
+    const uint64_t s_off[3] = {hd.data_offset, hd.meta_offset, hd.dir_offset};
+    const uint64_t s_len[3] = {hd.data_size, hd.meta_size, hd.dir_size};
     static const char *const sn[3] = {"data", "metadata", "directory"};
-    for (int i = 0; i < 3; i++) {
-        if (s_off[i] < DSQ_CTR_HEADER || s_off[i] > c->size || s_len[i] > c->size - s_off[i]) {
-            dsq_fail(err, DSQ_E_FORMAT, "%s: %s section [%llu, +%llu) outside the file", path, sn[i],
-                     (unsigned long long)s_off[i], (unsigned long long)s_len[i]);
-            goto fail;
-        }
-        for (int j = 0; j < i; j++)
-            if (s_off[i] < s_off[j] + s_len[j] && s_off[j] < s_off[i] + s_len[i]) {
-                dsq_fail(err, DSQ_E_FORMAT, "%s: %s and %s sections overlap", path, sn[i], sn[j]);
-                goto fail;
-            }
-    }
-    if (s_off[0] % DSQ_CTR_ALIGN) { dsq_fail(err, DSQ_E_FORMAT, "%s: data section not aligned", path); goto fail; }
-    if (XXH3_64bits(h + s_off[1], s_len[1]) != dsq_le64(h + 96)) {
+    if (XXH3_64bits(h + s_off[1], s_len[1]) != hd.meta_xxh3) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: metadata checksum mismatch", path);
         goto fail;
     }
-    if (XXH3_64bits(h + s_off[2], s_len[2]) != dsq_le64(h + 104)) {
+    if (XXH3_64bits(h + s_off[2], s_len[2]) != hd.dir_xxh3) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: directory checksum mismatch", path);
         goto fail;
     }
@@ -429,13 +487,13 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
     memcpy(c->meta, h + s_off[1], s_len[1]);
     c->meta[s_len[1]] = 0;
     if ((rc = parse_meta(c, c->meta, s_len[1], err))) goto fail;
-    uint64_t nt = dsq_le64(h + 88);
+    uint64_t nt = hd.n_tensors;
     if (nt > (1u << 24)) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: %llu tensors is implausible", path, (unsigned long long)nt); goto fail; }
     if ((rc = parse_dir(c, (const char *)h + s_off[2], s_len[2], nt, s_off[0], s_off[0] + s_len[0], err))) goto fail;
     for (int i = 0; i < c->n; i++) {
         const dsq_carray *a = &c->t[i].arr[DSQ_ARR_COLSCALE];
         if (!a->size) continue;
-        if (!(dsq_le64(h + 16) & DSQ_CTR_FLAG_COLSCALE)) {
+        if (!(hd.flags_required & DSQ_CTR_FLAG_COLSCALE)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' has a colscale array but the header lacks its required flag",
                      path, c->t[i].name);
             goto fail;
@@ -801,26 +859,22 @@ int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_IO, "%s: write failed: %s", w->path, strerror(errno));
         goto out;
     }
-    uint8_t h[DSQ_CTR_HEADER] = {0};
-    memcpy(h, DSQ_CTR_MAGIC, 8);
-    dsq_st16(h + 8, 1);
-    dsq_st16(h + 10, 0);
-    dsq_st32(h + 12, DSQ_CTR_HEADER);
-    uint64_t flags = 0;
+    dsq_ctr_header hd;
+    dsq_ctr_header_init(&hd);
     for (int i = 0; i < w->n; i++)
-        if (w->t[i].slice[DSQ_ARR_COLSCALE]) flags |= DSQ_CTR_FLAG_COLSCALE;
-    dsq_st64(h + 16, flags);
-    dsq_st64(h + 32, fsize);
-    dsq_st64(h + 40, DSQ_CTR_DATA_OFFSET);
-    dsq_st64(h + 48, w->data_end - DSQ_CTR_DATA_OFFSET);
-    dsq_st64(h + 56, moff);
-    dsq_st64(h + 64, ml);
-    dsq_st64(h + 72, doff);
-    dsq_st64(h + 80, dl);
-    dsq_st64(h + 88, (uint64_t)w->n);
-    dsq_st64(h + 96, XXH3_64bits(ms, ml));
-    dsq_st64(h + 104, XXH3_64bits(ds, dl));
-    dsq_st64(h + 120, XXH3_64bits(h, 120));
+        if (w->t[i].slice[DSQ_ARR_COLSCALE]) hd.flags_required |= DSQ_CTR_FLAG_COLSCALE;
+    hd.file_size = fsize;
+    hd.data_offset = DSQ_CTR_DATA_OFFSET;
+    hd.data_size = w->data_end - DSQ_CTR_DATA_OFFSET;
+    hd.meta_offset = moff;
+    hd.meta_size = ml;
+    hd.dir_offset = doff;
+    hd.dir_size = dl;
+    hd.n_tensors = (uint64_t)w->n;
+    hd.meta_xxh3 = XXH3_64bits(ms, ml);
+    hd.dir_xxh3 = XXH3_64bits(ds, dl);
+    uint8_t h[DSQ_CTR_HEADER];
+    dsq_ctr_header_encode(&hd, h);
     if (dsq_afile_pwrite(w->f, h, sizeof h, 0)) {
         rc = dsq_fail(err, DSQ_E_IO, "%s: write failed: %s", w->path, strerror(errno));
         goto out;

@@ -1311,12 +1311,12 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
         goto fail;
     }
     info->n_checked++;
-    /* the container's own fixed header agrees with the manifest */
-    if (memcmp(head, DSQ_CTR_MAGIC, 8) || XXH3_64bits(head, 120) != dsq_le64(head + 120) ||
-        dsq_le64(head + 32) != m->size) {
-        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: the reassembled data is not a valid .dsq container (header)", r->src);
-        goto fail;
-    }
+    /* the container's own fixed header holds together and agrees with the
+     * manifest's size: the checks dsq_ctr_open makes of the header alone */
+    dsq_ctr_header hd;
+    char what[PK_NAME_CAP + 300];
+    snprintf(what, sizeof what, "%s: reassembled %s", r->src, m->name);
+    if ((rc = dsq_ctr_header_decode(head, m->size, &hd, what, err))) goto fail;
     rc = DSQ_OK;
 fail:
     XXH3_freeState(xw);
