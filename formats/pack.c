@@ -24,10 +24,10 @@
 #include "formats/pack.h"
 #include "formats/container.h"
 #include "formats_int.h"
+#include "formats/json.h"
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -39,6 +39,7 @@
 #define PK_CHUNK (4u << 20)          /* read size of both passes */
 #define PK_MANIFEST_CAP (16u << 20)  /* 99999 parts need about 10 MiB */
 #define PK_NAME_CAP DSQ_PACK_NAME_CAP
+#define PK_MAX_INT (1ull << 53)      /* sizes and offsets: exact as cJSON's doubles */
 #define PK_MANIFEST "manifest.json"
 #define PK_CARD "MODEL_CARD.md"
 #define PK_FORMAT "dsq-pack"
@@ -58,19 +59,6 @@ typedef struct pk_man {
 /* ========================================================================
  * Small helpers
  * ======================================================================== */
-
-
-static int unhex16(const cJSON *v, uint64_t *out) { return cJSON_IsString(v) && dsq_unhex16(v->valuestring, out); }
-
-/* An integer-valued JSON number in [lo, hi] (exact below 2^53). */
-static int jnum(const cJSON *o, const char *k, double lo, double hi, uint64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
-        v->valuedouble != (double)(uint64_t)v->valuedouble)
-        return 0;
-    *out = (uint64_t)v->valuedouble;
-    return 1;
-}
 
 /* NULL if s is a plain file name we may create or expect, else what is wrong
  * with it (for "entry 'x' has <problem>: refused"). */
@@ -186,8 +174,8 @@ static int sweep(const dsq_ctr *c, const char *path, const char *label, pk_part 
     for (int i = 0; i < dsq_ctr_n_tensors(c); i++)
         for (int k = 0; k < DSQ_ARR_N; k++) cap += (size_t)dsq_ctr_tensor(c, i)->arr[k].n_hash;
     /* side files: the metadata was validated by dsq_ctr_open */
-    fl.root = cJSON_Parse(dsq_ctr_meta(c));
-    const cJSON *fs = cJSON_GetObjectItemCaseSensitive(fl.root, "files");
+    fl.root = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
+    const cJSON *fs = dsq_json_get(fl.root, "files");
     int nf = cJSON_IsArray(fs) ? cJSON_GetArraySize(fs) : 0;
     cap += (size_t)nf;
     sp = dsq_malloc(cap * sizeof *sp);
@@ -204,15 +192,15 @@ static int sweep(const dsq_ctr *c, const char *path, const char *label, pk_part 
         }
     }
     for (const cJSON *f = fs ? fs->child : NULL; f; f = f->next) {
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const char *nm = dsq_json_str(dsq_json_get(f, "name"));
         uint64_t off, sz, h;
-        if (!cJSON_IsString(nm) || !jnum(f, "offset", 0, 9007199254740992.0, &off) ||
-            !jnum(f, "size", 0, 9007199254740992.0, &sz) || !unhex16(cJSON_GetObjectItemCaseSensitive(f, "xxh3"), &h) ||
+        if (!nm || !dsq_json_key_u64(f, "offset", 0, PK_MAX_INT, &off) ||
+            !dsq_json_key_u64(f, "size", 0, PK_MAX_INT, &sz) || !dsq_json_hex64(dsq_json_get(f, "xxh3"), &h) ||
             off > size || sz > size - off) {
             rc = dsq_fail(err, DSQ_E_FORMAT, "%s: metadata file entry %d is malformed", label, fl.n);
             goto fail;
         }
-        fl.name[fl.n] = nm->valuestring;
+        fl.name[fl.n] = nm;
         sp[ns++] = (pk_span){off, sz, h, -1 - fl.n, 0, 0};
         fl.n++;
     }
@@ -311,12 +299,6 @@ fail:
  * Manifest
  * ======================================================================== */
 
-static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-static const char *jstr(const cJSON *o, const char *k, const char *dflt) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
 /* Parameters and stored bytes (codes, scales, zero points) of every tensor,
  * routed experts counted one matrix each. */
 static void totals(const dsq_ctr *c, int64_t *params, uint64_t *bytes) {
@@ -344,7 +326,7 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
     cJSON_AddNumberToObject(ct, "size", (double)m->size);
     dsq_hex16(hx, m->xxh3);
     cJSON_AddStringToObject(ct, "xxh3", hx);
-    cJSON_AddStringToObject(ct, "format_version", jstr(meta, "format_version", "1.0"));
+    cJSON_AddStringToObject(ct, "format_version", dsq_json_key_str(meta, "format_version", "1.0"));
     cJSON_AddNumberToObject(o, "part_size", (double)m->part_size);
     cJSON *pa = cJSON_AddArrayToObject(o, "parts");
     for (int i = 0; i < m->n; i++) {
@@ -374,7 +356,7 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
     cJSON_AddNumberToObject(md, "params", (double)params);
     cJSON_AddNumberToObject(md, "tensor_bytes", (double)bytes);
     cJSON_AddNumberToObject(md, "bits_per_weight", params ? 8.0 * (double)bytes / (double)params : 0.0);
-    cJSON_AddStringToObject(md, "recipe", jstr(jget(meta, "recipe"), "name", "unknown"));
+    cJSON_AddStringToObject(md, "recipe", dsq_json_key_str(dsq_json_get(meta, "recipe"), "name", "unknown"));
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     return s;
@@ -459,7 +441,7 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
     m.n = (int)n_parts;
     m.p = dsq_calloc((size_t)m.n, sizeof *m.p);
     buf = dsq_malloc(PK_CHUNK);
-    meta = cJSON_Parse(dsq_ctr_meta(c));
+    meta = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
     xp = XXH3_createState();
     if (!m.p || !buf || !meta || !xp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     int width = m.n > 9999 ? 5 : 4;
@@ -751,14 +733,14 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     if (rc < 0) goto fail;
     if (got != r->size) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json is truncated", r->src); goto fail; }
     js[got] = 0;
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(js, got, &end, 0);
+    long at;
+    root = dsq_json_parse(js, got, &at);
     rc = DSQ_E_FORMAT;
     if (!cJSON_IsObject(root)) {
-        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld", r->src, end ? (long)(end - js) : -1L);
+        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld", r->src, at);
         goto fail;
     }
-    const char *fmt = jstr(root, "format", ""), *ver = jstr(root, "format_version", "");
+    const char *fmt = dsq_json_key_str(root, "format", ""), *ver = dsq_json_key_str(root, "format_version", "");
     if (strcmp(fmt, PK_FORMAT)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: format is not \"%s\"", r->src, PK_FORMAT);
         goto fail;
@@ -769,8 +751,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: manifest.json: pack format version '%s' (this dsq reads 1.x)", r->src, v);
         goto fail;
     }
-    const cJSON *ct = jget(root, "container"), *parts = jget(root, "parts"), *cd = jget(root, "card");
-    const char *cn = jstr(ct, "name", "");
+    const cJSON *ct = dsq_json_get(root, "container"), *parts = dsq_json_get(root, "parts"), *cd = dsq_json_get(root, "card");
+    const char *cn = dsq_json_key_str(ct, "name", "");
     const char *why = name_problem(cn);
     if (why || !strcmp(cn, PK_MANIFEST) || !strcmp(cn, PK_CARD)) {
         char v[80];
@@ -780,8 +762,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         goto fail;
     }
     snprintf(m->name, sizeof m->name, "%s", cn);
-    if (!jnum(ct, "size", DSQ_CTR_HEADER, 9007199254740992.0, &m->size) || !unhex16(jget(ct, "xxh3"), &m->xxh3) ||
-        !jnum(root, "part_size", 1, 9007199254740992.0, &m->part_size)) {
+    if (!dsq_json_key_u64(ct, "size", DSQ_CTR_HEADER, PK_MAX_INT, &m->size) || !dsq_json_hex64(dsq_json_get(ct, "xxh3"), &m->xxh3) ||
+        !dsq_json_key_u64(root, "part_size", 1, PK_MAX_INT, &m->part_size)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: container size, xxh3 or part_size missing or invalid", r->src);
         goto fail;
     }
@@ -795,7 +777,7 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     uint64_t off = 0;
     for (const cJSON *e = parts->child; e; e = e->next, m->n++) {
         pk_part *pp = &m->p[m->n];
-        const char *pn = jstr(e, "name", "");
+        const char *pn = dsq_json_key_str(e, "name", "");
         uint64_t poff;
         if ((why = name_problem(pn)) || !strcmp(pn, PK_MANIFEST) || !strcmp(pn, PK_CARD)) {
             char v[80];
@@ -805,8 +787,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
             goto fail;
         }
         snprintf(pp->name, sizeof pp->name, "%s", pn);
-        if (!jnum(e, "offset", 0, 9007199254740992.0, &poff) || !jnum(e, "size", 1, (double)m->part_size, &pp->size) ||
-            !unhex16(jget(e, "xxh3"), &pp->xxh3)) {
+        if (!dsq_json_key_u64(e, "offset", 0, PK_MAX_INT, &poff) || !dsq_json_key_u64(e, "size", 1, m->part_size, &pp->size) ||
+            !dsq_json_hex64(dsq_json_get(e, "xxh3"), &pp->xxh3)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: part %d needs offset, size (1 to part_size) and xxh3",
                      r->src, m->n + 1);
             goto fail;
@@ -837,8 +819,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         goto fail;
     }
     if (cd) {
-        if (strcmp(jstr(cd, "name", ""), PK_CARD) || !jnum(cd, "size", 0, 9007199254740992.0, &m->card_size) ||
-            !unhex16(jget(cd, "xxh3"), &m->card_xxh3)) {
+        if (strcmp(dsq_json_key_str(cd, "name", ""), PK_CARD) || !dsq_json_key_u64(cd, "size", 0, PK_MAX_INT, &m->card_size) ||
+            !dsq_json_hex64(dsq_json_get(cd, "xxh3"), &m->card_xxh3)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: card entry invalid", r->src);
             goto fail;
         }

@@ -14,9 +14,9 @@
 #include "pipeline/card.h"
 #include "common.h"
 #include "formats/container.h"
+#include "formats/json.h"
 #include "quant/quant.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -32,16 +32,6 @@ struct dsq_card {
 /* ========================================================================
  * Text helpers
  * ======================================================================== */
-
-/* An integer-valued JSON number in [lo, hi] (exact below 2^53). */
-static int jnum(const cJSON *o, const char *k, double lo, double hi, uint64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
-        v->valuedouble != (double)(uint64_t)v->valuedouble)
-        return 0;
-    *out = (uint64_t)v->valuedouble;
-    return 1;
-}
 
 /* Copy a string for a cell: control characters become '?', long strings are cut. */
 static void shown(char *dst, size_t cap, const char *s) {
@@ -126,12 +116,6 @@ static void count_roles(const dsq_ctr *c, role_sums *r) {
     }
 }
 
-static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-static const char *jstr(const cJSON *o, const char *k, const char *dflt) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
 static void card_config(sb *b, const dsq_config *g, const role_sums *r) {
     sb_add(b, "## Model\n\n| | |\n|---|---|\n");
     sb_add(b, "| architecture | ");
@@ -207,7 +191,7 @@ static void card_report(sb *b, const cJSON *rep, const char *rname) {
     sb_add(b, "):\n\n| metric | value |\n|---|---:|\n");
     int rows = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        const cJSON *v = jget(rep, known[i][0]);
+        const cJSON *v = dsq_json_get(rep, known[i][0]);
         if (!v) continue;
         sb_add(b, "| %s (`%s`) | ", known[i][1], known[i][0]);
         sb_val(b, v);
@@ -245,7 +229,7 @@ static void card_report(sb *b, const cJSON *rep, const char *rname) {
     const cJSON *tab = NULL;
     static const char *const tk[] = {"layers", "per_layer", "layer"};
     for (size_t i = 0; i < 3 && !tab; i++) {
-        const cJSON *v = jget(rep, tk[i]);
+        const cJSON *v = dsq_json_get(rep, tk[i]);
         if (cJSON_IsArray(v) && cJSON_IsObject(v->child)) tab = v;
     }
     for (const cJSON *v = rep->child; v && !tab; v = v->next)
@@ -281,7 +265,7 @@ static void card_report(sb *b, const cJSON *rep, const char *rname) {
         sb_add(b, "|");
         for (int j = 0; j < nc; j++) {
             sb_add(b, " ");
-            sb_val(b, cJSON_IsObject(row) ? jget(row, cols[j]) : NULL);
+            sb_val(b, cJSON_IsObject(row) ? dsq_json_get(row, cols[j]) : NULL);
             sb_add(b, " |");
         }
         sb_add(b, "\n");
@@ -298,8 +282,8 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const dsq_pack_plan *
     snprintf(model, sizeof model, "%s", m->name);
     size_t ml = strlen(model);
     if (ml > 4 && !strcmp(model + ml - 4, ".dsq")) model[ml - 4] = 0;
-    const cJSON *rec = jget(meta, "recipe"), *pv = jget(meta, "provenance");
-    const char *rn = jstr(rec, "name", "unknown");
+    const cJSON *rec = dsq_json_get(meta, "recipe"), *pv = dsq_json_get(meta, "provenance");
+    const char *rn = dsq_json_key_str(rec, "name", "unknown");
     sb_add(&b, "# ");
     sb_md(&b, model);
     sb_add(&b, "\n\nA DeepSeek-V3.2-family model stored in one dsq container (`");
@@ -312,7 +296,7 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const dsq_pack_plan *
     sb_add(&b, "## Recipe\n\n`");
     sb_md(&b, rn);
     sb_add(&b, "`");
-    const cJSON *rules = jget(rec, "rules");
+    const cJSON *rules = dsq_json_get(rec, "rules");
     char *rs = rules && (!cJSON_IsObject(rules) || rules->child) ? cJSON_Print(rules) : NULL;
     if (rs) {
         /* keep the fence intact whatever the rules contain */
@@ -345,13 +329,13 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const dsq_pack_plan *
     sb_md(&b, m->name);
     sb_add(&b, "`.\n\n## Provenance\n\n");
     sb_add(&b, "- container written by dsq ");
-    sb_md(&b, jstr(pv, "dsq_version", "?"));
+    sb_md(&b, dsq_json_key_str(pv, "dsq_version", "?"));
     sb_add(&b, " on ");
-    sb_md(&b, jstr(pv, "created", "?"));
+    sb_md(&b, dsq_json_key_str(pv, "created", "?"));
     sb_add(&b, " from a ");
-    sb_md(&b, jstr(pv, "source_kind", "?"));
+    sb_md(&b, dsq_json_key_str(pv, "source_kind", "?"));
     sb_add(&b, " source\n");
-    const cJSON *srcs = jget(pv, "sources");
+    const cJSON *srcs = dsq_json_get(pv, "sources");
     int ns = 0;
     for (const cJSON *s = cJSON_IsArray(srcs) ? srcs->child : NULL; s; s = s->next, ns++) {
         if (ns == 64) {
@@ -360,11 +344,11 @@ static int build_card(const dsq_ctr *c, const cJSON *meta, const dsq_pack_plan *
         }
         uint64_t sz = 0;
         sb_add(&b, "- source `");
-        sb_md(&b, jstr(s, "name", "?"));
+        sb_md(&b, dsq_json_key_str(s, "name", "?"));
         sb_add(&b, "`");
-        if (jnum(s, "size", 0, 9007199254740992.0, &sz)) sb_add(&b, ", %llu bytes", (unsigned long long)sz);
+        if (dsq_json_key_u64(s, "size", 0, 1ull << 53, &sz)) sb_add(&b, ", %llu bytes", (unsigned long long)sz);
         sb_add(&b, ", xxh3 `");
-        sb_md(&b, jstr(s, "xxh3", "?"));
+        sb_md(&b, dsq_json_key_str(s, "xxh3", "?"));
         sb_add(&b, "`\n");
     }
     sb_add(&b, "- packed by dsq %s\n", DSQ_VERSION_STRING);
@@ -393,9 +377,8 @@ int dsq_card_new(dsq_card **out, const char *report, dsq_err *err) {
             dsq_card_free(k);
             return rc;
         }
-        const char *end = NULL;
-        k->report = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-        long at = end ? (long)(end - text) : -1L;
+        long at;
+        k->report = dsq_json_parse(text, len, &at);
         free(text);
         if (!cJSON_IsObject(k->report)) {
             dsq_card_free(k);
@@ -422,7 +405,7 @@ int dsq_card_text(void *arg, const struct dsq_ctr *c, const dsq_pack_plan *plan,
     const dsq_card *k = arg;
     *text = NULL;
     role_sums *r = dsq_malloc(sizeof *r);
-    cJSON *meta = cJSON_Parse(dsq_ctr_meta(c));
+    cJSON *meta = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
     int rc;
     if (!r || !meta) rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     else {
