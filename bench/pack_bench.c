@@ -16,6 +16,7 @@
 #include "common.h"
 #include "common/pool.h"
 #include "formats/pack.h"
+#include "pipeline/card.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -60,7 +61,7 @@ static int run_job(const job *j, const char *src, const char *out_dir, uint64_t 
             o.compress = j->compress;
             o.threads = dsq_default_threads();
             o.force = 1;
-            rc = dsq_pack(&o, &info, &err);
+            rc = dsq_pack_with_card(&o, NULL, &info, &err);
         } else if (j->unpack == 1) {
             rc = dsq_unpack(j->archive, out_dir, DSQ_UNPACK_FORCE, NULL, NULL, &info, &err);
         } else {

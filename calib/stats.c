@@ -15,8 +15,8 @@
 #include "calib/stats.h"
 #include "common.h"
 #include "formats/container.h"
+#include "formats/json.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -460,20 +460,21 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
     int rc = dsq_ctr_open(&c, path, err);
     if (rc) return rc;
     dsq_cstats *cs = dsq_cstats_new();
-    cJSON *m = cJSON_Parse(dsq_ctr_meta(c));
+    cJSON *m = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
     float *tmp = NULL;
     if (!cs || !m) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
-    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(m, "kind");
-    if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "calibration")) {
+    if (strcmp(dsq_json_key_str(m, "kind", ""), "calibration")) {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s: not a calibration file (metadata kind is not \"calibration\")", path);
         goto fail;
     }
     if ((rc = dsq_ctr_verify(c, NULL, err))) goto fail;
-    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(m, "records");
+    const cJSON *recs = dsq_json_get(m, "records");
     if (!cJSON_IsArray(recs)) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: metadata lacks 'records'", path); goto fail; }
     for (const cJSON *r = recs->child; r; r = r->next) {
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(r, "name"), *tk = cJSON_GetObjectItemCaseSensitive(r, "tokens");
-        if (!cJSON_IsString(nm) || !cJSON_IsNumber(tk) || tk->valuedouble < 0 || tk->valuedouble > 9e15) {
+        const cJSON *nm = dsq_json_get(r, "name");
+        double tokens;
+        /* a number, not necessarily an integer: counts are truncated */
+        if (!cJSON_IsString(nm) || !dsq_json_num(dsq_json_get(r, "tokens"), 0, 9e15, &tokens)) {
             rc = dsq_fail(err, DSQ_E_FORMAT, "%s: malformed record in metadata", path);
             goto fail;
         }
@@ -486,8 +487,8 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
         int hi = dsq_ctr_find(c, tn);
         dsq_cstat *s = dsq_cstats_get(cs, nm->valuestring, cols, hi >= 0);
         if (!s) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' duplicated or invalid", path, nm->valuestring); goto fail; }
-        s->count = (int64_t)tk->valuedouble;
-        s->fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "fallback"));
+        s->count = (int64_t)tokens;
+        s->fallback = cJSON_IsTrue(dsq_json_get(r, "fallback"));
         snprintf(tn, sizeof tn, "%s:xcov", nm->valuestring);
         int xi = dsq_ctr_find(c, tn);
         if (xi >= 0 && hi < 0) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: record '%s' has a cross moment but no Hessian", path, nm->valuestring); goto fail; }
@@ -527,7 +528,7 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
             }
         }
     }
-    const cJSON *al = cJSON_GetObjectItemCaseSensitive(m, "aliases");
+    const cJSON *al = dsq_json_get(m, "aliases");
     for (const cJSON *a = cJSON_IsObject(al) ? al->child : NULL; a; a = a->next)
         if (cJSON_IsString(a) && (rc = dsq_cstats_alias(cs, a->string, a->valuestring))) {
             rc = dsq_fail(err, rc, "out of memory");

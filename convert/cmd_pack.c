@@ -9,6 +9,7 @@
 #include "common.h"
 #include "common/pool.h"
 #include "formats/pack.h"
+#include "pipeline/card.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,7 @@ static int usage_pack(FILE *f) {
 
 int cmd_pack(int argc, char **argv) {
     dsq_pack_opts o = {0};
-    const char *comp = NULL;
+    const char *comp = NULL, *report = NULL;
     int quiet = 0;
     o.threads = dsq_default_threads();
     for (int i = 1; i < argc; i++) {
@@ -70,7 +71,7 @@ int cmd_pack(int argc, char **argv) {
             }
             o.part_size = (uint64_t)v;
         } else if (cli_is(a, "--compress") && i + 1 < argc) comp = argv[++i];
-        else if (cli_is(a, "--report") && i + 1 < argc) o.report = argv[++i];
+        else if (cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
         else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
         else if (cli_is(a, "--force")) o.force = 1;
         else if (cli_is(a, "--quiet")) quiet = 1;
@@ -100,7 +101,7 @@ int cmd_pack(int argc, char **argv) {
     dsq_err err = {0};
     dsq_pack_info info;
     double t0 = dsq_now();
-    if (dsq_pack(&o, &info, &err)) return cli_err("pack", &err);
+    if (dsq_pack_with_card(&o, report, &info, &err)) return cli_err("pack", &err);
     double s = dsq_now() - t0;
     static const char *const cn[] = {"uncompressed", "gzip", "zstd"};
     if (!quiet)

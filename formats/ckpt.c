@@ -14,8 +14,8 @@
 #include "formats_int.h"
 #include "ckpt_int.h"
 #include "quant/dtype.h"
+#include "formats/json.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -219,13 +219,11 @@ static int shard_open(ck_shard *s, dsq_err *err) {
  * shard that really holds that tensor, and every tensor is listed. */
 static int check_index(dsq_ckpt *ck, dsq_err *err) {
     const char *what = "model.safetensors.index.json";
-    const char *end = NULL;
+    long at;
     int rc = DSQ_E_FORMAT;
-    cJSON *root = cJSON_ParseWithLengthOpts(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s/%s: invalid JSON near byte %ld", ck->path, what,
-                        end ? (long)(end - ck->blob[CK_INDEX]) : -1L);
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    cJSON *root = dsq_json_parse(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s/%s: invalid JSON near byte %ld", ck->path, what, at);
+    const cJSON *wm = dsq_json_get(root, "weight_map");
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s/%s: missing 'weight_map' object", ck->path, what);
         goto fail;
@@ -252,7 +250,7 @@ static int check_index(dsq_ckpt *ck, dsq_err *err) {
     if (n_listed != ck->n) {
         /* duplicates in weight_map or tensors missing from it */
         for (int i = 0; i < ck->n; i++)
-            if (!cJSON_GetObjectItemCaseSensitive(wm, ck->t[i].name)) {
+            if (!dsq_json_get(wm, ck->t[i].name)) {
                 dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s' in shard '%.200s' is not listed in the index",
                          ck->path, ck->t[i].name, ck->shards[ck->t[i].shard].name);
                 goto fail;
@@ -261,8 +259,7 @@ static int check_index(dsq_ckpt *ck, dsq_err *err) {
                  ck->path, what, n_listed, ck->n);
         goto fail;
     }
-    const cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
-    const cJSON *ts = cJSON_IsObject(md) ? cJSON_GetObjectItemCaseSensitive(md, "total_size") : NULL;
+    const cJSON *ts = dsq_json_get(dsq_json_get(root, "metadata"), "total_size");
     if (cJSON_IsNumber(ts)) {
         uint64_t sum = 0;
         for (int i = 0; i < ck->n; i++) sum += ck->t[i].nbytes;
@@ -279,15 +276,14 @@ fail:
 
 /* List the shard names of the index (unique, in order of first mention). */
 int ck_index_shards(dsq_ckpt *ck, char ***names, int *n, dsq_err *err) {
-    const char *end = NULL;
+    long at;
     *names = NULL;
     *n = 0;
-    cJSON *root = cJSON_ParseWithLengthOpts(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &end, 0);
+    cJSON *root = dsq_json_parse(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &at);
     if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s/model.safetensors.index.json: invalid JSON near byte %ld",
-                        ck->path, end ? (long)(end - ck->blob[CK_INDEX]) : -1L);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s/model.safetensors.index.json: invalid JSON near byte %ld", ck->path, at);
     int rc = DSQ_OK;
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    const cJSON *wm = dsq_json_get(root, "weight_map");
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm)) {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s/model.safetensors.index.json: missing 'weight_map' object",
                       ck->path);

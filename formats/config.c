@@ -4,195 +4,147 @@
  * shapes each role must have under that config (section 2).
  */
 #include "common.h"
+#include "formats/json.h"
 
-#include <cjson/cJSON.h>
-#include <math.h>
 #include <stdio.h>
 
 #define MAX_DIM (1 << 24) /* generous bound on any size in a config */
 
-typedef struct { const char *what; dsq_err *err; const cJSON *root; int rc; } cfgctx;
-
-/* The value of `key`: 1 with *v set, 2 when absent and not required (the
- * caller applies its default), 0 after recording "missing key". */
-static int lookup(cfgctx *c, const cJSON *obj, const char *key, int required, const cJSON **v) {
-    *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (*v && !cJSON_IsNull(*v)) return 1;
-    if (!required) return 2;
-    c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: missing key '%s'", c->what, key);
-    return 0;
+/* Thin adapters over formats/json.h for int fields; 1 on success, 0 after
+ * the message is recorded. */
+static int get_int(const dsq_json_ctx *c, const cJSON *obj, const char *key, int required, int def, int lo, int hi,
+                   int *out) {
+    int64_t v;
+    int rc = dsq_json_field_int(c, obj, key, required ? DSQ_JSON_REQUIRED : 0, def, lo, hi, &v);
+    *out = (int)v;
+    return rc == DSQ_OK;
 }
-
-static int get_int(cfgctx *c, const cJSON *obj, const char *key, int required, int def,
-                   int lo, int hi, int *out) {
-    const cJSON *v;
-    int k = lookup(c, obj, key, required, &v);
-    if (k != 1) {
-        *out = def;
-        return k != 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-        v->valuedouble < lo || v->valuedouble > hi) {
-        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be an integer in [%d, %d]",
-                         c->what, key, lo, hi);
-        return 0;
-    }
-    *out = (int)v->valuedouble;
-    return 1;
+static int get_num(const dsq_json_ctx *c, const cJSON *obj, const char *key, int required, double def, double lo,
+                   double hi, double *out) {
+    return dsq_json_field_num(c, obj, key, required ? DSQ_JSON_REQUIRED : 0, def, lo, hi, out) == DSQ_OK;
 }
-
-static int get_num(cfgctx *c, const cJSON *obj, const char *key, int required, double def,
-                   double lo, double hi, double *out) {
-    const cJSON *v;
-    int k = lookup(c, obj, key, required, &v);
-    if (k != 1) {
-        *out = def;
-        return k != 0;
-    }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo ||
-        v->valuedouble > hi) {
-        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be a number in [%g, %g]",
-                         c->what, key, lo, hi);
-        return 0;
-    }
-    *out = v->valuedouble;
-    return 1;
-}
-
-static int get_bool(cfgctx *c, const cJSON *obj, const char *key, int def, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) { *out = def; return 1; }
-    if (!cJSON_IsBool(v)) {
-        c->rc = dsq_fail(c->err, DSQ_E_CONFIG, "%s: key '%s' must be true or false", c->what, key);
-        return 0;
-    }
-    *out = cJSON_IsTrue(v);
-    return 1;
+static int get_bool(const dsq_json_ctx *c, const cJSON *obj, const char *key, int def, int *out) {
+    return dsq_json_field_bool(c, obj, key, 0, def, out) == DSQ_OK;
 }
 
 int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *what,
                      dsq_err *err) {
     memset(cfg, 0, sizeof *cfg);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_CONFIG, "%s: invalid JSON near byte %ld", what,
-                        end ? (long)(end - json) : -1L);
-    cfgctx c = {what, err, root, DSQ_E_CONFIG};
-    int ok = 1;
+    long at;
+    cJSON *root = dsq_json_parse(json, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_CONFIG, "%s: invalid JSON near byte %ld", what, at);
+    const dsq_json_ctx jc = {what, err, DSQ_E_CONFIG}, *c = &jc;
+    int rc = DSQ_E_CONFIG, ok = 1;
     if (!cJSON_IsObject(root)) {
         dsq_fail(err, DSQ_E_CONFIG, "%s: top level is not a JSON object", what);
         goto fail;
     }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (!cJSON_IsString(mt)) {
+    const char *mt = dsq_json_str(dsq_json_get(root, "model_type"));
+    if (!mt) {
         dsq_fail(err, DSQ_E_CONFIG, "%s: missing key 'model_type'", what);
         goto fail;
     }
-    if (strcmp(mt->valuestring, "deepseek_v32") && strcmp(mt->valuestring, "deepseek_v3")) {
+    if (strcmp(mt, "deepseek_v32") && strcmp(mt, "deepseek_v3")) {
         dsq_fail(err, DSQ_E_UNSUPPORTED,
-                 "%s: model_type '%.40s' is not a DeepSeek-V3/V3.2 model", what, mt->valuestring);
-        c.rc = DSQ_E_UNSUPPORTED;
+                 "%s: model_type '%.40s' is not a DeepSeek-V3/V3.2 model", what, mt);
+        rc = DSQ_E_UNSUPPORTED;
         goto fail;
     }
-    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt->valuestring);
-    cfg->has_indexer = !strcmp(mt->valuestring, "deepseek_v32");
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
+    cfg->has_indexer = !strcmp(mt, "deepseek_v32");
 
-    ok = ok && get_int(&c, root, "vocab_size", 1, 0, 1, MAX_DIM, &cfg->vocab_size);
-    ok = ok && get_int(&c, root, "hidden_size", 1, 0, 1, MAX_DIM, &cfg->hidden_size);
-    ok = ok && get_int(&c, root, "intermediate_size", 1, 0, 1, MAX_DIM, &cfg->intermediate_size);
-    ok = ok && get_int(&c, root, "moe_intermediate_size", 1, 0, 1, MAX_DIM, &cfg->moe_intermediate_size);
-    ok = ok && get_int(&c, root, "num_hidden_layers", 1, 0, 1, 4096, &cfg->n_layers);
-    ok = ok && get_int(&c, root, "num_nextn_predict_layers", 0, 0, 0, 64, &cfg->n_mtp_layers);
-    ok = ok && get_int(&c, root, "first_k_dense_replace", 1, 0, 0, 4096, &cfg->first_k_dense);
-    ok = ok && get_int(&c, root, "moe_layer_freq", 0, 1, 1, 1, &cfg->moe_layer_freq);
-    ok = ok && get_int(&c, root, "num_attention_heads", 1, 0, 1, 65536, &cfg->n_heads);
-    ok = ok && get_int(&c, root, "q_lora_rank", 1, 0, 1, MAX_DIM, &cfg->q_lora_rank);
-    ok = ok && get_int(&c, root, "kv_lora_rank", 1, 0, 1, MAX_DIM, &cfg->kv_lora_rank);
-    ok = ok && get_int(&c, root, "qk_nope_head_dim", 1, 0, 1, 65536, &cfg->qk_nope_head_dim);
-    ok = ok && get_int(&c, root, "qk_rope_head_dim", 1, 0, 2, 65536, &cfg->qk_rope_head_dim);
-    ok = ok && get_int(&c, root, "v_head_dim", 1, 0, 1, 65536, &cfg->v_head_dim);
-    ok = ok && get_int(&c, root, "n_routed_experts", 1, 0, 1, 65536, &cfg->n_routed_experts);
-    ok = ok && get_int(&c, root, "n_shared_experts", 1, 0, 0, 64, &cfg->n_shared_experts);
-    ok = ok && get_int(&c, root, "num_experts_per_tok", 1, 0, 1, 65536, &cfg->n_experts_per_tok);
-    ok = ok && get_int(&c, root, "n_group", 0, 1, 1, 65536, &cfg->n_group);
-    ok = ok && get_int(&c, root, "topk_group", 0, 1, 1, 65536, &cfg->topk_group);
-    ok = ok && get_bool(&c, root, "norm_topk_prob", 0, &cfg->norm_topk_prob);
-    ok = ok && get_num(&c, root, "routed_scaling_factor", 0, 1.0, 0, 1e6, &cfg->routed_scaling_factor);
-    ok = ok && get_num(&c, root, "rms_norm_eps", 0, 1e-6, 0, 1, &cfg->rms_norm_eps);
-    ok = ok && get_num(&c, root, "rope_theta", 0, 10000.0, 1, 1e12, &cfg->rope_theta);
-    ok = ok && get_int(&c, root, "max_position_embeddings", 0, 4096, 1, 1 << 30, &cfg->max_position_embeddings);
-    ok = ok && get_int(&c, root, "bos_token_id", 0, 0, 0, MAX_DIM, &cfg->bos_token_id);
-    ok = ok && get_int(&c, root, "eos_token_id", 0, 1, 0, MAX_DIM, &cfg->eos_token_id);
-    ok = ok && get_bool(&c, root, "rope_interleave", 1, &cfg->rope_interleave);
-    ok = ok && get_bool(&c, root, "indexer_rope_interleave", 0, &cfg->indexer_rope_interleave);
+    ok = ok && get_int(c, root, "vocab_size", 1, 0, 1, MAX_DIM, &cfg->vocab_size);
+    ok = ok && get_int(c, root, "hidden_size", 1, 0, 1, MAX_DIM, &cfg->hidden_size);
+    ok = ok && get_int(c, root, "intermediate_size", 1, 0, 1, MAX_DIM, &cfg->intermediate_size);
+    ok = ok && get_int(c, root, "moe_intermediate_size", 1, 0, 1, MAX_DIM, &cfg->moe_intermediate_size);
+    ok = ok && get_int(c, root, "num_hidden_layers", 1, 0, 1, 4096, &cfg->n_layers);
+    ok = ok && get_int(c, root, "num_nextn_predict_layers", 0, 0, 0, 64, &cfg->n_mtp_layers);
+    ok = ok && get_int(c, root, "first_k_dense_replace", 1, 0, 0, 4096, &cfg->first_k_dense);
+    ok = ok && get_int(c, root, "moe_layer_freq", 0, 1, 1, 1, &cfg->moe_layer_freq);
+    ok = ok && get_int(c, root, "num_attention_heads", 1, 0, 1, 65536, &cfg->n_heads);
+    ok = ok && get_int(c, root, "q_lora_rank", 1, 0, 1, MAX_DIM, &cfg->q_lora_rank);
+    ok = ok && get_int(c, root, "kv_lora_rank", 1, 0, 1, MAX_DIM, &cfg->kv_lora_rank);
+    ok = ok && get_int(c, root, "qk_nope_head_dim", 1, 0, 1, 65536, &cfg->qk_nope_head_dim);
+    ok = ok && get_int(c, root, "qk_rope_head_dim", 1, 0, 2, 65536, &cfg->qk_rope_head_dim);
+    ok = ok && get_int(c, root, "v_head_dim", 1, 0, 1, 65536, &cfg->v_head_dim);
+    ok = ok && get_int(c, root, "n_routed_experts", 1, 0, 1, 65536, &cfg->n_routed_experts);
+    ok = ok && get_int(c, root, "n_shared_experts", 1, 0, 0, 64, &cfg->n_shared_experts);
+    ok = ok && get_int(c, root, "num_experts_per_tok", 1, 0, 1, 65536, &cfg->n_experts_per_tok);
+    ok = ok && get_int(c, root, "n_group", 0, 1, 1, 65536, &cfg->n_group);
+    ok = ok && get_int(c, root, "topk_group", 0, 1, 1, 65536, &cfg->topk_group);
+    ok = ok && get_bool(c, root, "norm_topk_prob", 0, &cfg->norm_topk_prob);
+    ok = ok && get_num(c, root, "routed_scaling_factor", 0, 1.0, 0, 1e6, &cfg->routed_scaling_factor);
+    ok = ok && get_num(c, root, "rms_norm_eps", 0, 1e-6, 0, 1, &cfg->rms_norm_eps);
+    ok = ok && get_num(c, root, "rope_theta", 0, 10000.0, 1, 1e12, &cfg->rope_theta);
+    ok = ok && get_int(c, root, "max_position_embeddings", 0, 4096, 1, 1 << 30, &cfg->max_position_embeddings);
+    ok = ok && get_int(c, root, "bos_token_id", 0, 0, 0, MAX_DIM, &cfg->bos_token_id);
+    ok = ok && get_int(c, root, "eos_token_id", 0, 1, 0, MAX_DIM, &cfg->eos_token_id);
+    ok = ok && get_bool(c, root, "rope_interleave", 1, &cfg->rope_interleave);
+    ok = ok && get_bool(c, root, "indexer_rope_interleave", 0, &cfg->indexer_rope_interleave);
     if (ok && cfg->has_indexer) {
-        ok = ok && get_int(&c, root, "index_n_heads", 1, 0, 1, 65536, &cfg->index_n_heads);
-        ok = ok && get_int(&c, root, "index_head_dim", 1, 0, 1, 65536, &cfg->index_head_dim);
-        ok = ok && get_int(&c, root, "index_topk", 1, 0, 1, 1 << 30, &cfg->index_topk);
+        ok = ok && get_int(c, root, "index_n_heads", 1, 0, 1, 65536, &cfg->index_n_heads);
+        ok = ok && get_int(c, root, "index_head_dim", 1, 0, 1, 65536, &cfg->index_head_dim);
+        ok = ok && get_int(c, root, "index_topk", 1, 0, 1, 1 << 30, &cfg->index_topk);
     }
     if (!ok) goto fail;
 
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs)) {
+    const cJSON *rs = dsq_json_get(root, "rope_scaling");
+    if (!dsq_json_absent(rs)) {
         if (!cJSON_IsObject(rs)) {
             dsq_fail(err, DSQ_E_CONFIG, "%s: 'rope_scaling' must be an object or null", what);
             goto fail;
         }
-        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
-        if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-        if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "yarn")) {
+        const cJSON *ty = dsq_json_get(rs, "type");
+        if (!ty) ty = dsq_json_get(rs, "rope_type");
+        if (!dsq_json_str(ty) || strcmp(ty->valuestring, "yarn")) {
             dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: rope_scaling.type must be \"yarn\"", what);
-            c.rc = DSQ_E_UNSUPPORTED;
+            rc = DSQ_E_UNSUPPORTED;
             goto fail;
         }
-        ok = ok && get_num(&c, rs, "factor", 1, 0, 1e-6, 1e6, &cfg->yarn_factor);
-        ok = ok && get_int(&c, rs, "original_max_position_embeddings", 1, 0, 1, 1 << 30,
+        ok = ok && get_num(c, rs, "factor", 1, 0, 1e-6, 1e6, &cfg->yarn_factor);
+        ok = ok && get_int(c, rs, "original_max_position_embeddings", 1, 0, 1, 1 << 30,
                            &cfg->yarn_original_max_pos);
-        ok = ok && get_num(&c, rs, "beta_fast", 0, 32, 0, 1e6, &cfg->yarn_beta_fast);
-        ok = ok && get_num(&c, rs, "beta_slow", 0, 1, 0, 1e6, &cfg->yarn_beta_slow);
-        ok = ok && get_num(&c, rs, "mscale", 0, 1, 0, 1e6, &cfg->yarn_mscale);
-        ok = ok && get_num(&c, rs, "mscale_all_dim", 0, 1, 0, 1e6, &cfg->yarn_mscale_all_dim);
+        ok = ok && get_num(c, rs, "beta_fast", 0, 32, 0, 1e6, &cfg->yarn_beta_fast);
+        ok = ok && get_num(c, rs, "beta_slow", 0, 1, 0, 1e6, &cfg->yarn_beta_slow);
+        ok = ok && get_num(c, rs, "mscale", 0, 1, 0, 1e6, &cfg->yarn_mscale);
+        ok = ok && get_num(c, rs, "mscale_all_dim", 0, 1, 0, 1e6, &cfg->yarn_mscale_all_dim);
         if (!ok) goto fail;
         /* factor 1 leaves every frequency and the attention scale unchanged */
         cfg->has_yarn = cfg->yarn_factor > 1.0;
     }
 
     cfg->block_rows = cfg->block_cols = 128;
-    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
-    if (qc && !cJSON_IsNull(qc)) {
+    const cJSON *qc = dsq_json_get(root, "quantization_config");
+    if (!dsq_json_absent(qc)) {
         if (!cJSON_IsObject(qc)) {
             dsq_fail(err, DSQ_E_CONFIG, "%s: 'quantization_config' must be an object", what);
             goto fail;
         }
-        const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
-        if (!cJSON_IsString(qm) || strcmp(qm->valuestring, "fp8")) {
+        const char *qm = dsq_json_key_str(qc, "quant_method", "");
+        if (strcmp(qm, "fp8")) {
             dsq_fail(err, DSQ_E_UNSUPPORTED,
                      "%s: quantization_config.quant_method must be \"fp8\"", what);
-            c.rc = DSQ_E_UNSUPPORTED;
+            rc = DSQ_E_UNSUPPORTED;
             goto fail;
         }
         cfg->fp8 = 1;
-        const cJSON *bs = cJSON_GetObjectItemCaseSensitive(qc, "weight_block_size");
+        const cJSON *bs = dsq_json_get(qc, "weight_block_size");
         if (bs) {
             if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2) {
                 dsq_fail(err, DSQ_E_CONFIG,
                          "%s: quantization_config.weight_block_size must be [rows, cols]", what);
                 goto fail;
             }
-            const cJSON *a = cJSON_GetArrayItem(bs, 0), *b = cJSON_GetArrayItem(bs, 1);
-            if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 1 ||
-                b->valuedouble < 1 || a->valuedouble > 65536 || b->valuedouble > 65536 ||
-                a->valuedouble != floor(a->valuedouble) || b->valuedouble != floor(b->valuedouble)) {
+            int64_t bsz[2];
+            if (dsq_json_ints(bs, 1, 65536, bsz, 2) != 2) {
                 dsq_fail(err, DSQ_E_CONFIG,
                          "%s: quantization_config.weight_block_size must hold two integers in [1, 65536]", what);
                 goto fail;
             }
-            cfg->block_rows = (int)a->valuedouble;
-            cfg->block_cols = (int)b->valuedouble;
+            cfg->block_rows = (int)bsz[0];
+            cfg->block_cols = (int)bsz[1];
         }
-        const cJSON *sf = cJSON_GetObjectItemCaseSensitive(qc, "scale_fmt");
-        cfg->scale_ue8m0 = cJSON_IsString(sf) && !strcmp(sf->valuestring, "ue8m0");
+        cfg->scale_ue8m0 = !strcmp(dsq_json_key_str(qc, "scale_fmt", ""), "ue8m0");
     }
 
     /* cross-field consistency */
@@ -229,7 +181,7 @@ int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *
     return DSQ_OK;
 fail:
     cJSON_Delete(root);
-    return c.rc ? c.rc : DSQ_E_CONFIG;
+    return rc;
 }
 
 /* HF DeepseekV3DecoderLayer: the MoE FFN from first_k_dense_replace on,

@@ -10,8 +10,8 @@
  */
 #include "formats/container.h"
 #include "formats_int.h"
+#include "formats/json.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -24,6 +24,91 @@
 #include <zlib.h>
 
 static const char *const g_arr_names[DSQ_ARR_N] = {"data", "scale", "zero", "colscale"};
+
+/* ========================================================================
+ * Fixed header
+ * ======================================================================== */
+
+void dsq_ctr_header_init(dsq_ctr_header *h) {
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, DSQ_CTR_MAGIC, 8);
+    h->version_major = 1;
+    h->version_minor = 0;
+    h->header_size = DSQ_CTR_HEADER;
+}
+
+void dsq_ctr_header_encode(const dsq_ctr_header *h, uint8_t out[DSQ_CTR_HEADER]) {
+    memcpy(out, h->magic, 8);
+    dsq_st16(out + 8, h->version_major);
+    dsq_st16(out + 10, h->version_minor);
+    dsq_st32(out + 12, h->header_size);
+    dsq_st64(out + 16, h->flags_required);
+    dsq_st64(out + 24, h->flags_optional);
+    dsq_st64(out + 32, h->file_size);
+    dsq_st64(out + 40, h->data_offset);
+    dsq_st64(out + 48, h->data_size);
+    dsq_st64(out + 56, h->meta_offset);
+    dsq_st64(out + 64, h->meta_size);
+    dsq_st64(out + 72, h->dir_offset);
+    dsq_st64(out + 80, h->dir_size);
+    dsq_st64(out + 88, h->n_tensors);
+    dsq_st64(out + 96, h->meta_xxh3);
+    dsq_st64(out + 104, h->dir_xxh3);
+    dsq_st64(out + 112, h->reserved);
+    dsq_st64(out + DSQ_CTR_HEADER_HASHED, XXH3_64bits(out, DSQ_CTR_HEADER_HASHED));
+}
+
+int dsq_ctr_header_decode(const uint8_t in[DSQ_CTR_HEADER], uint64_t file_size, dsq_ctr_header *h,
+                          const char *path, dsq_err *err) {
+    memcpy(h->magic, in, 8);
+    h->version_major = dsq_le16(in + 8);
+    h->version_minor = dsq_le16(in + 10);
+    h->header_size = dsq_le32(in + 12);
+    h->flags_required = dsq_le64(in + 16);
+    h->flags_optional = dsq_le64(in + 24);
+    h->file_size = dsq_le64(in + 32);
+    h->data_offset = dsq_le64(in + 40);
+    h->data_size = dsq_le64(in + 48);
+    h->meta_offset = dsq_le64(in + 56);
+    h->meta_size = dsq_le64(in + 64);
+    h->dir_offset = dsq_le64(in + 72);
+    h->dir_size = dsq_le64(in + 80);
+    h->n_tensors = dsq_le64(in + 88);
+    h->meta_xxh3 = dsq_le64(in + 96);
+    h->dir_xxh3 = dsq_le64(in + 104);
+    h->reserved = dsq_le64(in + 112);
+    h->header_xxh3 = dsq_le64(in + DSQ_CTR_HEADER_HASHED);
+
+    /* The major version before the checksum: a file of another major
+     * version is named as such whatever its checksum looks like. */
+    if (memcmp(h->magic, DSQ_CTR_MAGIC, 8))
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: not a .dsq container (bad magic)", path);
+    if (h->version_major != 1)
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: container major version %u (this dsq reads 1)", path,
+                        h->version_major);
+    if (h->header_size < DSQ_CTR_HEADER) return dsq_fail(err, DSQ_E_FORMAT, "%s: header_size below 128", path);
+    if (XXH3_64bits(in, DSQ_CTR_HEADER_HASHED) != h->header_xxh3)
+        return dsq_fail(err, DSQ_E_CHECKSUM, "%s: header checksum mismatch", path);
+    if (h->flags_required & ~DSQ_CTR_FLAGS_KNOWN)
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: requires features this dsq lacks (flags 0x%llx)", path,
+                        (unsigned long long)h->flags_required);
+    if (h->file_size != file_size)
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: truncated or extended: header says %llu bytes, file has %llu", path,
+                        (unsigned long long)h->file_size, (unsigned long long)file_size);
+    const uint64_t s_off[3] = {h->data_offset, h->meta_offset, h->dir_offset};
+    const uint64_t s_len[3] = {h->data_size, h->meta_size, h->dir_size};
+    static const char *const sn[3] = {"data", "metadata", "directory"};
+    for (int i = 0; i < 3; i++) {
+        if (s_off[i] < DSQ_CTR_HEADER || s_off[i] > file_size || s_len[i] > file_size - s_off[i])
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: %s section [%llu, +%llu) outside the file", path, sn[i],
+                            (unsigned long long)s_off[i], (unsigned long long)s_len[i]);
+        for (int j = 0; j < i; j++)
+            if (s_off[i] < s_off[j] + s_len[j] && s_off[j] < s_off[i] + s_len[i])
+                return dsq_fail(err, DSQ_E_FORMAT, "%s: %s and %s sections overlap", path, sn[i], sn[j]);
+    }
+    if (h->data_offset % DSQ_CTR_ALIGN) return dsq_fail(err, DSQ_E_FORMAT, "%s: data section not aligned", path);
+    return DSQ_OK;
+}
 
 /* ========================================================================
  * Reader
@@ -105,19 +190,6 @@ int dsq_ctr_find(const dsq_ctr *c, const char *name) {
     return -1;
 }
 
-/* JSON helpers: an integer in [lo, hi]; a 16-hex-digit checksum.  (double)
- * INT64_MAX rounds up to 2^63, which passes "<= hi" but does not fit int64_t,
- * so 2^63 is refused before any conversion. */
-static int jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
-        v->valuedouble >= 9223372036854775808.0 || v->valuedouble != (double)(int64_t)v->valuedouble)
-        return 0;
-    *out = (int64_t)v->valuedouble;
-    return 1;
-}
-static int jhex(const cJSON *v, uint64_t *out) { return cJSON_IsString(v) && dsq_unhex16(v->valuestring, out); }
-
 typedef struct { uint64_t b, e; int t; int a; } span;
 static int cmp_span(const void *x, const void *y) {
     const span *a = x, *b = y;
@@ -135,7 +207,7 @@ static int parse_array(dsq_ctr *c, dsq_ctensor *t, int k, const cJSON *o, uint64
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': scheme %s has no '%s' array", c->path,
                         t->name, dsq_q_scheme(t->scheme)->name, an);
     int64_t off, size;
-    if (!cJSON_IsObject(o) || !jint(o, "offset", 0, INT64_MAX, &off) || !jint(o, "size", 0, INT64_MAX, &size))
+    if (!cJSON_IsObject(o) || !dsq_json_key_int(o, "offset", 0, INT64_MAX, &off) || !dsq_json_key_int(o, "size", 0, INT64_MAX, &size))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': '%s' needs integer offset and size",
                         c->path, t->name, an);
     if ((uint64_t)size != want)
@@ -145,7 +217,7 @@ static int parse_array(dsq_ctr *c, dsq_ctensor *t, int k, const cJSON *o, uint64
     if (off % DSQ_CTR_ALIGN)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': '%s' offset %lld is not 64-byte aligned",
                         c->path, t->name, an, (long long)off);
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "xxh3");
+    const cJSON *h = dsq_json_get(o, "xxh3");
     int nh = t->experts ? t->experts : 1;
     if (!cJSON_IsArray(h) || cJSON_GetArraySize(h) != nh)
         return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': '%s' needs %d checksums", c->path,
@@ -158,21 +230,19 @@ static int parse_array(dsq_ctr *c, dsq_ctensor *t, int k, const cJSON *o, uint64
     if (!a->xxh3) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     int j = 0;
     for (const cJSON *it = h->child; it; it = it->next, j++)
-        if (!jhex(it, &a->xxh3[j]))
+        if (!dsq_json_hex64(it, &a->xxh3[j]))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': bad checksum in '%s'", c->path, t->name, an);
     return DSQ_OK;
 }
 
 static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, uint64_t d0,
                      uint64_t d1, dsq_err *err) {
-    const char *end = NULL;
+    long at;
     int rc = DSQ_E_FORMAT;
     span *sp = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(js, len, &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: directory JSON invalid near byte %ld", c->path,
-                        end ? (long)(end - js) : -1L);
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "tensors");
+    cJSON *root = dsq_json_parse(js, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: directory JSON invalid near byte %ld", c->path, at);
+    const cJSON *arr = dsq_json_get(root, "tensors");
     if (!cJSON_IsArray(arr) || (uint64_t)cJSON_GetArraySize(arr) != n_expect) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: directory must list %llu tensors", c->path, (unsigned long long)n_expect);
         goto fail;
@@ -183,43 +253,39 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
     int ns = 0;
     for (const cJSON *e = arr->child; e; e = e->next) {
         dsq_ctensor *t = &c->t[c->n];
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
-        if (!cJSON_IsObject(e) || !cJSON_IsString(nm) || !*nm->valuestring) {
+        const char *nm = dsq_json_str(dsq_json_get(e, "name"));
+        if (!cJSON_IsObject(e) || !nm || !*nm) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: directory entry %d has no name", c->path, c->n);
             goto fail;
         }
-        t->name = dsq_strdup(nm->valuestring);
+        t->name = dsq_strdup(nm);
         c->n++;
         if (!t->name) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
-        const cJSON *ro = cJSON_GetObjectItemCaseSensitive(e, "role");
-        t->role = cJSON_IsString(ro) ? dsq_role_from_name(ro->valuestring) : DSQ_R_UNKNOWN;
+        const char *ro = dsq_json_str(dsq_json_get(e, "role"));
+        t->role = ro ? dsq_role_from_name(ro) : DSQ_R_UNKNOWN;
         int64_t v;
-        t->layer = jint(e, "layer", -1, 1 << 20, &v) ? (int)v : -1;
-        t->is_mtp = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "mtp"));
-        t->experts = jint(e, "experts", 0, 1 << 20, &v) ? (int)v : -1;
-        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(e, "scheme");
-        t->scheme = cJSON_IsString(sc) ? dsq_q_from_name(sc->valuestring) : -1;
+        t->layer = dsq_json_key_int(e, "layer", -1, 1 << 20, &v) ? (int)v : -1;
+        t->is_mtp = cJSON_IsTrue(dsq_json_get(e, "mtp"));
+        t->experts = dsq_json_key_int(e, "experts", 0, 1 << 20, &v) ? (int)v : -1;
+        const char *sc = dsq_json_str(dsq_json_get(e, "scheme"));
+        t->scheme = sc ? dsq_q_from_name(sc) : -1;
         if (t->scheme < 0) {
             dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: tensor '%s': unknown storage scheme '%.40s'",
-                     c->path, t->name, cJSON_IsString(sc) ? sc->valuestring : "?");
+                     c->path, t->name, sc ? sc : "?");
             rc = DSQ_E_UNSUPPORTED;
             goto fail;
         }
-        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        const cJSON *sh = dsq_json_get(e, "shape");
         int nd = cJSON_IsArray(sh) ? cJSON_GetArraySize(sh) : -1;
         if (nd < 1 || nd > 3 || t->experts < 0 || (t->experts > 0) != (nd == 3)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': bad shape or experts", c->path, t->name);
             goto fail;
         }
         t->n_dims = nd;
-        int k = 0;
-        for (const cJSON *d = sh->child; d; d = d->next, k++) {
-            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1099511627776.0 ||
-                d->valuedouble != (double)(int64_t)d->valuedouble) {
-                dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': shape[%d] invalid", c->path, t->name, k);
-                goto fail;
-            }
-            t->shape[k] = (int64_t)d->valuedouble;
+        int k = dsq_json_ints(sh, 0, 1ll << 40, t->shape, nd);
+        if (k < nd) {
+            dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': shape[%d] invalid", c->path, t->name, k);
+            goto fail;
         }
         if (nd == 3 && t->shape[0] != t->experts) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': shape[0] != experts", c->path, t->name);
@@ -233,14 +299,14 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
             goto fail;
         }
         uint64_t mult = t->experts ? (uint64_t)t->experts : 1, want[DSQ_ARR_N];
-        uint64_t cs = cJSON_GetObjectItemCaseSensitive(e, "colscale") ? (uint64_t)t->cols * 4 : 0;
+        uint64_t cs = dsq_json_get(e, "colscale") ? (uint64_t)t->cols * 4 : 0;
         if (dsq_mul_ovf(qs.data, mult, &want[0]) || dsq_mul_ovf(qs.scale, mult, &want[1]) ||
             dsq_mul_ovf(qs.zero, mult, &want[2]) || dsq_mul_ovf(cs, mult, &want[3])) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': size overflows", c->path, t->name);
             goto fail;
         }
         for (int a = 0; a < DSQ_ARR_N; a++) {
-            if ((rc = parse_array(c, t, a, cJSON_GetObjectItemCaseSensitive(e, g_arr_names[a]), want[a], err)))
+            if ((rc = parse_array(c, t, a, dsq_json_get(e, g_arr_names[a]), want[a], err)))
                 goto fail;
             rc = DSQ_E_FORMAT;
             dsq_carray *ar = &t->arr[a];
@@ -253,7 +319,7 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
             }
             sp[ns++] = (span){ar->offset, ar->offset + ar->size, c->n - 1, a};
         }
-        const cJSON *re = cJSON_GetObjectItemCaseSensitive(e, "recipe");
+        const cJSON *re = dsq_json_get(e, "recipe");
         char *rs = re ? cJSON_PrintUnformatted(re) : NULL;
         t->recipe = rs ? rs : dsq_strdup("{}");
         if (!t->recipe) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
@@ -300,23 +366,21 @@ fail:
 }
 
 static int parse_meta(dsq_ctr *c, const char *js, size_t len, dsq_err *err) {
-    const char *end = NULL;
+    long at;
     int rc = DSQ_E_FORMAT;
-    cJSON *root = cJSON_ParseWithLengthOpts(js, len, &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: metadata JSON invalid near byte %ld", c->path,
-                        end ? (long)(end - js) : -1L);
-    const cJSON *cj = cJSON_GetObjectItemCaseSensitive(root, "config_json");
-    if (!cJSON_IsObject(root) || !cJSON_IsString(cj)) {
+    cJSON *root = dsq_json_parse(js, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: metadata JSON invalid near byte %ld", c->path, at);
+    const char *cj = dsq_json_str(dsq_json_get(root, "config_json"));
+    if (!cJSON_IsObject(root) || !cj) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: metadata lacks 'config_json'", c->path);
         goto fail;
     }
     char what[1200];
     snprintf(what, sizeof what, "%s: config_json", c->path);
-    if ((rc = dsq_config_parse(&c->cfg, cj->valuestring, strlen(cj->valuestring), what, err))) goto fail;
-    if (!(c->config_json = dsq_strdup(cj->valuestring))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+    if ((rc = dsq_config_parse(&c->cfg, cj, strlen(cj), what, err))) goto fail;
+    if (!(c->config_json = dsq_strdup(cj))) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     rc = DSQ_E_FORMAT;
-    const cJSON *fs = cJSON_GetObjectItemCaseSensitive(root, "files");
+    const cJSON *fs = dsq_json_get(root, "files");
     if (fs && !cJSON_IsArray(fs)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: metadata 'files' is not an array", c->path);
         goto fail;
@@ -326,22 +390,21 @@ static int parse_meta(dsq_ctr *c, const char *js, size_t len, dsq_err *err) {
     if (!c->files) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     for (const cJSON *f = fs ? fs->child : NULL; f; f = f->next) {
         cfile *cf = &c->files[c->n_files];
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
-        const cJSON *cp = cJSON_GetObjectItemCaseSensitive(f, "compression");
+        const char *nm = dsq_json_str(dsq_json_get(f, "name"));
+        const char *cp = dsq_json_str(dsq_json_get(f, "compression"));
         int64_t off, size, raw;
-        if (!cJSON_IsString(nm) || !jint(f, "offset", 0, INT64_MAX, &off) ||
-            !jint(f, "size", 0, INT64_MAX, &size) || !jint(f, "raw_size", 0, 1 << 30, &raw) ||
-            !jhex(cJSON_GetObjectItemCaseSensitive(f, "xxh3"), &cf->xxh3) || !cJSON_IsString(cp) ||
-            (strcmp(cp->valuestring, "zlib") && strcmp(cp->valuestring, "none"))) {
+        if (!nm || !dsq_json_key_int(f, "offset", 0, INT64_MAX, &off) ||
+            !dsq_json_key_int(f, "size", 0, INT64_MAX, &size) || !dsq_json_key_int(f, "raw_size", 0, 1 << 30, &raw) ||
+            !dsq_json_hex64(dsq_json_get(f, "xxh3"), &cf->xxh3) || !cp || (strcmp(cp, "zlib") && strcmp(cp, "none"))) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: metadata file entry %d is malformed", c->path, c->n_files);
             goto fail;
         }
-        cf->name = dsq_strdup(nm->valuestring);
+        cf->name = dsq_strdup(nm);
         if (!cf->name) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
         cf->offset = (uint64_t)off;
         cf->size = (uint64_t)size;
         cf->raw_size = (uint64_t)raw;
-        cf->zlib = !strcmp(cp->valuestring, "zlib");
+        cf->zlib = !strcmp(cp, "zlib");
         c->n_files++;
     }
     cJSON_Delete(root);
@@ -379,44 +442,17 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
         goto fail;
     }
     const uint8_t *h = c->map;
-    if (memcmp(h, DSQ_CTR_MAGIC, 8)) { dsq_fail(err, DSQ_E_FORMAT, "%s: not a .dsq container (bad magic)", path); goto fail; }
-    if (dsq_le16(h + 8) != 1) {
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: container major version %u (this dsq reads 1)", path, dsq_le16(h + 8));
-        goto fail;
-    }
-    if (dsq_le32(h + 12) < DSQ_CTR_HEADER) { dsq_fail(err, DSQ_E_FORMAT, "%s: header_size below 128", path); goto fail; }
-    if (XXH3_64bits(h, 120) != dsq_le64(h + 120)) { dsq_fail(err, DSQ_E_CHECKSUM, "%s: header checksum mismatch", path); rc = DSQ_E_CHECKSUM; goto fail; }
-    if (dsq_le64(h + 16) & ~DSQ_CTR_FLAGS_KNOWN) {
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: requires features this dsq lacks (flags 0x%llx)", path,
-                      (unsigned long long)dsq_le64(h + 16));
-        goto fail;
-    }
-    if (dsq_le64(h + 32) != c->size) {
-        dsq_fail(err, DSQ_E_FORMAT, "%s: truncated or extended: header says %llu bytes, file has %llu", path,
-                 (unsigned long long)dsq_le64(h + 32), (unsigned long long)c->size);
-        goto fail;
-    }
-    uint64_t s_off[3] = {dsq_le64(h + 40), dsq_le64(h + 56), dsq_le64(h + 72)};
-    uint64_t s_len[3] = {dsq_le64(h + 48), dsq_le64(h + 64), dsq_le64(h + 80)};
+    dsq_ctr_header hd;
+    if ((rc = dsq_ctr_header_decode(h, c->size, &hd, path, err))) goto fail;
+    rc = DSQ_E_FORMAT;
+    const uint64_t s_off[3] = {hd.data_offset, hd.meta_offset, hd.dir_offset};
+    const uint64_t s_len[3] = {hd.data_size, hd.meta_size, hd.dir_size};
     static const char *const sn[3] = {"data", "metadata", "directory"};
-    for (int i = 0; i < 3; i++) {
-        if (s_off[i] < DSQ_CTR_HEADER || s_off[i] > c->size || s_len[i] > c->size - s_off[i]) {
-            dsq_fail(err, DSQ_E_FORMAT, "%s: %s section [%llu, +%llu) outside the file", path, sn[i],
-                     (unsigned long long)s_off[i], (unsigned long long)s_len[i]);
-            goto fail;
-        }
-        for (int j = 0; j < i; j++)
-            if (s_off[i] < s_off[j] + s_len[j] && s_off[j] < s_off[i] + s_len[i]) {
-                dsq_fail(err, DSQ_E_FORMAT, "%s: %s and %s sections overlap", path, sn[i], sn[j]);
-                goto fail;
-            }
-    }
-    if (s_off[0] % DSQ_CTR_ALIGN) { dsq_fail(err, DSQ_E_FORMAT, "%s: data section not aligned", path); goto fail; }
-    if (XXH3_64bits(h + s_off[1], s_len[1]) != dsq_le64(h + 96)) {
+    if (XXH3_64bits(h + s_off[1], s_len[1]) != hd.meta_xxh3) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: metadata checksum mismatch", path);
         goto fail;
     }
-    if (XXH3_64bits(h + s_off[2], s_len[2]) != dsq_le64(h + 104)) {
+    if (XXH3_64bits(h + s_off[2], s_len[2]) != hd.dir_xxh3) {
         rc = dsq_fail(err, DSQ_E_CHECKSUM, "%s: directory checksum mismatch", path);
         goto fail;
     }
@@ -433,13 +469,13 @@ int dsq_ctr_open(dsq_ctr **out, const char *path, dsq_err *err) {
     memcpy(c->meta, h + s_off[1], s_len[1]);
     c->meta[s_len[1]] = 0;
     if ((rc = parse_meta(c, c->meta, s_len[1], err))) goto fail;
-    uint64_t nt = dsq_le64(h + 88);
+    uint64_t nt = hd.n_tensors;
     if (nt > (1u << 24)) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: %llu tensors is implausible", path, (unsigned long long)nt); goto fail; }
     if ((rc = parse_dir(c, (const char *)h + s_off[2], s_len[2], nt, s_off[0], s_off[0] + s_len[0], err))) goto fail;
     for (int i = 0; i < c->n; i++) {
         const dsq_carray *a = &c->t[i].arr[DSQ_ARR_COLSCALE];
         if (!a->size) continue;
-        if (!(dsq_le64(h + 16) & DSQ_CTR_FLAG_COLSCALE)) {
+        if (!(hd.flags_required & DSQ_CTR_FLAG_COLSCALE)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' has a colscale array but the header lacks its required flag",
                      path, c->t[i].name);
             goto fail;
@@ -805,26 +841,22 @@ int dsq_ctrw_finish(dsq_ctrw *w, const char *meta_json, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_IO, "%s: write failed: %s", w->path, strerror(errno));
         goto out;
     }
-    uint8_t h[DSQ_CTR_HEADER] = {0};
-    memcpy(h, DSQ_CTR_MAGIC, 8);
-    dsq_st16(h + 8, 1);
-    dsq_st16(h + 10, 0);
-    dsq_st32(h + 12, DSQ_CTR_HEADER);
-    uint64_t flags = 0;
+    dsq_ctr_header hd;
+    dsq_ctr_header_init(&hd);
     for (int i = 0; i < w->n; i++)
-        if (w->t[i].slice[DSQ_ARR_COLSCALE]) flags |= DSQ_CTR_FLAG_COLSCALE;
-    dsq_st64(h + 16, flags);
-    dsq_st64(h + 32, fsize);
-    dsq_st64(h + 40, DSQ_CTR_DATA_OFFSET);
-    dsq_st64(h + 48, w->data_end - DSQ_CTR_DATA_OFFSET);
-    dsq_st64(h + 56, moff);
-    dsq_st64(h + 64, ml);
-    dsq_st64(h + 72, doff);
-    dsq_st64(h + 80, dl);
-    dsq_st64(h + 88, (uint64_t)w->n);
-    dsq_st64(h + 96, XXH3_64bits(ms, ml));
-    dsq_st64(h + 104, XXH3_64bits(ds, dl));
-    dsq_st64(h + 120, XXH3_64bits(h, 120));
+        if (w->t[i].slice[DSQ_ARR_COLSCALE]) hd.flags_required |= DSQ_CTR_FLAG_COLSCALE;
+    hd.file_size = fsize;
+    hd.data_offset = DSQ_CTR_DATA_OFFSET;
+    hd.data_size = w->data_end - DSQ_CTR_DATA_OFFSET;
+    hd.meta_offset = moff;
+    hd.meta_size = ml;
+    hd.dir_offset = doff;
+    hd.dir_size = dl;
+    hd.n_tensors = (uint64_t)w->n;
+    hd.meta_xxh3 = XXH3_64bits(ms, ml);
+    hd.dir_xxh3 = XXH3_64bits(ds, dl);
+    uint8_t h[DSQ_CTR_HEADER];
+    dsq_ctr_header_encode(&hd, h);
     if (dsq_afile_pwrite(w->f, h, sizeof h, 0)) {
         rc = dsq_fail(err, DSQ_E_IO, "%s: write failed: %s", w->path, strerror(errno));
         goto out;

@@ -25,6 +25,67 @@ enum { DSQ_ARR_DATA = 0, DSQ_ARR_SCALE = 1, DSQ_ARR_ZERO = 2, DSQ_ARR_COLSCALE =
 #define DSQ_CTR_FLAG_COLSCALE 1ull
 #define DSQ_CTR_FLAGS_KNOWN DSQ_CTR_FLAG_COLSCALE
 
+/* ---- fixed header ---------------------------------------------------------
+ * The 128 bytes at offset 0, field by field (docs/FORMAT.md section 2); all
+ * little-endian.  dsq_ctr_header_encode / _decode are the only code that
+ * knows where each field sits.
+ *
+ *   off  type    field
+ *     0  u8[8]   magic            DSQ_CTR_MAGIC
+ *     8  u16     version_major    1
+ *    10  u16     version_minor    0 (higher minors are additions only)
+ *    12  u32     header_size      128 (bytes beyond 128 are ignored)
+ *    16  u64     flags_required   DSQ_CTR_FLAG_* a reader must understand
+ *    24  u64     flags_optional   bits a reader may ignore
+ *    32  u64     file_size        total bytes
+ *    40  u64     data_offset      multiple of 64
+ *    48  u64     data_size
+ *    56  u64     meta_offset      metadata JSON
+ *    64  u64     meta_size
+ *    72  u64     dir_offset       directory JSON
+ *    80  u64     dir_size
+ *    88  u64     n_tensors        directory entries
+ *    96  u64     meta_xxh3        of the metadata bytes
+ *   104  u64     dir_xxh3         of the directory bytes
+ *   112  u64     reserved         0
+ *   120  u64     header_xxh3      of header bytes [0, DSQ_CTR_HEADER_HASHED)
+ */
+#define DSQ_CTR_HEADER_HASHED 120 /* bytes covered by header_xxh3, which follows them */
+
+typedef struct dsq_ctr_header {
+    uint8_t magic[8];
+    uint16_t version_major, version_minor;
+    uint32_t header_size;
+    uint64_t flags_required, flags_optional;
+    uint64_t file_size;
+    uint64_t data_offset, data_size;  /* absolute offset, bytes */
+    uint64_t meta_offset, meta_size;
+    uint64_t dir_offset, dir_size;
+    uint64_t n_tensors;
+    uint64_t meta_xxh3, dir_xxh3;
+    uint64_t reserved;
+    uint64_t header_xxh3;
+} dsq_ctr_header;
+
+/* A header for this version: magic, version 1.0, header_size 128, every
+ * other field 0. */
+void dsq_ctr_header_init(dsq_ctr_header *h);
+/* The 128 bytes of h.  Every field is written as it is, except header_xxh3,
+ * which is computed over the bytes before it (h->header_xxh3 is ignored). */
+void dsq_ctr_header_encode(const dsq_ctr_header *h, uint8_t out[DSQ_CTR_HEADER]);
+/* Read the fields of the header `in` of a file of file_size bytes into *h
+ * and check everything the header alone decides, in this order: magic,
+ * major version, header_size, header_xxh3, flags_required, file_size, and
+ * that the three sections lie inside the file, after the header, without
+ * overlapping, with the data section 64-byte aligned.  The section
+ * checksums need the sections and are the caller's.  path names the file in
+ * messages.  *h is filled in even when a check fails, so a header can be
+ * decoded, edited and encoded again (tests, the fuzz target).
+ * @return DSQ_OK, DSQ_E_FORMAT, DSQ_E_UNSUPPORTED (version, flags) or
+ *         DSQ_E_CHECKSUM. */
+int dsq_ctr_header_decode(const uint8_t in[DSQ_CTR_HEADER], uint64_t file_size, dsq_ctr_header *h,
+                          const char *path, dsq_err *err);
+
 typedef struct dsq_carray {
     uint64_t offset, size; /* absolute; size 0 when absent */
     uint64_t *xxh3;        /* one per expert slice (or one); owned by the handle */

@@ -6,7 +6,9 @@
  * pack:   pass 1 reads the container once with a fixed buffer, checking every
  *         array and side-file checksum of its directory and computing the
  *         xxh3-64 of each part and of the whole file; the manifest and the
- *         model card are then written first, and pass 2 streams the parts
+ *         model card (its text comes from the caller's callback: the card's
+ *         contents are pipeline/card.c's, only its place in the archive is
+ *         this file's) are then written first, and pass 2 streams the parts
  *         into tar entries (hashing them again, so a container changed
  *         between the passes is caught).  libarchive writes through our own
  *         callback into the atomic-file layer, which owns the output file.
@@ -22,13 +24,12 @@
 #include "formats/pack.h"
 #include "formats/container.h"
 #include "formats_int.h"
+#include "formats/json.h"
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -37,18 +38,13 @@
 
 #define PK_CHUNK (4u << 20)          /* read size of both passes */
 #define PK_MANIFEST_CAP (16u << 20)  /* 99999 parts need about 10 MiB */
-#define PK_REPORT_CAP (64u << 20)
-#define PK_NAME_CAP 240              /* longest container name; parts add 26 */
+#define PK_NAME_CAP DSQ_PACK_NAME_CAP
+#define PK_MAX_INT (1ull << 53)      /* sizes and offsets: exact as cJSON's doubles */
 #define PK_MANIFEST "manifest.json"
 #define PK_CARD "MODEL_CARD.md"
 #define PK_FORMAT "dsq-pack"
 
-_Static_assert(DSQ_Q_COUNT <= 64, "scheme bitmask");
-
-typedef struct pk_part {
-    char name[PK_NAME_CAP + 40];
-    uint64_t off, size, xxh3;
-} pk_part;
+typedef dsq_pack_part pk_part;
 
 /* The manifest as parsed (unpack, check) or planned (pack). */
 typedef struct pk_man {
@@ -63,19 +59,6 @@ typedef struct pk_man {
 /* ========================================================================
  * Small helpers
  * ======================================================================== */
-
-
-static int unhex16(const cJSON *v, uint64_t *out) { return cJSON_IsString(v) && dsq_unhex16(v->valuestring, out); }
-
-/* An integer-valued JSON number in [lo, hi] (exact below 2^53). */
-static int jnum(const cJSON *o, const char *k, double lo, double hi, uint64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
-        v->valuedouble != (double)(uint64_t)v->valuedouble)
-        return 0;
-    *out = (uint64_t)v->valuedouble;
-    return 1;
-}
 
 /* NULL if s is a plain file name we may create or expect, else what is wrong
  * with it (for "entry 'x' has <problem>: refused"). */
@@ -132,53 +115,6 @@ static ssize_t read_full(int fd, uint8_t *b, size_t n) {
         got += (size_t)r;
     }
     return (ssize_t)got;
-}
-
-/* A growing text buffer for the model card; out-of-memory is sticky. */
-typedef struct sb {
-    char *s;   /* from malloc */
-    size_t n, cap;
-    int oom;
-} sb;
-
-static void sb_add(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_add(sb *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = 1; return; }
-        if (b->s && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t nc = (b->cap ? b->cap * 2 : 8192) + (size_t)k;
-        char *ns = dsq_realloc(b->s, nc);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns;
-        b->cap = nc;
-    }
-}
-
-/* Text from a file we did not write (recipe names, report keys) placed in a
- * Markdown table cell or line: no line breaks, no cell separators, no HTML. */
-static void sb_md(sb *b, const char *s) {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '|') sb_add(b, "\\|");
-        else if (ch == '<') sb_add(b, "&lt;");
-        else if (ch == '>') sb_add(b, "&gt;");
-        else if (ch == '`') sb_add(b, "'");
-        else if (ch < 0x20 || ch == 0x7f) sb_add(b, " ");
-        else sb_add(b, "%c", ch);
-    }
-}
-
-static const char *human(char *buf, size_t cap, uint64_t n) {
-    if (n >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", (double)n / (double)(1ull << 30));
-    else if (n >= (1ull << 20)) snprintf(buf, cap, "%.2f MiB", (double)n / (double)(1ull << 20));
-    else if (n >= 1024) snprintf(buf, cap, "%.1f KiB", (double)n / 1024.0);
-    else snprintf(buf, cap, "%llu bytes", (unsigned long long)n);
-    return buf;
 }
 
 /* ========================================================================
@@ -238,8 +174,8 @@ static int sweep(const dsq_ctr *c, const char *path, const char *label, pk_part 
     for (int i = 0; i < dsq_ctr_n_tensors(c); i++)
         for (int k = 0; k < DSQ_ARR_N; k++) cap += (size_t)dsq_ctr_tensor(c, i)->arr[k].n_hash;
     /* side files: the metadata was validated by dsq_ctr_open */
-    fl.root = cJSON_Parse(dsq_ctr_meta(c));
-    const cJSON *fs = cJSON_GetObjectItemCaseSensitive(fl.root, "files");
+    fl.root = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
+    const cJSON *fs = dsq_json_get(fl.root, "files");
     int nf = cJSON_IsArray(fs) ? cJSON_GetArraySize(fs) : 0;
     cap += (size_t)nf;
     sp = dsq_malloc(cap * sizeof *sp);
@@ -256,15 +192,15 @@ static int sweep(const dsq_ctr *c, const char *path, const char *label, pk_part 
         }
     }
     for (const cJSON *f = fs ? fs->child : NULL; f; f = f->next) {
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const char *nm = dsq_json_str(dsq_json_get(f, "name"));
         uint64_t off, sz, h;
-        if (!cJSON_IsString(nm) || !jnum(f, "offset", 0, 9007199254740992.0, &off) ||
-            !jnum(f, "size", 0, 9007199254740992.0, &sz) || !unhex16(cJSON_GetObjectItemCaseSensitive(f, "xxh3"), &h) ||
+        if (!nm || !dsq_json_key_u64(f, "offset", 0, PK_MAX_INT, &off) ||
+            !dsq_json_key_u64(f, "size", 0, PK_MAX_INT, &sz) || !dsq_json_hex64(dsq_json_get(f, "xxh3"), &h) ||
             off > size || sz > size - off) {
             rc = dsq_fail(err, DSQ_E_FORMAT, "%s: metadata file entry %d is malformed", label, fl.n);
             goto fail;
         }
-        fl.name[fl.n] = nm->valuestring;
+        fl.name[fl.n] = nm;
         sp[ns++] = (pk_span){off, sz, h, -1 - fl.n, 0, 0};
         fl.n++;
     }
@@ -360,286 +296,27 @@ fail:
 }
 
 /* ========================================================================
- * Model card and manifest
+ * Manifest
  * ======================================================================== */
 
-/* Parameters and stored bytes by role ([0] ordinary layers, [1] MTP). */
-typedef struct pk_roles {
-    int64_t params[2][DSQ_R_COUNT], n[2][DSQ_R_COUNT];
-    uint64_t bytes[2][DSQ_R_COUNT], schemes[2][DSQ_R_COUNT];
-    int64_t params_all;
-    uint64_t bytes_all;
-} pk_roles;
-
-static void count_roles(const dsq_ctr *c, pk_roles *r) {
-    memset(r, 0, sizeof *r);
+/* Parameters and stored bytes (codes, scales, zero points) of every tensor,
+ * routed experts counted one matrix each. */
+static void totals(const dsq_ctr *c, int64_t *params, uint64_t *bytes) {
+    *params = 0;
+    *bytes = 0;
     for (int i = 0; i < dsq_ctr_n_tensors(c); i++) {
         const dsq_ctensor *t = dsq_ctr_tensor(c, i);
-        int m = t->is_mtp ? 1 : 0, ro = t->role >= 0 && t->role < DSQ_R_COUNT ? (int)t->role : 0;
-        int64_t np = t->rows * t->cols * (t->experts ? t->experts : 1);
-        uint64_t nb = t->arr[0].size + t->arr[1].size + t->arr[2].size;
-        r->params[m][ro] += np;
-        r->bytes[m][ro] += nb;
-        r->n[m][ro] += t->experts ? t->experts : 1;
-        if (t->scheme >= 0 && t->scheme < DSQ_Q_COUNT) r->schemes[m][ro] |= 1ull << t->scheme;
-        r->params_all += np;
-        r->bytes_all += nb;
+        *params += t->rows * t->cols * (t->experts ? t->experts : 1);
+        *bytes += t->arr[0].size + t->arr[1].size + t->arr[2].size;
     }
 }
 
-static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-static const char *jstr(const cJSON *o, const char *k, const char *dflt) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
-static void card_config(sb *b, const dsq_config *g, const pk_roles *r) {
-    sb_add(b, "## Model\n\n| | |\n|---|---|\n");
-    sb_add(b, "| architecture | ");
-    sb_md(b, g->model_type);
-    sb_add(b, "%s |\n", g->fp8 ? " (FP8 source checkpoint)" : "");
-    int moe = 0;
-    for (int l = 0; l < g->n_layers; l++) moe += dsq_config_is_moe_layer(g, l);
-    sb_add(b, "| layers | %d (%d dense, %d MoE)%s |\n", g->n_layers, g->n_layers - moe, moe,
-           g->n_mtp_layers ? " + multi-token prediction" : "");
-    sb_add(b, "| hidden size | %d |\n", g->hidden_size);
-    sb_add(b, "| attention | MLA, %d heads, q_lora_rank %d, kv_lora_rank %d, head dims %d nope + %d rope, v %d |\n",
-           g->n_heads, g->q_lora_rank, g->kv_lora_rank, g->qk_nope_head_dim, g->qk_rope_head_dim, g->v_head_dim);
-    if (g->has_indexer)
-        sb_add(b, "| sparse attention (DSA indexer) | %d heads x %d, top-%d tokens |\n", g->index_n_heads,
-               g->index_head_dim, g->index_topk);
-    sb_add(b, "| experts | %d routed (%d per token, %d groups, top-%d groups) + %d shared, intermediate %d (dense %d) |\n",
-           g->n_routed_experts, g->n_experts_per_tok, g->n_group, g->topk_group, g->n_shared_experts,
-           g->moe_intermediate_size, g->intermediate_size);
-    sb_add(b, "| vocabulary | %d |\n", g->vocab_size);
-    sb_add(b, "| context | %d positions", g->max_position_embeddings);
-    if (g->has_yarn) sb_add(b, " (YaRN factor %g over %d)", g->yarn_factor, g->yarn_original_max_pos);
-    sb_add(b, " |\n| parameters | %lld (%.3f B) |\n", (long long)r->params_all, (double)r->params_all / 1e9);
-    sb_add(b, "| stored tensor bytes | %llu (%.3f bits per weight) |\n\n", (unsigned long long)r->bytes_all,
-           r->params_all ? 8.0 * (double)r->bytes_all / (double)r->params_all : 0.0);
-}
-
-static void card_roles(sb *b, const pk_roles *r) {
-    sb_add(b, "## Bits per weight by role\n\n"
-              "Stored bytes (codes, scales and zero points) per parameter; routed experts count one\n"
-              "matrix each.\n\n"
-              "| role | scheme | matrices | parameters | bytes | bits/weight |\n|---|---|---:|---:|---:|---:|\n");
-    for (int m = 0; m < 2; m++)
-        for (int k = 0; k < DSQ_R_COUNT; k++) {
-            if (!r->n[m][k]) continue;
-            sb_add(b, "| %s%s | ", dsq_role_name((dsq_role)k), m ? " (MTP)" : "");
-            int first = 1;
-            for (int s = 0; s < DSQ_Q_COUNT; s++)
-                if (r->schemes[m][k] >> s & 1) {
-                    sb_add(b, "%s%s", first ? "" : ", ", dsq_q_scheme(s)->name);
-                    first = 0;
-                }
-            sb_add(b, " | %lld | %lld | %llu | %.3f |\n", (long long)r->n[m][k], (long long)r->params[m][k],
-                   (unsigned long long)r->bytes[m][k],
-                   r->params[m][k] ? 8.0 * (double)r->bytes[m][k] / (double)r->params[m][k] : 0.0);
-        }
-    sb_add(b, "| **total** | | | %lld | %llu | %.3f |\n\n", (long long)r->params_all, (unsigned long long)r->bytes_all,
-           r->params_all ? 8.0 * (double)r->bytes_all / (double)r->params_all : 0.0);
-}
-
-/* A JSON value as one table cell. */
-static void sb_val(sb *b, const cJSON *v) {
-    if (cJSON_IsNumber(v)) sb_add(b, "%.6g", v->valuedouble);
-    else if (cJSON_IsBool(v)) sb_add(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
-    else if (cJSON_IsString(v)) {
-        char tmp[120];
-        shown(tmp, sizeof tmp, v->valuestring);
-        sb_md(b, tmp);
-    } else sb_add(b, "-");
-}
-
-/* The drift results of a `dsq verify --json` report, read generically: the
- * known top-level metrics first, then every other scalar (one level of
- * nesting flattened as "a.b"), then a per-layer table when an array of
- * objects is present. */
-static void card_report(sb *b, const cJSON *rep, const char *rname) {
-    static const char *const known[][2] = {
-        {"ppl_ref", "perplexity, reference"},   {"ppl_cand", "perplexity, this model"},
-        {"delta_ppl", "perplexity change"},     {"kl_mean", "mean KL divergence, reference to this model"},
-        {"top1_agreement", "top-1 token agreement"},
-    };
-    sb_add(b, "## Accuracy drift\n\nFrom `dsq verify --json` (");
-    sb_md(b, rname);
-    sb_add(b, "):\n\n| metric | value |\n|---|---:|\n");
-    int rows = 0;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        const cJSON *v = jget(rep, known[i][0]);
-        if (!v) continue;
-        sb_add(b, "| %s (`%s`) | ", known[i][1], known[i][0]);
-        sb_val(b, v);
-        sb_add(b, " |\n");
-        rows++;
-    }
-    for (const cJSON *v = rep->child; v && rows < 200; v = v->next) {
-        int skip = 0;
-        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) skip |= v->string && !strcmp(v->string, known[i][0]);
-        if (skip || !v->string) continue;
-        if (cJSON_IsNumber(v) || cJSON_IsBool(v) || (cJSON_IsString(v) && strlen(v->valuestring) < 100)) {
-            sb_add(b, "| ");
-            sb_md(b, v->string);
-            sb_add(b, " | ");
-            sb_val(b, v);
-            sb_add(b, " |\n");
-            rows++;
-        } else if (cJSON_IsObject(v)) {
-            for (const cJSON *w = v->child; w && rows < 200; w = w->next)
-                if (w->string && (cJSON_IsNumber(w) || cJSON_IsBool(w))) {
-                    sb_add(b, "| ");
-                    sb_md(b, v->string);
-                    sb_add(b, ".");
-                    sb_md(b, w->string);
-                    sb_add(b, " | ");
-                    sb_val(b, w);
-                    sb_add(b, " |\n");
-                    rows++;
-                }
-        }
-    }
-    if (!rows) sb_add(b, "| (no scalar results in the report) | |\n");
-    sb_add(b, "\n");
-    /* per-layer table: "layers" / "per_layer" preferred, else the first array of objects */
-    const cJSON *tab = NULL;
-    static const char *const tk[] = {"layers", "per_layer", "layer"};
-    for (size_t i = 0; i < 3 && !tab; i++) {
-        const cJSON *v = jget(rep, tk[i]);
-        if (cJSON_IsArray(v) && cJSON_IsObject(v->child)) tab = v;
-    }
-    for (const cJSON *v = rep->child; v && !tab; v = v->next)
-        if (cJSON_IsArray(v) && cJSON_IsObject(v->child)) tab = v;
-    if (!tab) return;
-    const char *cols[12];
-    int nc = 0, nr = 0;
-    for (const cJSON *row = tab->child; row && nr < 64; row = row->next, nr++)
-        for (const cJSON *f = cJSON_IsObject(row) ? row->child : NULL; f && nc < 12; f = f->next) {
-            if (!f->string || !(cJSON_IsNumber(f) || cJSON_IsString(f) || cJSON_IsBool(f))) continue;
-            int seen = 0;
-            for (int j = 0; j < nc; j++) seen |= !strcmp(cols[j], f->string);
-            if (!seen) cols[nc++] = f->string;
-        }
-    if (!nc) return;
-    sb_add(b, "The report's `");
-    sb_md(b, tab->string ? tab->string : "?");
-    sb_add(b, "` table:\n\n|");
-    for (int j = 0; j < nc; j++) {
-        sb_add(b, " ");
-        sb_md(b, cols[j]);
-        sb_add(b, " |");
-    }
-    sb_add(b, "\n|");
-    for (int j = 0; j < nc; j++) sb_add(b, "---:|");
-    sb_add(b, "\n");
-    nr = 0;
-    for (const cJSON *row = tab->child; row; row = row->next, nr++) {
-        if (nr == 1000) {
-            sb_add(b, "\n(%d more rows in the report)\n", cJSON_GetArraySize(tab) - nr);
-            break;
-        }
-        sb_add(b, "|");
-        for (int j = 0; j < nc; j++) {
-            sb_add(b, " ");
-            sb_val(b, cJSON_IsObject(row) ? jget(row, cols[j]) : NULL);
-            sb_add(b, " |");
-        }
-        sb_add(b, "\n");
-    }
-    sb_add(b, "\n");
-}
-
-/* The card: config summary, recipe, bits per weight by role, drift results,
- * files and how to reassemble them, provenance.  *out from malloc. */
-static int build_card(const dsq_ctr *c, const cJSON *meta, const pk_man *m, const pk_roles *r,
-                      const cJSON *rep, const char *rname, char **out, dsq_err *err) {
-    sb b = {0};
-    char model[PK_NAME_CAP], h1[32], hx[17];
-    snprintf(model, sizeof model, "%s", m->name);
-    size_t ml = strlen(model);
-    if (ml > 4 && !strcmp(model + ml - 4, ".dsq")) model[ml - 4] = 0;
-    const cJSON *rec = jget(meta, "recipe"), *pv = jget(meta, "provenance");
-    const char *rn = jstr(rec, "name", "unknown");
-    sb_add(&b, "# ");
-    sb_md(&b, model);
-    sb_add(&b, "\n\nA DeepSeek-V3.2-family model stored in one dsq container (`");
-    sb_md(&b, m->name);
-    sb_add(&b, "`, %s), produced with the recipe **", human(h1, sizeof h1, m->size));
-    sb_md(&b, rn);
-    sb_add(&b, "** (%.3f bits per weight overall).\n\n",
-           r->params_all ? 8.0 * (double)r->bytes_all / (double)r->params_all : 0.0);
-    card_config(&b, dsq_ctr_config(c), r);
-    sb_add(&b, "## Recipe\n\n`");
-    sb_md(&b, rn);
-    sb_add(&b, "`");
-    const cJSON *rules = jget(rec, "rules");
-    char *rs = rules && (!cJSON_IsObject(rules) || rules->child) ? cJSON_Print(rules) : NULL;
-    if (rs) {
-        /* keep the fence intact whatever the rules contain */
-        for (char *p = rs; (p = strstr(p, "```")); p++) p[1] = '\'';
-        sb_add(&b, ", as given:\n\n```json\n%s\n```\n\n", rs);
-        free(rs);
-    } else {
-        sb_add(&b, " (a preset; `dsq quant --help` describes it).\n\n");
-    }
-    card_roles(&b, r);
-    if (rep) card_report(&b, rep, rname);
-    sb_add(&b, "## Files\n\nThe container is cut into %d part%s of at most %llu bytes; `manifest.json` lists the\n"
-               "xxh3-64 of each part and of the whole container (%s, ",
-           m->n, m->n == 1 ? "" : "s", (unsigned long long)m->part_size, human(h1, sizeof h1, m->size));
-    dsq_hex16(hx, m->xxh3);
-    sb_add(&b, "xxh3 `%s`).\n\n| part | bytes | xxh3 |\n|---|---:|---|\n", hx);
-    for (int i = 0; i < m->n; i++) {
-        dsq_hex16(hx, m->p[i].xxh3);
-        sb_add(&b, "| ");
-        sb_md(&b, m->p[i].name);
-        sb_add(&b, " | %llu | `%s` |\n", (unsigned long long)m->p[i].size, hx);
-    }
-    sb_add(&b, "\nTo reassemble, with every checksum verified before the container appears:\n\n"
-               "    dsq unpack ARCHIVE.tar -o DIR     # or: dsq unpack FOLDER_WITH_THE_PARTS -o DIR\n\n"
-               "Without dsq: concatenate the parts in order (`cat ");
-    sb_md(&b, m->name);
-    sb_add(&b, ".part-* > ");
-    sb_md(&b, m->name);
-    sb_add(&b, "`), then `dsq check ");
-    sb_md(&b, m->name);
-    sb_add(&b, "`.\n\n## Provenance\n\n");
-    sb_add(&b, "- container written by dsq ");
-    sb_md(&b, jstr(pv, "dsq_version", "?"));
-    sb_add(&b, " on ");
-    sb_md(&b, jstr(pv, "created", "?"));
-    sb_add(&b, " from a ");
-    sb_md(&b, jstr(pv, "source_kind", "?"));
-    sb_add(&b, " source\n");
-    const cJSON *srcs = jget(pv, "sources");
-    int ns = 0;
-    for (const cJSON *s = cJSON_IsArray(srcs) ? srcs->child : NULL; s; s = s->next, ns++) {
-        if (ns == 64) {
-            sb_add(&b, "- ... %d more source files\n", cJSON_GetArraySize(srcs) - ns);
-            break;
-        }
-        uint64_t sz = 0;
-        sb_add(&b, "- source `");
-        sb_md(&b, jstr(s, "name", "?"));
-        sb_add(&b, "`");
-        if (jnum(s, "size", 0, 9007199254740992.0, &sz)) sb_add(&b, ", %llu bytes", (unsigned long long)sz);
-        sb_add(&b, ", xxh3 `");
-        sb_md(&b, jstr(s, "xxh3", "?"));
-        sb_add(&b, "`\n");
-    }
-    sb_add(&b, "- packed by dsq %s\n", DSQ_VERSION_STRING);
-    if (b.oom) {
-        free(b.s);
-        return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
-    }
-    *out = b.s;
-    return DSQ_OK;
-}
-
-static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m, const pk_roles *r) {
+static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m) {
     char hx[17];
     const dsq_config *g = dsq_ctr_config(c);
+    int64_t params;
+    uint64_t bytes;
+    totals(c, &params, &bytes);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "format", PK_FORMAT);
     cJSON_AddStringToObject(o, "format_version", "1.0");
@@ -649,7 +326,7 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
     cJSON_AddNumberToObject(ct, "size", (double)m->size);
     dsq_hex16(hx, m->xxh3);
     cJSON_AddStringToObject(ct, "xxh3", hx);
-    cJSON_AddStringToObject(ct, "format_version", jstr(meta, "format_version", "1.0"));
+    cJSON_AddStringToObject(ct, "format_version", dsq_json_key_str(meta, "format_version", "1.0"));
     cJSON_AddNumberToObject(o, "part_size", (double)m->part_size);
     cJSON *pa = cJSON_AddArrayToObject(o, "parts");
     for (int i = 0; i < m->n; i++) {
@@ -661,11 +338,13 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
         cJSON_AddStringToObject(p, "xxh3", hx);
         cJSON_AddItemToArray(pa, p);
     }
-    cJSON *cd = cJSON_AddObjectToObject(o, "card");
-    cJSON_AddStringToObject(cd, "name", PK_CARD);
-    cJSON_AddNumberToObject(cd, "size", (double)m->card_size);
-    dsq_hex16(hx, m->card_xxh3);
-    cJSON_AddStringToObject(cd, "xxh3", hx);
+    if (m->has_card) {
+        cJSON *cd = cJSON_AddObjectToObject(o, "card");
+        cJSON_AddStringToObject(cd, "name", PK_CARD);
+        cJSON_AddNumberToObject(cd, "size", (double)m->card_size);
+        dsq_hex16(hx, m->card_xxh3);
+        cJSON_AddStringToObject(cd, "xxh3", hx);
+    }
     cJSON *md = cJSON_AddObjectToObject(o, "model");
     cJSON_AddStringToObject(md, "model_type", g->model_type);
     cJSON_AddNumberToObject(md, "n_layers", g->n_layers);
@@ -674,11 +353,10 @@ static char *build_manifest(const dsq_ctr *c, const cJSON *meta, const pk_man *m
     cJSON_AddNumberToObject(md, "vocab_size", g->vocab_size);
     cJSON_AddNumberToObject(md, "n_routed_experts", g->n_routed_experts);
     cJSON_AddNumberToObject(md, "tensors", dsq_ctr_n_tensors(c));
-    cJSON_AddNumberToObject(md, "params", (double)r->params_all);
-    cJSON_AddNumberToObject(md, "tensor_bytes", (double)r->bytes_all);
-    cJSON_AddNumberToObject(md, "bits_per_weight",
-                            r->params_all ? 8.0 * (double)r->bytes_all / (double)r->params_all : 0.0);
-    cJSON_AddStringToObject(md, "recipe", jstr(jget(meta, "recipe"), "name", "unknown"));
+    cJSON_AddNumberToObject(md, "params", (double)params);
+    cJSON_AddNumberToObject(md, "tensor_bytes", (double)bytes);
+    cJSON_AddNumberToObject(md, "bits_per_weight", params ? 8.0 * (double)bytes / (double)params : 0.0);
+    cJSON_AddStringToObject(md, "recipe", dsq_json_key_str(dsq_json_get(meta, "recipe"), "name", "unknown"));
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     return s;
@@ -737,14 +415,13 @@ static int put_data(struct archive *a, const void *p, size_t n) {
 int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
     int rc = DSQ_OK, fd = -1;
     dsq_ctr *c = NULL;
-    cJSON *meta = NULL, *rep = NULL;
-    char *card = NULL, *man = NULL, *rtext = NULL;
+    cJSON *meta = NULL;
+    char *card = NULL, *man = NULL;
     uint8_t *buf = NULL;
     struct archive *a = NULL;
     XXH3_state_t *xp = NULL;
     pk_writer w = {0};
     pk_man m = {0};
-    pk_roles *roles = NULL;
     memset(info, 0, sizeof *info);
     m.part_size = o->part_size ? o->part_size : DSQ_PACK_DEFAULT_PART;
     if (o->compress < DSQ_PACK_NONE || o->compress > DSQ_PACK_ZSTD)
@@ -753,18 +430,6 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
     const char *np = name_problem(base);
     if (np) return dsq_fail(err, DSQ_E_ARG, "%s: container file name has %s", o->src, np);
     snprintf(m.name, sizeof m.name, "%s", base);
-    /* the report first: a bad --report should fail before minutes of reading */
-    if (o->report) {
-        size_t rl;
-        if ((rc = dsq_read_file(o->report, PK_REPORT_CAP, &rtext, &rl, err))) goto fail;
-        const char *end = NULL;
-        rep = cJSON_ParseWithLengthOpts(rtext, rl, &end, 0);
-        if (!cJSON_IsObject(rep)) {
-            rc = dsq_fail(err, DSQ_E_FORMAT, "%s: not a JSON object (verify report) near byte %ld", o->report,
-                          end ? (long)(end - rtext) : -1L);
-            goto fail;
-        }
-    }
     if ((rc = dsq_ctr_open(&c, o->src, err))) goto fail;
     m.size = dsq_ctr_file_size(c);
     uint64_t n_parts = (m.size + m.part_size - 1) / m.part_size;
@@ -776,10 +441,9 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
     m.n = (int)n_parts;
     m.p = dsq_calloc((size_t)m.n, sizeof *m.p);
     buf = dsq_malloc(PK_CHUNK);
-    roles = dsq_malloc(sizeof *roles);
-    meta = cJSON_Parse(dsq_ctr_meta(c));
+    meta = dsq_json_parse(dsq_ctr_meta(c), strlen(dsq_ctr_meta(c)), NULL);
     xp = XXH3_createState();
-    if (!m.p || !buf || !roles || !meta || !xp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+    if (!m.p || !buf || !meta || !xp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
     int width = m.n > 9999 ? 5 : 4;
     for (int i = 0; i < m.n; i++) {
         m.p[i].off = (uint64_t)i * m.part_size;
@@ -793,12 +457,15 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
         rc = dsq_fail(err, rc, "%s (refusing to pack a damaged container)", why);
         goto fail;
     }
-    count_roles(c, roles);
-    if ((rc = build_card(c, meta, &m, roles, rep, o->report ? dsq_basename(o->report) : "", &card, err))) goto fail;
-    m.has_card = 1;
-    m.card_size = strlen(card);
-    m.card_xxh3 = XXH3_64bits(card, m.card_size);
-    man = build_manifest(c, meta, &m, roles);
+    /* the card may show every checksum, so it comes after pass 1 */
+    if (o->card) {
+        const dsq_pack_plan plan = {m.name, m.size, m.xxh3, m.part_size, m.n, m.p};
+        if ((rc = o->card(o->card_arg, c, &plan, &card, err))) goto fail;
+        m.has_card = 1;
+        m.card_size = strlen(card);
+        m.card_xxh3 = XXH3_64bits(card, m.card_size);
+    }
+    man = build_manifest(c, meta, &m);
     if (!man) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
 
     /* pass 2: the archive */
@@ -842,7 +509,8 @@ int dsq_pack(const dsq_pack_opts *o, dsq_pack_info *info, dsq_err *err) {
      * container twice gives the same archive */
     time_t mtime = st.st_mtime;
     if (put_header(a, PK_MANIFEST, strlen(man), mtime) < ARCHIVE_WARN || put_data(a, man, strlen(man)) ||
-        put_header(a, PK_CARD, m.card_size, mtime) < ARCHIVE_WARN || put_data(a, card, m.card_size)) {
+        (m.has_card &&
+         (put_header(a, PK_CARD, m.card_size, mtime) < ARCHIVE_WARN || put_data(a, card, m.card_size)))) {
         rc = ar_fail(a, &w, o->out, err);
         goto fail;
     }
@@ -887,12 +555,9 @@ fail:
     XXH3_freeState(xp);
     dsq_ctr_close(c);
     cJSON_Delete(meta);
-    cJSON_Delete(rep);
-    free(rtext);
     free(card);
     free(man);
     free(buf);
-    free(roles);
     free(m.p);
     return rc;
 }
@@ -1068,14 +733,14 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     if (rc < 0) goto fail;
     if (got != r->size) { rc = dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json is truncated", r->src); goto fail; }
     js[got] = 0;
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(js, got, &end, 0);
+    long at;
+    root = dsq_json_parse(js, got, &at);
     rc = DSQ_E_FORMAT;
     if (!cJSON_IsObject(root)) {
-        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld", r->src, end ? (long)(end - js) : -1L);
+        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld", r->src, at);
         goto fail;
     }
-    const char *fmt = jstr(root, "format", ""), *ver = jstr(root, "format_version", "");
+    const char *fmt = dsq_json_key_str(root, "format", ""), *ver = dsq_json_key_str(root, "format_version", "");
     if (strcmp(fmt, PK_FORMAT)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: format is not \"%s\"", r->src, PK_FORMAT);
         goto fail;
@@ -1086,8 +751,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: manifest.json: pack format version '%s' (this dsq reads 1.x)", r->src, v);
         goto fail;
     }
-    const cJSON *ct = jget(root, "container"), *parts = jget(root, "parts"), *cd = jget(root, "card");
-    const char *cn = jstr(ct, "name", "");
+    const cJSON *ct = dsq_json_get(root, "container"), *parts = dsq_json_get(root, "parts"), *cd = dsq_json_get(root, "card");
+    const char *cn = dsq_json_key_str(ct, "name", "");
     const char *why = name_problem(cn);
     if (why || !strcmp(cn, PK_MANIFEST) || !strcmp(cn, PK_CARD)) {
         char v[80];
@@ -1097,8 +762,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         goto fail;
     }
     snprintf(m->name, sizeof m->name, "%s", cn);
-    if (!jnum(ct, "size", DSQ_CTR_HEADER, 9007199254740992.0, &m->size) || !unhex16(jget(ct, "xxh3"), &m->xxh3) ||
-        !jnum(root, "part_size", 1, 9007199254740992.0, &m->part_size)) {
+    if (!dsq_json_key_u64(ct, "size", DSQ_CTR_HEADER, PK_MAX_INT, &m->size) || !dsq_json_hex64(dsq_json_get(ct, "xxh3"), &m->xxh3) ||
+        !dsq_json_key_u64(root, "part_size", 1, PK_MAX_INT, &m->part_size)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: container size, xxh3 or part_size missing or invalid", r->src);
         goto fail;
     }
@@ -1112,7 +777,7 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     uint64_t off = 0;
     for (const cJSON *e = parts->child; e; e = e->next, m->n++) {
         pk_part *pp = &m->p[m->n];
-        const char *pn = jstr(e, "name", "");
+        const char *pn = dsq_json_key_str(e, "name", "");
         uint64_t poff;
         if ((why = name_problem(pn)) || !strcmp(pn, PK_MANIFEST) || !strcmp(pn, PK_CARD)) {
             char v[80];
@@ -1122,8 +787,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
             goto fail;
         }
         snprintf(pp->name, sizeof pp->name, "%s", pn);
-        if (!jnum(e, "offset", 0, 9007199254740992.0, &poff) || !jnum(e, "size", 1, (double)m->part_size, &pp->size) ||
-            !unhex16(jget(e, "xxh3"), &pp->xxh3)) {
+        if (!dsq_json_key_u64(e, "offset", 0, PK_MAX_INT, &poff) || !dsq_json_key_u64(e, "size", 1, m->part_size, &pp->size) ||
+            !dsq_json_hex64(dsq_json_get(e, "xxh3"), &pp->xxh3)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: part %d needs offset, size (1 to part_size) and xxh3",
                      r->src, m->n + 1);
             goto fail;
@@ -1154,8 +819,8 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
         goto fail;
     }
     if (cd) {
-        if (strcmp(jstr(cd, "name", ""), PK_CARD) || !jnum(cd, "size", 0, 9007199254740992.0, &m->card_size) ||
-            !unhex16(jget(cd, "xxh3"), &m->card_xxh3)) {
+        if (strcmp(dsq_json_key_str(cd, "name", ""), PK_CARD) || !dsq_json_key_u64(cd, "size", 0, PK_MAX_INT, &m->card_size) ||
+            !dsq_json_hex64(dsq_json_get(cd, "xxh3"), &m->card_xxh3)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: card entry invalid", r->src);
             goto fail;
         }
@@ -1311,12 +976,12 @@ static int rd_body(pk_rd *r, const pk_man *m, dsq_afile *out,
         goto fail;
     }
     info->n_checked++;
-    /* the container's own fixed header agrees with the manifest */
-    if (memcmp(head, DSQ_CTR_MAGIC, 8) || XXH3_64bits(head, 120) != dsq_le64(head + 120) ||
-        dsq_le64(head + 32) != m->size) {
-        rc = dsq_fail(err, DSQ_E_FORMAT, "%s: the reassembled data is not a valid .dsq container (header)", r->src);
-        goto fail;
-    }
+    /* the container's own fixed header holds together and agrees with the
+     * manifest's size: the checks dsq_ctr_open makes of the header alone */
+    dsq_ctr_header hd;
+    char what[PK_NAME_CAP + 300];
+    snprintf(what, sizeof what, "%s: reassembled %s", r->src, m->name);
+    if ((rc = dsq_ctr_header_decode(head, m->size, &hd, what, err))) goto fail;
     rc = DSQ_OK;
 fail:
     XXH3_freeState(xw);

@@ -5,7 +5,8 @@
  * in this order, are
  *   manifest.json                      parts, sizes, xxh3-64 of every part,
  *                                      of the card and of the whole container
- *   MODEL_CARD.md                      generated model card
+ *   MODEL_CARD.md                      the model card, when the caller
+ *                                      supplies one (pipeline/card.c)
  *   <model>.dsq.part-0001-of-000N ...  the container cut into parts of at
  *                                      most part_size bytes
  * The manifest comes first so an unpacker reading the archive forward knows
@@ -33,6 +34,32 @@ enum { DSQ_PACK_NONE = 0, DSQ_PACK_GZIP = 1, DSQ_PACK_ZSTD = 2 };
  * hosting sites (and FAT32's 4 GiB). */
 #define DSQ_PACK_DEFAULT_PART (2000ull << 20)
 #define DSQ_PACK_MAX_PARTS 99999
+#define DSQ_PACK_NAME_CAP 240 /* longest container name; part names add 26 */
+
+/* One part: its entry name, where it starts in the container, its bytes and
+ * their xxh3-64. */
+typedef struct dsq_pack_part {
+    char name[DSQ_PACK_NAME_CAP + 40];
+    uint64_t off, size, xxh3;
+} dsq_pack_part;
+
+/* The pack as planned once the first pass has read the whole container:
+ * everything the manifest says about it, for the model card. */
+typedef struct dsq_pack_plan {
+    const char *name;            /* container file name ("model.dsq") */
+    uint64_t size, xxh3;         /* container bytes and their xxh3-64 */
+    uint64_t part_size;
+    int n_parts;
+    const dsq_pack_part *parts;  /* n_parts, in order */
+} dsq_pack_plan;
+
+/* Writes the model card: called once, after the first pass, with the open
+ * container (formats/container.h) and the plan.  Returns DSQ_OK with *text
+ * from malloc (NUL-terminated; dsq_pack frees it), or an error that fails
+ * the pack. */
+struct dsq_ctr;
+typedef int (*dsq_pack_card_fn)(void *arg, const struct dsq_ctr *c, const dsq_pack_plan *plan, char **text,
+                                dsq_err *err);
 
 typedef struct dsq_pack_opts {
     const char *src;      /* the .dsq container */
@@ -40,8 +67,11 @@ typedef struct dsq_pack_opts {
     uint64_t part_size;   /* bytes per part, 0 = DSQ_PACK_DEFAULT_PART */
     int compress;         /* DSQ_PACK_NONE / _GZIP / _ZSTD */
     int threads;          /* zstd worker threads; <= 1 single-threaded */
-    const char *report;   /* path of a `dsq verify --json` report for the card, or NULL */
     int force;            /* overwrite out */
+    /* the model card (pipeline/card.h: dsq_card_text), or NULL for a pack
+     * without MODEL_CARD.md (the manifest then has no "card") */
+    dsq_pack_card_fn card;
+    void *card_arg;
     /* called as bytes of the container are archived / reassembled (may be NULL) */
     void (*progress)(void *arg, uint64_t done, uint64_t total);
     void *progress_arg;

@@ -11,9 +11,7 @@
  * duplicate names.
  */
 #include "formats_int.h"
-
-#include <cjson/cJSON.h>
-#include <math.h>
+#include "formats/json.h"
 
 static const struct { const char *name; dsq_dtype t; size_t size; } g_dtypes[] = {
     {"F32", DSQ_DT_F32, 4}, {"F16", DSQ_DT_F16, 2}, {"BF16", DSQ_DT_BF16, 2},
@@ -40,14 +38,7 @@ size_t dsq_dtype_size(dsq_dtype t) {
     return 0;
 }
 
-/* A JSON number that is a non-negative integer below 2^53 (exact in double). */
-static int json_u64(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= 0) || d != floor(d) || d > 9007199254740992.0) return 0;
-    *out = (uint64_t)d;
-    return 1;
-}
+#define ST_MAX_INT (1ull << 53) /* integers above lose precision as cJSON's doubles */
 
 static int cmp_begin(const void *a, const void *b) {
     const st_entry *x = a, *y = b;
@@ -77,11 +68,9 @@ int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n
     /* the header must start with '{' (newer reference readers enforce it) */
     if (n == 0 || json[0] != '{')
         return dsq_fail(err, DSQ_E_FORMAT, "%s: header is not a JSON object", what);
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(json, (size_t)n, &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: header JSON is invalid near byte %ld", what,
-                        end ? (long)(end - json) : -1L);
+    long at;
+    root = dsq_json_parse(json, (size_t)n, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: header JSON is invalid near byte %ld", what, at);
     if (!cJSON_IsObject(root)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: header is not a JSON object", what);
         goto fail;
@@ -118,9 +107,9 @@ int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n
             goto fail;
         }
         st_entry *e = &h->e[h->n];
-        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
-        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
-        const cJSON *off = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+        const cJSON *dt = dsq_json_get(it, "dtype");
+        const cJSON *sh = dsq_json_get(it, "shape");
+        const cJSON *off = dsq_json_get(it, "data_offsets");
         if (!cJSON_IsString(dt)) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s': missing dtype", what, name);
             goto fail;
@@ -146,7 +135,7 @@ int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n
         int k = 0;
         for (const cJSON *d = sh->child; d; d = d->next, k++) {
             uint64_t v;
-            if (!json_u64(d, &v)) {
+            if (!dsq_json_u64(d, 0, ST_MAX_INT, &v)) {
                 dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s': shape[%d] is not a non-negative integer",
                          what, name, k);
                 goto fail;
@@ -164,13 +153,14 @@ int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s': byte size overflows", what, name);
             goto fail;
         }
-        if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
-            !json_u64(cJSON_GetArrayItem(off, 0), &e->begin) ||
-            !json_u64(cJSON_GetArrayItem(off, 1), &e->end)) {
+        int64_t be[2];
+        if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || dsq_json_ints(off, 0, ST_MAX_INT, be, 2) != 2) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s': data_offsets must be [begin, end]",
                      what, name);
             goto fail;
         }
+        e->begin = (uint64_t)be[0];
+        e->end = (uint64_t)be[1];
         if (e->end < e->begin) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%.200s': data_offsets end < begin", what, name);
             goto fail;

@@ -41,9 +41,9 @@
 #include "formats/tokenizer.h"
 
 #include "common.h"
+#include "formats/json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -348,36 +348,20 @@ static void mrg_put(dsq_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id)
 
 /* ---- JSON helpers ------------------------------------------------------- */
 
-static const cJSON *jget(const cJSON *o, const char *k) {
-    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
-}
-
-static int jnull(const cJSON *v) { return !v || cJSON_IsNull(v); }
-
-/* Optional boolean: absent or null gives def. */
+/* Optional boolean: absent or null gives def.  The check is formats/json.h's;
+ * the message follows this file's "<what>: <path>: expected ..." style. */
 static int jbool(const cJSON *o, const char *k, int def, int *out, const char *what,
                  const char *path, dsq_err *err) {
-    const cJSON *v = jget(o, k);
-    if (jnull(v)) { *out = def; return DSQ_OK; }
-    if (!cJSON_IsBool(v))
+    const cJSON *v = dsq_json_get(o, k);
+    if (dsq_json_absent(v)) { *out = def; return DSQ_OK; }
+    if (!dsq_json_bool(v, out))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: %s%s%s: expected true or false", what, path,
                         path[0] ? "." : "", k);
-    *out = cJSON_IsTrue(v);
     return DSQ_OK;
 }
 
-/* Integer in [lo, hi]: cJSON keeps numbers as doubles, so check that the
- * value is finite and integral before converting. */
-static int jint(const cJSON *v, double lo, double hi, long long *out) {
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!isfinite(d) || d != floor(d) || d < lo || d > hi) return 0;
-    *out = (long long)d;
-    return 1;
-}
-
 static const char *jtype(const cJSON *o) {
-    const cJSON *v = jget(o, "type");
+    const cJSON *v = dsq_json_get(o, "type");
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
@@ -413,8 +397,8 @@ static int load_vocab(dsq_tok *t, const cJSON *vocab, const char *what, dsq_err 
     cJSON_ArrayForEach(it, vocab) {
         const char *s = it->string;
         size_t len = strlen(s);
-        long long id;
-        if (!jint(it, 0, TOK_MAX_ID - 1, &id)) {
+        int64_t id;
+        if (!dsq_json_int(it, 0, TOK_MAX_ID - 1, &id)) {
             rc = dsq_fail(err, DSQ_E_FORMAT, "%s: model.vocab['%s']: id must be an integer in [0, %d)",
                           what, clip(s, len, tmp), TOK_MAX_ID);
             goto fail;
@@ -546,17 +530,17 @@ fail:
 static int load_model(dsq_tok *t, const cJSON *root, const char *what, dsq_err *err) {
     int rc;
     char tmp[64];
-    const cJSON *m = jget(root, "model");
+    const cJSON *m = dsq_json_get(root, "model");
     if (!cJSON_IsObject(m))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: model: missing or not an object", what);
-    const cJSON *ty = jget(m, "type");
+    const cJSON *ty = dsq_json_get(m, "type");
     if (ty && !(cJSON_IsString(ty) && !strcmp(ty->valuestring, "BPE"))) {
         if (cJSON_IsString(ty))
             return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: model.type: '%s' is not supported (only BPE)",
                             what, ty->valuestring);
         return dsq_fail(err, DSQ_E_FORMAT, "%s: model.type: expected a string", what);
     }
-    const cJSON *vocab = jget(m, "vocab"), *merges = jget(m, "merges");
+    const cJSON *vocab = dsq_json_get(m, "vocab"), *merges = dsq_json_get(m, "merges");
     if (!vocab) return dsq_fail(err, DSQ_E_FORMAT, "%s: model.vocab: missing", what);
     if (!cJSON_IsObject(vocab))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: model.vocab: expected an object of token: id", what);
@@ -566,13 +550,13 @@ static int load_model(dsq_tok *t, const cJSON *root, const char *what, dsq_err *
 
     /* Options that change what BPE computes and that a byte-level model never
      * sets: refuse them instead of computing something else. */
-    const cJSON *v = jget(m, "dropout");
-    if (!jnull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0.0))
+    const cJSON *v = dsq_json_get(m, "dropout");
+    if (!dsq_json_absent(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0.0))
         return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: model.dropout: only null or 0 is supported", what);
     static const char *const strs_off[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int i = 0; i < 2; i++) {
-        v = jget(m, strs_off[i]);
-        if (!jnull(v) && !(cJSON_IsString(v) && !v->valuestring[0]))
+        v = dsq_json_get(m, strs_off[i]);
+        if (!dsq_json_absent(v) && !(cJSON_IsString(v) && !v->valuestring[0]))
             return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: model.%s: only null is supported", what,
                             strs_off[i]);
     }
@@ -587,8 +571,8 @@ static int load_model(dsq_tok *t, const cJSON *root, const char *what, dsq_err *
     DSQ_TRY(load_merges(t, merges, what, err));
 
     t->unk_id = -1;
-    v = jget(m, "unk_token");
-    if (!jnull(v)) {
+    v = dsq_json_get(m, "unk_token");
+    if (!dsq_json_absent(v)) {
         if (!cJSON_IsString(v))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: model.unk_token: expected a string", what);
         t->unk_id = vocab_id(t, v->valuestring, strlen(v->valuestring));
@@ -641,9 +625,9 @@ static int trie_add(dsq_tok *t, int pass, const char *s, size_t n, int32_t added
  * The file's id is taken as is; the library reassigns ids only when a token
  * is added at run time. */
 static int load_added(dsq_tok *t, const cJSON *root, const char *what, dsq_err *err) {
-    const cJSON *arr = jget(root, "added_tokens");
+    const cJSON *arr = dsq_json_get(root, "added_tokens");
     int rc;
-    if (jnull(arr)) return DSQ_OK;
+    if (dsq_json_absent(arr)) return DSQ_OK;
     if (!cJSON_IsArray(arr)) return dsq_fail(err, DSQ_E_FORMAT, "%s: added_tokens: expected an array", what);
     size_t n = (size_t)cJSON_GetArraySize(arr);
     if (n > TOK_MAX_ADDED)
@@ -659,11 +643,11 @@ static int load_added(dsq_tok *t, const cJSON *root, const char *what, dsq_err *
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%zu]", i);
         if (!cJSON_IsObject(it)) return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected an object", what, path);
-        const cJSON *c = jget(it, "content");
-        long long id;
+        const cJSON *c = dsq_json_get(it, "content");
+        int64_t id;
         if (!cJSON_IsString(c))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: %s.content: missing or not a string", what, path);
-        if (!jint(jget(it, "id"), 0, TOK_MAX_ID - 1, &id))
+        if (!dsq_json_int(dsq_json_get(it, "id"), 0, TOK_MAX_ID - 1, &id))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: %s.id: must be an integer in [0, %d)", what, path,
                             TOK_MAX_ID);
         int special, normalized, lstrip, rstrip, single_word;
@@ -721,13 +705,13 @@ static int re_add(dsq_tok *t, const char *pat, size_t len, int literal, const ch
 
 static int load_normalizer(const cJSON *n, const char *what, const char *path, int depth,
                            dsq_err *err) {
-    if (jnull(n)) return DSQ_OK;
+    if (dsq_json_absent(n)) return DSQ_OK;
     const char *ty = jtype(n);
     if (!ty) return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected an object with a \"type\"", what, path);
     if (strcmp(ty, "Sequence"))
         return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: normalizer type '%s' is not supported", what,
                         path, ty);
-    const cJSON *arr = jget(n, "normalizers");
+    const cJSON *arr = dsq_json_get(n, "normalizers");
     if (!cJSON_IsArray(arr))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: %s.normalizers: expected an array", what, path);
     if (depth >= TOK_MAX_DEPTH) return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: nested too deeply", what, path);
@@ -736,7 +720,7 @@ static int load_normalizer(const cJSON *n, const char *what, const char *path, i
     cJSON_ArrayForEach(it, arr) {
         char sub[256];
         snprintf(sub, sizeof sub, "%s.normalizers[%d]", path, i++);
-        if (jnull(it))
+        if (dsq_json_absent(it))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected an object with a \"type\"", what, sub);
         if ((rc = load_normalizer(it, what, sub, depth + 1, err)) < 0) return rc;
     }
@@ -760,7 +744,7 @@ static int load_pretok(dsq_tok *t, const cJSON *p, const char *what, const char 
     const char *ty = jtype(p);
     if (!ty) return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected an object with a \"type\"", what, path);
     if (!strcmp(ty, "Sequence")) {
-        const cJSON *arr = jget(p, "pretokenizers");
+        const cJSON *arr = dsq_json_get(p, "pretokenizers");
         if (!cJSON_IsArray(arr))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: %s.pretokenizers: expected an array", what, path);
         if (depth >= TOK_MAX_DEPTH)
@@ -776,7 +760,7 @@ static int load_pretok(dsq_tok *t, const cJSON *p, const char *what, const char 
     }
     if (!strcmp(ty, "Split")) {
         tok_step s = {.kind = ST_SPLIT};
-        const cJSON *pat = jget(p, "pattern"), *re = jget(pat, "Regex"), *lit = jget(pat, "String");
+        const cJSON *pat = dsq_json_get(p, "pattern"), *re = dsq_json_get(pat, "Regex"), *lit = dsq_json_get(pat, "String");
         char sub[300];
         if (cJSON_IsString(re) == cJSON_IsString(lit))
             return dsq_fail(err, DSQ_E_FORMAT,
@@ -787,7 +771,7 @@ static int load_pretok(dsq_tok *t, const cJSON *p, const char *what, const char 
         DSQ_TRY(re_add(t, src->valuestring, strlen(src->valuestring), src == lit, what, sub, &s.re, err));
         static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious",
                                             "MergedWithNext", "Contiguous"};
-        const cJSON *b = jget(p, "behavior");
+        const cJSON *b = dsq_json_get(p, "behavior");
         s.behavior = -1;
         for (int i = 0; i < 5 && cJSON_IsString(b); i++)
             if (!strcmp(b->valuestring, names[i])) s.behavior = i;
@@ -826,7 +810,7 @@ static int load_decoder(const cJSON *d, const char *what, const char *path, int 
     if (!ty) return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected an object with a \"type\"", what, path);
     if (!strcmp(ty, "ByteLevel")) { (*n_bl)++; return DSQ_OK; }
     if (!strcmp(ty, "Sequence") && depth < TOK_MAX_DEPTH) {
-        const cJSON *arr = jget(d, "decoders"), *it;
+        const cJSON *arr = dsq_json_get(d, "decoders"), *it;
         if (!cJSON_IsArray(arr))
             return dsq_fail(err, DSQ_E_FORMAT, "%s: %s.decoders: expected an array", what, path);
         int i = 0, rc;
@@ -847,14 +831,13 @@ static int load_decoder(const cJSON *d, const char *what, const char *path, int 
  * ignored, since the post-processor does not change encode(). */
 static void load_post(dsq_tok *t, const cJSON *pp) {
     if (!jtype(pp) || strcmp(jtype(pp), "TemplateProcessing")) return;
-    const cJSON *single = jget(pp, "single");
+    const cJSON *single = dsq_json_get(pp, "single");
     const cJSON *first = cJSON_IsArray(single) ? cJSON_GetArrayItem(single, 0) : NULL;
-    const cJSON *name = jget(jget(first, "SpecialToken"), "id");
+    const cJSON *name = dsq_json_get(dsq_json_get(first, "SpecialToken"), "id");
     if (!cJSON_IsString(name)) return;
-    const cJSON *ids = jget(jget(jget(pp, "special_tokens"), name->valuestring), "ids");
-    long long id;
-    if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 1 &&
-        jint(cJSON_GetArrayItem(ids, 0), 0, t->n_ids - 1, &id)) {
+    const cJSON *ids = dsq_json_get(dsq_json_get(dsq_json_get(pp, "special_tokens"), name->valuestring), "ids");
+    int64_t id;
+    if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 1 && dsq_json_int(cJSON_GetArrayItem(ids, 0), 0, t->n_ids - 1, &id)) {
         t->bos_id = (int32_t)id;
         t->add_bos = 1;
     }
@@ -902,12 +885,9 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
     dsq_tok *t = NULL;
     *out = NULL;
     if (!what) what = "tokenizer.json";
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %zu", what, off);
-    }
+    long at;
+    root = dsq_json_parse(json, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at < 0 ? 0 : at);
     if (!cJSON_IsObject(root)) {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s: top level is not a JSON object", what);
         goto fail;
@@ -923,10 +903,10 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
 
     DSQ_TRY(load_model(t, root, what, err));
     DSQ_TRY(load_added(t, root, what, err));
-    DSQ_TRY(load_normalizer(jget(root, "normalizer"), what, "normalizer", 0, err));
+    DSQ_TRY(load_normalizer(dsq_json_get(root, "normalizer"), what, "normalizer", 0, err));
 
-    const cJSON *pt = jget(root, "pre_tokenizer");
-    if (!jnull(pt)) DSQ_TRY(load_pretok(t, pt, what, "pre_tokenizer", 0, err));
+    const cJSON *pt = dsq_json_get(root, "pre_tokenizer");
+    if (!dsq_json_absent(pt)) DSQ_TRY(load_pretok(t, pt, what, "pre_tokenizer", 0, err));
     /* The byte alphabet is applied by ByteLevel as a last rewriting of the
      * pieces; with any other layout the vocabulary would be looked up in a
      * different alphabet, which this reader does not do. */
@@ -939,8 +919,8 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
                       what);
         goto fail;
     }
-    const cJSON *dec = jget(root, "decoder");
-    if (jnull(dec)) {
+    const cJSON *dec = dsq_json_get(root, "decoder");
+    if (dsq_json_absent(dec)) {
         rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: decoder: missing (only ByteLevel is supported)", what);
         goto fail;
     }
@@ -962,7 +942,7 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
         t->byte_id[b] = k < 0 ? -1 : t->keys[k].id;
     }
     DSQ_TRY(build_id_table(t, what, err));
-    load_post(t, jget(root, "post_processor"));
+    load_post(t, dsq_json_get(root, "post_processor"));
 
     t->sh = dsq_calloc(1, sizeof *t->sh);
     if (!t->sh || pthread_mutex_init(&t->sh->lock, NULL) != 0) {
@@ -1018,11 +998,11 @@ static int32_t token_by_content(const dsq_tok *t, const char *s, size_t n) {
 
 static int config_token(dsq_tok *t, const cJSON *root, const char *key, int32_t *id,
                         const char *what, dsq_err *err) {
-    const cJSON *v = jget(root, key);
+    const cJSON *v = dsq_json_get(root, key);
     char tmp[64];
     if (!v) return DSQ_OK;
     if (cJSON_IsNull(v)) { *id = -1; return DSQ_OK; }
-    const cJSON *c = cJSON_IsObject(v) ? jget(v, "content") : v;
+    const cJSON *c = cJSON_IsObject(v) ? dsq_json_get(v, "content") : v;
     if (!cJSON_IsString(c))
         return dsq_fail(err, DSQ_E_FORMAT, "%s: %s: expected a string or an object with \"content\"",
                         what, key);
@@ -1037,13 +1017,10 @@ static int config_token(dsq_tok *t, const cJSON *root, const char *key, int32_t 
 
 int dsq_tok_set_config(dsq_tok *t, const char *json, size_t len, const char *what, dsq_err *err) {
     int rc;
-    const char *end = NULL;
+    long at;
     if (!what) what = "tokenizer_config.json";
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %zu", what, off);
-    }
+    cJSON *root = dsq_json_parse(json, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at < 0 ? 0 : at);
     int32_t bos = t->bos_id, eos = t->eos_id;
     int add_bos = t->add_bos;
     if (!cJSON_IsObject(root)) {

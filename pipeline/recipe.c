@@ -15,9 +15,9 @@
  */
 #include "pipeline/recipe.h"
 #include "common.h"
+#include "formats/json.h"
 #include "quant/quant.h"
 
-#include <cjson/cJSON.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
@@ -70,11 +70,10 @@ static int scheme_arg(const char *s) { return !strcmp(s, "keep") ? -1 : dsq_q_fr
 int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *what, dsq_err *err) {
     memset(r, 0, sizeof *r);
     r->default_scheme = -1;
-    const char *end = NULL;
+    long at;
     int rc = DSQ_E_FORMAT;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, end ? (long)(end - json) : -1L);
+    cJSON *root = dsq_json_parse(json, len, &at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at);
     if (!cJSON_IsObject(root)) { dsq_fail(err, DSQ_E_FORMAT, "%s: recipe must be a JSON object", what); goto fail; }
     for (const cJSON *k = root->child; k; k = k->next)
         if (strcmp(k->string, "name") && strcmp(k->string, "rules") && strcmp(k->string, "default") &&
@@ -82,18 +81,16 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
             dsq_fail(err, DSQ_E_FORMAT, "%s: unknown key '%s'", what, k->string);
             goto fail;
         }
-    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(root, "name");
-    snprintf(r->name, sizeof r->name, "%s", cJSON_IsString(nm) ? nm->valuestring : dsq_basename(what));
-    const cJSON *df = cJSON_GetObjectItemCaseSensitive(root, "default");
+    snprintf(r->name, sizeof r->name, "%s", dsq_json_key_str(root, "name", dsq_basename(what)));
+    const cJSON *df = dsq_json_get(root, "default");
     if (df) {
-        if (!cJSON_IsString(df) || (r->default_scheme = scheme_arg(df->valuestring)) < -1 ||
-            (r->default_scheme == -1 && strcmp(df->valuestring, "keep"))) {
-            dsq_fail(err, DSQ_E_FORMAT, "%s: unknown scheme '%s' in \"default\"", what,
-                     cJSON_IsString(df) ? df->valuestring : "?");
+        const char *ds = dsq_json_str(df);
+        if (!ds || (r->default_scheme = scheme_arg(ds)) < -1 || (r->default_scheme == -1 && strcmp(ds, "keep"))) {
+            dsq_fail(err, DSQ_E_FORMAT, "%s: unknown scheme '%s' in \"default\"", what, ds ? ds : "?");
             goto fail;
         }
     }
-    const cJSON *rules = cJSON_GetObjectItemCaseSensitive(root, "rules");
+    const cJSON *rules = dsq_json_get(root, "rules");
     if (rules && !cJSON_IsArray(rules)) { dsq_fail(err, DSQ_E_FORMAT, "%s: \"rules\" must be an array", what); goto fail; }
     int i = 0;
     for (const cJSON *ru = rules ? rules->child : NULL; ru; ru = ru->next, i++) {
@@ -106,91 +103,97 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
             if (!strcmp(key, "roles")) {
                 if (!cJSON_IsArray(k)) { dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"roles\" must be an array", what, i); goto fail; }
                 for (const cJSON *p = k->child; p; p = p->next) {
-                    unsigned long long m = cJSON_IsString(p) ? role_pattern(p->valuestring) : 0;
+                    const char *ps = dsq_json_str(p);
+                    unsigned long long m = ps ? role_pattern(ps) : 0;
                     if (!m) {
-                        dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown role '%s'", what, i,
-                                 cJSON_IsString(p) ? p->valuestring : "?");
+                        dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown role '%s'", what, i, ps ? ps : "?");
                         goto fail;
                     }
                     u->roles |= m;
                 }
             } else if (!strcmp(key, "match")) {
-                if (!cJSON_IsString(k)) { dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"match\" must be a string", what, i); goto fail; }
+                if (!dsq_json_str(k)) { dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"match\" must be a string", what, i); goto fail; }
                 snprintf(u->match, sizeof u->match, "%s", k->valuestring);
             } else if (!strcmp(key, "layers")) {
-                const cJSON *a = cJSON_GetArrayItem(k, 0), *b = cJSON_GetArrayItem(k, 1);
-                /* the upper bound keeps the (int) conversions below defined */
-                if (!cJSON_IsArray(k) || cJSON_GetArraySize(k) != 2 || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) ||
-                    a->valuedouble < 0 || b->valuedouble < a->valuedouble || b->valuedouble > INT_MAX) {
+                /* numbers, not necessarily integers (truncated); the upper
+                 * bound keeps the (int) conversions defined */
+                double lo, hi;
+                if (!cJSON_IsArray(k) || cJSON_GetArraySize(k) != 2 ||
+                    !dsq_json_num(cJSON_GetArrayItem(k, 0), 0, INT_MAX, &lo) ||
+                    !dsq_json_num(cJSON_GetArrayItem(k, 1), lo, INT_MAX, &hi)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"layers\" must be [first, last]", what, i);
                     goto fail;
                 }
-                u->layer_lo = (int)a->valuedouble;
-                u->layer_hi = (int)b->valuedouble;
+                u->layer_lo = (int)lo;
+                u->layer_hi = (int)hi;
             } else if (!strcmp(key, "scheme")) {
-                if (!cJSON_IsString(k) || ((u->scheme = scheme_arg(k->valuestring)) < 0 && strcmp(k->valuestring, "keep"))) {
-                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown scheme '%s'", what, i,
-                             cJSON_IsString(k) ? k->valuestring : "?");
+                const char *ks = dsq_json_str(k);
+                if (!ks || ((u->scheme = scheme_arg(ks)) < 0 && strcmp(ks, "keep"))) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown scheme '%s'", what, i, ks ? ks : "?");
                     goto fail;
                 }
             } else if (!strcmp(key, "method")) {
-                if (!cJSON_IsString(k) || (strcmp(k->valuestring, "absmax") && strcmp(k->valuestring, "mse") &&
-                                           strcmp(k->valuestring, "rtn") && strcmp(k->valuestring, "gptq") &&
-                                           strcmp(k->valuestring, "awq") && strcmp(k->valuestring, "awq-gptq"))) {
+                const char *ks = dsq_json_str(k);
+                if (!ks || (strcmp(ks, "absmax") && strcmp(ks, "mse") && strcmp(ks, "rtn") && strcmp(ks, "gptq") &&
+                            strcmp(ks, "awq") && strcmp(ks, "awq-gptq"))) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown method '%s' (absmax, rtn, mse, gptq, awq, awq-gptq)", what, i,
-                             cJSON_IsString(k) ? k->valuestring : "?");
+                             ks ? ks : "?");
                     goto fail;
                 }
-                snprintf(u->method, sizeof u->method, "%s", k->valuestring);
-                if (!strcmp(k->valuestring, "mse") && !u->clip_steps) u->clip_steps = 20;
+                snprintf(u->method, sizeof u->method, "%s", ks);
+                if (!strcmp(ks, "mse") && !u->clip_steps) u->clip_steps = 20;
             } else if (!strcmp(key, "clip_steps")) {
-                if (!cJSON_IsNumber(k) || k->valuedouble < 0 || k->valuedouble > 64) {
+                /* clip_steps and grid take any number in range and truncate it */
+                double d;
+                if (!dsq_json_num(k, 0, 64, &d)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: clip_steps must be in [0, 64]", what, i);
                     goto fail;
                 }
-                u->clip_steps = (int)k->valuedouble;
+                u->clip_steps = (int)d;
             } else if (!strcmp(key, "damp")) {
-                if (!cJSON_IsNumber(k) || !(k->valuedouble > 0 && k->valuedouble < 10)) {
+                double d;
+                if (!dsq_json_num(k, 0, 10, &d) || d == 0 || d == 10) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: damp must be in (0, 10)", what, i);
                     goto fail;
                 }
-                u->damp = k->valuedouble;
+                u->damp = d;
             } else if (!strcmp(key, "act_order")) {
-                if (!cJSON_IsBool(k)) {
+                if (!dsq_json_bool(k, &u->act_order)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: act_order must be true or false", what, i);
                     goto fail;
                 }
-                u->act_order = cJSON_IsTrue(k);
             } else if (!strcmp(key, "refine")) {
-                if (!cJSON_IsNumber(k) || k->valuedouble < 0 || k->valuedouble > 16 || k->valuedouble != (int)k->valuedouble) {
+                int64_t v;
+                if (!dsq_json_int(k, 0, 16, &v)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: refine must be an integer in [0, 16]", what, i);
                     goto fail;
                 }
-                u->refine = (int)k->valuedouble;
+                u->refine = (int)v;
             } else if (!strcmp(key, "ref_target")) {
-                if (!cJSON_IsNumber(k) || !(k->valuedouble >= 0 && k->valuedouble <= 1)) {
+                if (!dsq_json_num(k, 0, 1, &u->ref_target)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: ref_target must be in [0, 1]", what, i);
                     goto fail;
                 }
-                u->ref_target = k->valuedouble;
             } else if (!strcmp(key, "grid")) {
-                if (!cJSON_IsNumber(k) || k->valuedouble < 1 || k->valuedouble > 100) {
+                double d;
+                if (!dsq_json_num(k, 1, 100, &d)) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: grid must be in [1, 100]", what, i);
                     goto fail;
                 }
-                u->grid = (int)k->valuedouble;
+                u->grid = (int)d;
             } else if (!strcmp(key, "clip_min")) {
-                if (!cJSON_IsNumber(k) || !(k->valuedouble > 0 && k->valuedouble < 1)) {
+                double d;
+                if (!dsq_json_num(k, 0, 1, &d) || d == 0 || d == 1) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: clip_min must be in (0, 1)", what, i);
                     goto fail;
                 }
-                u->clip_min = (float)k->valuedouble;
+                u->clip_min = (float)d;
             } else {
                 dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown key '%s'", what, i, key);
                 goto fail;
             }
         }
-        if (!cJSON_GetObjectItemCaseSensitive(ru, "scheme")) {
+        if (!dsq_json_get(ru, "scheme")) {
             dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: missing \"scheme\"", what, i);
             goto fail;
         }

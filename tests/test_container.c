@@ -182,7 +182,7 @@ TEST(test_container_bit_flips_named) {
     CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "bad.dsq"), &err) == DSQ_E_CHECKSUM);
     CHECK(strstr(err.msg, "directory checksum mismatch"));
     memcpy(b, orig, n);
-    b[50] ^= 1;
+    b[50] ^= 1; /* any byte before header_xxh3 (this one is in data_size) */
     CHECK(t_write_file(t_path(t_tmpdir(), "bad.dsq"), b, n) == 0);
     CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "bad.dsq"), &err) == DSQ_E_CHECKSUM);
     CHECK(strstr(err.msg, "header checksum mismatch"));
@@ -212,21 +212,29 @@ TEST(test_container_truncated) {
 
 /* Rewrite the header checksums after editing a section, so deeper
  * validation is reached. */
-static void reseal(uint8_t *b) {
-    uint64_t mo = dsq_le64(b + 56), ml = dsq_le64(b + 64), dof = dsq_le64(b + 72), dl = dsq_le64(b + 80);
-    dsq_st64(b + 96, XXH3_64bits(b + mo, ml));
-    dsq_st64(b + 104, XXH3_64bits(b + dof, dl));
-    dsq_st64(b + 120, XXH3_64bits(b, 120));
+static void reseal(uint8_t *b, const dsq_ctr_header *h) {
+    dsq_ctr_header hd = *h;
+    hd.meta_xxh3 = XXH3_64bits(b + hd.meta_offset, hd.meta_size);
+    hd.dir_xxh3 = XXH3_64bits(b + hd.dir_offset, hd.dir_size);
+    dsq_ctr_header_encode(&hd, b);
+}
+
+/* The header fields of the container bytes b (n bytes), which must be valid. */
+static dsq_ctr_header header_of(const uint8_t *b, size_t n) {
+    dsq_ctr_header hd;
+    dsq_err err = {0};
+    if (dsq_ctr_header_decode(b, n, &hd, "header_of", &err)) fprintf(stderr, "  %s\n", err.msg);
+    return hd;
 }
 
 static int dir_edit_fails(const uint8_t *orig, size_t n, const char *from, const char *to, const char *needle) {
     uint8_t *b = malloc(n + 64);
     memcpy(b, orig, n);
-    uint64_t dof = dsq_le64(b + 72), dl = dsq_le64(b + 80);
-    char *p = memmem(b + dof, dl, from, strlen(from));
+    dsq_ctr_header hd = header_of(b, n);
+    char *p = memmem(b + hd.dir_offset, hd.dir_size, from, strlen(from));
     if (!p || strlen(from) != strlen(to)) { free(b); fprintf(stderr, "  edit '%s' not applicable\n", from); return 0; }
     memcpy(p, to, strlen(to));
-    reseal(b);
+    reseal(b, &hd);
     const char *path = t_path(t_tmpdir(), "edit.dsq");
     t_write_file(path, b, n);
     free(b);
@@ -252,30 +260,32 @@ TEST(test_container_hostile_directory) {
     CHECK(dir_edit_fails(b, n, "\"shape\":[300,160]", "\"shape\":[3e99,16]", "shape[0] invalid"));
     /* version and required flags */
     uint8_t *h = malloc(n);
+    const dsq_ctr_header h0 = header_of(b, n);
+    dsq_ctr_header hd = h0;
     memcpy(h, b, n);
-    dsq_st16(h + 8, 2);
-    reseal(h);
+    hd.version_major = 2;
+    reseal(h, &hd);
     CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
     CHECK(tu_open_fails(t_path(t_tmpdir(), "v.dsq"), "") || 1);
     dsq_ctr *c;
     dsq_err err = {0};
     CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "major version 2"));
-    memcpy(h, b, n);
-    dsq_st64(h + 16, 1ull << 7); /* a required feature this reader does not know */
-    reseal(h);
+    hd = h0;
+    hd.flags_required = 1ull << 7; /* a required feature this reader does not know */
+    reseal(h, &hd);
     CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
     CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "requires features"));
     /* a data section that ends early leaves arrays outside it */
-    memcpy(h, b, n);
-    dsq_st64(h + 48, 64);
-    reseal(h);
+    hd = h0;
+    hd.data_size = 64;
+    reseal(h, &hd);
     CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
     CHECK(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) < 0 && strstr(err.msg, "outside the data section"));
     /* unknown optional flags and a higher minor version are fine */
-    memcpy(h, b, n);
-    dsq_st64(h + 24, 0xff);
-    dsq_st16(h + 10, 7);
-    reseal(h);
+    hd = h0;
+    hd.flags_optional = 0xff;
+    hd.version_minor = 7;
+    reseal(h, &hd);
     CHECK(t_write_file(t_path(t_tmpdir(), "v.dsq"), h, n) == 0);
     CHECKF(dsq_ctr_open(&c, t_path(t_tmpdir(), "v.dsq"), &err) == 0, "%s", err.msg);
     dsq_ctr_close(c);
@@ -442,4 +452,74 @@ TEST(test_container_append_after_layout) {
         prev = dsq_ctr_tensor(c, i)->arr[DSQ_ARR_DATA].offset;
     }
     dsq_ctr_close(c);
+}
+
+/* The header's fields sit where docs/FORMAT.md section 2 puts them, and
+ * decode gives back what encode wrote. */
+TEST(test_container_header_fields) {
+    dsq_ctr_header h, g;
+    dsq_ctr_header_init(&h);
+    uint64_t *f[] = {&h.flags_required, &h.flags_optional, &h.file_size, &h.data_offset, &h.data_size,
+                     &h.meta_offset, &h.meta_size, &h.dir_offset, &h.dir_size, &h.n_tensors,
+                     &h.meta_xxh3, &h.dir_xxh3, &h.reserved};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = 0x0101010101010101ull * (i + 1) + 0x100 * i;
+    h.flags_required = DSQ_CTR_FLAG_COLSCALE; /* known, so decode gets as far as the sections */
+    h.version_minor = 0x1234;
+    h.header_size = 0x9abcdef0;
+    uint8_t b[DSQ_CTR_HEADER];
+    memset(b, 0xee, sizeof b);
+    dsq_ctr_header_encode(&h, b);
+    CHECK(!memcmp(b, DSQ_CTR_MAGIC, 8));
+    CHECK(b[8] == 1 && b[9] == 0 && b[10] == 0x34 && b[11] == 0x12 && b[12] == 0xf0 && b[15] == 0x9a);
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) CHECKF(dsq_le64(b + 16 + 8 * i) == *f[i], "field %zu", i);
+    CHECK(dsq_le64(b + 16) == 1 && dsq_le64(b + 32) == h.file_size && dsq_le64(b + 88) == h.n_tensors);
+    CHECK(dsq_le64(b + 120) == XXH3_64bits(b, 120));
+    /* the sections lie outside a file of this size: decode says so, but
+     * fills every field */
+    dsq_err err = {0};
+    CHECK(dsq_ctr_header_decode(b, h.file_size, &g, "x.dsq", &err) == DSQ_E_FORMAT);
+    CHECKF(strstr(err.msg, "x.dsq: data section") && strstr(err.msg, "outside the file"), "%s", err.msg);
+    h.header_xxh3 = XXH3_64bits(b, 120);
+    CHECK(!memcmp(&g, &h, sizeof g));
+    /* each check in turn, on a consistent header of an 8 KiB file */
+    dsq_ctr_header_init(&h);
+    h.file_size = 8192;
+    h.data_offset = 4096;
+    h.data_size = 64;
+    h.meta_offset = 4160;
+    h.meta_size = 10;
+    h.dir_offset = 4170;
+    h.dir_size = 4022;
+    dsq_ctr_header_encode(&h, b);
+    CHECKF(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_OK, "%s", err.msg);
+    CHECK(dsq_ctr_header_decode(b, 8191, &g, "x.dsq", &err) == DSQ_E_FORMAT && strstr(err.msg, "truncated"));
+    g = h;
+    g.dir_offset = 4165;
+    dsq_ctr_header_encode(&g, b);
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_FORMAT &&
+          strstr(err.msg, "directory and metadata sections overlap"));
+    g = h;
+    g.data_offset = 4097;
+    g.data_size = 63;
+    dsq_ctr_header_encode(&g, b);
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_FORMAT && strstr(err.msg, "not aligned"));
+    g = h;
+    g.flags_required = DSQ_CTR_FLAG_COLSCALE;
+    dsq_ctr_header_encode(&g, b);
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_OK);
+    g.flags_required = 2;
+    dsq_ctr_header_encode(&g, b);
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "flags 0x2"));
+    g = h;
+    g.header_size = 127;
+    dsq_ctr_header_encode(&g, b);
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_FORMAT && strstr(err.msg, "header_size"));
+    g = h;
+    dsq_ctr_header_encode(&g, b);
+    b[33] ^= 1;
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_CHECKSUM);
+    b[8] = 2; /* the version is named before the (now also wrong) checksum */
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_UNSUPPORTED && strstr(err.msg, "major version 2"));
+    b[0] = 'X';
+    CHECK(dsq_ctr_header_decode(b, 8192, &g, "x.dsq", &err) == DSQ_E_FORMAT && strstr(err.msg, "bad magic"));
 }

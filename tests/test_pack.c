@@ -13,6 +13,7 @@
 #include "test_ckpt_util.h"
 #include "pipeline/pipeline.h"
 #include "formats/pack.h"
+#include "pipeline/card.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -155,7 +156,7 @@ static int make_pack(uint64_t *part) {
     po.part_size = (uint64_t)st.st_size / 4 + 1;
     dsq_pack_info info;
     dsq_err err = {0};
-    if (dsq_pack(&po, &info, &err)) {
+    if (dsq_pack_with_card(&po, NULL, &info, &err)) {
         fprintf(stderr, "  pack: %s\n", err.msg);
         return -1;
     }
@@ -291,12 +292,12 @@ TEST(test_pack_roundtrip) {
         po.out = t_path(t_tmpdir(), k ? "m.tar.gz" : "m.tar.zst");
         po.part_size = part;
         po.compress = comp[k];
-        CHECKF(dsq_pack(&po, &info, &err) == 0, "%s", err.msg);
+        CHECKF(dsq_pack_with_card(&po, NULL, &info, &err) == 0, "%s", err.msg);
         void *a = t_read_file(po.out, &n);
         CHECK(a && n >= 4 && (k ? !memcmp(a, "\x1f\x8b", 2) : !memcmp(a, "\x28\xb5\x2f\xfd", 4)));
         po.out = t_path(t_tmpdir(), "again");
         po.force = 1;
-        CHECK(dsq_pack(&po, &info, &err) == 0);
+        CHECK(dsq_pack_with_card(&po, NULL, &info, &err) == 0);
         CHECK(same_file(po.out, t_path(t_tmpdir(), k ? "m.tar.gz" : "m.tar.zst")));
         free(a);
         tpath o3_ = tp(k ? "o4" : "o3");
@@ -309,7 +310,7 @@ TEST(test_pack_roundtrip) {
     dsq_pack_opts po = {0};
     po.src = dsq;
     po.out = t_path(t_tmpdir(), "one.tar");
-    CHECK(dsq_pack(&po, &info, &err) == 0 && info.n_parts == 1);
+    CHECK(dsq_pack_with_card(&po, NULL, &info, &err) == 0 && info.n_parts == 1);
     CHECK(dsq_unpack(po.out, t_path(t_tmpdir(), "o5"), 0, NULL, NULL, &info, &err) == 0);
     CHECK(same_file(dsq, t_path(t_path(t_tmpdir(), "o5"), "m.dsq")));
 }
@@ -328,10 +329,9 @@ TEST(test_pack_report_card) {
     tpath src_ = tp("m.dsq"), out_ = tp("r.tar"), out2_ = tp("r2.tar");
     po.src = src_.s;
     po.out = out_.s;
-    po.report = rep;
     dsq_pack_info info;
     dsq_err err = {0};
-    CHECKF(dsq_pack(&po, &info, &err) == 0, "%s", err.msg);
+    CHECKF(dsq_pack_with_card(&po, rep, &info, &err) == 0, "%s", err.msg);
     ents es;
     CHECK(load(po.out, &es) == 0 && es.n == 3);
     char *card = (char *)es.e[1].data;
@@ -346,10 +346,38 @@ TEST(test_pack_report_card) {
     /* a report that is not JSON fails before anything is written */
     CHECK(t_write_file(rep, "{\"ppl_ref\": 1,", 14) == 0);
     po.out = out2_.s;
-    CHECK(dsq_pack(&po, &info, &err) == DSQ_E_FORMAT && strstr(err.msg, "verify.json"));
+    CHECK(dsq_pack_with_card(&po, rep, &info, &err) == DSQ_E_FORMAT && strstr(err.msg, "verify.json"));
     CHECK(!t_file_exists(po.out));
-    po.report = t_path(t_tmpdir(), "absent.json");
-    CHECK(dsq_pack(&po, &info, &err) < 0 && strstr(err.msg, "absent.json"));
+    CHECK(dsq_pack_with_card(&po, t_path(t_tmpdir(), "absent.json"), &info, &err) < 0 &&
+          strstr(err.msg, "absent.json"));
+}
+
+/* dsq_pack without a card callback: no MODEL_CARD.md, no "card" in the
+ * manifest, and the pack still checks and unpacks; with the callback the
+ * card sits second and the rest of the archive is the same. */
+TEST(test_pack_without_card) {
+    CHECK(make_pack(NULL) == 0);
+    tpath src_ = tp("m.dsq"), out_ = tp("nc.tar"), dir_ = tp("nc");
+    dsq_pack_opts po = {0};
+    po.src = src_.s;
+    po.out = out_.s;
+    dsq_pack_info info;
+    dsq_err err = {0};
+    CHECKF(dsq_pack(&po, &info, &err) == 0, "%s", err.msg);
+    ents es, ec;
+    CHECK(load(po.out, &es) == 0 && es.n == 2);
+    CHECK(!strcmp(es.e[0].name, "manifest.json") && !strstr((char *)es.e[0].data, "\"card\""));
+    CHECK(!strcmp(es.e[1].name, "m.dsq.part-0001-of-0001"));
+    CHECKF(dsq_pack_check(po.out, &info, &err) == 0, "%s", err.msg);
+    CHECKF(dsq_unpack(po.out, dir_.s, 0, NULL, NULL, &info, &err) == 0, "%s", err.msg);
+    CHECK(same_file(src_.s, t_path(dir_.s, "m.dsq")));
+    po.out = t_path(t_tmpdir(), "wc.tar");
+    CHECKF(dsq_pack_with_card(&po, NULL, &info, &err) == 0, "%s", err.msg);
+    CHECK(load(po.out, &ec) == 0 && ec.n == 3 && !strcmp(ec.e[1].name, "MODEL_CARD.md"));
+    CHECK(!strcmp(ec.e[2].name, es.e[1].name) && ec.e[2].n == es.e[1].n && !memcmp(ec.e[2].data, es.e[1].data, es.e[1].n));
+    CHECK(strstr((char *)ec.e[0].data, "\"card\""));
+    ents_free(&es);
+    ents_free(&ec);
 }
 
 /* ---- damaged archives ----------------------------------------------------- */
@@ -576,13 +604,13 @@ TEST(test_pack_refuses_damaged_container) {
     po.out = t_path(dir, "m.tar");
     dsq_pack_info info;
     dsq_err err = {0};
-    CHECK(dsq_pack(&po, &info, &err) == DSQ_E_CHECKSUM);
+    CHECK(dsq_pack_with_card(&po, NULL, &info, &err) == DSQ_E_CHECKSUM);
     CHECKF(strstr(err.msg, "checksum mismatch") && strstr(err.msg, "refusing to pack a damaged container"), "%s", err.msg);
     CHECK(n_files(dir) == 1);
     /* bad options */
     po.src = dsq;
     po.part_size = 1;
-    CHECK(dsq_pack(&po, &info, &err) == DSQ_E_ARG && strstr(err.msg, "at most 99999"));
+    CHECK(dsq_pack_with_card(&po, NULL, &info, &err) == DSQ_E_ARG && strstr(err.msg, "at most 99999"));
     CHECK(n_files(dir) == 1);
 }
 
@@ -609,7 +637,7 @@ TEST(test_pack_alloc_faults) {
         po.src = t_path(t_tmpdir(), "m.dsq");
         po.out = t_path(t_tmpdir(), "f.tar");
         dsq_fault_alloc_after(k);
-        int rc = dsq_pack(&po, &info, &err);
+        int rc = dsq_pack_with_card(&po, NULL, &info, &err);
         dsq_fault_alloc_after(-1);
         if (rc == 0) ok = 1;
         else CHECKF(!t_file_exists(po.out), "allocation %ld: output left behind", k);
@@ -643,7 +671,7 @@ TEST(test_pack_interrupted) {
                 po.out = out_.s;
                 po.part_size = 100000;
                 po.progress = term_half_way;
-                dsq_pack(&po, &info, &err);
+                dsq_pack_with_card(&po, NULL, &info, &err);
             } else {
                 dsq_unpack(tar_.s, dir_.s, 0, term_half_way, NULL, &info, &err);
             }

@@ -6,8 +6,8 @@
  * Input: the container file, with one control byte.  The reader checks
  * three checksums (header, metadata, directory) and the file size before it
  * parses anything, which random mutations almost never keep right.  So
- * unless bit 0 of byte 120 (the first byte of the header checksum, which is
- * overwritten anyway) is set, the target rewrites the file-size field and
+ * unless bit 0 of the first byte of header_xxh3 (DSQ_CTR_HEADER_HASHED,
+ * overwritten anyway) is set, the target rewrites the file_size field and
  * the three checksums to match the mutated bytes, and the fuzzer reaches
  * the JSON sections and the array checks behind them.
  *
@@ -34,13 +34,14 @@
 #define MAX_FILE (16u << 20)
 
 static void fix_header(uint8_t *h, size_t size) {
-    dsq_st64(h + 32, size);
-    uint64_t off[2] = {dsq_le64(h + 56), dsq_le64(h + 72)};
-    uint64_t len[2] = {dsq_le64(h + 64), dsq_le64(h + 80)};
-    for (int i = 0; i < 2; i++)
-        if (off[i] <= size && len[i] <= size - off[i])
-            dsq_st64(h + 96 + 8 * i, XXH3_64bits(h + off[i], len[i]));
-    dsq_st64(h + 120, XXH3_64bits(h, 120));
+    dsq_ctr_header hd;
+    dsq_ctr_header_decode(h, size, &hd, "input", NULL); /* fields only: the checks come later */
+    hd.file_size = size;
+    if (hd.meta_offset <= size && hd.meta_size <= size - hd.meta_offset)
+        hd.meta_xxh3 = XXH3_64bits(h + hd.meta_offset, hd.meta_size);
+    if (hd.dir_offset <= size && hd.dir_size <= size - hd.dir_offset)
+        hd.dir_xxh3 = XXH3_64bits(h + hd.dir_offset, hd.dir_size);
+    dsq_ctr_header_encode(&hd, h);
 }
 
 /* Equal floats, bit for bit, except that any two NaNs match: a NaN code
@@ -113,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf) return 0;
     memcpy(buf, data, size);
-    if (size >= DSQ_CTR_HEADER && !(buf[120] & 1)) fix_header(buf, size);
+    if (size >= DSQ_CTR_HEADER && !(buf[DSQ_CTR_HEADER_HASHED] & 1)) fix_header(buf, size);
     int wrc = fuzz_write(path, buf, size);
     free(buf);
     if (wrc) abort();

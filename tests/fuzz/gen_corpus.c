@@ -322,12 +322,16 @@ static void container_from_ckpt(const char *name, const char *ck, const char *re
     uint8_t *data = slurp(out, &n);
     /* a fixed "created" time (same length), checksums recomputed, so
      * regenerating the corpus gives the same bytes */
-    uint64_t mo = dsq_le64(data + 56), ml = dsq_le64(data + 64);
-    char *c = memmem(data + mo, ml, "\"created\":\"", 11);
+    dsq_ctr_header hd;
+    if (dsq_ctr_header_decode(data, n, &hd, out, &err)) {
+        fprintf(stderr, "gen_corpus: %s\n", err.msg);
+        exit(1);
+    }
+    char *c = memmem(data + hd.meta_offset, hd.meta_size, "\"created\":\"", 11);
     if (c) {
         memcpy(c + 11, "2000-01-01T00:00:00Z", 20);
-        dsq_st64(data + 96, XXH3_64bits(data + mo, ml));
-        dsq_st64(data + 120, XXH3_64bits(data, 120));
+        hd.meta_xxh3 = XXH3_64bits(data + hd.meta_offset, hd.meta_size);
+        dsq_ctr_header_encode(&hd, data);
     }
     seed("container", name, data, n);
     free(data);
@@ -395,7 +399,7 @@ static void container_small(void) {
     seed("container", "small", data, n);
     /* near misses: the control bit that keeps checksums as they are, and a
      * truncated file */
-    data[120] |= 1;
+    data[DSQ_CTR_HEADER_HASHED] |= 1;
     seed("container", "small-raw-checksums", data, n);
     seed("container", "small-cut", data, n - 100);
     free(data);
