@@ -1,6 +1,6 @@
 /*
- * convert_bench.c -- end-to-end `dsq convert` (lossless) and `dsq quant`
- * (presets) on a checkpoint: throughput as a ratio to `cat` of the same
+ * convert_bench.c -- end-to-end `dsq convert` (lossless), `dsq quant`
+ * (presets) and `dsq export` to GGUF (bf16, q8_0, q4_k) on a checkpoint: throughput as a ratio to `cat` of the same
  * shard files measured in the same run (both to /dev/null and into a file
  * in the output folder, the write-side floor), peak RSS against the largest
  * tensor.  Peak RSS is measured in a child process per job, so one job's
@@ -24,7 +24,8 @@ static int run_job(const char *src, const char *out, const char *preset, int thr
         close(fds[0]);
         dsq_recipe r;
         dsq_err err = {0};
-        dsq_recipe_preset(&r, preset, &err);
+        if (!strncmp(preset, "gguf:", 5)) dsq_recipe_gguf(&r, preset + 5, &err); /* dsq export --type */
+        else dsq_recipe_preset(&r, preset, &err);
         dsq_pipe_opts o = {0};
         o.src = src;
         o.out = out;
@@ -96,10 +97,11 @@ int main(int argc, char **argv) {
            "cat > file %.2f GB/s, cat > file + sync %.2f GB/s\n",
            argv[1], (double)bytes / 1e9, (double)largest / 1048576.0, (double)bytes / cat_null / 1e9,
            (double)bytes / cat_write / 1e9, (double)bytes / cat_file / 1e9);
-    static const char *const jobs[] = {"lossless", "int4-experts", "fp8", "int4"};
+    static const char *const jobs[] = {"lossless", "int4-experts", "fp8", "int4", "gguf:bf16", "gguf:q8_0", "gguf:q4_k"};
     for (size_t j = 0; j < sizeof jobs / sizeof jobs[0]; j++) {
         double secs, rss;
-        snprintf(out, sizeof out, "%s/bench-%s.dsq", argv[2], jobs[j]);
+        if (!strncmp(jobs[j], "gguf:", 5)) snprintf(out, sizeof out, "%s/bench-%s.gguf", argv[2], jobs[j] + 5);
+        else snprintf(out, sizeof out, "%s/bench-%s.dsq", argv[2], jobs[j]);
         if (run_job(argv[1], out, jobs[j], threads, &secs, &rss)) {
             printf("%s: failed\n", jobs[j]);
             continue;

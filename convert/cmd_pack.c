@@ -6,6 +6,7 @@
  *   dsq check OUT.tar                 (through cmd_check) verify without writing
  */
 #include "convert/cli.h"
+#include "formats/source.h"
 #include "common.h"
 #include "common/pool.h"
 #include "formats/pack.h"
@@ -97,8 +98,21 @@ int cmd_pack(int argc, char **argv) {
         o.progress = on_progress;
         o.progress_arg = &pr;
     }
-    cli_install_signals();
     dsq_err err = {0};
+    /* a pack holds a container's bytes; any other model says which command
+     * makes one */
+    dsq_src *src;
+    if (dsq_src_open(&src, o.src, 0, &err)) return cli_err("pack", &err);
+    int is_ctr = dsq_src_ctr(src) != NULL;
+    const char *kind = dsq_src_kind(src);
+    if (!is_ctr) {
+        fprintf(stderr, "dsq pack: %s is a %s model, not a .dsq container: make one with dsq convert or dsq quant\n",
+                o.src, kind);
+        dsq_src_close(src);
+        return 1;
+    }
+    dsq_src_close(src);
+    cli_install_signals();
     dsq_pack_info info;
     double t0 = dsq_now();
     if (dsq_pack_with_card(&o, report, &info, &err)) return cli_err("pack", &err);
