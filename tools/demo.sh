@@ -30,3 +30,10 @@ if "$DSQ" --help | grep -q '^  verify' && [ -f "$OUT/tiny-int4.dsq" ]; then
   "$DSQ" gen-tokens 2>/dev/null || true
   "$DSQ" verify "$OUT/tiny" "$OUT/tiny-int4.dsq" --random-tokens 512 --ctx 256
 fi
+if "$DSQ" --help | grep -q '^  export'; then
+  echo
+  echo "== 6. export the original and the quantized model to GGUF (q8_0) for llama.cpp, and read one back"
+  "$DSQ" export "$OUT/tiny" -o "$OUT/tiny-q8_0.gguf" --type q8_0 --force --quiet | tail -n 1
+  "$DSQ" inspect "$OUT/tiny-q8_0.gguf"
+  "$DSQ" verify "$OUT/tiny" "$OUT/tiny-q8_0.gguf" --random-tokens 256 --ctx 256 | tail -n 4
+fi
