@@ -271,7 +271,8 @@ char *dsq_config_to_json(const dsq_config *c) {
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddBoolToObject(o, "attention_bias", 0);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", 0);
-    I("bos_token_id", c->bos_token_id); I("eos_token_id", c->eos_token_id);
+    if (c->bos_token_id >= 0) I("bos_token_id", c->bos_token_id);
+    if (c->eos_token_id >= 0) I("eos_token_id", c->eos_token_id);
     if (c->fp8) {
         cJSON *q = cJSON_AddObjectToObject(o, "quantization_config");
         cJSON_AddStringToObject(q, "quant_method", "fp8");

@@ -219,11 +219,14 @@ static const char *pre_name(const cJSON *pt) {
  * (ids the file lacks become "[PAD<id>]", unused), token types (added
  * tokens: control when special, else user-defined), the merges as
  * "left right", BOS/EOS from config.json, add_bos and the padding token
- * from tokenizer_config.json. */
+ * from tokenizer_config.json.  A model without tokenizer.json gets
+ * llama.cpp's "no_vocab". */
 static int tokenizer_keys(dsq_mwriter *w, dsq_err *err) {
     ggbe *b = w->be;
     const dsq_config *c = w->cfg;
-    if (!b->tok) return dsq_fail(err, DSQ_E_NOTFOUND, "%s: the model has no tokenizer.json, which llama.cpp needs", w->path);
+    /* no tokenizer: llama.cpp runs such a model from token ids
+     * ({arch}.vocab_size dummy tokens) */
+    if (!b->tok) return dsq_ggufw_set_str(b->g, "tokenizer.ggml.model", "no_vocab", err);
     int64_t V = c->vocab_size;
     int rc = DSQ_E_FORMAT;
     const char *end = NULL;
