@@ -25,142 +25,32 @@
 #include <immintrin.h>
 #endif
 
-/* ---- scheme helpers ------------------------------------------------------- */
+/* ---- scheme helpers -------------------------------------------------------
+ * Where codes, scales and zero points live, and what a code means, is
+ * quant.h's knowledge (its storage accessors); these only combine them. */
 
-/* The value the scheme's encoder produces for w with scale s (1/s = inv)
- * and zero point z: the formulas of quant.h. */
-static float qvalue(const dsq_qscheme *d, float w, float s, float inv, int z) {
-    switch (d->kind) {
-    case DSQ_QK_INT4: {
-        float t = w * inv;
-        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
-        int u = (int)rintf(t) + z;
-        u = u < 0 ? 0 : u > 15 ? 15 : u;
-        return (float)(u - z) * s;
-    }
-    case DSQ_QK_INT8: {
-        float t = rintf(w * inv);
-        t = t < -127.0f ? -127.0f : t > 127.0f ? 127.0f : t;
-        return t * s;
-    }
-    case DSQ_QK_FP8:
-        return dsq_e4m3_lut[dsq_f32_to_e4m3(w / s)] * s;
-    default:
-        return w;
-    }
+/* The value the scheme's encoder gives w in a unit with scale s (1/s = inv)
+ * and zero point z. */
+static inline float qvalue(const dsq_qlayout *L, float w, float s, float inv, int z) {
+    return dsq_q_code_value(L, dsq_q_code_of(L, w, s, inv, z), s, z);
 }
 
-static void store_scale(const dsq_qscheme *d, void *scale, int64_t idx, uint32_t code) {
-    uint8_t *p = scale;
-    switch (d->sdt) {
-    case DSQ_DT_F32: dsq_st32(p + 4 * idx, code); break;
-    case DSQ_DT_F16:
-    case DSQ_DT_BF16: dsq_st16(p + 2 * idx, (uint16_t)code); break;
-    case DSQ_DT_F8_E8M0: p[idx] = (uint8_t)code; break;
-    default: break;
-    }
-}
+/* The value of integer level t (code t + z) with scale s: t * s. */
+static inline float lvalue(const dsq_qlayout *L, int t, float s, int z) { return dsq_q_code_value(L, t + z, s, z); }
 
-static void store_zero(void *zero, int64_t scale_cols, int64_t r, int64_t g, int z) {
-    uint8_t *p = (uint8_t *)zero + (uint64_t)r * ((uint64_t)(scale_cols + 1) / 2);
-    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
-    else p[g / 2] = (uint8_t)z;
-}
-
-/* Unit geometry of a scheme: columns per unit along a row (0 = whole row),
- * rows per unit (block schemes). */
-static void unit_shape(const dsq_qscheme *d, int64_t cols, int64_t *ucols, int64_t *urows) {
-    switch (d->gran) {
-    case DSQ_QG_GROUP: *ucols = d->group; *urows = 1; break;
-    case DSQ_QG_BLOCK: *ucols = d->group; *urows = d->group; break;
-    default: *ucols = cols; *urows = 1; break;
-    }
-}
-
-/* Parameters of unit (row band rb, column unit cg) from values in M
- * (row-major, stride cols), stored into dst; returns s/inv/z per row. */
-/* Parameters for the values M[r][c0..c1) of rows [r0, r1) (row stride ld):
- * absmax, or with clip_steps >= 2 the clip ratio rho in [clip_min, 1]
- * minimising sum hw[c] (v - q(v))^2 (hw: per-column weights, e.g. the
- * Hessian diagonal; NULL for 1). */
-static void choose_params(const dsq_qscheme *d, int scheme, const float *M, int64_t ld, int64_t r0, int64_t r1,
-                          int64_t c0, int64_t c1, const float *hw, int clip_steps, float clip_min,
-                          float *s, int *z, uint32_t *code) {
-    float lo = 0, hi = 0;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t j = c0; j < c1; j++) {
-            float v = M[r * ld + j];
-            if (!(fabsf(v) < INFINITY)) continue;
-            if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
-            else {
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-        }
-    dsq_q_params(scheme, lo, hi, s, z, code);
-    if (clip_steps < 2 || !(hi - lo > 0)) return;
-    if (!(clip_min > 0 && clip_min < 1)) clip_min = 0.5f;
-    double best = INFINITY;
-    /* several ratios per pass over the values: their error sums are
-     * independent chains (each still summed in value order) */
-    enum { KC = 8 };
-    for (int k0 = 0; k0 < clip_steps; k0 += KC) {
-        int nk = clip_steps - k0 < KC ? clip_steps - k0 : KC;
-        float cs[KC], ci[KC];
-        int cz[KC];
-        uint32_t cc[KC];
-        double e[KC];
-        for (int q = 0; q < nk; q++) {
-            float rho = 1.0f - (1.0f - clip_min) * (float)(k0 + q) / (float)(clip_steps - 1);
-            dsq_q_params(scheme, lo * rho, hi * rho, &cs[q], &cz[q], &cc[q]);
-            ci[q] = 1.0f / cs[q];
-            e[q] = 0;
-        }
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t j = c0; j < c1; j++) {
-                float v = M[r * ld + j];
-                double wj = hw ? (double)hw[j] : 1.0;
-                if (d->kind == DSQ_QK_INT4)
-                    for (int q = 0; q < nk; q++) { /* qvalue's INT4 case, inline */
-                        float t = v * ci[q];
-                        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
-                        int u = (int)rintf(t) + cz[q];
-                        u = u < 0 ? 0 : u > 15 ? 15 : u;
-                        double dlt = (double)v - (float)(u - cz[q]) * cs[q];
-                        e[q] += wj * dlt * dlt;
-                    }
-                else
-                    for (int q = 0; q < nk; q++) {
-                        double dlt = (double)v - qvalue(d, v, cs[q], ci[q], cz[q]);
-                        e[q] += wj * dlt * dlt;
-                    }
-            }
-        for (int q = 0; q < nk; q++)
-            if (e[q] < best) { /* first best wins: rho = 1 on ties */
-                best = e[q];
-                *s = cs[q];
-                *z = cz[q];
-                *code = cc[q];
-            }
-    }
-}
-
-static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, const dsq_qsizes *sz,
-                        const float *M, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                        const float *hw, int clip_steps, float clip_min) {
-    float s;
-    int z;
-    uint32_t code;
-    choose_params(d, scheme, M, cols, r0, r1, c0, c1, hw, clip_steps, clip_min, &s, &z, &code);
-    int64_t sidx;
-    switch (d->gran) {
-    case DSQ_QG_GROUP: sidx = r0 * sz->scale_cols + c0 / d->group; break;
-    case DSQ_QG_BLOCK: sidx = (r0 / d->group) * sz->scale_cols + c0 / d->group; break;
-    case DSQ_QG_CHANNEL: sidx = r0; break;
-    default: sidx = 0; break;
-    }
-    store_scale(d, dst->scale, sidx, code);
-    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz->scale_cols, r0, c0 / d->group, z);
+/* Parameters of the unit whose first element is (r, c), from its values
+ * x[i * ld + k] (nrows x ncols), chosen as dsq_q_quantize chooses them
+ * (absmax, or the clip search weighted by hw[c + k]: the Hessian diagonal)
+ * and stored into L's matrix; *s and *z receive them. */
+static void unit_params(const dsq_qlayout *L, int64_t r, int64_t c, const float *x, int64_t nrows, int64_t ncols,
+                        int64_t ld, const float *hw, int clip_steps, float clip_min, float *s, int *z) {
+    dsq_qopts o = {0};
+    o.imp = hw ? hw + c : NULL;
+    o.clip_steps = clip_steps;
+    o.clip_min = clip_min;
+    dsq_q_choose(L->m->type, x, nrows, ncols, ld, &o, s, z, NULL); /* options checked by dsq_gptq_apply */
+    dsq_q_scale_put(L, dsq_q_unit(L, r, c), *s);
+    dsq_q_zero_put(L, r, c / L->unit_cols, *z);
 }
 
 /* Encode the matrix of exactly representable values Q with the parameters
@@ -506,9 +396,7 @@ int dsq_spd_inv_chol(double *A, int64_t n, double *tmp, struct dsq_pool *pool) {
  * errors only move that row's later columns), so rows split over threads
  * give the same result as one thread. */
 typedef struct gjob {
-    const dsq_qscheme *d;
-    const dsq_qmat *dst;
-    const dsq_qsizes *sz;
+    const dsq_qlayout *L;  /* the destination */
     const float *U;        /* [n x n] upper Cholesky factor of H^-1, f32 */
     const float *Wp;       /* permuted weights */
     float *Q;              /* permuted results */
@@ -528,23 +416,16 @@ static void gptq_static(void *arg) {
     for (int64_t r = j->r0; r < j->r1; r += j->urows)
         for (int64_t c0 = 0; c0 < cols; c0 += j->ucols) {
             int64_t r1 = r + j->urows < j->r1 ? r + j->urows : j->r1, c1 = c0 + j->ucols < cols ? c0 + j->ucols : cols;
-            unit_params(j->d, j->dst->type, j->dst, j->sz, j->W, cols, r, r1, c0, c1, j->hw, j->clip_steps, j->clip_min);
+            float s;
+            int z;
+            unit_params(j->L, r, c0, j->W + r * cols + c0, r1 - r, c1 - c0, cols, j->hw, j->clip_steps, j->clip_min,
+                        &s, &z);
         }
-}
-
-static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
-    const uint8_t *sp = scale;
-    switch (d->sdt) {
-    case DSQ_DT_F32: return dsq_lef32(sp + 4 * sidx);
-    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(sp + 2 * sidx));
-    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(sp + 2 * sidx));
-    default: return dsq_ue8m0_to_f32(sp[sidx]);
-    }
 }
 
 static void gptq_rows(void *arg) {
     gjob *j = arg;
-    const dsq_qscheme *d = j->d;
+    const dsq_qlayout L = *j->L; /* a local copy: float stores cannot alias it */
     int64_t n = j->n, B = j->B;
     float *w = malloc(sizeof *w * (size_t)n), *eb = malloc(sizeof *eb * (size_t)B);
     const float **ux = malloc(sizeof *ux * (size_t)B);
@@ -562,31 +443,16 @@ static void gptq_rows(void *arg) {
                         /* new group: parameters from its current (updated) weights,
                          * which without act-order are columns i .. i+G-1 */
                         int64_t c1 = orig + j->ucols < n ? orig + j->ucols : n;
-                        uint32_t code;
-                        choose_params(d, j->dst->type, w, 0, 0, 1, orig, c1, j->hw, j->clip_steps, j->clip_min,
-                                      &s, &z, &code);
-                        store_scale(d, j->dst->scale, r * j->sz->scale_cols + orig / j->ucols, code);
-                        if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(j->dst->zero, j->sz->scale_cols, r, orig / j->ucols, z);
+                        unit_params(&L, r, orig, w + orig, 1, c1 - orig, 0, j->hw, j->clip_steps, j->clip_min, &s, &z);
                         inv = 1.0f / s;
                     }
                 } else {
-                    int64_t sidx = d->gran == DSQ_QG_GROUP ? r * j->sz->scale_cols + orig / j->ucols
-                                 : d->gran == DSQ_QG_BLOCK ? (r / j->urows) * j->sz->scale_cols + orig / j->ucols
-                                 : r;
-                    s = stored_scale(d, j->dst->scale, sidx);
+                    s = dsq_q_scale_get(&L, dsq_q_unit(&L, r, orig));
                     inv = 1.0f / s;
-                    z = 0;
-                    if (d->kind == DSQ_QK_INT4) {
-                        if (d->sym) z = 8;
-                        else {
-                            const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)r * ((uint64_t)(j->sz->scale_cols + 1) / 2);
-                            int64_t g = orig / j->ucols;
-                            z = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
-                        }
-                    }
+                    z = dsq_q_zero_get(&L, r, orig / L.unit_cols);
                 }
                 const float *u = j->U + i * n;
-                float q = qvalue(d, w[i], s, inv, z);
+                float q = qvalue(&L, w[i], s, inv, z);
                 j->Q[r * n + i] = q;
                 float e = (w[i] - q) / u[i];
                 eb[i - i1] = e;
@@ -611,17 +477,11 @@ static void gptq_rows(void *arg) {
 
 /* ---- refinement ------------------------------------------------------------- */
 
-/* The stored form of a positive scale s (bf16 / f16 round to nearest even,
- * f32 as is); 0 when the scheme's scale type cannot take arbitrary values
- * or s does not survive the rounding as a positive finite number. */
-static int scale_code(const dsq_qscheme *d, float s, uint32_t *code, float *back) {
+/* The stored form of a positive scale s (rounded to nearest even), in
+ * *back; 0 when s or its stored form is not a positive finite number. */
+static int scale_round(const dsq_qlayout *L, float s, float *back) {
     if (!(s > 0) || !(s < INFINITY)) return 0;
-    switch (d->sdt) {
-    case DSQ_DT_F32: memcpy(code, &s, 4); *back = s; break;
-    case DSQ_DT_BF16: *code = dsq_f32_to_bf16(s); *back = dsq_bf16_to_f32((uint16_t)*code); break;
-    case DSQ_DT_F16: *code = dsq_f32_to_f16(s); *back = dsq_f16_to_f32((uint16_t)*code); break;
-    default: return 0;
-    }
+    *back = dsq_q_scale_stored(L, s);
     return *back > 0 && *back < INFINITY;
 }
 
@@ -651,9 +511,7 @@ static int spd_solve(double *A, double *b, int64_t n) {
  *           (normal equations of the same objective), rounded to the stored
  *           type and kept only when the objective goes down. */
 typedef struct rjob {
-    const dsq_qscheme *d;
-    const dsq_qmat *dst;
-    const dsq_qsizes *sz;
+    const dsq_qlayout *L;  /* the destination */
     const double *Hd;
     const float *Wp;
     float *Q;
@@ -676,16 +534,16 @@ static double row_obj(const double *Hd, const double *e, double *r, int64_t n) {
 
 static void refine_rows(void *arg) {
     rjob *j = arg;
-    const dsq_qscheme *d = j->d;
-    int64_t n = j->n, G = (n + j->ucols - 1) / j->ucols;
-    int tlo = d->kind == DSQ_QK_INT8 ? -127 : -8, thi = d->kind == DSQ_QK_INT8 ? 127 : 7;
+    const dsq_qlayout *L = j->L;
+    int64_t n = j->n, G = dsq_q_units_per_row(L);
+    int clo, chi; /* code range: level t of a group with zero point z is code t + z */
+    dsq_q_code_range(L, &clo, &chi);
     double *e = malloc(sizeof *e * (size_t)n), *r = malloc(sizeof *r * (size_t)n), *hw = malloc(sizeof *hw * (size_t)n);
     double *Y = malloc(sizeof *Y * (size_t)(n * G)), *M = malloc(sizeof *M * (size_t)(G * G)), *b = malloc(sizeof *b * (size_t)G);
     float *s = malloc(sizeof *s * (size_t)G), *s_new = malloc(sizeof *s_new * (size_t)G), *q = malloc(sizeof *q * (size_t)n);
-    uint32_t *code = malloc(sizeof *code * (size_t)G);
     int *t = malloc(sizeof *t * (size_t)n), *z = malloc(sizeof *z * (size_t)G);
     int64_t *grp = malloc(sizeof *grp * (size_t)n);
-    if (!e || !r || !hw || !Y || !M || !b || !s || !s_new || !q || !code || !t || !z || !grp) {
+    if (!e || !r || !hw || !Y || !M || !b || !s || !s_new || !q || !t || !z || !grp) {
         j->fail = 1;
         goto out;
     }
@@ -693,17 +551,10 @@ static void refine_rows(void *arg) {
     for (int64_t row = j->r0; row < j->r1; row++) {
         const float *w = j->Wp + row * n;
         float *Qr = j->Q + row * n;
-        int64_t sbase = d->gran == DSQ_QG_GROUP ? row * j->sz->scale_cols : row;
+        int64_t sbase = dsq_q_unit(L, row, 0); /* the row's groups are units sbase .. sbase + G - 1 */
         for (int64_t g = 0; g < G; g++) {
-            s[g] = stored_scale(d, j->dst->scale, sbase + g);
-            z[g] = 0;
-            if (d->kind == DSQ_QK_INT4) {
-                if (d->sym) z[g] = 8;
-                else {
-                    const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)row * ((uint64_t)(j->sz->scale_cols + 1) / 2);
-                    z[g] = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
-                }
-            }
+            s[g] = dsq_q_scale_get(L, sbase + g);
+            z[g] = dsq_q_zero_get(L, row, g);
         }
         int bad = 0;
         for (int64_t i = 0; i < n; i++) {
@@ -727,15 +578,16 @@ static void refine_rows(void *arg) {
                 double hii = h[i];
                 if (!(hii > 0)) continue;
                 float sg = s[grp[i]];
+                int zg = z[grp[i]];
                 double target = (double)q[i] + r[i] / hii;
                 double tt = rint(target / sg);
-                int lo = tlo, hi = thi;
-                if (d->kind == DSQ_QK_INT4) { lo = -z[grp[i]]; hi = 15 - z[grp[i]]; }
+                int lo = clo - zg, hi = chi - zg;
                 int tn = tt < lo ? lo : tt > hi ? hi : (int)tt;
                 if (tn == t[i]) continue;
-                double dl = (double)((float)tn * sg) - q[i];
+                float qn = lvalue(L, tn, sg, zg);
+                double dl = (double)qn - q[i];
                 t[i] = tn;
-                q[i] = (float)tn * sg;
+                q[i] = qn;
                 e[i] -= dl;
                 for (int64_t k = 0; k < n; k++) r[k] -= dl * h[k];
             }
@@ -759,13 +611,13 @@ static void refine_rows(void *arg) {
             for (int64_t g = 0; g < G; g++) {
                 float back;
                 s_new[g] = s[g];
-                if (scale_code(d, (float)b[g], &code[g], &back) && back != s[g]) {
+                if (scale_round(L, (float)b[g], &back) && back != s[g]) {
                     s_new[g] = back;
                     changed = 1;
                 }
             }
             if (!changed) break;
-            for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - (double)((float)t[i] * s_new[grp[i]]);
+            for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - (double)lvalue(L, t[i], s_new[grp[i]], z[grp[i]]);
             double o2 = row_obj(j->Hd, e, r, n);
             if (!(o2 < obj)) {
                 for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - q[i];
@@ -776,15 +628,15 @@ static void refine_rows(void *arg) {
             for (int64_t g = 0; g < G; g++)
                 if (s_new[g] != s[g]) {
                     s[g] = s_new[g];
-                    store_scale(d, j->dst->scale, sbase + g, code[g]);
+                    dsq_q_scale_put(L, sbase + g, s[g]);
                 }
-            for (int64_t i = 0; i < n; i++) q[i] = (float)t[i] * s[grp[i]];
+            for (int64_t i = 0; i < n; i++) q[i] = lvalue(L, t[i], s[grp[i]], z[grp[i]]);
         }
         memcpy(Qr, q, sizeof *q * (size_t)n);
     }
 out:
     free(e); free(r); free(hw); free(Y); free(M); free(b); free(s); free(s_new); free(q);
-    free(code); free(t); free(z); free(grp);
+    free(t); free(z); free(grp);
 }
 
 struct dsq_gptq_factor {
@@ -886,12 +738,18 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
                         (long long)dst->cols, (long long)cols);
     if ((o ? o->act_order : 0) != f->act_order || (o ? o->damp : 0) != f->damp || (o && o->refine > 0 && !f->Hd))
         return dsq_fail(err, DSQ_E_ARG, "gptq: factor made with other options");
-    dsq_qsizes sz;
-    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
+    dsq_qlayout L;
+    int rc = dsq_q_layout_init(&L, dst, err);
     if (rc) return rc;
+    int clip = o ? o->clip_steps : 0;
+    float clip_min = o ? o->clip_min : 0;
+    if (clip < 0 || clip > DSQ_Q_MAX_CLIP || (clip_min != 0 && !(clip_min > 0 && clip_min < 1)))
+        return dsq_fail(err, DSQ_E_ARG, "gptq: clip_steps %d outside [0, %d] or clip_min %g outside (0, 1)", clip,
+                        DSQ_Q_MAX_CLIP, (double)clip_min);
     int act = f->act_order;
     int64_t B = o && o->block > 0 ? o->block : 128;
-    unit_shape(d, cols, &ucols, &urows);
+    ucols = L.unit_cols;
+    urows = L.unit_rows;
     la_kernels K = la_pick();
     const int64_t *perm = f->perm;
     const float *hw = f->hw;
@@ -901,8 +759,6 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
         rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
         goto out;
     }
-    int clip = o ? o->clip_steps : 0;
-    float clip_min = o ? o->clip_min : 0;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
     int dynamic = !act && d->gran == DSQ_QG_GROUP;
@@ -918,7 +774,7 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K, W};
+        jobs[k] = (gjob){&L, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K, W};
     }
     /* static parameters (channel / block granularity, or act-order groups)
      * come from the original weights before any update */
@@ -935,7 +791,7 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
         rjob *rj = dsq_calloc((size_t)nj, sizeof *rj);
         if (!rj) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
         for (int k = 0; k < nj; k++) {
-            rj[k] = (rjob){d, dst, &sz, f->Hd, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
+            rj[k] = (rjob){&L, f->Hd, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
             if (o->pool) dsq_pool_add(o->pool, refine_rows, &rj[k]);
             else refine_rows(&rj[k]);
         }

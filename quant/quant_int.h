@@ -41,6 +41,8 @@
 #ifndef DSQ_QUANT_INT_H
 #define DSQ_QUANT_INT_H
 
+#include "quant.h"
+
 #include <math.h>
 #include <stdint.h>
 
@@ -78,25 +80,8 @@ const dsq_qkern *dsq_qkern_avx2(void);
 /* The kernel set used by the non-_ref entry points, chosen once. */
 const dsq_qkern *dsq_qkern_best(void);
 
-/* Scalar helpers shared by the reference kernels and the drivers. */
-static inline float dsq_q_maxps(float a, float b) { return a > b ? a : b; } /* = _mm256_max_ps(a, b) */
-static inline float dsq_q_minps(float a, float b) { return a < b ? a : b; } /* = _mm256_min_ps(a, b) */
-
-/* One INT4 code (see i4_enc above). */
-static inline unsigned dsq_q_i4_code(float x, float inv, int z) {
-    float t = x * inv;
-    if (t != t) t = 0;
-    t = dsq_q_minps(dsq_q_maxps(t, -16.0f), 16.0f);
-    int u = (int)rintf(t) + z;
-    return (unsigned)(u < 0 ? 0 : u > 15 ? 15 : u);
-}
-/* One INT8 code, as a signed value (see i8_enc above). */
-static inline int dsq_q_i8_code(float x, float inv) {
-    float t = x * inv;
-    if (t != t) t = 0;
-    t = dsq_q_minps(dsq_q_maxps(t, -128.0f), 128.0f);
-    int q = (int)rintf(t);
-    return q < -127 ? -127 : q > 127 ? 127 : q;
-}
+/* The scalar helpers shared by the reference kernels and the drivers
+ * (dsq_q_maxps / dsq_q_minps, dsq_q_i4_code / dsq_q_i8_code) are in quant.h,
+ * beside the storage accessors that use them. */
 
 #endif
