@@ -21,11 +21,12 @@
 #include "verify/gemm.h"
 #include "verify/weights.h"
 #include "pipeline/model.h"
+#include "quant/quant_int.h"
 
 #if defined(__x86_64__) && !defined(DSQ_NO_SIMD)
 #include <immintrin.h>
 /* 12 independent FMA chains: enough to cover FMA latency x pipes. */
-__attribute__((target("avx2,fma"))) static double fma_peak_gflops(void) {
+__attribute__((target("avx2,fma"))) static double fma_peak_avx2(void) {
     __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
     for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(1.0f + 0.01f * (float)i);
     long n = 10000000;
@@ -45,8 +46,8 @@ __attribute__((target("avx2,fma"))) static double fma_peak_gflops(void) {
     (void)sink;
     return (double)n * 12 * 8 * 2 / dt / 1e9;
 }
-#else
-static double fma_peak_gflops(void) {
+#endif
+static double fma_peak_scalar(void) {
     float a[12] = {0}, b = 0.999999f, c = 1e-7f;
     long n = 20000000;
     double t0 = bu_now();
@@ -57,7 +58,15 @@ static double fma_peak_gflops(void) {
     (void)sink;
     return (double)n * 12 * 2 / dt / 1e9;
 }
+/* The floor of the kernel the GEMM runs: AVX2+FMA when the library's CPU
+ * probe has it. */
+static double fma_peak_gflops(void) {
+#if defined(__x86_64__) && !defined(DSQ_NO_SIMD)
+    const dsq_cpu *cpu = dsq_cpu_get();
+    if (cpu->avx2 && cpu->fma) return fma_peak_avx2();
 #endif
+    return fma_peak_scalar();
+}
 
 /* One thread, the way lin() uses the kernel: T tokens against a weight
  * matrix walked in tiles of `nb` rows (best of 3). */

@@ -5,7 +5,10 @@
  * Quantization for Generative Pre-trained Transformers", Algorithm 1):
  * damp H, take the upper Cholesky factor U of H^-1, then quantize column by
  * column, spreading each column's error over the columns not yet quantized
- * through row i of U, with lazy batch updates every `block` columns.
+ * through row i of U, with lazy batch updates every `block` columns.  The
+ * factorisations are calib/linalg.c's, the vector updates entries of the
+ * library's kernel table (quant/quant_int.h), and every code, scale and zero
+ * point is read and written through quant.h's storage accessors.
  *
  * AWQ follows Lin et al. 2023 ("AWQ: Activation-aware Weight Quantization"):
  * a grid search over the exponent of per-input-channel scales derived from
@@ -13,154 +16,40 @@
  */
 #include "calib/methods.h"
 #include "calib/fold.h"
+#include "calib/linalg.h"
 #include "common.h"
-#include "quant/dtype.h"
 #include "common/pool.h"
+#include "quant/quant_int.h"
 
 #include <math.h>
 #include <stdio.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(DSQ_NO_SIMD)
-#define LA_HAVE_AVX 1
-#include <immintrin.h>
-#endif
+/* ---- scheme helpers -------------------------------------------------------
+ * Where codes, scales and zero points live, and what a code means, is
+ * quant.h's knowledge (its storage accessors); these only combine them. */
 
-/* ---- scheme helpers ------------------------------------------------------- */
-
-/* The value the scheme's encoder produces for w with scale s (1/s = inv)
- * and zero point z: the formulas of quant.h. */
-static float qvalue(const dsq_qscheme *d, float w, float s, float inv, int z) {
-    switch (d->kind) {
-    case DSQ_QK_INT4: {
-        float t = w * inv;
-        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
-        int u = (int)rintf(t) + z;
-        u = u < 0 ? 0 : u > 15 ? 15 : u;
-        return (float)(u - z) * s;
-    }
-    case DSQ_QK_INT8: {
-        float t = rintf(w * inv);
-        t = t < -127.0f ? -127.0f : t > 127.0f ? 127.0f : t;
-        return t * s;
-    }
-    case DSQ_QK_FP8:
-        return dsq_e4m3_lut[dsq_f32_to_e4m3(w / s)] * s;
-    default:
-        return w;
-    }
+/* The value the scheme's encoder gives w in a unit with scale s (1/s = inv)
+ * and zero point z. */
+static inline float qvalue(const dsq_qlayout *L, float w, float s, float inv, int z) {
+    return dsq_q_code_value(L, dsq_q_code_of(L, w, s, inv, z), s, z);
 }
 
-static void store_scale(const dsq_qscheme *d, void *scale, int64_t idx, uint32_t code) {
-    uint8_t *p = scale;
-    switch (d->sdt) {
-    case DSQ_DT_F32: dsq_st32(p + 4 * idx, code); break;
-    case DSQ_DT_F16:
-    case DSQ_DT_BF16: dsq_st16(p + 2 * idx, (uint16_t)code); break;
-    case DSQ_DT_F8_E8M0: p[idx] = (uint8_t)code; break;
-    default: break;
-    }
-}
+/* The value of integer level t (code t + z) with scale s: t * s. */
+static inline float lvalue(const dsq_qlayout *L, int t, float s, int z) { return dsq_q_code_value(L, t + z, s, z); }
 
-static void store_zero(void *zero, int64_t scale_cols, int64_t r, int64_t g, int z) {
-    uint8_t *p = (uint8_t *)zero + (uint64_t)r * ((uint64_t)(scale_cols + 1) / 2);
-    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
-    else p[g / 2] = (uint8_t)z;
-}
-
-/* Unit geometry of a scheme: columns per unit along a row (0 = whole row),
- * rows per unit (block schemes). */
-static void unit_shape(const dsq_qscheme *d, int64_t cols, int64_t *ucols, int64_t *urows) {
-    switch (d->gran) {
-    case DSQ_QG_GROUP: *ucols = d->group; *urows = 1; break;
-    case DSQ_QG_BLOCK: *ucols = d->group; *urows = d->group; break;
-    default: *ucols = cols; *urows = 1; break;
-    }
-}
-
-/* Parameters of unit (row band rb, column unit cg) from values in M
- * (row-major, stride cols), stored into dst; returns s/inv/z per row. */
-/* Parameters for the values M[r][c0..c1) of rows [r0, r1) (row stride ld):
- * absmax, or with clip_steps >= 2 the clip ratio rho in [clip_min, 1]
- * minimising sum hw[c] (v - q(v))^2 (hw: per-column weights, e.g. the
- * Hessian diagonal; NULL for 1). */
-static void choose_params(const dsq_qscheme *d, int scheme, const float *M, int64_t ld, int64_t r0, int64_t r1,
-                          int64_t c0, int64_t c1, const float *hw, int clip_steps, float clip_min,
-                          float *s, int *z, uint32_t *code) {
-    float lo = 0, hi = 0;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t j = c0; j < c1; j++) {
-            float v = M[r * ld + j];
-            if (!(fabsf(v) < INFINITY)) continue;
-            if (d->sym) hi = fabsf(v) > hi ? fabsf(v) : hi;
-            else {
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-        }
-    dsq_q_params(scheme, lo, hi, s, z, code);
-    if (clip_steps < 2 || !(hi - lo > 0)) return;
-    if (!(clip_min > 0 && clip_min < 1)) clip_min = 0.5f;
-    double best = INFINITY;
-    /* several ratios per pass over the values: their error sums are
-     * independent chains (each still summed in value order) */
-    enum { KC = 8 };
-    for (int k0 = 0; k0 < clip_steps; k0 += KC) {
-        int nk = clip_steps - k0 < KC ? clip_steps - k0 : KC;
-        float cs[KC], ci[KC];
-        int cz[KC];
-        uint32_t cc[KC];
-        double e[KC];
-        for (int q = 0; q < nk; q++) {
-            float rho = 1.0f - (1.0f - clip_min) * (float)(k0 + q) / (float)(clip_steps - 1);
-            dsq_q_params(scheme, lo * rho, hi * rho, &cs[q], &cz[q], &cc[q]);
-            ci[q] = 1.0f / cs[q];
-            e[q] = 0;
-        }
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t j = c0; j < c1; j++) {
-                float v = M[r * ld + j];
-                double wj = hw ? (double)hw[j] : 1.0;
-                if (d->kind == DSQ_QK_INT4)
-                    for (int q = 0; q < nk; q++) { /* qvalue's INT4 case, inline */
-                        float t = v * ci[q];
-                        t = t < -16.0f ? -16.0f : t > 16.0f ? 16.0f : t;
-                        int u = (int)rintf(t) + cz[q];
-                        u = u < 0 ? 0 : u > 15 ? 15 : u;
-                        double dlt = (double)v - (float)(u - cz[q]) * cs[q];
-                        e[q] += wj * dlt * dlt;
-                    }
-                else
-                    for (int q = 0; q < nk; q++) {
-                        double dlt = (double)v - qvalue(d, v, cs[q], ci[q], cz[q]);
-                        e[q] += wj * dlt * dlt;
-                    }
-            }
-        for (int q = 0; q < nk; q++)
-            if (e[q] < best) { /* first best wins: rho = 1 on ties */
-                best = e[q];
-                *s = cs[q];
-                *z = cz[q];
-                *code = cc[q];
-            }
-    }
-}
-
-static void unit_params(const dsq_qscheme *d, int scheme, const dsq_qmat *dst, const dsq_qsizes *sz,
-                        const float *M, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                        const float *hw, int clip_steps, float clip_min) {
-    float s;
-    int z;
-    uint32_t code;
-    choose_params(d, scheme, M, cols, r0, r1, c0, c1, hw, clip_steps, clip_min, &s, &z, &code);
-    int64_t sidx;
-    switch (d->gran) {
-    case DSQ_QG_GROUP: sidx = r0 * sz->scale_cols + c0 / d->group; break;
-    case DSQ_QG_BLOCK: sidx = (r0 / d->group) * sz->scale_cols + c0 / d->group; break;
-    case DSQ_QG_CHANNEL: sidx = r0; break;
-    default: sidx = 0; break;
-    }
-    store_scale(d, dst->scale, sidx, code);
-    if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(dst->zero, sz->scale_cols, r0, c0 / d->group, z);
+/* Parameters of the unit whose first element is (r, c), from its values
+ * x[i * ld + k] (nrows x ncols), chosen as dsq_q_quantize chooses them
+ * (absmax, or the clip search weighted by hw[c + k]: the Hessian diagonal)
+ * and stored into L's matrix; *s and *z receive them. */
+static void unit_params(const dsq_qlayout *L, int64_t r, int64_t c, const float *x, int64_t nrows, int64_t ncols,
+                        int64_t ld, const float *hw, int clip_steps, float clip_min, float *s, int *z) {
+    dsq_qopts o = {0};
+    o.imp = hw ? hw + c : NULL;
+    o.clip_steps = clip_steps;
+    o.clip_min = clip_min;
+    dsq_q_choose(L->m->type, x, nrows, ncols, ld, &o, s, z, NULL); /* options checked by dsq_gptq_apply */
+    dsq_q_scale_put(L, dsq_q_unit(L, r, c), *s);
+    dsq_q_zero_put(L, r, c / L->unit_cols, *z);
 }
 
 /* Encode the matrix of exactly representable values Q with the parameters
@@ -172,379 +61,42 @@ static int encode_fixed(const float *Q, int64_t rows, int64_t cols, const dsq_qm
     return dsq_q_quantize(&src, dst, 0, rows, &o, err);
 }
 
-/* ---- linear algebra (double) ------------------------------------------------
- *
- * The two factorisations GPTQ needs, blocked for the cache.  Every element
- * still gets exactly the operations of the textbook loops quoted in each
- * comment, in the same order (sums from 0 over k ascending, a product then a
- * subtraction or addition): blocking only changes which element is worked on
- * when, and the vector kernels are element-wise (no reassociated sums, no
- * fused multiply-add), so the factors are bit-identical to the textbook
- * loops with or without SIMD (tests/test_calib_methods.c checks it). */
-
-#define LA_PANEL 16  /* Cholesky columns applied per pass over the trailing rows */
-#define LA_ROWS 4    /* rows of L^-1 / L^-T L^-1 computed per pass over the others */
-
-/* a[j] = (..((a[j] - s[0] x[0][j]) - s[1] x[1][j]) ..) - s[m-1] x[m-1][j], j < n */
-static void sub_many_ref(double *a, const double *const *x, const double *s, int m, int64_t n) {
-    for (int64_t j = 0; j < n; j++) {
-        double v = a[j];
-        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
-        a[j] = v;
-    }
-}
-
-/* a[r][j] += s[r] x[j], r < m, j < n */
-static void add_many_ref(double *const *a, const double *s, int m, const double *x, int64_t n) {
-    for (int r = 0; r < m; r++)
-        for (int64_t j = 0; j < n; j++) a[r][j] += s[r] * x[j];
-}
-
-/* The same as sub_many in f32 (GPTQ's error updates). */
-static void sub_many_f_ref(float *a, const float *const *x, const float *s, int m, int64_t n) {
-    for (int64_t j = 0; j < n; j++) {
-        float v = a[j];
-        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
-        a[j] = v;
-    }
-}
-
-#ifdef LA_HAVE_AVX
-/* Four vectors at a time in sub_many: the m subtractions into one element
- * form a dependency chain, so independent chains keep the units busy. */
-#define LA_TGT __attribute__((target("avx")))
-LA_TGT static void sub_many_avx(double *a, const double *const *x, const double *s, int m, int64_t n) {
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m256d v0 = _mm256_loadu_pd(a + j), v1 = _mm256_loadu_pd(a + j + 4);
-        __m256d v2 = _mm256_loadu_pd(a + j + 8), v3 = _mm256_loadu_pd(a + j + 12);
-        for (int p = 0; p < m; p++) {
-            __m256d sp = _mm256_set1_pd(s[p]);
-            const double *xp = x[p] + j;
-            v0 = _mm256_sub_pd(v0, _mm256_mul_pd(sp, _mm256_loadu_pd(xp)));
-            v1 = _mm256_sub_pd(v1, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 4)));
-            v2 = _mm256_sub_pd(v2, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 8)));
-            v3 = _mm256_sub_pd(v3, _mm256_mul_pd(sp, _mm256_loadu_pd(xp + 12)));
-        }
-        _mm256_storeu_pd(a + j, v0);
-        _mm256_storeu_pd(a + j + 4, v1);
-        _mm256_storeu_pd(a + j + 8, v2);
-        _mm256_storeu_pd(a + j + 12, v3);
-    }
-    for (; j + 4 <= n; j += 4) {
-        __m256d v = _mm256_loadu_pd(a + j);
-        for (int p = 0; p < m; p++) v = _mm256_sub_pd(v, _mm256_mul_pd(_mm256_set1_pd(s[p]), _mm256_loadu_pd(x[p] + j)));
-        _mm256_storeu_pd(a + j, v);
-    }
-    for (; j < n; j++) {
-        double v = a[j];
-        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
-        a[j] = v;
-    }
-}
-LA_TGT static void add_many_avx(double *const *a, const double *s, int m, const double *x, int64_t n) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        __m256d xv = _mm256_loadu_pd(x + j);
-        for (int r = 0; r < m; r++)
-            _mm256_storeu_pd(a[r] + j, _mm256_add_pd(_mm256_loadu_pd(a[r] + j), _mm256_mul_pd(_mm256_set1_pd(s[r]), xv)));
-    }
-    for (; j < n; j++)
-        for (int r = 0; r < m; r++) a[r][j] += s[r] * x[j];
-}
-LA_TGT static void sub_many_f_avx(float *a, const float *const *x, const float *s, int m, int64_t n) {
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m256 v0 = _mm256_loadu_ps(a + j), v1 = _mm256_loadu_ps(a + j + 8);
-        __m256 v2 = _mm256_loadu_ps(a + j + 16), v3 = _mm256_loadu_ps(a + j + 24);
-        for (int p = 0; p < m; p++) {
-            __m256 sp = _mm256_set1_ps(s[p]);
-            const float *xp = x[p] + j;
-            v0 = _mm256_sub_ps(v0, _mm256_mul_ps(sp, _mm256_loadu_ps(xp)));
-            v1 = _mm256_sub_ps(v1, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 8)));
-            v2 = _mm256_sub_ps(v2, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 16)));
-            v3 = _mm256_sub_ps(v3, _mm256_mul_ps(sp, _mm256_loadu_ps(xp + 24)));
-        }
-        _mm256_storeu_ps(a + j, v0);
-        _mm256_storeu_ps(a + j + 8, v1);
-        _mm256_storeu_ps(a + j + 16, v2);
-        _mm256_storeu_ps(a + j + 24, v3);
-    }
-    for (; j + 8 <= n; j += 8) {
-        __m256 v = _mm256_loadu_ps(a + j);
-        for (int p = 0; p < m; p++) v = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_set1_ps(s[p]), _mm256_loadu_ps(x[p] + j)));
-        _mm256_storeu_ps(a + j, v);
-    }
-    for (; j < n; j++) {
-        float v = a[j];
-        for (int p = 0; p < m; p++) v -= s[p] * x[p][j];
-        a[j] = v;
-    }
-}
-#endif
-
-typedef struct la_kernels {
-    void (*sub_many)(double *a, const double *const *x, const double *s, int m, int64_t n);
-    void (*add_many)(double *const *a, const double *s, int m, const double *x, int64_t n);
-    void (*sub_many_f)(float *a, const float *const *x, const float *s, int m, int64_t n);
-} la_kernels;
-
-static la_kernels la_pick(void) {
-#ifdef LA_HAVE_AVX
-    if (__builtin_cpu_supports("avx")) return (la_kernels){sub_many_avx, add_many_avx, sub_many_f_avx};
-#endif
-    return (la_kernels){sub_many_ref, add_many_ref, sub_many_f_ref};
-}
-
-/* Jobs split over the pool.  Each one owns whole elements (rows of the
- * trailing update, columns of L^-1, rows of A^-1), so any split gives the
- * same bits; the splits balance the triangular amounts of work. */
-#define LA_JOBS 16
-
-typedef struct la_job {
-    const la_kernels *K;
-    double *A, *X, *buf;
-    const double *lk;
-    int64_t n, k0, k1, a0, a1; /* a0..a1: rows or columns of this job */
-} la_job;
-
-static void la_run(dsq_pool *pool, void (*fn)(void *), la_job *jobs, int nj) {
-    for (int j = 0; j < nj; j++) {
-        if (jobs[j].a0 >= jobs[j].a1) continue;
-        if (pool) dsq_pool_add(pool, fn, &jobs[j]);
-        else fn(&jobs[j]);
-    }
-    if (pool) dsq_pool_join(pool);
-}
-
-/* Split [lo, hi) into nj parts of equal sum of w(i), i in a part. */
-static void la_split(la_job *jobs, int nj, int64_t lo, int64_t hi, double (*w)(int64_t i, int64_t lo, int64_t n),
-                     int64_t n) {
-    double total = 0;
-    for (int64_t i = lo; i < hi; i++) total += w(i, lo, n);
-    double acc = 0;
-    int j = 0;
-    jobs[0].a0 = lo;
-    for (int64_t i = lo; i < hi && j < nj - 1; i++) {
-        acc += w(i, lo, n);
-        if (acc >= total * (j + 1) / nj) {
-            jobs[j].a1 = i + 1;
-            jobs[++j].a0 = i + 1;
-        }
-    }
-    jobs[j].a1 = hi;
-    for (int k = j + 1; k < nj; k++) jobs[k].a0 = jobs[k].a1 = hi;
-}
-
-static double w_flat(int64_t i, int64_t lo, int64_t n) { (void)i; (void)lo; (void)n; return 1; }
-static double w_trail(int64_t i, int64_t lo, int64_t n) { (void)n; return (double)(i - lo + 1); }
-static double w_col(int64_t j, int64_t lo, int64_t n) { (void)lo; return (double)(n - j) * (double)(n - j); }
-static double w_row(int64_t i, int64_t lo, int64_t n) { (void)lo; return (double)(i + 1) * (double)(n - i); }
-
-/* Cholesky, rows a0..a1 below the panel's diagonal block: their panel
- * columns (the block is final), copied to lk column-wise for the trailing
- * update. */
-static void chol_panel_rows(void *arg) {
-    la_job *j = arg;
-    double *A = j->A, *lk = (double *)j->lk;
-    int64_t n = j->n, k0 = j->k0, k1 = j->k1;
-    for (int64_t i = j->a0; i < j->a1; i++) {
-        double *ai = A + i * n;
-        for (int64_t k = k0; k < k1; k++) {
-            ai[k] /= A[k * n + k];
-            for (int64_t c = k + 1; c < k1; c++) ai[c] -= ai[k] * A[c * n + k];
-        }
-        for (int64_t p = 0; p < k1 - k0; p++) lk[p * n + i] = ai[k0 + p];
-    }
-}
-
-/* Cholesky trailing rows a0..a1: columns k1..i, panel columns k0..k1 in order */
-static void chol_trail(void *arg) {
-    la_job *j = arg;
-    int64_t n = j->n, k1 = j->k1;
-    int m = (int)(k1 - j->k0);
-    const double *x[LA_PANEL];
-    double s[LA_PANEL];
-    for (int p = 0; p < m; p++) x[p] = j->lk + p * n + k1;
-    for (int64_t i = j->a0; i < j->a1; i++) {
-        for (int p = 0; p < m; p++) s[p] = j->A[i * n + j->k0 + p];
-        j->K->sub_many(j->A + i * n + k1, x, s, m, i - k1 + 1);
-    }
-}
-
-/* Cholesky A = L L^T (lower, in place, upper part zeroed).  Textbook form:
- *     for j: s = A_jj - sum_{k<j} L_jk L_jk;  L_jj = sqrt(s)
- *            L_ij = (A_ij - sum_{k<j} L_ik L_jk) / L_jj      (i > j)
- * computed right-looking by panels of columns: once column k is final,
- * L_ik L_jk is subtracted from every later A_ij, so each element still sees
- * k = 0, 1, ... in order.  Per panel: its diagonal block, then the panel
- * columns of the rows below it, then the trailing rows, each trailing row
- * taking all the panel's columns in one pass while it sits in cache.
- * 0 on success, -1 if A is not positive definite, DSQ_E_NOMEM. */
-static int cholesky(const la_kernels *K, double *A, int64_t n, dsq_pool *pool) {
-    double *lk = dsq_malloc(sizeof *lk * (size_t)(LA_PANEL * n + 1));
-    if (!lk) return DSQ_E_NOMEM;
-    la_job jobs[LA_JOBS];
-    int nj = pool ? dsq_pool_size(pool) * 2 : 1;
-    if (nj > LA_JOBS) nj = LA_JOBS;
-    dsq_pool *p = nj > 1 ? pool : NULL;
-    for (int64_t k0 = 0; k0 < n; k0 += LA_PANEL) {
-        int64_t k1 = k0 + LA_PANEL < n ? k0 + LA_PANEL : n;
-        for (int64_t k = k0; k < k1; k++) {
-            double s = A[k * n + k];
-            if (!(s > 0)) {
-                free(lk);
-                return -1;
-            }
-            A[k * n + k] = sqrt(s);
-            for (int64_t i = k + 1; i < k1; i++) {
-                double *ai = A + i * n;
-                ai[k] /= A[k * n + k];
-                for (int64_t c = k + 1; c <= i; c++) ai[c] -= ai[k] * A[c * n + k];
-            }
-        }
-        if (k1 == n) break;
-        for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, NULL, NULL, lk, n, k0, k1, 0, 0};
-        la_split(jobs, nj, k1, n, w_flat, n);
-        la_run(p, chol_panel_rows, jobs, nj);
-        la_split(jobs, nj, k1, n, w_trail, n);
-        la_run(p, chol_trail, jobs, nj);
-    }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++) A[i * n + j] = 0;
-    free(lk);
-    return 0;
-}
-
-/* Columns a0..a1 of X = L^-1 (L in A; X zeroed), rows from a0 down, a few
- * at a time so that each row of X read serves all of them. */
-static void inv_cols(void *arg) {
-    la_job *jb = arg;
-    const double *A = jb->A;
-    double *X = jb->X, *acc[LA_ROWS], s[LA_ROWS];
-    int64_t n = jb->n, j0 = jb->a0, j1 = jb->a1;
-    for (int64_t i0 = j0; i0 < n; i0 += LA_ROWS) {
-        int m = n - i0 < LA_ROWS ? (int)(n - i0) : LA_ROWS;
-        for (int r = 0; r < m; r++) acc[r] = X + (i0 + r) * n + j0;
-        /* sums over the rows k < i0, finished earlier; X_kj = 0 for j > k */
-        for (int64_t k = j0; k < i0; k++) {
-            for (int r = 0; r < m; r++) s[r] = A[(i0 + r) * n + k];
-            jb->K->add_many(acc, s, m, X + k * n + j0, (k + 1 < j1 ? k + 1 : j1) - j0);
-        }
-        /* then the rows of this group, in order */
-        for (int r = 0; r < m; r++) {
-            int64_t i = i0 + r;
-            for (int64_t k = i0; k < i; k++)
-                jb->K->add_many(&acc[r], &A[i * n + k], 1, X + k * n + j0, (k + 1 < j1 ? k + 1 : j1) - j0);
-            double d = A[i * n + i];
-            for (int64_t j = j0; j < (i < j1 ? i : j1); j++) X[i * n + j] = -X[i * n + j] / d;
-            if (i < j1) X[i * n + i] = 1.0 / d;
-        }
-    }
-}
-
-/* Rows a0..a1 of A^-1 = X^T X (both triangles), a few at a time. */
-static void inv_rows(void *arg) {
-    la_job *jb = arg;
-    const double *X = jb->X;
-    double *A = jb->A, *acc[LA_ROWS], s[LA_ROWS];
-    int64_t n = jb->n;
-    for (int64_t i0 = jb->a0; i0 < jb->a1; i0 += LA_ROWS) {
-        int m = jb->a1 - i0 < LA_ROWS ? (int)(jb->a1 - i0) : LA_ROWS;
-        int64_t w = i0 + m; /* columns j < w cover every row of the group */
-        memset(jb->buf, 0, sizeof *jb->buf * (size_t)(LA_ROWS * n));
-        for (int r = 0; r < m; r++) acc[r] = jb->buf + r * n;
-        /* k from i upwards: first the group's own rows, then the later ones
-         * together (columns j > i of row i collect terms never stored) */
-        for (int r = 0; r < m; r++)
-            for (int64_t k = i0 + r; k < w; k++) jb->K->add_many(&acc[r], &X[k * n + i0 + r], 1, X + k * n, i0 + r + 1);
-        for (int64_t k = w; k < n; k++) {
-            for (int r = 0; r < m; r++) s[r] = X[k * n + i0 + r];
-            jb->K->add_many(acc, s, m, X + k * n, w);
-        }
-        for (int r = 0; r < m; r++) {
-            int64_t i = i0 + r;
-            for (int64_t j = 0; j <= i; j++) A[i * n + j] = A[j * n + i] = acc[r][j];
-        }
-    }
-}
-
-/* Inverse of an SPD matrix (both triangles), through its lower Cholesky
- * factor L: A^-1 = L^-T L^-1.  Textbook form, X = L^-1:
- *     X_jj = 1 / L_jj;  X_ij = -(sum_{k=j}^{i-1} L_ik X_kj) / L_ii      (i > j)
- *     A^-1_ij = sum_{k=i}^{n-1} X_ki X_kj                              (j <= i)
- * X is [n x n] scratch.  Returns as cholesky. */
-static int spd_inverse(const la_kernels *K, double *A, int64_t n, double *X, dsq_pool *pool) {
-    int rc = cholesky(K, A, n, pool);
-    if (rc) return rc;
-    memset(X, 0, sizeof *X * (size_t)(n * n));
-    la_job jobs[LA_JOBS];
-    int nj = pool ? dsq_pool_size(pool) * 2 : 1;
-    if (nj > LA_JOBS) nj = LA_JOBS;
-    for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, X, NULL, NULL, n, 0, 0, 0, 0};
-    la_split(jobs, nj, 0, n, w_col, n);
-    la_run(nj > 1 ? pool : NULL, inv_cols, jobs, nj);
-    /* A = X^T X, by rows; A (holding L) is no longer read */
-    double *buf = dsq_malloc(sizeof *buf * (size_t)(nj * LA_ROWS * n + 1));
-    if (!buf) return DSQ_E_NOMEM;
-    for (int j = 0; j < nj; j++) jobs[j] = (la_job){K, A, X, buf + (int64_t)j * LA_ROWS * n, NULL, n, 0, 0, 0, 0};
-    la_split(jobs, nj, 0, n, w_row, n);
-    la_run(nj > 1 ? pool : NULL, inv_rows, jobs, nj);
-    free(buf);
-    return 0;
-}
-
-int dsq_spd_inv_chol(double *A, int64_t n, double *tmp, struct dsq_pool *pool) {
-    la_kernels K = la_pick();
-    int rc = spd_inverse(&K, A, n, tmp, pool);
-    return rc ? rc : cholesky(&K, A, n, pool);
-}
-
 /* ---- GPTQ ------------------------------------------------------------------- */
 
 /* One GPTQ job: rows [r0, r1).  Rows are independent given U (each row's
  * errors only move that row's later columns), so rows split over threads
  * give the same result as one thread. */
 typedef struct gjob {
-    const dsq_qscheme *d;
-    const dsq_qmat *dst;
-    const dsq_qsizes *sz;
+    const dsq_qlayout *L;  /* the destination */
     const float *U;        /* [n x n] upper Cholesky factor of H^-1, f32 */
     const float *Wp;       /* permuted weights */
     float *Q;              /* permuted results */
     const int64_t *perm;
     const float *hw;       /* Hessian diagonal by original column (clip search weights) */
-    int64_t n, B, r0, r1, ucols, urows;
+    int64_t n, B, r0, r1;
     int dynamic, clip_steps;
     float clip_min;
-    const la_kernels *K;
+    const dsq_qkern *K;    /* the kernel table (sub_many_f) */
     const float *W;        /* original weights (static parameters) */
 } gjob;
 
 /* Static parameters of rows [r0, r1) from the original weights. */
 static void gptq_static(void *arg) {
     gjob *j = arg;
-    int64_t cols = j->n;
-    for (int64_t r = j->r0; r < j->r1; r += j->urows)
-        for (int64_t c0 = 0; c0 < cols; c0 += j->ucols) {
-            int64_t r1 = r + j->urows < j->r1 ? r + j->urows : j->r1, c1 = c0 + j->ucols < cols ? c0 + j->ucols : cols;
-            unit_params(j->d, j->dst->type, j->dst, j->sz, j->W, cols, r, r1, c0, c1, j->hw, j->clip_steps, j->clip_min);
+    int64_t cols = j->n, ur = j->L->unit_rows, uc = j->L->unit_cols;
+    for (int64_t r = j->r0; r < j->r1; r += ur)
+        for (int64_t c0 = 0; c0 < cols; c0 += uc) {
+            int64_t r1 = r + ur < j->r1 ? r + ur : j->r1, c1 = c0 + uc < cols ? c0 + uc : cols;
+            float s;
+            int z;
+            unit_params(j->L, r, c0, j->W + r * cols + c0, r1 - r, c1 - c0, cols, j->hw, j->clip_steps, j->clip_min,
+                        &s, &z);
         }
-}
-
-static float stored_scale(const dsq_qscheme *d, const void *scale, int64_t sidx) {
-    const uint8_t *sp = scale;
-    switch (d->sdt) {
-    case DSQ_DT_F32: return dsq_lef32(sp + 4 * sidx);
-    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(sp + 2 * sidx));
-    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(sp + 2 * sidx));
-    default: return dsq_ue8m0_to_f32(sp[sidx]);
-    }
 }
 
 static void gptq_rows(void *arg) {
     gjob *j = arg;
-    const dsq_qscheme *d = j->d;
+    const dsq_qlayout L = *j->L; /* a local copy: float stores cannot alias it */
     int64_t n = j->n, B = j->B;
     float *w = malloc(sizeof *w * (size_t)n), *eb = malloc(sizeof *eb * (size_t)B);
     const float **ux = malloc(sizeof *ux * (size_t)B);
@@ -558,35 +110,20 @@ static void gptq_rows(void *arg) {
             for (int64_t i = i1; i < i2; i++) {
                 int64_t orig = j->perm[i];
                 if (j->dynamic) {
-                    if (orig % j->ucols == 0) {
+                    if (orig % L.unit_cols == 0) {
                         /* new group: parameters from its current (updated) weights,
                          * which without act-order are columns i .. i+G-1 */
-                        int64_t c1 = orig + j->ucols < n ? orig + j->ucols : n;
-                        uint32_t code;
-                        choose_params(d, j->dst->type, w, 0, 0, 1, orig, c1, j->hw, j->clip_steps, j->clip_min,
-                                      &s, &z, &code);
-                        store_scale(d, j->dst->scale, r * j->sz->scale_cols + orig / j->ucols, code);
-                        if (d->kind == DSQ_QK_INT4 && !d->sym) store_zero(j->dst->zero, j->sz->scale_cols, r, orig / j->ucols, z);
+                        int64_t c1 = orig + L.unit_cols < n ? orig + L.unit_cols : n;
+                        unit_params(&L, r, orig, w + orig, 1, c1 - orig, 0, j->hw, j->clip_steps, j->clip_min, &s, &z);
                         inv = 1.0f / s;
                     }
                 } else {
-                    int64_t sidx = d->gran == DSQ_QG_GROUP ? r * j->sz->scale_cols + orig / j->ucols
-                                 : d->gran == DSQ_QG_BLOCK ? (r / j->urows) * j->sz->scale_cols + orig / j->ucols
-                                 : r;
-                    s = stored_scale(d, j->dst->scale, sidx);
+                    s = dsq_q_scale_get(&L, dsq_q_unit(&L, r, orig));
                     inv = 1.0f / s;
-                    z = 0;
-                    if (d->kind == DSQ_QK_INT4) {
-                        if (d->sym) z = 8;
-                        else {
-                            const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)r * ((uint64_t)(j->sz->scale_cols + 1) / 2);
-                            int64_t g = orig / j->ucols;
-                            z = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
-                        }
-                    }
+                    z = dsq_q_zero_get(&L, r, orig / L.unit_cols);
                 }
                 const float *u = j->U + i * n;
-                float q = qvalue(d, w[i], s, inv, z);
+                float q = qvalue(&L, w[i], s, inv, z);
                 j->Q[r * n + i] = q;
                 float e = (w[i] - q) / u[i];
                 eb[i - i1] = e;
@@ -611,35 +148,12 @@ static void gptq_rows(void *arg) {
 
 /* ---- refinement ------------------------------------------------------------- */
 
-/* The stored form of a positive scale s (bf16 / f16 round to nearest even,
- * f32 as is); 0 when the scheme's scale type cannot take arbitrary values
- * or s does not survive the rounding as a positive finite number. */
-static int scale_code(const dsq_qscheme *d, float s, uint32_t *code, float *back) {
+/* The stored form of a positive scale s (rounded to nearest even), in
+ * *back; 0 when s or its stored form is not a positive finite number. */
+static int scale_round(const dsq_qlayout *L, float s, float *back) {
     if (!(s > 0) || !(s < INFINITY)) return 0;
-    switch (d->sdt) {
-    case DSQ_DT_F32: memcpy(code, &s, 4); *back = s; break;
-    case DSQ_DT_BF16: *code = dsq_f32_to_bf16(s); *back = dsq_bf16_to_f32((uint16_t)*code); break;
-    case DSQ_DT_F16: *code = dsq_f32_to_f16(s); *back = dsq_f16_to_f32((uint16_t)*code); break;
-    default: return 0;
-    }
+    *back = dsq_q_scale_stored(L, s);
     return *back > 0 && *back < INFINITY;
-}
-
-/* Solve the SPD system A x = b (n x n, destroyed) by Cholesky; -1 if not SPD. */
-static int spd_solve(double *A, double *b, int64_t n) {
-    la_kernels K = la_pick();
-    if (cholesky(&K, A, n, NULL)) return -1;
-    for (int64_t i = 0; i < n; i++) {
-        double t = b[i];
-        for (int64_t k = 0; k < i; k++) t -= A[i * n + k] * b[k];
-        b[i] = t / A[i * n + i];
-    }
-    for (int64_t i = n - 1; i >= 0; i--) {
-        double t = b[i];
-        for (int64_t k = i + 1; k < n; k++) t -= A[k * n + i] * b[k];
-        b[i] = t / A[i * n + i];
-    }
-    return 0;
 }
 
 /* One refinement job: rows [r0, r1) of the permuted GPTQ result Q, refined
@@ -651,14 +165,12 @@ static int spd_solve(double *A, double *b, int64_t n) {
  *           (normal equations of the same objective), rounded to the stored
  *           type and kept only when the objective goes down. */
 typedef struct rjob {
-    const dsq_qscheme *d;
-    const dsq_qmat *dst;
-    const dsq_qsizes *sz;
+    const dsq_qlayout *L;  /* the destination */
     const double *Hd;
     const float *Wp;
     float *Q;
     const int64_t *perm;
-    int64_t n, r0, r1, ucols;
+    int64_t n, r0, r1;
     int iters, fail;
 } rjob;
 
@@ -676,34 +188,27 @@ static double row_obj(const double *Hd, const double *e, double *r, int64_t n) {
 
 static void refine_rows(void *arg) {
     rjob *j = arg;
-    const dsq_qscheme *d = j->d;
-    int64_t n = j->n, G = (n + j->ucols - 1) / j->ucols;
-    int tlo = d->kind == DSQ_QK_INT8 ? -127 : -8, thi = d->kind == DSQ_QK_INT8 ? 127 : 7;
+    const dsq_qlayout *L = j->L;
+    int64_t n = j->n, G = dsq_q_units_per_row(L);
+    int clo, chi; /* code range: level t of a group with zero point z is code t + z */
+    dsq_q_code_range(L, &clo, &chi);
     double *e = malloc(sizeof *e * (size_t)n), *r = malloc(sizeof *r * (size_t)n), *hw = malloc(sizeof *hw * (size_t)n);
     double *Y = malloc(sizeof *Y * (size_t)(n * G)), *M = malloc(sizeof *M * (size_t)(G * G)), *b = malloc(sizeof *b * (size_t)G);
     float *s = malloc(sizeof *s * (size_t)G), *s_new = malloc(sizeof *s_new * (size_t)G), *q = malloc(sizeof *q * (size_t)n);
-    uint32_t *code = malloc(sizeof *code * (size_t)G);
     int *t = malloc(sizeof *t * (size_t)n), *z = malloc(sizeof *z * (size_t)G);
     int64_t *grp = malloc(sizeof *grp * (size_t)n);
-    if (!e || !r || !hw || !Y || !M || !b || !s || !s_new || !q || !code || !t || !z || !grp) {
+    if (!e || !r || !hw || !Y || !M || !b || !s || !s_new || !q || !t || !z || !grp) {
         j->fail = 1;
         goto out;
     }
-    for (int64_t i = 0; i < n; i++) grp[i] = j->perm[i] / j->ucols;
+    for (int64_t i = 0; i < n; i++) grp[i] = j->perm[i] / L->unit_cols;
     for (int64_t row = j->r0; row < j->r1; row++) {
         const float *w = j->Wp + row * n;
         float *Qr = j->Q + row * n;
-        int64_t sbase = d->gran == DSQ_QG_GROUP ? row * j->sz->scale_cols : row;
+        int64_t sbase = dsq_q_unit(L, row, 0); /* the row's groups are units sbase .. sbase + G - 1 */
         for (int64_t g = 0; g < G; g++) {
-            s[g] = stored_scale(d, j->dst->scale, sbase + g);
-            z[g] = 0;
-            if (d->kind == DSQ_QK_INT4) {
-                if (d->sym) z[g] = 8;
-                else {
-                    const uint8_t *zp = (const uint8_t *)j->dst->zero + (uint64_t)row * ((uint64_t)(j->sz->scale_cols + 1) / 2);
-                    z[g] = (g & 1) ? zp[g / 2] >> 4 : zp[g / 2] & 15;
-                }
-            }
+            s[g] = dsq_q_scale_get(L, sbase + g);
+            z[g] = dsq_q_zero_get(L, row, g);
         }
         int bad = 0;
         for (int64_t i = 0; i < n; i++) {
@@ -727,15 +232,16 @@ static void refine_rows(void *arg) {
                 double hii = h[i];
                 if (!(hii > 0)) continue;
                 float sg = s[grp[i]];
+                int zg = z[grp[i]];
                 double target = (double)q[i] + r[i] / hii;
                 double tt = rint(target / sg);
-                int lo = tlo, hi = thi;
-                if (d->kind == DSQ_QK_INT4) { lo = -z[grp[i]]; hi = 15 - z[grp[i]]; }
+                int lo = clo - zg, hi = chi - zg;
                 int tn = tt < lo ? lo : tt > hi ? hi : (int)tt;
                 if (tn == t[i]) continue;
-                double dl = (double)((float)tn * sg) - q[i];
+                float qn = lvalue(L, tn, sg, zg);
+                double dl = (double)qn - q[i];
                 t[i] = tn;
-                q[i] = (float)tn * sg;
+                q[i] = qn;
                 e[i] -= dl;
                 for (int64_t k = 0; k < n; k++) r[k] -= dl * h[k];
             }
@@ -754,18 +260,18 @@ static void refine_rows(void *arg) {
                 b[grp[i]] += t[i] * hw[i];
             }
             for (int64_t g = 0; g < G; g++) M[g * G + g] += 1e-12 * (M[g * G + g] > 0 ? M[g * G + g] : 1);
-            if (spd_solve(M, b, G)) break;
+            if (dsq_spd_solve(M, b, G)) break;
             int changed = 0;
             for (int64_t g = 0; g < G; g++) {
                 float back;
                 s_new[g] = s[g];
-                if (scale_code(d, (float)b[g], &code[g], &back) && back != s[g]) {
+                if (scale_round(L, (float)b[g], &back) && back != s[g]) {
                     s_new[g] = back;
                     changed = 1;
                 }
             }
             if (!changed) break;
-            for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - (double)((float)t[i] * s_new[grp[i]]);
+            for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - (double)lvalue(L, t[i], s_new[grp[i]], z[grp[i]]);
             double o2 = row_obj(j->Hd, e, r, n);
             if (!(o2 < obj)) {
                 for (int64_t i = 0; i < n; i++) e[i] = (double)w[i] - q[i];
@@ -776,15 +282,15 @@ static void refine_rows(void *arg) {
             for (int64_t g = 0; g < G; g++)
                 if (s_new[g] != s[g]) {
                     s[g] = s_new[g];
-                    store_scale(d, j->dst->scale, sbase + g, code[g]);
+                    dsq_q_scale_put(L, sbase + g, s[g]);
                 }
-            for (int64_t i = 0; i < n; i++) q[i] = (float)t[i] * s[grp[i]];
+            for (int64_t i = 0; i < n; i++) q[i] = lvalue(L, t[i], s[grp[i]], z[grp[i]]);
         }
         memcpy(Qr, q, sizeof *q * (size_t)n);
     }
 out:
     free(e); free(r); free(hw); free(Y); free(M); free(b); free(s); free(s_new); free(q);
-    free(code); free(t); free(z); free(grp);
+    free(t); free(z); free(grp);
 }
 
 struct dsq_gptq_factor {
@@ -878,7 +384,7 @@ out:
 int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq_factor *f, const dsq_gptq_opts *o,
                    const dsq_qmat *dst, double *out_err, dsq_err *err) {
     const dsq_qscheme *d = dsq_q_scheme(dst->type);
-    int64_t n = f->n, cols = f->n, ucols, urows;
+    int64_t n = f->n, cols = f->n;
     if (!d || d->kind == DSQ_QK_FLOAT || d->gran == DSQ_QG_TENSOR)
         return dsq_fail(err, DSQ_E_ARG, "gptq: scheme %s is not supported", d ? d->name : "?");
     if (dst->cols != cols || dst->rows != rows)
@@ -886,13 +392,18 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
                         (long long)dst->cols, (long long)cols);
     if ((o ? o->act_order : 0) != f->act_order || (o ? o->damp : 0) != f->damp || (o && o->refine > 0 && !f->Hd))
         return dsq_fail(err, DSQ_E_ARG, "gptq: factor made with other options");
-    dsq_qsizes sz;
-    int rc = dsq_q_sizes(dst->type, rows, cols, &sz, err);
+    dsq_qlayout L;
+    int rc = dsq_q_layout_init(&L, dst, err);
     if (rc) return rc;
+    int clip = o ? o->clip_steps : 0;
+    float clip_min = o ? o->clip_min : 0;
+    if (clip < 0 || clip > DSQ_Q_MAX_CLIP || (clip_min != 0 && !(clip_min > 0 && clip_min < 1)))
+        return dsq_fail(err, DSQ_E_ARG, "gptq: clip_steps %d outside [0, %d] or clip_min %g outside (0, 1)", clip,
+                        DSQ_Q_MAX_CLIP, (double)clip_min);
     int act = f->act_order;
     int64_t B = o && o->block > 0 ? o->block : 128;
-    unit_shape(d, cols, &ucols, &urows);
-    la_kernels K = la_pick();
+    int64_t urows = L.unit_rows;
+    const dsq_qkern *K = dsq_qkern_best();
     const int64_t *perm = f->perm;
     const float *hw = f->hw;
     float *Wp = dsq_malloc(sizeof *Wp * (size_t)(rows * n)), *Q = dsq_calloc((size_t)(rows * n), sizeof *Q);
@@ -901,8 +412,6 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
         rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory for a [%lld x %lld] matrix", (long long)rows, (long long)cols);
         goto out;
     }
-    int clip = o ? o->clip_steps : 0;
-    float clip_min = o ? o->clip_min : 0;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < n; k++) Wp[r * n + k] = W[r * n + perm[k]];
     int dynamic = !act && d->gran == DSQ_QG_GROUP;
@@ -918,7 +427,7 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
             r0 = (r0 / urows) * urows;
             r1 = k + 1 == nj ? rows : (r1 / urows) * urows;
         }
-        jobs[k] = (gjob){d, dst, &sz, f->U, Wp, Q, perm, hw, n, B, r0, r1, ucols, urows, dynamic, clip, clip_min, &K, W};
+        jobs[k] = (gjob){&L, f->U, Wp, Q, perm, hw, n, B, r0, r1, dynamic, clip, clip_min, K, W};
     }
     /* static parameters (channel / block granularity, or act-order groups)
      * come from the original weights before any update */
@@ -935,7 +444,7 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
         rjob *rj = dsq_calloc((size_t)nj, sizeof *rj);
         if (!rj) { rc = dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory"); goto out; }
         for (int k = 0; k < nj; k++) {
-            rj[k] = (rjob){d, dst, &sz, f->Hd, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, ucols, o->refine, 0};
+            rj[k] = (rjob){&L, f->Hd, Wp, Q, perm, n, jobs[k].r0, jobs[k].r1, o->refine, 0};
             if (o->pool) dsq_pool_add(o->pool, refine_rows, &rj[k]);
             else refine_rows(&rj[k]);
         }
@@ -999,8 +508,7 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
     mean = mean > 0 ? mean / (double)n : 1;
     for (int64_t k = 0; k < n * n; k++) A[k] = H[k];
     for (int64_t i = 0; i < n; i++) A[i * n + i] += (damp > 0 ? damp : 0.01) * mean;
-    la_kernels K = la_pick();
-    int sr = spd_inverse(&K, A, n, tmp, NULL);
+    int sr = dsq_spd_inverse(A, n, tmp, NULL);
     if (sr) {
         rc = sr == DSQ_E_NOMEM ? dsq_fail(err, DSQ_E_NOMEM, "gptq: out of memory")
                                : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");

@@ -57,14 +57,6 @@ int dsq_gptq_apply(const float *W, int64_t rows, const double *H, const dsq_gptq
 int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H, const double *C, double damp,
                     double alpha, float *out, dsq_err *err);
 
-/* The lower Cholesky factor of A^-1 for a symmetric positive definite A
- * ([n x n] row-major doubles, both triangles), in place in A (upper part
- * zeroed): the transpose of the U through which GPTQ spreads each column's
- * error.  tmp: [n x n] scratch; the work is split over pool (may be NULL).
- * 0, -1 if A is not positive definite, or DSQ_E_NOMEM.  Same bits as the
- * textbook loops, with or without SIMD, with any number of threads. */
-int dsq_spd_inv_chol(double *A, int64_t n, double *tmp, struct dsq_pool *pool);
-
 /* AWQ: choose per-input-column scales s_j = m_j^alpha / mean over j (m_j =
  * mean |x_j|), alpha on a grid of n_grid values in [0, 1], quantize
  * W diag(s) (absmax, or the clip search when clip_steps >= 2) and keep the

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "formats/container.h"
 #include "formats/json.h"
+#include "quant/quant_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -138,35 +139,6 @@ int dsq_cstats_alias(dsq_cstats *cs, const char *alias, const char *target) {
     return DSQ_OK;
 }
 
-/* tmp[i][j] (j >= i) += sum over the n rows of x_i x_j, in f32 for one
- * batch (at most a window of tokens; the running total stays in double).
- * One body, compiled twice: plain and for AVX2+FMA (whose f32 sums may round
- * differently: statistics, not stored bytes, depend on it). */
-#define HESS_ROWS_BODY                                                        \
-    for (int64_t t = 0; t < n; t++) {                                         \
-        const float *r = x + t * c;                                           \
-        for (int64_t i = 0; i < c; i++) {                                     \
-            float xi = r[i];                                                  \
-            if (xi == 0) continue;                                            \
-            float *ti = tmp + i * c;                                          \
-            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];               \
-        }                                                                     \
-    }
-
-static void hess_rows(float *tmp, const float *x, int64_t n, int64_t c) { HESS_ROWS_BODY }
-
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(DSQ_NO_SIMD)
-__attribute__((target("avx2,fma"))) static void hess_rows_avx2(float *tmp, const float *x, int64_t n, int64_t c) {
-    HESS_ROWS_BODY
-}
-static void hess_dispatch(float *tmp, const float *x, int64_t n, int64_t c) {
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) hess_rows_avx2(tmp, x, n, c);
-    else hess_rows(tmp, x, n, c);
-}
-#else
-#define hess_dispatch hess_rows
-#endif
-
 void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
     int64_t c = s->cols;
     for (int64_t t = 0; t < n; t++) {
@@ -179,9 +151,13 @@ void dsq_cstat_add(dsq_cstat *s, const float *x, int64_t n) {
         }
     }
     if (s->hess) {
+        /* tmp[i][j] (j >= i) += x_i x_j over the rows, in f32 for a batch of at
+         * most a window of tokens at a time (the running total stays in
+         * double), with the kernel table's X^T X */
         float *tmp = calloc((size_t)(c * c), sizeof *tmp);
         if (tmp) {
-            for (int64_t t0 = 0; t0 < n; t0 += 256) hess_dispatch(tmp, x + t0 * c, n - t0 < 256 ? n - t0 : 256, c);
+            const dsq_qkern *K = dsq_qkern_best();
+            for (int64_t t0 = 0; t0 < n; t0 += 256) K->xtx_acc(tmp, x + t0 * c, n - t0 < 256 ? n - t0 : 256, c);
             for (int64_t i = 0; i < c; i++)
                 for (int64_t j = i; j < c; j++) {
                     double v = tmp[i * c + j];

@@ -25,15 +25,7 @@
 #include <string.h>
 
 #define SCR 16384     /* scratch floats: one 128x128 block, 64 KiB of stack */
-#define MAX_CLIP 64   /* upper bound of dsq_qopts.clip_steps               */
 #define MAX_JOBS 64   /* row ranges per dsq_q_quantize_pool call           */
-
-/* A matrix with its scheme and sizes, validated. */
-typedef struct qmeta {
-    const dsq_qmat *m;
-    const dsq_qscheme *sc;
-    dsq_qsizes sz;
-} qmeta;
 
 /* Parameters of one unit: stored scale s (and its stored code), 1/s, zero
  * point z (8 for symmetric INT4, 0 where unused). */
@@ -45,7 +37,7 @@ typedef struct qparam {
 
 typedef struct qctx {
     const dsq_qkern *k;
-    qmeta src, dst;
+    dsq_qlayout src, dst;
     const float *imp; /* [cols] or NULL */
     int nclip;        /* ratios tried; < 2 means plain absmax */
     int fixed;        /* parameters preset in dst (dsq_qopts.fixed) */
@@ -53,42 +45,7 @@ typedef struct qctx {
     float *scr;       /* SCR floats, owned by the caller's stack frame */
 } qctx;
 
-/* ---- scale arrays -------------------------------------------------------- */
-
-static float scale_load(const qmeta *q, int64_t idx) {
-    const uint8_t *p = q->m->scale;
-    switch (q->sc->sdt) {
-    case DSQ_DT_F32: return dsq_lef32(p + 4 * idx);
-    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(p + 2 * idx));
-    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(p + 2 * idx));
-    case DSQ_DT_F8_E8M0: return dsq_ue8m0_to_f32(p[idx]);
-    default: return 1.0f;
-    }
-}
-
-static void scale_store(const qmeta *q, int64_t idx, uint32_t code) {
-    uint8_t *p = q->m->scale;
-    switch (q->sc->sdt) {
-    case DSQ_DT_F32: dsq_st32(p + 4 * idx, code); break;
-    case DSQ_DT_F16:
-    case DSQ_DT_BF16: dsq_st16(p + 2 * idx, (uint16_t)code); break;
-    case DSQ_DT_F8_E8M0: p[idx] = (uint8_t)code; break;
-    default: break;
-    }
-}
-
-static int zero_load(const qmeta *q, int64_t r, int64_t g) {
-    const uint8_t *p = (const uint8_t *)q->m->zero + (uint64_t)r * ((uint64_t)(q->sz.scale_cols + 1) / 2);
-    return (g & 1) ? p[g / 2] >> 4 : p[g / 2] & 15;
-}
-
-/* Groups of a row are stored in increasing order, so the even group of a
- * byte clears the high nibble before its odd partner fills it. */
-static void zero_store(const qmeta *q, int64_t r, int64_t g, int z) {
-    uint8_t *p = (uint8_t *)q->m->zero + (uint64_t)r * ((uint64_t)(q->sz.scale_cols + 1) / 2);
-    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
-    else p[g / 2] = (uint8_t)z;
-}
+/* ---- scale choice --------------------------------------------------------- */
 
 /* Smallest value of dtype sdt that is >= r (r > 0), saturating at the
  * largest finite one; *code receives its stored bits. */
@@ -175,7 +132,7 @@ static const dsq_gbkern *gb_kern(const dsq_qkern *k) {
 
 /* Columns [c0, c1) of a row of ggml blocks: whole blocks straight into out,
  * the partial ones at either end through a block of scratch. */
-static void ggml_seg(const dsq_qkern *k, const qmeta *q, const uint8_t *row, int64_t c0, int64_t c1, float *out) {
+static void ggml_seg(const dsq_qkern *k, const dsq_qlayout *q, const uint8_t *row, int64_t c0, int64_t c1, float *out) {
     const int ti = q->m->type - DSQ_Q_GGML_Q8_0;
     const dsq_gbtype *g = dsq_gb_type(ti);
     const dsq_gb_dequant_fn dq = gb_kern(k)->dq[ti];
@@ -199,7 +156,7 @@ static void ggml_seg(const dsq_qkern *k, const qmeta *q, const uint8_t *row, int
 }
 
 /* Row r, columns [c0, c1) of the source, dequantized to f32. */
-static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, int64_t c1,
+static void load_seg(const dsq_qkern *k, const dsq_qlayout *q, int64_t r, int64_t c0, int64_t c1,
                      float *out) {
     const dsq_qscheme *sc = q->sc;
     const uint8_t *row = (const uint8_t *)q->m->data + (uint64_t)r * q->sz.row_bytes;
@@ -216,24 +173,24 @@ static void load_seg(const dsq_qkern *k, const qmeta *q, int64_t r, int64_t c0, 
             const int64_t B = sc->group, sbase = (r / B) * q->sz.scale_cols;
             for (int64_t j = c0; j < c1;) {
                 int64_t jb = j / B, je = (jb + 1) * B < c1 ? (jb + 1) * B : c1;
-                e4m3_seg(k, row + j, je - j, scale_load(q, sbase + jb), out + (j - c0));
+                e4m3_seg(k, row + j, je - j, dsq_q_scale_get(q, sbase + jb), out + (j - c0));
                 j = je;
             }
         } else {
-            e4m3_seg(k, row + c0, n, scale_load(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
+            e4m3_seg(k, row + c0, n, dsq_q_scale_get(q, sc->gran == DSQ_QG_TENSOR ? 0 : r), out);
         }
         return;
     case DSQ_QK_INT8:
-        k->i8_dq(row + c0, n, scale_load(q, r), out);
+        k->i8_dq(row + c0, n, dsq_q_scale_get(q, r), out);
         return;
     case DSQ_QK_INT4: {
         const int64_t G = sc->group;
         for (int64_t j = c0; j < c1;) {
             int64_t g = j / G, je = (g + 1) * G < c1 ? (g + 1) * G : c1;
-            float s = scale_load(q, r * q->sz.scale_cols + g);
-            int z = sc->sym ? 8 : zero_load(q, r, g);
+            float s = dsq_q_scale_get(q, r * q->sz.scale_cols + g);
+            int z = dsq_q_zero_get(q, r, g);
             if (j & 1) { /* odd start: one high nibble, then byte-aligned */
-                out[j - c0] = (float)((row[j / 2] >> 4) - z) * s;
+                out[j - c0] = dsq_q_code_value(q, dsq_q_code_get(q, r, j), s, z);
                 j++;
             }
             if (je > j) k->i4_dq(row + j / 2, je - j, s, z, out + (j - c0));
@@ -305,29 +262,40 @@ static void unit_range(qctx *c, const unit *u, float *lo, float *hi) {
     *hi = h;
 }
 
-/* Running weighted squared error of one row chunk (scalar for both paths:
- * it decides scales, so it must not depend on the kernel set). */
-static double err_acc(double e, const dsq_qscheme *d, const qparam *p, const float *x, int64_t w,
-                      const float *imp) {
+/* Running weighted squared errors e[i] of one row chunk for the nc <= ERR_NC
+ * candidates p[i] (scalar for both paths: it decides scales, so it must not
+ * depend on the kernel set).  Each e[i] is still summed in value order; the
+ * candidates only interleave, as independent chains, for speed. */
+#define ERR_NC 8
+static inline void err_acc_k(dsq_qkind kind, double *e, const qparam *p, int nc, const float *x, int64_t w,
+                             const float *imp) {
     for (int64_t j = 0; j < w; j++) {
-        float v = x[j], y;
+        float v = x[j];
         if (!(fabsf(v) < INFINITY)) continue;
-        switch (d->kind) {
-        case DSQ_QK_FP8: y = dsq_e4m3_lut[dsq_f32_to_e4m3(v / p->s)] * p->s; break;
-        case DSQ_QK_INT8: y = (float)dsq_q_i8_code(v, p->inv) * p->s; break;
-        default: y = (float)((int)dsq_q_i4_code(v, p->inv, p->z) - p->z) * p->s; break;
+        double wj = imp ? (double)imp[j] : 1.0;
+        for (int i = 0; i < nc; i++) {
+            float y = dsq_qk_code_value(kind, dsq_qk_code_of(kind, v, p[i].s, p[i].inv, p[i].z), p[i].s, p[i].z);
+            double t = (double)v - (double)y;
+            e[i] += wj * t * t;
         }
-        double t = (double)v - (double)y;
-        e += (imp ? (double)imp[j] : 1.0) * t * t;
     }
-    return e;
+}
+
+/* err_acc_k with the kind as a constant in each loop. */
+static void err_acc(const dsq_qscheme *d, double *e, const qparam *p, int nc, const float *x, int64_t w,
+                    const float *imp) {
+    switch (d->kind) {
+    case DSQ_QK_FP8: err_acc_k(DSQ_QK_FP8, e, p, nc, x, w, imp); break;
+    case DSQ_QK_INT8: err_acc_k(DSQ_QK_INT8, e, p, nc, x, w, imp); break;
+    default: err_acc_k(DSQ_QK_INT4, e, p, nc, x, w, imp); break;
+    }
 }
 
 /* Absmax parameters, or the best clip ratio when a search was asked for. */
 static qparam unit_choose(qctx *c, const unit *u, float lo, float hi) {
     const dsq_qscheme *d = c->dst.sc;
-    qparam cand[MAX_CLIP];
-    double e[MAX_CLIP];
+    qparam cand[DSQ_Q_MAX_CLIP];
+    double e[DSQ_Q_MAX_CLIP];
     int nc = 0;
     cand[nc++] = make_params(d, lo, hi);
     if (c->nclip < 2 || !(hi - lo > 0)) return cand[0];
@@ -343,7 +311,7 @@ static qparam unit_choose(qctx *c, const unit *u, float lo, float hi) {
     FOR_CHUNKS(c, u, x, r, col, w, {
         (void)r;
         const float *im = c->imp ? c->imp + col : NULL;
-        for (int i = 0; i < nc; i++) e[i] = err_acc(e[i], d, &cand[i], x, w, im);
+        for (int i = 0; i < nc; i += ERR_NC) err_acc(d, e + i, cand + i, nc - i < ERR_NC ? nc - i : ERR_NC, x, w, im);
     });
     int best = 0;
     for (int i = 1; i < nc; i++)
@@ -354,7 +322,7 @@ static qparam unit_choose(qctx *c, const unit *u, float lo, float hi) {
 /* Encode w values of row r starting at column col into the destination. */
 static void encode_seg(const qctx *c, int64_t r, int64_t col, const float *x, int64_t w,
                        const qparam *p) {
-    const qmeta *q = &c->dst;
+    const dsq_qlayout *q = &c->dst;
     uint8_t *row = (uint8_t *)q->m->data + (uint64_t)r * q->sz.row_bytes;
     switch (q->sc->kind) {
     case DSQ_QK_FLOAT:
@@ -378,7 +346,7 @@ static void unit_quant(qctx *c, const unit *u, int64_t sidx) {
     float lo, hi;
     unit_range(c, u, &lo, &hi);
     qparam p = unit_choose(c, u, lo, hi);
-    scale_store(&c->dst, sidx, p.code);
+    dsq_q_scale_store(&c->dst, sidx, p.code);
     unit_encode(c, u, &p);
 }
 
@@ -391,7 +359,7 @@ static const float *load_rect(qctx *c, int64_t r0, int64_t r1, int64_t c0, int64
 /* Parameters of a *-tensor destination from its stored scale. */
 static qparam tensor_params(const qctx *c) {
     qparam p;
-    p.s = scale_load(&c->dst, 0);
+    p.s = dsq_q_scale_get(&c->dst, 0);
     p.inv = 1.0f / p.s;
     p.z = 0;
     p.code = 0;
@@ -403,9 +371,9 @@ static qparam tensor_params(const qctx *c) {
  * so ranges follow from byte keys.  0 otherwise (NaN, inf, zero, negative
  * or huge scales take the f32 route). */
 static float e4m3_src_scale(const qctx *c, int64_t r, int64_t j) {
-    const qmeta *q = &c->src;
+    const dsq_qlayout *q = &c->src;
     const int64_t B = q->sc->group;
-    float s = scale_load(q, (r / B) * q->sz.scale_cols + j / B);
+    float s = dsq_q_scale_get(q, (r / B) * q->sz.scale_cols + j / B);
     return s > 0 && s < 0x1p119f ? s : 0;
 }
 
@@ -438,7 +406,7 @@ static int block_window_e4m3(qctx *c, int64_t b, int64_t be, int64_t w0, int64_t
         unsigned key = 0;
         for (int64_t i = j; i < je; i++) key = acc[i] > key ? acc[i] : key;
         qparam p = make_params(d, 0, key_value(key, ss[kb]));
-        scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + kb, p.code);
+        dsq_q_scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + kb, p.code);
         k->e4m3_dq(code, 128, ss[kb], x);
         k->e4m3_enc(x, 128, p.s, t);
         uint64_t off = (uint64_t)b * (uint64_t)cols + (uint64_t)(w0 + j);
@@ -473,7 +441,7 @@ static void block_rows_absmax(qctx *c, int64_t r0, int64_t r1) {
             }
             for (int64_t k = 0; k < nb; k++) {
                 p[k] = make_params(d, 0, amax[k]);
-                scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + k, p[k].code);
+                dsq_q_scale_store(&c->dst, (b / B) * c->dst.sz.scale_cols + w0 / B + k, p[k].code);
             }
             for (int64_t r = b; r < be; r++) {
                 load_seg(c->k, &c->src, r, w0, w1, c->scr);
@@ -513,8 +481,8 @@ static void group_chunk(qctx *c, int64_t r, int64_t cc, int64_t ce) {
             unit u = {r, r + 1, j, je, x + (j - cc)};
             par[k] = unit_choose(c, &u, lo[k], hi[k]);
         }
-        scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
-        if (!d->sym) zero_store(&c->dst, r, g0 + k, par[k].z);
+        dsq_q_scale_store(&c->dst, r * c->dst.sz.scale_cols + g0 + k, par[k].code);
+        if (!d->sym) dsq_q_zero_put(&c->dst, r, g0 + k, par[k].z);
     }
     for (int64_t k = 0; k < ng; k++) {
         int64_t j = cc + k * G, je = j + G < ce ? j + G : ce;
@@ -566,8 +534,8 @@ static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
                         *p = make_params(d, d->sym ? 0 : -key_value(kn, ss[kb]), key_value(kp, ss[kb]));
                         tag[kb][kp] = (uint8_t)(kn + 1);
                     }
-                    scale_store(&c->dst, sbase + g, p->code);
-                    if (!d->sym) zero_store(&c->dst, r, w0 / G + g, p->z);
+                    dsq_q_scale_store(&c->dst, sbase + g, p->code);
+                    if (!d->sym) dsq_q_zero_put(&c->dst, r, w0 / G + g, p->z);
                     gs[g] = ss[kb];
                     ginv[g] = p->inv;
                     gz[g] = (uint8_t)p->z;
@@ -579,41 +547,25 @@ static void group_rows_e4m3(qctx *c, int64_t r0, int64_t r1) {
     }
 }
 
-/* Quantize rows [r0, r1); arguments already validated. */
-/* Parameters stored in dst for scale index sidx (and group g of row r). */
+/* Parameters stored in dst for unit sidx (group g of row r). */
 static qparam stored_params(const qctx *c, int64_t sidx, int64_t r, int64_t g) {
     qparam p;
-    p.s = scale_load(&c->dst, sidx);
+    p.s = dsq_q_scale_get(&c->dst, sidx);
     p.inv = 1.0f / p.s;
-    p.z = c->dst.sc->kind == DSQ_QK_INT4 ? (c->dst.sc->sym ? 8 : zero_load(&c->dst, r, g)) : 0;
+    p.z = dsq_q_zero_get(&c->dst, r, g);
     p.code = 0;
     return p;
 }
 
 /* dsq_qopts.fixed: encode every unit with the parameters already stored. */
 static void quant_rows_fixed(qctx *c, int64_t r0, int64_t r1) {
-    const dsq_qscheme *d = c->dst.sc;
-    const int64_t cols = c->dst.m->cols;
+    const dsq_qlayout *L = &c->dst;
+    const int64_t cols = L->m->cols, uc = L->unit_cols;
     for (int64_t r = r0; r < r1; r++)
         for (int64_t j = 0; j < cols;) {
-            int64_t je, sidx, g = 0;
-            switch (d->gran) {
-            case DSQ_QG_TENSOR: je = cols; sidx = 0; break;
-            case DSQ_QG_CHANNEL: je = cols; sidx = r; break;
-            case DSQ_QG_BLOCK:
-                g = j / d->group;
-                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
-                sidx = (r / d->group) * c->dst.sz.scale_cols + g;
-                break;
-            case DSQ_QG_GROUP:
-                g = j / d->group;
-                je = (g + 1) * d->group < cols ? (g + 1) * d->group : cols;
-                sidx = r * c->dst.sz.scale_cols + g;
-                break;
-            default: je = cols; sidx = 0; break;
-            }
+            int64_t g = j / uc, je = (g + 1) * uc < cols ? (g + 1) * uc : cols;
             if (je - j > SCR) je = j + SCR; /* long rows in pieces; j stays even */
-            qparam p = d->gran == DSQ_QG_NONE ? (qparam){1.0f, 1.0f, 0, 0} : stored_params(c, sidx, r, g);
+            qparam p = L->sc->gran == DSQ_QG_NONE ? (qparam){1.0f, 1.0f, 0, 0} : stored_params(c, dsq_q_unit(L, r, j), r, g);
             load_seg(c->k, &c->src, r, j, je, c->scr);
             encode_seg(c, r, j, c->scr, je - j, &p);
             j = je;
@@ -638,6 +590,7 @@ static void ggml_rows(qctx *c, int64_t r0, int64_t r1) {
     }
 }
 
+/* Quantize rows [r0, r1); arguments already validated. */
 static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
     const dsq_qscheme *d = c->dst.sc;
     const int64_t cols = c->dst.m->cols, rows = c->dst.m->rows;
@@ -699,7 +652,7 @@ static void quant_rows(qctx *c, int64_t r0, int64_t r1) {
 
 /* ---- argument checks ------------------------------------------------------ */
 
-static int meta_init(qmeta *q, const dsq_qmat *m, const char *what, dsq_err *err) {
+static int meta_init(dsq_qlayout *q, const dsq_qmat *m, const char *what, dsq_err *err) {
     int rc;
     if (!m) return dsq_fail(err, DSQ_E_ARG, "quant: %s matrix is NULL", what);
     q->m = m;
@@ -709,7 +662,18 @@ static int meta_init(qmeta *q, const dsq_qmat *m, const char *what, dsq_err *err
     if ((q->sz.data && !m->data) || (q->sz.scale && !m->scale) || (q->sz.zero && !m->zero))
         return dsq_fail(err, DSQ_E_ARG, "quant: %s (%s) is missing its data, scale or zero array",
                         what, q->sc->name);
+    const dsq_qscheme *sc = q->sc;
+    int whole = sc->gran == DSQ_QG_NONE || sc->gran == DSQ_QG_TENSOR, tiled = sc->gran == DSQ_QG_BLOCK;
+    q->unit_rows = tiled ? sc->group : whole && m->rows > 1 ? m->rows : 1;
+    q->unit_cols = tiled || sc->gran == DSQ_QG_GROUP ? sc->group : m->cols > 1 ? m->cols : 1;
+    q->zero_row_bytes = q->sz.zero ? ((uint64_t)q->sz.scale_cols + 1) / 2 : 0;
     return DSQ_OK;
+}
+
+int dsq_q_layout_init(dsq_qlayout *L, const dsq_qmat *m, dsq_err *err) {
+    memset(L, 0, sizeof *L);
+    dsq_codecs_init(); /* dsq_q_code_of / dsq_q_code_value decode FP8 through the table */
+    return meta_init(L, m, "matrix", err);
 }
 
 static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
@@ -725,8 +689,8 @@ static int ctx_init(qctx *c, const dsq_qkern *k, const dsq_qmat *src, const dsq_
                         (long long)dst->cols);
     c->clip_min = 0.5f;
     if (opt) {
-        if (opt->clip_steps < 0 || opt->clip_steps > MAX_CLIP)
-            return dsq_fail(err, DSQ_E_ARG, "quant: clip_steps %d outside 0..%d", opt->clip_steps, MAX_CLIP);
+        if (opt->clip_steps < 0 || opt->clip_steps > DSQ_Q_MAX_CLIP)
+            return dsq_fail(err, DSQ_E_ARG, "quant: clip_steps %d outside 0..%d", opt->clip_steps, DSQ_Q_MAX_CLIP);
         c->nclip = opt->clip_steps;
         if (opt->clip_min != 0) {
             if (!(opt->clip_min > 0 && opt->clip_min < 1))
@@ -764,7 +728,7 @@ static int prepare(const dsq_qkern *k, const dsq_qmat *src, const dsq_qmat *dst,
     float lo, hi;
     unit_range(&c, &u, &lo, &hi);
     qparam p = unit_choose(&c, &u, lo, hi);
-    scale_store(&c.dst, 0, p.code);
+    dsq_q_scale_store(&c.dst, 0, p.code);
     return DSQ_OK;
 }
 
@@ -786,7 +750,7 @@ static int check_rows(const qctx *c, int64_t r0, int64_t r1, dsq_err *err) {
         return dsq_fail(err, DSQ_E_ARG, "quant %s: row range [%lld, %lld) not aligned to %lld rows",
                         d->name, (long long)r0, (long long)r1, (long long)unitr);
     if (d->gran == DSQ_QG_TENSOR) {
-        float s = scale_load(&c->dst, 0);
+        float s = dsq_q_scale_get(&c->dst, 0);
         if (!(s > 0 && s < INFINITY))
             return dsq_fail(err, DSQ_E_ARG, "quant %s: tensor scale not prepared (%g)", d->name, (double)s);
     }
@@ -850,7 +814,7 @@ int dsq_q_quantize_pool(struct dsq_pool *pool, const dsq_qmat *src, const dsq_qm
 
 static int dequant(const dsq_qkern *k, const dsq_qmat *m, int64_t r0, int64_t r1, int64_t c0,
                    int64_t c1, float *out, int64_t ld, dsq_err *err) {
-    qmeta q;
+    dsq_qlayout q;
     int rc = meta_init(&q, m, "matrix", err);
     if (rc < 0) return rc;
     if (r0 < 0 || r1 < r0 || r1 > m->rows || c0 < 0 || c1 < c0 || c1 > m->cols || ld < c1 - c0)
@@ -888,5 +852,41 @@ int dsq_q_params(int scheme, float lo, float hi, float *s, int *z, uint32_t *cod
     *s = p.s;
     *z = p.z;
     if (code) *code = p.code;
+    return DSQ_OK;
+}
+
+int dsq_q_choose(int scheme, const float *x, int64_t nrows, int64_t ncols, int64_t ld, const dsq_qopts *opt,
+                 float *s, int *z, uint32_t *bits) {
+    const dsq_qscheme *d = dsq_q_scheme(scheme);
+    if (!d || d->kind == DSQ_QK_FLOAT || nrows < 0 || ncols < 0 || (nrows > 1 && ld < ncols) ||
+        (!x && nrows && ncols))
+        return DSQ_E_ARG;
+    qctx c;
+    c.k = dsq_qkern_best();
+    c.dst.sc = d; /* the search reads only the scheme of the destination */
+    c.imp = opt ? opt->imp : NULL;
+    c.nclip = opt ? opt->clip_steps : 0;
+    c.clip_min = opt && opt->clip_min != 0 ? opt->clip_min : 0.5f;
+    c.fixed = 0;
+    if (c.nclip < 0 || c.nclip > DSQ_Q_MAX_CLIP || !(c.clip_min > 0 && c.clip_min < 1)) return DSQ_E_ARG;
+    unit u = {0, nrows, 0, ncols, NULL};
+    float scr[SCR];
+    dsq_qmat src = {DSQ_Q_F32, nrows, ld, (void *)x, NULL, NULL};
+    if (nrows <= 1 || ld == ncols) {
+        u.res = x; /* contiguous: the unit is its own copy */
+    } else {
+        /* strided rows stream through scratch as an f32 source [nrows, ld] */
+        c.src.m = &src;
+        c.src.sc = dsq_q_scheme(DSQ_Q_F32);
+        c.src.sz.row_bytes = (uint64_t)ld * 4;
+        c.scr = scr;
+    }
+    dsq_codecs_init();
+    float lo, hi;
+    unit_range(&c, &u, &lo, &hi);
+    qparam p = unit_choose(&c, &u, lo, hi);
+    *s = p.s;
+    *z = p.z;
+    if (bits) *bits = p.code;
     return DSQ_OK;
 }

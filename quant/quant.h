@@ -26,6 +26,9 @@
  *      dsq_q_quantize_pool() does 4) on a common/pool.h pool.
  *   5) dsq_q_dequantize(m, r0, r1, out) turns any row range back into f32
  *      (dsq_q_dequantize_tile for a column window as well).
+ *   6) Code that picks codes and parameters itself (GPTQ) reads and writes
+ *      them through a dsq_qlayout (dsq_q_layout_init, "storage accessors"
+ *      below) and dsq_q_choose, never by recomputing the layout.
  *
  * A stacked MoE tensor [n_experts, out, in] quantized "per expert" is
  * n_experts independent [out, in] matrices: call the functions above once per
@@ -235,7 +238,10 @@
 #define DSQ_QUANT_H
 
 #include "dsq.h"
+#include "common.h"
+#include "dtype.h"
 
+#include <math.h>
 #include <stdint.h>
 
 /* ---- schemes ------------------------------------------------------------ */
@@ -364,13 +370,15 @@ typedef struct dsq_qmat {
     void *zero;
 } dsq_qmat;
 
+#define DSQ_Q_MAX_CLIP 64 /* largest dsq_qopts.clip_steps */
+
 /* Quantization options; NULL means all defaults (plain absmax).  The ggml
  * block schemes use imp and ignore clip_steps / clip_min (their own search
  * replaces the clip search); fixed is refused for them. */
 typedef struct dsq_qopts {
     const float *imp;   /* per-input-column importance [cols] (finite, >= 0)
                            weighting the search error, or NULL (all 1)  */
-    int clip_steps;     /* 0 or 1: absmax; 2..64: ratios tried (20 is typical) */
+    int clip_steps;     /* 0 or 1: absmax; 2..DSQ_Q_MAX_CLIP: ratios tried (20 is typical) */
     float clip_min;     /* smallest ratio tried, in (0, 1); 0 means 0.5  */
     int fixed;          /* 1: dst->scale (and dst->zero) already hold the
                            parameters of every unit; only the codes are
@@ -422,6 +430,223 @@ int dsq_q_quantize_pool(struct dsq_pool *pool, const dsq_qmat *src, const dsq_qm
 
 /* Name of the kernel set dsq_q_quantize uses: "avx2" or "ref". */
 const char *dsq_q_simd_name(void);
+
+/* ---- storage accessors ---------------------------------------------------
+ * Where a matrix keeps its codes, scales and zero points (the layouts at the
+ * top of this file), for code outside quant/ that chooses them itself: GPTQ
+ * and its refinement in calib/.  This is the one place that knows them; the
+ * drivers in quant.c use the same functions.
+ *
+ * A unit is one entry of the scale grid (dsq_qsizes.scale_rows x scale_cols,
+ * row-major): the whole tensor, a row, a 128x128 block or a group of one row,
+ * numbered in that order.  Zero points exist for the INT4 asym schemes only
+ * and are addressed by (row r, group g of that row); group g of row r is unit
+ * r * dsq_q_units_per_row() + g.  Codes are per element:
+ *     INT4   the nibble u, 0..15              decodes to (u - z) * s
+ *     INT8   the signed byte q, -127..127     decodes to q * s
+ *     FP8    the E4M3 byte q, 0..255          decodes to e4m3(q) * s
+ * Float schemes have neither units nor codes.
+ *
+ * dsq_q_layout_init() checks the matrix once; the accessors are inline and
+ * check nothing (indices in range, arrays present), so inner loops may call
+ * them.  The put functions of nibble arrays (INT4 codes, zero points) write
+ * a whole byte for an even index, clearing its odd partner and any padding
+ * nibble, so a row's codes or groups must be put in increasing order. */
+
+typedef struct dsq_qlayout {
+    const dsq_qmat *m;       /* the matrix, borrowed: must outlive the layout */
+    const dsq_qscheme *sc;   /* its scheme */
+    dsq_qsizes sz;           /* its array sizes and scale grid shape */
+    int64_t unit_rows;       /* rows one unit spans: rows (tensor), 128 (block), else 1; >= 1 */
+    int64_t unit_cols;       /* columns one unit spans in a row: cols (tensor, channel),
+                                the group or block edge; >= 1 */
+    uint64_t zero_row_bytes; /* bytes per row of the zero-point array; 0 without one */
+} dsq_qlayout;
+
+/* Fill *L for matrix m: DSQ_E_ARG for a NULL matrix, unknown scheme, bad
+ * shape or a missing array (as dsq_q_quantize checks them). */
+int dsq_q_layout_init(dsq_qlayout *L, const dsq_qmat *m, dsq_err *err);
+
+/* Units along one row of units: n_groups for INT4, the block columns for
+ * block schemes, 1 for tensor and channel scales, 0 for float schemes. */
+static inline int64_t dsq_q_units_per_row(const dsq_qlayout *L) { return L->sz.scale_cols; }
+
+/* The unit holding element (r, j). */
+static inline int64_t dsq_q_unit(const dsq_qlayout *L, int64_t r, int64_t j) {
+    return (r / L->unit_rows) * L->sz.scale_cols + j / L->unit_cols;
+}
+
+/* Stored scale of unit u as f32 (1 for float schemes). */
+static inline float dsq_q_scale_get(const dsq_qlayout *L, int64_t u) {
+    const uint8_t *p = (const uint8_t *)L->m->scale;
+    switch (L->sc->sdt) {
+    case DSQ_DT_F32: return dsq_lef32(p + 4 * u);
+    case DSQ_DT_F16: return dsq_f16_to_f32(dsq_le16(p + 2 * u));
+    case DSQ_DT_BF16: return dsq_bf16_to_f32(dsq_le16(p + 2 * u));
+    case DSQ_DT_F8_E8M0: return dsq_ue8m0_to_f32(p[u]);
+    default: return 1.0f;
+    }
+}
+
+/* Bits of the scale dtype for s, rounded to nearest even (f32: s itself;
+ * ue8m0: the exponent byte, 255 unless s is a power of two in range).  For
+ * an s that dsq_q_params returned these are exactly its *code. */
+static inline uint32_t dsq_q_scale_bits(const dsq_qlayout *L, float s) {
+    uint32_t b = 0;
+    switch (L->sc->sdt) {
+    case DSQ_DT_F32: memcpy(&b, &s, 4); break;
+    case DSQ_DT_F16: b = dsq_f32_to_f16(s); break;
+    case DSQ_DT_BF16: b = dsq_f32_to_bf16(s); break;
+    case DSQ_DT_F8_E8M0: b = dsq_f32_to_ue8m0(s); break;
+    default: break;
+    }
+    return b;
+}
+
+/* Store scale bits b (dsq_q_scale_bits, or dsq_q_params' *code) for unit u. */
+static inline void dsq_q_scale_store(const dsq_qlayout *L, int64_t u, uint32_t b) {
+    uint8_t *p = (uint8_t *)L->m->scale;
+    switch (L->sc->sdt) {
+    case DSQ_DT_F32: dsq_st32(p + 4 * u, b); break;
+    case DSQ_DT_F16:
+    case DSQ_DT_BF16: dsq_st16(p + 2 * u, (uint16_t)b); break;
+    case DSQ_DT_F8_E8M0: p[u] = (uint8_t)b; break;
+    default: break;
+    }
+}
+
+/* Store s as the scale of unit u, rounded as dsq_q_scale_bits does. */
+static inline void dsq_q_scale_put(const dsq_qlayout *L, int64_t u, float s) {
+    dsq_q_scale_store(L, u, dsq_q_scale_bits(L, s));
+}
+
+/* The value dsq_q_scale_put would store for s (what dsq_q_scale_get then
+ * returns); NaN for a ue8m0 s that is not a power of two. */
+static inline float dsq_q_scale_stored(const dsq_qlayout *L, float s) {
+    uint32_t b = dsq_q_scale_bits(L, s);
+    switch (L->sc->sdt) {
+    case DSQ_DT_F16: return dsq_f16_to_f32((uint16_t)b);
+    case DSQ_DT_BF16: return dsq_bf16_to_f32((uint16_t)b);
+    case DSQ_DT_F8_E8M0: return dsq_ue8m0_to_f32((uint8_t)b);
+    default: return s;
+    }
+}
+
+/* Zero point of group g of row r: stored for INT4 asym, 8 for INT4 sym, 0
+ * for the other kinds. */
+static inline int dsq_q_zero_get(const dsq_qlayout *L, int64_t r, int64_t g) {
+    if (L->sc->kind != DSQ_QK_INT4) return 0;
+    if (L->sc->sym) return 8;
+    const uint8_t *p = (const uint8_t *)L->m->zero + (uint64_t)r * L->zero_row_bytes;
+    return (g & 1) ? p[g / 2] >> 4 : p[g / 2] & 15;
+}
+
+/* Store zero point z (0..15) of group g of row r; a no-op without a
+ * zero-point array.  Groups of a row in increasing order (see above). */
+static inline void dsq_q_zero_put(const dsq_qlayout *L, int64_t r, int64_t g, int z) {
+    if (!L->zero_row_bytes) return;
+    uint8_t *p = (uint8_t *)L->m->zero + (uint64_t)r * L->zero_row_bytes;
+    if (g & 1) p[g / 2] = (uint8_t)((p[g / 2] & 15) | (z << 4));
+    else p[g / 2] = (uint8_t)z;
+}
+
+/* Code of element (r, j) (0 for float schemes). */
+static inline int dsq_q_code_get(const dsq_qlayout *L, int64_t r, int64_t j) {
+    const uint8_t *row = (const uint8_t *)L->m->data + (uint64_t)r * L->sz.row_bytes;
+    switch (L->sc->kind) {
+    case DSQ_QK_INT4: return (j & 1) ? row[j / 2] >> 4 : row[j / 2] & 15;
+    case DSQ_QK_INT8: return (int8_t)row[j];
+    case DSQ_QK_FP8: return row[j];
+    default: return 0;
+    }
+}
+
+/* Store code c of element (r, j) (a no-op for float schemes).  INT4: the
+ * columns of a row in increasing order (see above). */
+static inline void dsq_q_code_put(const dsq_qlayout *L, int64_t r, int64_t j, int c) {
+    uint8_t *row = (uint8_t *)L->m->data + (uint64_t)r * L->sz.row_bytes;
+    switch (L->sc->kind) {
+    case DSQ_QK_INT4:
+        if (j & 1) row[j / 2] = (uint8_t)((row[j / 2] & 15) | (c << 4));
+        else row[j / 2] = (uint8_t)c;
+        break;
+    case DSQ_QK_INT8:
+    case DSQ_QK_FP8: row[j] = (uint8_t)c; break;
+    default: break;
+    }
+}
+
+/* Smallest and largest code of the scheme (0, 15 for INT4; -127, 127 for
+ * INT8; 0, 255 for FP8; 0, 0 for float schemes). */
+static inline void dsq_q_code_range(const dsq_qlayout *L, int *lo, int *hi) {
+    *lo = L->sc->kind == DSQ_QK_INT8 ? -127 : 0;
+    *hi = L->sc->kind == DSQ_QK_INT4 ? 15 : L->sc->kind == DSQ_QK_INT8 ? 127 : L->sc->kind == DSQ_QK_FP8 ? 255 : 0;
+}
+
+/* Scalar forms of _mm256_max_ps(a, b) / _mm256_min_ps(a, b) (the second
+ * operand wins unordered and equal comparisons), used wherever a scalar
+ * loop must agree with the AVX2 kernels. */
+static inline float dsq_q_maxps(float a, float b) { return a > b ? a : b; }
+static inline float dsq_q_minps(float a, float b) { return a < b ? a : b; }
+
+/* One INT4 code u for x: t = x * inv (NaN -> 0, clamped to [-16, 16]),
+ * u = clamp(rne(t) + z, 0, 15). */
+static inline unsigned dsq_q_i4_code(float x, float inv, int z) {
+    float t = x * inv;
+    if (t != t) t = 0;
+    t = dsq_q_minps(dsq_q_maxps(t, -16.0f), 16.0f);
+    int u = (int)rintf(t) + z;
+    return (unsigned)(u < 0 ? 0 : u > 15 ? 15 : u);
+}
+/* One INT8 code q for x: t = x * inv (NaN -> 0, clamped to [-128, 128]),
+ * q = clamp(rne(t), -127, 127). */
+static inline int dsq_q_i8_code(float x, float inv) {
+    float t = x * inv;
+    if (t != t) t = 0;
+    t = dsq_q_minps(dsq_q_maxps(t, -128.0f), 128.0f);
+    int q = (int)rintf(t);
+    return q < -127 ? -127 : q > 127 ? 127 : q;
+}
+
+/* The code the quantizer gives x in a unit of kind k with stored scale s,
+ * inv = 1.0f / s and zero point z (the encode rules above; 0 for float
+ * schemes).  FP8 needs dsq_codecs_init() (dsq_q_layout_init calls it).
+ * Loops that hoist the kind out pass it as a constant, which folds the
+ * switch away; dsq_q_code_of takes it from the layout. */
+static inline int dsq_qk_code_of(dsq_qkind k, float x, float s, float inv, int z) {
+    switch (k) {
+    case DSQ_QK_INT4: return (int)dsq_q_i4_code(x, inv, z);
+    case DSQ_QK_INT8: return dsq_q_i8_code(x, inv);
+    case DSQ_QK_FP8: return dsq_f32_to_e4m3(x / s);
+    default: return 0;
+    }
+}
+static inline int dsq_q_code_of(const dsq_qlayout *L, float x, float s, float inv, int z) {
+    return dsq_qk_code_of(L->sc->kind, x, s, inv, z);
+}
+
+/* The value code c decodes to in a unit of kind k with scale s and zero
+ * point z, bit for bit as dsq_q_dequantize (0 for float schemes). */
+static inline float dsq_qk_code_value(dsq_qkind k, int c, float s, int z) {
+    switch (k) {
+    case DSQ_QK_INT4: return (float)(c - z) * s;
+    case DSQ_QK_INT8: return (float)c * s;
+    case DSQ_QK_FP8: return s != s ? NAN : dsq_e4m3_lut[c & 255] * s;
+    default: return 0;
+    }
+}
+static inline float dsq_q_code_value(const dsq_qlayout *L, int c, float s, int z) {
+    return dsq_qk_code_value(L->sc->kind, c, s, z);
+}
+
+/* The scale *s, zero point *z and stored scale bits *bits (may be NULL)
+ * dsq_q_quantize would choose for one unit of scheme `scheme` holding the
+ * values x[i * ld + k], i < nrows, k < ncols (ld >= ncols when nrows > 1):
+ * absmax, or the clip-ratio search when opt->clip_steps >= 2, opt->imp then
+ * weighting column k of the unit (ncols entries).  opt->fixed is ignored.
+ * DSQ_E_ARG for float schemes, bad sizes or options. */
+int dsq_q_choose(int scheme, const float *x, int64_t nrows, int64_t ncols, int64_t ld, const dsq_qopts *opt,
+                 float *s, int *z, uint32_t *bits);
 
 /* ---- row conversions ---------------------------------------------------- */
 /* n values between f32 and 16-bit floats (little-endian bytes, any

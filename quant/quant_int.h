@@ -1,9 +1,13 @@
 /*
- * quant_int.h -- the kernel table behind quant.h.  The drivers in quant.c
- * (unit iteration, range and scale choice, scale search) are shared scalar
- * code; only these element loops have a scalar (_ref) and an AVX2 version.
- * Every quantizing kernel must produce the same bytes as its _ref twin for
- * every input, which is what makes dsq_q_quantize reproducible everywhere.
+ * quant_int.h -- the kernel table of the library and the CPU probe behind it.
+ * The drivers in quant.c (unit iteration, range and scale choice, scale
+ * search) are shared scalar code; only these element loops have a scalar
+ * (_ref) and an AVX2 version.  Every quantizing kernel must produce the same
+ * bytes as its _ref twin for every input, which is what makes dsq_q_quantize
+ * reproducible everywhere.  The dense kernels at the end of the table serve
+ * calib/ (linear algebra, GPTQ, statistics) and verify/ (the matrix product):
+ * one probe and one table choose every SIMD path of the library, and
+ * `make SIMD=none` (DSQ_NO_SIMD) turns all of them off at once.
  *
  * Semantics (all n >= 0, pointers of any alignment, little-endian bytes):
  *   e4m3_dq   out[i] = e4m3(q[i]) * s               (one rounding)
@@ -37,12 +41,38 @@
  *   e4m3_i4_enc  for each group k of G consecutive bytes (G even, the last
  *                group may be shorter): i4_enc(e4m3_dq(group, s[k]), inv[k],
  *                z[k]) into out + k * G / 2, for 0 < s[k] < 2^119
+ *
+ * Dense kernels (simd_avx2_dense.c; each entry's feature needs are its own,
+ * so the table may mix AVX and scalar entries).  The rank-m updates perform,
+ * per element, exactly the operations written here in this order (products
+ * then subtractions or additions, no fused multiply-add, no reassociation),
+ * so their SIMD versions are bit-identical to the _ref ones:
+ *   sub_many   a[j] = (..((a[j] - s[0] x[0][j]) - s[1] x[1][j]) ..) - s[m-1] x[m-1][j],
+ *              j < n (f64)
+ *   sub_many_f the same in f32 (GPTQ's error updates)
+ *   add_many   a[r][j] += s[r] x[j], r < m, j < n (f64)
+ *   xtx_acc    tmp[i][j] += x[k][i] x[k][j] for j >= i, over the n rows k of
+ *              x ([n x c]) in order, rows with x[k][i] == 0 skipped for that
+ *              i (f32; one C loop, DSQ_K_XTX_BODY, compiled twice)
+ *   gemm_6x16  c[i ldc + j] = (acc ? c[i ldc + j] : 0) + sum_k xr[i][k] pk[16 k + j],
+ *              i < 6, j < 16, k = 0 .. kc-1 in order, one f32 accumulator per
+ *              element (verify/gemm.c); the AVX2 kernel uses fused
+ *              multiply-add, so it differs from _ref by rounding
+ *   gemm_6x8   the same on an 8-column panel pk[8 k + j]
+ *   gemm_pack16 (optional, NULL in _ref) pack[16 k + j] = w[j ldw + k], j < 16,
+ *              k < kc, pack 32-byte aligned
  */
 #ifndef DSQ_QUANT_INT_H
 #define DSQ_QUANT_INT_H
 
+#include "quant.h"
+
 #include <math.h>
 #include <stdint.h>
+
+/* Shape of the matrix-product micro-kernels: rows of X, columns of a panel. */
+#define DSQ_K_GEMM_MR 6
+#define DSQ_K_GEMM_NR 16
 
 typedef struct dsq_qkern {
     const char *name;
@@ -65,38 +95,65 @@ typedef struct dsq_qkern {
                        uint8_t *out, int64_t ldo);
     void (*e4m3_i4_enc)(const uint8_t *q, int64_t n, int64_t G, const float *s, const float *inv,
                         const uint8_t *z, uint8_t *out);
+    /* dense kernels, see above */
+    void (*sub_many)(double *a, const double *const *x, const double *s, int m, int64_t n);
+    void (*sub_many_f)(float *a, const float *const *x, const float *s, int m, int64_t n);
+    void (*add_many)(double *const *a, const double *s, int m, const double *x, int64_t n);
+    void (*xtx_acc)(float *tmp, const float *x, int64_t n, int64_t c);
+    void (*gemm_6x16)(int kc, const float *const xr[DSQ_K_GEMM_MR], const float *pk, float *c, int64_t ldc,
+                      int acc);
+    void (*gemm_6x8)(int kc, const float *const xr[DSQ_K_GEMM_MR], const float *pk, float *c, int64_t ldc,
+                     int acc);
+    void (*gemm_pack16)(const float *w, int64_t ldw, int kc, float *pack);
 } dsq_qkern;
+
+/* The body of xtx_acc for (float *tmp, const float *x, int64_t n, int64_t c),
+ * compiled as is by quant_ref.c and for AVX2+FMA by simd_avx2_dense.c.  The
+ * compilers keep each element's sums in row order (no -ffast-math), so the
+ * two agree as long as the build does not contract a * b + c into an FMA
+ * (GCC in ISO C mode does not). */
+#define DSQ_K_XTX_BODY                                                        \
+    for (int64_t t = 0; t < n; t++) {                                         \
+        const float *r = x + t * c;                                           \
+        for (int64_t i = 0; i < c; i++) {                                     \
+            float xi = r[i];                                                  \
+            if (xi == 0) continue;                                            \
+            float *ti = tmp + i * c;                                          \
+            for (int64_t j = i; j < c; j++) ti[j] += xi * r[j];               \
+        }                                                                     \
+    }
 
 /* Key of an E4M3 byte (see above). */
 static inline unsigned dsq_q_e4m3_key(uint8_t q) { return (unsigned)((q + 1) & 0x7F); }
 
-/* The scalar reference kernels (quant_ref.c). */
+/* CPU features the kernels use (1 = present). */
+typedef struct dsq_cpu {
+    int avx, avx2, fma, f16c;
+} dsq_cpu;
+
+/* The CPU's features: probed once, at the first call, and read-only after.
+ * All 0 when built with DSQ_NO_SIMD or for a target other than x86-64. */
+const dsq_cpu *dsq_cpu_get(void);
+/* The probe itself (simd_avx2.c); use dsq_cpu_get. */
+void dsq_cpu_probe(dsq_cpu *out);
+
+/* The scalar reference kernels (quant_ref.c), every entry but the optional
+ * ones set. */
 extern const dsq_qkern dsq_qkern_ref;
-/* AVX2 kernels, or NULL when built with DSQ_NO_SIMD, on non-x86 targets, or
- * when the CPU lacks AVX2, FMA or F16C (simd_avx2.c). */
-const dsq_qkern *dsq_qkern_avx2(void);
-/* The kernel set used by the non-_ref entry points, chosen once. */
+/* The AVX2 quantization kernels (everything up to e4m3_i4_enc; the dense
+ * entries NULL), or NULL when built with DSQ_NO_SIMD, on non-x86 targets, or
+ * when cpu lacks AVX2, FMA or F16C (simd_avx2.c). */
+const dsq_qkern *dsq_qkern_avx2(const dsq_cpu *cpu);
+/* Replace the dense entries of *k that cpu can run with their AVX / AVX2
+ * versions (simd_avx2_dense.c; a no-op in a DSQ_NO_SIMD build). */
+void dsq_qkern_dense_avx2(dsq_qkern *k, const dsq_cpu *cpu);
+/* The table used by every non-_ref entry point of the library: the AVX2
+ * quantization kernels or the reference ones, and each dense kernel the CPU
+ * supports; filled once at the first call, read-only after. */
 const dsq_qkern *dsq_qkern_best(void);
 
-/* Scalar helpers shared by the reference kernels and the drivers. */
-static inline float dsq_q_maxps(float a, float b) { return a > b ? a : b; } /* = _mm256_max_ps(a, b) */
-static inline float dsq_q_minps(float a, float b) { return a < b ? a : b; } /* = _mm256_min_ps(a, b) */
-
-/* One INT4 code (see i4_enc above). */
-static inline unsigned dsq_q_i4_code(float x, float inv, int z) {
-    float t = x * inv;
-    if (t != t) t = 0;
-    t = dsq_q_minps(dsq_q_maxps(t, -16.0f), 16.0f);
-    int u = (int)rintf(t) + z;
-    return (unsigned)(u < 0 ? 0 : u > 15 ? 15 : u);
-}
-/* One INT8 code, as a signed value (see i8_enc above). */
-static inline int dsq_q_i8_code(float x, float inv) {
-    float t = x * inv;
-    if (t != t) t = 0;
-    t = dsq_q_minps(dsq_q_maxps(t, -128.0f), 128.0f);
-    int q = (int)rintf(t);
-    return q < -127 ? -127 : q > 127 ? 127 : q;
-}
+/* The scalar helpers shared by the reference kernels and the drivers
+ * (dsq_q_maxps / dsq_q_minps, dsq_q_i4_code / dsq_q_i8_code) are in quant.h,
+ * beside the storage accessors that use them. */
 
 #endif

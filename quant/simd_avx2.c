@@ -4,9 +4,9 @@
  * same scalar code as quant_ref.c (ggml-cpu/arch/x86/quants.c style).
  *
  * Built without -mavx2: the functions carry __attribute__((target)) and the
- * table is only handed out when __builtin_cpu_supports says the CPU has the
- * instructions, so one binary runs everywhere.  -DDSQ_NO_SIMD (make SIMD=none)
- * compiles none of it.
+ * table is only handed out when the CPU probe (at the end of this file, the
+ * library's only one) says the CPU has the instructions, so one binary runs
+ * everywhere.  -DDSQ_NO_SIMD (make SIMD=none) compiles none of it.
  *
  * Bit-exactness with the reference, kernel by kernel:
  *   - E4M3 decode rebuilds the value exactly (as F16 bits widened by F16C,
@@ -514,22 +514,30 @@ static const dsq_qkern k_avx2 = {
     .e4m3_i4_enc = e4m3_i4_enc_avx2,
 };
 
-/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
- * not know "f16c", and the fuzz build uses clang. */
-static int has_f16c(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+const dsq_qkern *dsq_qkern_avx2(const dsq_cpu *cpu) {
+    return cpu->avx2 && cpu->fma && cpu->f16c ? &k_avx2 : NULL;
 }
 
-const dsq_qkern *dsq_qkern_avx2(void) {
+/* ---- the CPU probe ---------------------------------------------------------
+ * The one place that asks the CPU; everything else reads dsq_cpu_get().
+ * F16C comes from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports
+ * does not know "f16c", and the fuzz build uses clang. */
+void dsq_cpu_probe(dsq_cpu *out) {
+    unsigned a, b, c = 0, d;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
-        return &k_avx2;
-    return NULL;
+    out->avx = __builtin_cpu_supports("avx") != 0;
+    out->avx2 = __builtin_cpu_supports("avx2") != 0;
+    out->fma = __builtin_cpu_supports("fma") != 0;
+    out->f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
 #else /* no SIMD build */
 
-const dsq_qkern *dsq_qkern_avx2(void) { return NULL; }
+const dsq_qkern *dsq_qkern_avx2(const dsq_cpu *cpu) {
+    (void)cpu;
+    return NULL;
+}
+
+void dsq_cpu_probe(dsq_cpu *out) { memset(out, 0, sizeof *out); }
 
 #endif

@@ -6,6 +6,7 @@
  */
 #include "test.h"
 #include "calib/methods.h"
+#include "calib/linalg.h"
 #include "common/pool.h"
 
 #include <math.h>
@@ -262,7 +263,8 @@ TEST(test_calib_gptq_target) {
     free_layer(&L);
 }
 
-/* The textbook loops dsq_spd_inv_chol must match bit for bit. */
+/* The textbook loops dsq_spd_cholesky and dsq_spd_inv_chol (calib/linalg.h)
+ * must match bit for bit. */
 static int tb_cholesky(double *A, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
         double s = A[j * n + j];
@@ -319,10 +321,31 @@ TEST(test_calib_spd_inv_chol_bits) {
             CHECKF(!memcmp(a, b, sizeof *a * (size_t)(n * n)), "n=%lld threads %d: factor differs from the textbook loops",
                    (long long)n, k ? 3 : 1);
         }
+        /* the factor alone, and a solve through it */
+        memcpy(a, L.H, sizeof *a * (size_t)(n * n));
+        memcpy(b, L.H, sizeof *b * (size_t)(n * n));
+        CHECK(tb_cholesky(b, n) == 0);
+        CHECK(dsq_spd_cholesky(a, n, pool) == 0);
+        CHECKF(!memcmp(a, b, sizeof *a * (size_t)(n * n)), "n=%lld: Cholesky factor differs from the textbook loop",
+               (long long)n);
+        double *x = malloc(sizeof *x * (size_t)n), worst = 0, scale = 0;
+        for (int64_t i = 0; i < n; i++) x[i] = (double)(i % 7) - 3;
+        memcpy(a, L.H, sizeof *a * (size_t)(n * n));
+        CHECK(dsq_spd_solve(a, x, n) == 0);
+        for (int64_t i = 0; i < n; i++) {
+            double ax = 0;
+            for (int64_t k = 0; k < n; k++) ax += L.H[i * n + k] * x[k];
+            worst = fmax(worst, fabs(ax - ((double)(i % 7) - 3)));
+            scale = fmax(scale, fabs(ax));
+        }
+        CHECKF(worst < 1e-6 * (scale + 1), "n=%lld: solve residual %.3e", (long long)n, worst);
+        free(x);
         /* not positive definite */
         for (int64_t i = 0; i < n * n; i++) a[i] = 0;
         a[0] = -1;
         CHECK(dsq_spd_inv_chol(a, n, t, pool) == -1);
+        memcpy(b, a, sizeof *b * (size_t)(n * n));
+        CHECK(dsq_spd_cholesky(b, n, NULL) == -1);
         free(a); free(b); free(t);
         free_layer(&L);
     }

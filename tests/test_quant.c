@@ -618,3 +618,102 @@ TEST(test_quant_nonfinite) {
     CHECK(scale_at(&d, 0, 0) == 1.0f / 256);
     qm_free(&d);
 }
+
+/* ---- storage accessors ---------------------------------------------------- */
+
+/* The accessors of quant.h against the quantizer and the layouts above: for
+ * every scheme with units, on a shape with partial blocks, an odd number of
+ * groups and an odd column count, (1) every element's code, scale and zero
+ * point decode to exactly what dsq_q_dequantize gives, its scale agreeing
+ * with this file's own reading of the layout and its code with a re-encode
+ * of the decoded value; (2) putting every scale, zero point and code again,
+ * in order, into garbage-filled arrays rebuilds the same bytes (padding
+ * nibbles included); (3) dsq_q_choose gives every unit the parameters the
+ * quantizer stored, with and without an importance-weighted clip search. */
+TEST(test_quant_layout_accessors) {
+    enum { R = 130, C = 201 };
+    static float x[R * C], y[R * C], imp[C];
+    g_rng = 91;
+    for (int i = 0; i < R * C; i++) x[i] = wrand();
+    for (int j = 0; j < C; j++) imp[j] = (float)(rnd() % 100) / 10.0f;
+    dsq_qmat src = f32_mat(x, R, C);
+    for (int t = 0; t < DSQ_Q_COUNT; t++) {
+        const dsq_qscheme *sc = dsq_q_scheme(t);
+        /* ggml blocks keep their scales inside the blocks: no unit accessors */
+        if (sc->kind == DSQ_QK_FLOAT || sc->kind == DSQ_QK_GGML) continue;
+        for (int search = 0; search < 2; search++) {
+            dsq_qopts o = {0};
+            if (search) {
+                o.imp = imp;
+                o.clip_steps = 12;
+                o.clip_min = 0.6f;
+            }
+            dsq_qmat d = qm_new(t, R, C);
+            CHECK(quant_all(&src, &d, &o) == DSQ_OK);
+            CHECK(dsq_q_dequantize(&d, 0, R, y, NULL) == DSQ_OK);
+            dsq_qlayout L;
+            dsq_err e;
+            CHECK(dsq_q_layout_init(&L, &d, &e) == DSQ_OK);
+            dsq_qsizes z;
+            dsq_q_sizes(t, R, C, &z, NULL);
+            CHECK(dsq_q_units_per_row(&L) == z.scale_cols);
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t j = 0; j < C; j++) {
+                    int64_t u = dsq_q_unit(&L, r, j);
+                    float s = dsq_q_scale_get(&L, u);
+                    int zp = dsq_q_zero_get(&L, r, j / L.unit_cols), c = dsq_q_code_get(&L, r, j);
+                    float v = dsq_q_code_value(&L, c, s, zp);
+                    CHECKF(u >= 0 && u < z.scale_rows * z.scale_cols, "%s unit %lld", sc->name, (long long)u);
+                    CHECKF(s == scale_at(&d, r, j), "%s (%lld, %lld): scale", sc->name, (long long)r, (long long)j);
+                    CHECKF(!memcmp(&v, &y[r * C + j], 4), "%s (%lld, %lld): %g decodes to %g", sc->name, (long long)r,
+                           (long long)j, (double)y[r * C + j], (double)v);
+                    CHECKF(dsq_q_code_of(&L, v, s, 1.0f / s, zp) == c, "%s (%lld, %lld): re-encode", sc->name,
+                           (long long)r, (long long)j);
+                }
+            /* (2) rebuild through the put functions */
+            dsq_qmat b = qm_new(t, R, C);
+            memset(b.data, 0xA5, z.data);
+            memset(b.scale, 0xA5, z.scale);
+            if (z.zero) memset(b.zero, 0xA5, z.zero);
+            dsq_qlayout LB;
+            CHECK(dsq_q_layout_init(&LB, &b, &e) == DSQ_OK);
+            for (int64_t u = 0; u < z.scale_rows * z.scale_cols; u++) {
+                float s = dsq_q_scale_get(&L, u);
+                CHECK(dsq_q_scale_stored(&LB, s) == s);
+                dsq_q_scale_put(&LB, u, s);
+            }
+            for (int64_t r = 0; r < R; r++) {
+                for (int64_t g = 0; g < z.scale_cols; g++) dsq_q_zero_put(&LB, r, g, dsq_q_zero_get(&L, r, g));
+                for (int64_t j = 0; j < C; j++) dsq_q_code_put(&LB, r, j, dsq_q_code_get(&L, r, j));
+            }
+            CHECKF(!memcmp(d.data, b.data, z.data), "%s: codes rebuilt differ", sc->name);
+            CHECKF(!memcmp(d.scale, b.scale, z.scale), "%s: scales rebuilt differ", sc->name);
+            CHECKF(!z.zero || !memcmp(d.zero, b.zero, z.zero), "%s: zero points rebuilt differ", sc->name);
+            qm_free(&b);
+            /* (3) the quantizer's choice, unit by unit (tensor: the whole matrix) */
+            for (int64_t r = 0; r < R; r += L.unit_rows)
+                for (int64_t j = 0; j < C; j += L.unit_cols) {
+                    int64_t nr = R - r < L.unit_rows ? R - r : L.unit_rows, nc = C - j < L.unit_cols ? C - j : L.unit_cols;
+                    dsq_qopts ou = o;
+                    ou.imp = o.imp ? o.imp + j : NULL;
+                    float s;
+                    int zz;
+                    uint32_t bits;
+                    CHECK(dsq_q_choose(t, x + r * C + j, nr, nc, C, &ou, &s, &zz, &bits) == DSQ_OK);
+                    int64_t u = dsq_q_unit(&L, r, j);
+                    CHECKF(s == dsq_q_scale_get(&L, u) && zz == dsq_q_zero_get(&L, r, j / L.unit_cols) &&
+                               bits == dsq_q_scale_bits(&L, s),
+                           "%s search %d: unit %lld chosen %g/%d, stored %g/%d", sc->name, search, (long long)u, (double)s,
+                           zz, (double)dsq_q_scale_get(&L, u), dsq_q_zero_get(&L, r, j / L.unit_cols));
+                }
+            qm_free(&d);
+        }
+    }
+    float s;
+    int zz;
+    CHECK(dsq_q_choose(DSQ_Q_BF16, x, 1, 4, 4, NULL, &s, &zz, NULL) == DSQ_E_ARG);
+    dsq_qopts bad = {0};
+    bad.clip_steps = DSQ_Q_MAX_CLIP + 1;
+    CHECK(dsq_q_choose(DSQ_Q_INT4_G32_SYM, x, 1, 4, 4, &bad, &s, &zz, NULL) == DSQ_E_ARG);
+    CHECK(dsq_q_choose(DSQ_Q_INT4_G32_SYM, x, 2, 4, 3, NULL, &s, &zz, NULL) == DSQ_E_ARG);
+}

@@ -37,9 +37,10 @@ static float any_f(void) {
     return bits_f((rnd() & 0x807FFFFFu) | (uint32_t)(127 - 40 + (int)(u >> 3) % 60) << 23);
 }
 
+/* The table's quantization kernels when they are not the reference ones. */
 static const dsq_qkern *fast(void) {
     const dsq_qkern *k = dsq_qkern_best();
-    return k == &dsq_qkern_ref ? NULL : k;
+    return k->i4_enc == dsq_qkern_ref.i4_enc ? NULL : k;
 }
 
 enum { NK = 4099 }; /* odd length: every kernel runs its vector loop and tail */
@@ -418,4 +419,65 @@ TEST(test_quant_long_rows) {
     }
     free(x);
     free(y);
+}
+
+/* The dense entries of the kernel table follow the one CPU probe (every
+ * feature 0 and every entry the reference one in a SIMD=none build), and
+ * the rank-m updates and X^T X of the fast table are bit-identical to the
+ * reference loops on lengths around every vector width. */
+TEST(test_quant_simd_dense_kernels) {
+    const dsq_cpu *cpu = dsq_cpu_get();
+    const dsq_qkern *k = dsq_qkern_best(), *r = &dsq_qkern_ref;
+#ifdef DSQ_NO_SIMD
+    CHECK(!cpu->avx && !cpu->avx2 && !cpu->fma && !cpu->f16c);
+#endif
+    CHECK((k->sub_many != r->sub_many) == (cpu->avx != 0));
+    CHECK((k->sub_many_f != r->sub_many_f) == (cpu->avx != 0));
+    CHECK((k->add_many != r->add_many) == (cpu->avx != 0));
+    CHECK((k->xtx_acc != r->xtx_acc) == (cpu->avx2 && cpu->fma));
+    CHECK((k->gemm_6x16 != r->gemm_6x16) == (cpu->avx2 && cpu->fma));
+    CHECK((k->gemm_pack16 != NULL) == (cpu->avx2 && cpu->fma) && r->gemm_pack16 == NULL);
+    CHECK((k->i4_enc != r->i4_enc) == (cpu->avx2 && cpu->fma && cpu->f16c));
+    if (k->sub_many == r->sub_many && k->xtx_acc == r->xtx_acc) SKIP("no SIMD dense kernels in this build or on this CPU");
+    enum { N = 77, M = 5 };
+    g_rng = 33;
+    static double da[2][M][N], dx[M][N], ds[M];
+    static float fa[2][N], fx[M][N], fs[M], xt[40 * N], ta[2][N * N];
+    for (int p = 0; p < M; p++) {
+        ds[p] = (double)any_f();
+        fs[p] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+        for (int j = 0; j < N; j++) {
+            dx[p][j] = (double)any_f() * 0.5;
+            fx[p][j] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+            da[0][p][j] = da[1][p][j] = (double)any_f();
+        }
+    }
+    for (int n = 0; n <= N; n++)
+        for (int m = 1; m <= M; m++) {
+            const double *xd[M];
+            const float *xf[M];
+            double *ad[2][M];
+            for (int p = 0; p < M; p++) {
+                xd[p] = dx[p];
+                xf[p] = fx[p];
+                ad[0][p] = da[0][p];
+                ad[1][p] = da[1][p];
+            }
+            for (int j = 0; j < N; j++) fa[0][j] = fa[1][j] = (float)(rnd() % 2001) / 100.0f;
+            k->sub_many(da[0][0], xd, ds, m, n);
+            r->sub_many(da[1][0], xd, ds, m, n);
+            k->sub_many_f(fa[0], xf, fs, m, n);
+            r->sub_many_f(fa[1], xf, fs, m, n);
+            k->add_many(ad[0] + 1, ds, m - 1, dx[0], n);
+            r->add_many(ad[1] + 1, ds, m - 1, dx[0], n);
+            CHECKF(!memcmp(da[0], da[1], sizeof da[0]), "sub_many / add_many m %d n %d", m, n);
+            CHECKF(!memcmp(fa[0], fa[1], sizeof fa[0]), "sub_many_f m %d n %d", m, n);
+        }
+    for (int i = 0; i < 40 * N; i++) xt[i] = rnd() % 5 == 0 ? 0.0f : (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    for (int c = 1; c <= N; c += 19) {
+        memset(ta, 0, sizeof ta);
+        k->xtx_acc(ta[0], xt, 40, c);
+        r->xtx_acc(ta[1], xt, 40, c);
+        CHECKF(!memcmp(ta[0], ta[1], sizeof ta[0]), "xtx_acc c %d", c);
+    }
 }
