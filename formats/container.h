@@ -10,6 +10,7 @@
 
 #include "dsq.h"
 #include "quant/quant.h"
+#include "formats/writer.h"
 
 #define DSQ_CTR_MAGIC "DSQ1\r\n\x1a\n"
 #define DSQ_CTR_HEADER 128
@@ -138,18 +139,9 @@ const char *dsq_ctr_path(const dsq_ctr *c);
 /* ---- writer ------------------------------------------------------------- */
 typedef struct dsq_ctrw dsq_ctrw;
 
-typedef struct dsq_ctw_tensor {
-    const char *name;
-    dsq_role role;
-    int layer, is_mtp;
-    int n_dims;
-    int64_t shape[4];
-    int experts;
-    int scheme;
-    int64_t rows, cols;
-    int colscale;          /* has a COLSCALE array */
-    const char *recipe;    /* JSON object text, or NULL */
-} dsq_ctw_tensor;
+/* A tensor to write: the model writer's descriptor (writer.h); a
+ * container stores every tensor whole, so `part` is always DSQ_PART_WHOLE. */
+typedef dsq_mw_tensor dsq_ctw_tensor;
 
 int dsq_ctrw_open(dsq_ctrw **out, const char *path, int force, dsq_err *err);
 /* Plan one tensor; returns its index (>= 0) or an error.  Before the

@@ -18,11 +18,7 @@ static int d_check(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
     return DSQ_OK;
 }
 
-static int d_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
-    dsq_ctw_tensor d = {t->name, t->role, t->layer, t->is_mtp, t->n_dims, {t->shape[0], t->shape[1], t->shape[2], t->shape[3]},
-                        t->experts, t->scheme, t->rows, t->cols, t->colscale, t->recipe};
-    return dsq_ctrw_add_tensor(w->be, &d, err);
-}
+static int d_add_tensor(dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) { return dsq_ctrw_add_tensor(w->be, t, err); }
 
 static int d_add_file(dsq_mwriter *w, const char *name, const void *data, size_t len, dsq_err *err) {
     return dsq_ctrw_add_file(w->be, name, data, len, err);
