@@ -31,8 +31,12 @@ static int ck_rows(void *ctx, int id, int64_t r0, int64_t r1, float *dst, dsq_er
         const dsq_config *c = dsq_ckpt_config(ck);
         int64_t sr, sc;
         const float *s = t->dtype == DSQ_DT_F8_E4M3 ? dsq_ckpt_scales(ck, id, &sr, &sc) : NULL;
-        if (s && c->block_rows == 128 && c->block_cols == 128 && sr == (rows + 127) / 128 &&
-            sc == (cols + 127) / 128) {
+        const int edge = dsq_q_scheme(DSQ_Q_FP8_BLOCK)->group;
+        dsq_qsizes qs;
+        /* the checkpoint's blocks and scale grid are exactly fp8-block's */
+        if (s && c->block_rows == edge && c->block_cols == edge &&
+            dsq_q_sizes(DSQ_Q_FP8_BLOCK, rows, cols, &qs, NULL) == DSQ_OK && sr == qs.scale_rows &&
+            sc == qs.scale_cols) {
             /* dequantizing never writes through the matrix pointers */
             dsq_qmat m = {DSQ_Q_FP8_BLOCK, rows, cols, (void *)data, (void *)s, NULL};
             return dsq_q_dequantize(&m, r0, r1, dst, err);
