@@ -105,6 +105,7 @@ static void gptq_rows(void *arg) {
         memcpy(w, j->Wp + r * n, sizeof *w * (size_t)n);
         float s = 1, inv = 1;
         int z = 0;
+        int64_t ulast = -1; /* unit whose s, inv, z are loaded */
         for (int64_t i1 = 0; i1 < n; i1 += B) {
             int64_t i2 = i1 + B < n ? i1 + B : n;
             for (int64_t i = i1; i < i2; i++) {
@@ -118,9 +119,13 @@ static void gptq_rows(void *arg) {
                         inv = 1.0f / s;
                     }
                 } else {
-                    s = dsq_q_scale_get(&L, dsq_q_unit(&L, r, orig));
-                    inv = 1.0f / s;
-                    z = dsq_q_zero_get(&L, r, orig / L.unit_cols);
+                    int64_t u = dsq_q_unit(&L, r, orig);
+                    if (u != ulast) {
+                        s = dsq_q_scale_get(&L, u);
+                        inv = 1.0f / s;
+                        z = dsq_q_zero_get(&L, r, orig / L.unit_cols);
+                        ulast = u;
+                    }
                 }
                 const float *u = j->U + i * n;
                 float q = qvalue(&L, w[i], s, inv, z);
@@ -514,15 +519,15 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
                                : dsq_fail(err, DSQ_E_ARG, "gptq: Hessian is not positive definite even after damping");
         goto out;
     }
-    /* Mx = alpha (C A - I) */
+    /* Mx = alpha (C A - I), then out = W + W Mx; each sum over k in
+     * ascending order, one add_many (m[j] += c a[j]) per nonzero term */
+    const dsq_qkern *K = dsq_qkern_best();
     for (int64_t i = 0; i < n; i++) {
         double *m = Mx + i * n;
         for (int64_t j = 0; j < n; j++) m[j] = 0;
         for (int64_t k = 0; k < n; k++) {
             double c = C[i * n + k];
-            if (c == 0) continue;
-            const double *a = A + k * n;
-            for (int64_t j = 0; j < n; j++) m[j] += c * a[j];
+            if (c != 0) K->add_many(&m, &c, 1, A + k * n, n);
         }
         for (int64_t j = 0; j < n; j++) m[j] = alpha * (m[j] - (i == j));
     }
@@ -532,9 +537,7 @@ int dsq_gptq_target(const float *W, int64_t rows, int64_t cols, const double *H,
         for (int64_t j = 0; j < n; j++) acc[j] = w[j];
         for (int64_t k = 0; k < n; k++) {
             double wk = w[k];
-            if (wk == 0) continue;
-            const double *m = Mx + k * n;
-            for (int64_t j = 0; j < n; j++) acc[j] += wk * m[j];
+            if (wk != 0) K->add_many(&acc, &wk, 1, Mx + k * n, n);
         }
         for (int64_t j = 0; j < n; j++) out[r * n + j] = (float)acc[j];
     }

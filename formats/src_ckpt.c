@@ -125,8 +125,12 @@ static int ck_rows(const dsq_src *s, int i, int64_t r0, int64_t r1, float *dst, 
         }
         int64_t sr, sc;
         const float *sp = t->dtype == DSQ_DT_F8_E4M3 ? dsq_ckpt_scales(b->ck, id, &sr, &sc) : NULL;
-        if (sp && s->cfg->block_rows == 128 && s->cfg->block_cols == 128 && sr == (rows + 127) / 128 &&
-            sc == (cols + 127) / 128) {
+        const int edge = dsq_q_scheme(DSQ_Q_FP8_BLOCK)->group;
+        dsq_qsizes qs;
+        /* the checkpoint's blocks and scale grid are exactly fp8-block's */
+        if (sp && s->cfg->block_rows == edge && s->cfg->block_cols == edge &&
+            dsq_q_sizes(DSQ_Q_FP8_BLOCK, rows, cols, &qs, NULL) == DSQ_OK && sr == qs.scale_rows &&
+            sc == qs.scale_cols) {
             /* dequantizing never writes through the matrix pointers */
             dsq_qmat m = {DSQ_Q_FP8_BLOCK, rows, cols, (void *)data, (void *)sp, NULL};
             return dsq_q_dequantize(&m, r0, r1, dst, err);

@@ -3,10 +3,12 @@
  * walking a matrix unit by unit (group, row, 128x128 block, whole tensor,
  * or a row of ggml blocks, which ggml_quant.c quantizes),
  * range measurement, scale and zero-point choice, the optional clip-ratio
- * search, and the stores of scales and zero points.  The element loops are
- * kernels from quant_int.h, so the same driver runs the reference and the
- * AVX2 path; all choices made here are scalar and shared, which is why the
- * two paths cannot disagree on a scale.
+ * search (also offered one unit at a time as dsq_q_choose), and the layout
+ * validation behind dsq_q_layout_init; scales, zero points and single codes
+ * are read and written with quant.h's storage accessors.  The element loops
+ * are kernels from quant_int.h, so the same driver runs the reference and
+ * the AVX2 path; all choices made here are scalar and shared, which is why
+ * the two paths cannot disagree on a scale.
  *
  * Scratch lives on the stack (SCR floats per call), never on the heap: a
  * unit that fits (any group, any 128x128 block, rows up to SCR columns) is
@@ -861,13 +863,12 @@ int dsq_q_choose(int scheme, const float *x, int64_t nrows, int64_t ncols, int64
     if (!d || d->kind == DSQ_QK_FLOAT || nrows < 0 || ncols < 0 || (nrows > 1 && ld < ncols) ||
         (!x && nrows && ncols))
         return DSQ_E_ARG;
-    qctx c;
+    qctx c = {0};
     c.k = dsq_qkern_best();
     c.dst.sc = d; /* the search reads only the scheme of the destination */
     c.imp = opt ? opt->imp : NULL;
     c.nclip = opt ? opt->clip_steps : 0;
     c.clip_min = opt && opt->clip_min != 0 ? opt->clip_min : 0.5f;
-    c.fixed = 0;
     if (c.nclip < 0 || c.nclip > DSQ_Q_MAX_CLIP || !(c.clip_min > 0 && c.clip_min < 1)) return DSQ_E_ARG;
     unit u = {0, nrows, 0, ncols, NULL};
     float scr[SCR];

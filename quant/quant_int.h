@@ -110,8 +110,9 @@ typedef struct dsq_qkern {
 /* The body of xtx_acc for (float *tmp, const float *x, int64_t n, int64_t c),
  * compiled as is by quant_ref.c and for AVX2+FMA by simd_avx2_dense.c.  The
  * compilers keep each element's sums in row order (no -ffast-math), so the
- * two agree as long as the build does not contract a * b + c into an FMA
- * (GCC in ISO C mode does not). */
+ * two agree bit for bit as long as the build does not contract a * b + c
+ * into an FMA: GCC in ISO C mode does not, clang does by default, and then
+ * the AVX2 sums differ in the last bits (only statistics see them). */
 #define DSQ_K_XTX_BODY                                                        \
     for (int64_t t = 0; t < n; t++) {                                         \
         const float *r = x + t * c;                                           \
