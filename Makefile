@@ -1,37 +1,78 @@
 # dsq -- one non-recursive Makefile.
 #
 #   make            build build/dsq (and libdsq.a)
-#   make test       build and run the test suite (tests/run)
-#   make sanitize   rebuild with AddressSanitizer + UBSan and run the suite
+#   make test       build and run the test suite (tests/run); T=name runs
+#                   only the tests whose name contains it
+#   make sanitize   the suite under AddressSanitizer + UBSan together (CI)
+#   make asan       the suite under AddressSanitizer alone
+#   make ubsan      the suite under UndefinedBehaviorSanitizer alone
+#   make tsan       the suite under ThreadSanitizer (CI)
 #   make demo       end-to-end job on a generated tiny model
+#   make bench      benchmarks (bench/run.sh, bench/run.d/*.sh)
+#   make calib-table  calibrated 4-bit results on ../shared -> docs/CALIB_RESULTS.md
 #   make fuzz       libFuzzer on every parser (clang), FUZZ_SECONDS each, FUZZ=target
+#   make fuzz-driver  one plain replay program per fuzz target
 #   make fuzz-corpus  regenerate the seed files of tests/fuzz/corpus/
-#   make bench      benchmarks (see bench/README.md)
-#   make SIMD=none  force the scalar reference kernels everywhere
+#   make clean      remove every build folder
+#
+# Variables: SIMD=none forces the scalar reference kernels everywhere;
+# SAN=asan|ubsan|tsan|asan,ubsan builds with those sanitizers (what the
+# targets above set).  Each set of them builds in its own folder -- build/,
+# build-nosimd/, build-asan/, build-asan-ubsan/, build-nosimd-tsan/ ... -- so
+# `make SIMD=none test` after `make test` never links the other's objects.
+# BUILD=dir picks a folder by hand.  Anything else that changes objects (CC,
+# OPT, CFLAGS, LDFLAGS) is recorded in $(BUILD)/flags, and a change rebuilds
+# that folder.
 #
 # Dependencies come from Debian packages and are found with pkg-config; a
 # missing one is installed with apt-get when run as root, otherwise the exact
 # command is printed.
 
 CC      ?= cc
-BUILD   ?= build
 PKGS    := zlib libarchive libcjson libxxhash libpcre2-8
 DEBS    := zlib1g-dev libarchive-dev libcjson-dev libxxhash-dev libpcre2-dev pkg-config
+comma   := ,
+
+# Sanitizers by name.  float-cast-overflow: gcc leaves it out of
+# -fsanitize=undefined, and it is what catches a JSON number converted to an
+# integer without a range check.  -fno-sanitize-recover: the first UB report
+# ends the program, so a test cannot pass over one.  TSan cannot be combined
+# with ASan, and needs -fsanitize=thread on the link as well (LDFLAGS).
+SAN_asan  := -fsanitize=address
+SAN_ubsan := -fsanitize=undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
+SAN_tsan  := -fsanitize=thread
+SAN_NAMES := $(subst $(comma), ,$(SAN))
+ifneq ($(filter-out asan ubsan tsan,$(SAN_NAMES)),)
+$(error SAN=$(SAN): the sanitizers are asan, ubsan and tsan, comma-separated)
+endif
+ifneq ($(and $(filter tsan,$(SAN_NAMES)),$(filter asan,$(SAN_NAMES))),)
+$(error SAN=$(SAN): ThreadSanitizer cannot be combined with AddressSanitizer)
+endif
+# -fno-omit-frame-pointer: whole stacks in the reports.
+SAN_FLAGS = $(foreach s,$(SAN_NAMES),$(SAN_$(s))) $(if $(SAN),-fno-omit-frame-pointer)
+
+# One build folder per set of flags that change objects (see the top).
+BUILD   ?= build$(if $(filter none,$(SIMD)),-nosimd)$(if $(SAN),-$(subst $(comma),-,$(SAN)))
 
 # -O2 -g: optimised but debuggable.  No -ffast-math: the forward pass and the
-# quantizers must round exactly as written (NaN checks, RNE ties).
-OPT     ?= -O2 -g
+# quantizers must round exactly as written (NaN checks, RNE ties).  -O1 under
+# the sanitizers: reports stay close to the source (and -O2 is no faster
+# under TSan, whose checks on every load and store dominate).
+OPT     ?= $(if $(SAN),-O1 -g,-O2 -g)
 # -Wno-format-truncation: paths and messages are cut to fixed buffers on purpose.
 WARN    := -Wall -Wextra -Wpedantic -Werror -Wno-unused-parameter -Wno-format-truncation
-CFLAGS  += -std=c11 $(OPT) $(WARN) $(SAN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+CFLAGS  += -std=c11 $(OPT) $(WARN) $(SAN_FLAGS) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
            -Iinclude -Icommon -I. -fno-strict-aliasing
 ifeq ($(SIMD),none)
 CFLAGS  += -DDSQ_NO_SIMD
 endif
-# float-cast-overflow: gcc leaves it out of -fsanitize=undefined, and it is
-# what catches a JSON number converted to an integer without a range check.
-SAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
-             -fno-sanitize-recover=undefined,float-cast-overflow
+LDFLAGS += $(SAN_FLAGS)
+# -MMD -MP: the compiler writes each object's header dependencies next to it
+# (.d, included below); -MP adds an empty rule per header, so deleting or
+# renaming a header does not stop the build.
+DEPFLAGS := -MMD -MP
+# For a program compiled and linked in one step: its .d is <program>.d.
+DEPFLAGS_PROG = -MMD -MP -MF $@.d -MT $@
 
 # pkg-config lookups are deferred (=) so a fresh machine can install first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -48,11 +89,14 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 # renamed to fuzz_<target>, so tests/test_fuzz_replay.c can replay the corpus.
 FUZZ_SRC     := $(filter-out tests/fuzz/fuzz_util.c tests/fuzz/gen_corpus.c tests/fuzz/driver.c,$(sort $(wildcard tests/fuzz/*.c)))
 FUZZ_TARGETS := $(basename $(notdir $(FUZZ_SRC)))
-FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
 TEST_OBJ += $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/%.o) $(BUILD)/obj/tests/fuzz/fuzz_util.o
-HDRS     := $(wildcard include/*.h common/*.h formats/*.h quant/*.h calib/*.h verify/*.h pipeline/*.h synth/*.h convert/*.h tests/*.h)
 
-.PHONY: all test sanitize asan ubsan demo bench clean deps golden fuzz fuzz-bin fuzz-corpus fuzz-driver calib-table
+# The flags of this folder's objects, rewritten only when they change, so
+# that every object and program depending on it is rebuilt then (git's
+# GIT-CFLAGS).
+FLAGS_NOW := $(CC) $(CFLAGS) $(LDFLAGS)
+
+.PHONY: all test sanitize asan ubsan tsan demo bench calib-table clean deps fuzz fuzz-bin fuzz-corpus fuzz-driver FORCE
 all: deps $(BUILD)/dsq
 
 deps:
@@ -68,17 +112,21 @@ deps:
 	  fi; \
 	fi
 
-$(BUILD)/obj/%.o: %.c $(HDRS) | deps
+$(BUILD)/flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/flags | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) $(DEPFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/libdsq.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/dsq: $(BUILD)/obj/convert/main.o $(BUILD)/libdsq.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+$(BUILD)/dsq: $(BUILD)/obj/convert/main.o $(BUILD)/libdsq.a $(BUILD)/flags
+	$(CC) $(CFLAGS) -o $@ $(filter %.o %.a,$^) $(LDFLAGS) $(LDLIBS)
 
 # Every `TEST(test_x)` line in tests/*.c becomes one entry of the runner.
 $(BUILD)/gen/tests_list.h: $(TEST_SRC)
@@ -90,17 +138,45 @@ $(BUILD)/gen/tests_list.h: $(TEST_SRC)
 $(BUILD)/obj/tests/run.o: $(BUILD)/gen/tests_list.h
 $(BUILD)/obj/tests/run.o: CFLAGS += -I$(BUILD)/gen
 
-$(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libdsq.a
+$(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libdsq.a $(BUILD)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(filter %.o %.a,$^) $(LDFLAGS) $(LDLIBS)
 
+# Sanitized suites: every report, from the runner or from a dsq it starts,
+# goes to $(BUILD)/san-report.<pid> (log_path) instead of into output that a
+# test captured and need not show (a command expected to fail would hide
+# one), and any such file fails the suite.  (gcc's UBSan linked with ASan
+# still writes to stderr; `make ubsan` alone honours log_path.)
+# Under TSan the trained models of ../shared are left out (DSQ_SHARED points
+# at nothing; those tests count as skipped): with every load and store
+# checked, GPTQ on them runs ~20 times slower, most of an hour on two cores,
+# and the generated models take the same threaded paths.  TSAN_SHARED=../shared
+# puts them back.
+TSAN_SHARED ?= $(BUILD)/no-shared
+SAN_ENV_asan  := ASAN_OPTIONS
+SAN_ENV_ubsan := UBSAN_OPTIONS
+SAN_ENV_tsan  := TSAN_OPTIONS
+ifneq ($(SAN),)
+SAN_LOG   = $(abspath $(BUILD))/san-report
+TEST_ENV  = $(foreach s,$(SAN_NAMES),$(SAN_ENV_$(s))="log_path=$(SAN_LOG) $$$(SAN_ENV_$(s))") \
+            $(if $(filter tsan,$(SAN_NAMES)),DSQ_SHARED=$(TSAN_SHARED))
+SAN_CHECK = ; rc=$$?; for f in $(SAN_LOG).*; do [ -f "$$f" ] && { cat "$$f"; echo "sanitizer report: $$f"; rc=1; }; done; exit $$rc
+endif
+
+# The runner and every dsq it starts (DSQ_BIN) come from the same folder, so
+# a sanitized suite checks the command line's processes too.
 test: all $(BUILD)/tests/run
 	@mkdir -p $(BUILD)/tmp
-	DSQ_BIN=$(BUILD)/dsq DSQ_TEST_TMP=$(BUILD)/tmp $(BUILD)/tests/run $(T)
+	@rm -f $(BUILD)/san-report.*
+	$(TEST_ENV) DSQ_BIN=$(BUILD)/dsq DSQ_TEST_TMP=$(BUILD)/tmp $(BUILD)/tests/run $(T)$(SAN_CHECK)
 
-# The same suite under AddressSanitizer + UBSan, in its own build tree.
-sanitize asan ubsan:
-	$(MAKE) BUILD=build-san OPT="-O1 -g" SAN="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
+# The suite under sanitizers, each set rebuilt in its own folder.
+# `sanitize` runs ASan and UBSan in one pass (one suite run in CI).
+san_vars = SAN=$(1) BUILD=$(BUILD)-$(subst $(comma),-,$(1))
+sanitize:
+	$(MAKE) --no-print-directory $(call san_vars,asan$(comma)ubsan) test
+asan ubsan tsan:
+	$(MAKE) --no-print-directory $(call san_vars,$@) test
 
 demo: all
 	@sh tools/demo.sh $(BUILD)/dsq
@@ -112,36 +188,29 @@ bench: all
 calib-table: all
 	@sh tools/calib_table.sh $(BUILD)/dsq
 
-# Tokenizer encode MB/s (bench/tok_bench.c); a standalone program linking libdsq.a.
-$(BUILD)/bench/tok_bench: bench/tok_bench.c $(BUILD)/libdsq.a $(HDRS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ bench/tok_bench.c $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
-
+# Every build folder, whatever flags made it.
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-*
 
 # ---- benchmarks (bench/*.c, each a program linked against libdsq) ----------
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(wildcard bench/*.h)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libdsq.a $(BUILD)/flags | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
-$(BUILD)/bench/quant_bench: bench/quant_bench.c $(BUILD)/libdsq.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(DEPFLAGS_PROG) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 # ---- fuzzing (tests/fuzz/README.md) ------------------------------------------
 # Replay build: the entry point LLVMFuzzerTestOneInput of tests/fuzz/X.c
 # becomes fuzz_X, so every target links into tests/run side by side.
-$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c $(HDRS) $(FUZZ_HDRS) | deps
+$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c $(BUILD)/flags | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_$* -c $< -o $@
+	@$(CC) $(CFLAGS) $(DEPFLAGS) $(PKG_CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_$* -c $< -o $@
 
 $(BUILD)/gen/fuzz_list.h: $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	@{ printf '#define FUZZ_TARGETS \\\n'; \
 	   for t in $(FUZZ_TARGETS); do printf '    F(%s) \\\n' $$t; done; printf '\n'; } > $@
 
-$(BUILD)/obj/tests/test_fuzz_replay.o: $(BUILD)/gen/fuzz_list.h $(FUZZ_HDRS)
+$(BUILD)/obj/tests/test_fuzz_replay.o: $(BUILD)/gen/fuzz_list.h
 $(BUILD)/obj/tests/test_fuzz_replay.o: CFLAGS += -I$(BUILD)/gen
 
 # libFuzzer build: clang, the library itself instrumented for coverage
@@ -155,10 +224,10 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fn
 
 fuzz-bin: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(BUILD)/flags
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	@$(CC) $(CFLAGS) $(DEPFLAGS_PROG) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o \
 	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 # Each target runs FUZZ_SECONDS with its checked-in corpus (read only) and a
@@ -172,7 +241,7 @@ fuzz: deps
 	  echo "libFuzzer not found: '$(FUZZ_CC) -fsanitize=fuzzer' must link."; \
 	  echo "Debian/Ubuntu:  apt-get install clang libclang-rt-dev   (or clang-14 libclang-rt-14-dev)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="-O1 -g" \
-	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-warning-option" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
+	  SAN_FLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-warning-option" LDFLAGS="$(FUZZ_SAN)" fuzz-bin
 	@found=""; for t in $(FUZZ); do \
 	  mkdir -p build-fuzz/corpus/$$t build-fuzz/crash/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
@@ -194,16 +263,18 @@ fuzz: deps
 	  for f in $$found; do echo "  $$f"; done; exit 1; fi
 
 # One plain program per target (tests/fuzz/driver.c): replay files by hand.
+# driver.c comes first: with two sources the .d holds the last one's headers,
+# and driver.c includes none of ours.
 fuzz-driver: $(FUZZ_TARGETS:%=$(BUILD)/fuzz-driver/%)
 
-$(BUILD)/fuzz-driver/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(HDRS) $(FUZZ_HDRS)
+$(BUILD)/fuzz-driver/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(BUILD)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/obj/tests/fuzz/fuzz_util.o \
+	$(CC) $(CFLAGS) $(DEPFLAGS_PROG) $(PKG_CFLAGS) -o $@ tests/fuzz/driver.c $< $(BUILD)/obj/tests/fuzz/fuzz_util.o \
 	  $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 # Seeds: generated from synthetic checkpoints (and ../shared when present).
-$(BUILD)/gen_corpus: tests/fuzz/gen_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(FUZZ_HDRS)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/gen_corpus: tests/fuzz/gen_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(BUILD)/flags
+	$(CC) $(CFLAGS) $(DEPFLAGS_PROG) $(PKG_CFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_util.o $(BUILD)/libdsq.a $(LDFLAGS) $(LDLIBS)
 
 fuzz-corpus: $(BUILD)/gen_corpus
 	$(BUILD)/gen_corpus tests/fuzz/corpus
@@ -231,3 +302,8 @@ $(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf: $(LLAMA_DIR)/%: tests/llama/%.
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE $(LLAMA_INC) -o $@ $< $(LLAMA_LINK)
 
 test: llama
+
+# Header dependencies written by the compiler (DEPFLAGS); absent before the
+# first build, when everything is built anyway.
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/convert/main.d \
+  $(wildcard $(BUILD)/bench/*.d $(BUILD)/fuzz/*.d $(BUILD)/fuzz-driver/*.d $(BUILD)/gen_corpus.d)

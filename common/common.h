@@ -72,7 +72,8 @@ char *dsq_strdup(const char *s);
 void *dsq_aalloc(size_t n);
 void dsq_afree(void *p);
 /* Fault injection: after `n` more successful allocations, fail every one.
- * n < 0 disables.  Not thread-safe; tests only. */
+ * n < 0 disables.  Tests only; the count is shared by all threads, so with
+ * several threads allocating, which allocation fails first depends on timing. */
 void dsq_fault_alloc_after(long n);
 
 /* ---- checked arithmetic ------------------------------------------------- */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -41,15 +42,20 @@ const char *dsq_strerror(int code) {
 }
 
 /* ---- allocation with fault injection ----------------------------------- */
-static long g_alloc_budget = -1; /* <0: unlimited; tests only */
+/* <0: unlimited; tests only.  Atomic because pool workers and the
+ * provenance-hash thread allocate too; relaxed, since the count orders
+ * nothing else. */
+static atomic_long g_alloc_budget = -1;
 
 static int alloc_allowed(void) {
-    if (g_alloc_budget < 0) return 1;
-    if (g_alloc_budget == 0) return 0;
-    g_alloc_budget--;
-    return 1;
+    long b = atomic_load_explicit(&g_alloc_budget, memory_order_relaxed);
+    /* take one from a positive budget; a failed exchange reloads b */
+    while (b > 0 && !atomic_compare_exchange_weak_explicit(&g_alloc_budget, &b, b - 1, memory_order_relaxed,
+                                                           memory_order_relaxed)) {
+    }
+    return b != 0;
 }
-void dsq_fault_alloc_after(long n) { g_alloc_budget = n; }
+void dsq_fault_alloc_after(long n) { atomic_store_explicit(&g_alloc_budget, n, memory_order_relaxed); }
 
 void *dsq_malloc(size_t n) { return alloc_allowed() ? malloc(n ? n : 1) : NULL; }
 void *dsq_calloc(size_t n, size_t sz) {
