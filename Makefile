@@ -149,9 +149,9 @@ $(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libdsq.a $(BUILD)/flags
 # still writes to stderr; `make ubsan` alone honours log_path.)
 # Under TSan the trained models of ../shared are left out (DSQ_SHARED points
 # at nothing; those tests count as skipped): with every load and store
-# checked, GPTQ on them runs ~20 times slower, most of an hour on two cores,
-# and the generated models take the same threaded paths.  TSAN_SHARED=../shared
-# puts them back.
+# checked, GPTQ on them runs ~20 times slower, which takes the suite from
+# ~3 to ~20 minutes on two busy cores, and the generated models take the
+# same threaded paths.  TSAN_SHARED=../shared puts them back.
 TSAN_SHARED ?= $(BUILD)/no-shared
 SAN_ENV_asan  := ASAN_OPTIONS
 SAN_ENV_ubsan := UBSAN_OPTIONS
