@@ -73,6 +73,7 @@ TGT static inline __m256 nl_val(__m256i idx) {
 
 /* ---- dequantizers ----------------------------------------------------------------- */
 
+/* Q8_0: 32 int8 codes as 4 vectors, each times d. */
 TGT static void q8_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q8_0 *b = vy;
     for (int64_t i = 0; i < n / 32; i++, x += 32) {
@@ -81,6 +82,9 @@ TGT static void q8_0_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL: bytes j .. j+7 hold elements j .. j+7
+ * in their low nibbles and j+16 .. j+23 in their high nibbles, so each load
+ * of 8 bytes gives two output vectors 16 elements apart. */
 TGT static void q4_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q4_0 *b = vy;
     const __m256i k8 = _mm256_set1_epi32(8);
@@ -106,6 +110,7 @@ TGT static void q4_1_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* The fifth bits of elements j .. j+7 are bits j .. j+7 of qh. */
 TGT static void q5_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q5_0 *b = vy;
     const __m256i k16 = _mm256_set1_epi32(16);
@@ -144,6 +149,8 @@ TGT static inline __m256i two_bits(const uint8_t *qs, int e) {
     return _mm256_and_si256(_mm256_srli_epi32(v, 2 * ((e / 32) % 4)), _mm256_set1_epi32(3));
 }
 
+/* Q2_K: eight elements share a 16-element sub-block (one scale and min) and
+ * a 2-bit field position, so each vector is one load, shift and mask. */
 TGT static void q2_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q2_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -156,6 +163,8 @@ TGT static void q2_k_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q3_K: as Q2_K, minus 4 where the element's hmask bit is clear; the
+ * 6-bit scale is unpacked per sub-block in scalar code. */
 TGT static void q3_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q3_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -184,6 +193,9 @@ static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
     }
 }
 
+/* Q4_K / Q5_K: chunk c of 64 elements is 32 bytes, low nibbles for sub-block
+ * 2c and high nibbles for 2c + 1; the products d * sc and dmin * mn are
+ * scalar, as ggml forms them. */
 TGT static void q4_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q4_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -226,6 +238,8 @@ TGT static void q5_k_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q6_K: eight elements share their (h, k) position and a scale; d * scale is
+ * one scalar product, then times the code. */
 TGT static void q6_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q6_k *b = vy;
     const __m256i k32 = _mm256_set1_epi32(32), m3 = _mm256_set1_epi32(3);
@@ -255,6 +269,7 @@ TGT static void iq4_nl_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* IQ4_XS: per 32-element sub-block a 6-bit scale, then nibbles as IQ4_NL. */
 TGT static void iq4_xs_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_iq4_xs *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
