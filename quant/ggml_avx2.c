@@ -18,7 +18,7 @@
  *     max then min (equal to the scalar comparisons for the finite inputs the
  *     drivers pass; the one difference, the sign of a zero, is erased by the
  *     rounding), rounding is the same add / subtract of 1.5 * 2^23, and the
- *     IQ4 index counts the same half-unit thresholds as the scalar table.
+ *     IQ4 index counts the same thresholds as the scalar table (by bucket).
  */
 #include "ggml_blocks.h"
 
@@ -73,6 +73,7 @@ TGT static inline __m256 nl_val(__m256i idx) {
 
 /* ---- dequantizers ----------------------------------------------------------------- */
 
+/* Q8_0: 32 int8 codes as 4 vectors, each times d. */
 TGT static void q8_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q8_0 *b = vy;
     for (int64_t i = 0; i < n / 32; i++, x += 32) {
@@ -81,6 +82,9 @@ TGT static void q8_0_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL: bytes j .. j+7 hold elements j .. j+7
+ * in their low nibbles and j+16 .. j+23 in their high nibbles, so each load
+ * of 8 bytes gives two output vectors 16 elements apart. */
 TGT static void q4_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q4_0 *b = vy;
     const __m256i k8 = _mm256_set1_epi32(8);
@@ -106,6 +110,7 @@ TGT static void q4_1_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* The fifth bits of elements j .. j+7 are bits j .. j+7 of qh. */
 TGT static void q5_0_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q5_0 *b = vy;
     const __m256i k16 = _mm256_set1_epi32(16);
@@ -144,6 +149,8 @@ TGT static inline __m256i two_bits(const uint8_t *qs, int e) {
     return _mm256_and_si256(_mm256_srli_epi32(v, 2 * ((e / 32) % 4)), _mm256_set1_epi32(3));
 }
 
+/* Q2_K: eight elements share a 16-element sub-block (one scale and min) and
+ * a 2-bit field position, so each vector is one load, shift and mask. */
 TGT static void q2_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q2_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -156,6 +163,8 @@ TGT static void q2_k_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q3_K: as Q2_K, minus 4 where the element's hmask bit is clear; the
+ * 6-bit scale is unpacked per sub-block in scalar code. */
 TGT static void q3_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q3_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -184,6 +193,9 @@ static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
     }
 }
 
+/* Q4_K / Q5_K: chunk c of 64 elements is 32 bytes, low nibbles for sub-block
+ * 2c and high nibbles for 2c + 1; the products d * sc and dmin * mn are
+ * scalar, as ggml forms them. */
 TGT static void q4_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q4_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -226,6 +238,8 @@ TGT static void q5_k_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* Q6_K: eight elements share their (h, k) position and a scale; d * scale is
+ * one scalar product, then times the code. */
 TGT static void q6_k_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_q6_k *b = vy;
     const __m256i k32 = _mm256_set1_epi32(32), m3 = _mm256_set1_epi32(3);
@@ -255,6 +269,7 @@ TGT static void iq4_nl_dq(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* IQ4_XS: per 32-element sub-block a 6-bit scale, then nibbles as IQ4_NL. */
 TGT static void iq4_xs_dq(const void *vy, float *x, int64_t n) {
     const dsq_blk_iq4_xs *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
@@ -304,15 +319,44 @@ TGT static inline __m256 vucode(__m256 t, __m256 lo, __m256 hi) {
     return _mm256_sub_ps(_mm256_add_ps(t, C), C);
 }
 
-/* The IQ4 grid value nearest t: the index is the number of thresholds
- * 2 * midpoint (quant/ggml_quant.c's table) at or below floor(2t); the
- * converted value is floor(2t) + 512. */
-TGT static inline __m256 vnl(__m256 t) {
-    static const int m2[15] = {-231, -187, -148, -114, -84, -57, -32, -9, 14, 38, 63, 91, 122, 158, 202};
+/* The IQ4 grid value nearest t.  As in the scalar table, the index is the
+ * number of thresholds 2 * midpoint + 256 (quant/ggml_quant.c) at or below
+ * c = (int)(2t + 512) - 256, c in [0, 511].  The thresholds are at least 23
+ * apart, so each 16-wide bucket c >> 4 holds at most one: entry b packs the
+ * count below the bucket (high half) and the threshold inside it (low half,
+ * 0x7FFF for none).  Generated from the thresholds {25, 69, 108, 142, 172,
+ * 199, 224, 247, 270, 294, 319, 347, 378, 414, 458} and checked against the
+ * plain count for every c. */
+static const int32_t g_bucket[32] = {
+    0x7fff,  0x19,    0x17fff, 0x17fff, 0x10045, 0x27fff, 0x2006c, 0x37fff, 0x3008e, 0x47fff, 0x400ac,
+    0x57fff, 0x500c7, 0x67fff, 0x77fff, 0x700f7, 0x8010e, 0x97fff, 0x90126, 0xa013f, 0xb7fff, 0xb015b,
+    0xc7fff, 0xc017a, 0xd7fff, 0xd019e, 0xe7fff, 0xe7fff, 0xe01ca, 0xf7fff, 0xf7fff, 0xf7fff};
+
+typedef struct nltab {
+    __m256i t[4];
+} nltab;
+
+TGT static inline nltab nl_tab(void) {
+    nltab r;
+    for (int k = 0; k < 4; k++) r.t[k] = _mm256_loadu_si256((const __m256i *)(g_bucket + 8 * k));
+    return r;
+}
+
+TGT static inline __m256 vnl(const nltab *tb, __m256 t) {
     t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-128.0f)), _mm256_set1_ps(127.5f));
-    __m256i c = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(2.0f), t), _mm256_set1_ps(512.0f)));
-    __m256i idx = _mm256_setzero_si256();
-    for (int i = 0; i < 15; i++) idx = _mm256_sub_epi32(idx, _mm256_cmpgt_epi32(c, _mm256_set1_epi32(m2[i] + 511)));
+    __m256i c = _mm256_sub_epi32(
+        _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(2.0f), t), _mm256_set1_ps(512.0f))),
+        _mm256_set1_epi32(256));
+    __m256i b = _mm256_srli_epi32(c, 4);
+    /* 32-entry lookup: permutes on the low 3 bits, blends on bits 3 and 4 */
+    __m256 m3 = _mm256_castsi256_ps(_mm256_slli_epi32(b, 28)), m4 = _mm256_castsi256_ps(_mm256_slli_epi32(b, 27));
+    __m256 p0 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(tb->t[0], b));
+    __m256 p1 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(tb->t[1], b));
+    __m256 p2 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(tb->t[2], b));
+    __m256 p3 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(tb->t[3], b));
+    __m256i e = _mm256_castps_si256(_mm256_blendv_ps(_mm256_blendv_ps(p0, p1, m3), _mm256_blendv_ps(p2, p3, m3), m4));
+    __m256i thr = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFF));
+    __m256i idx = _mm256_sub_epi32(_mm256_srli_epi32(e, 16), _mm256_cmpgt_epi32(c, _mm256_sub_epi32(thr, _mm256_set1_epi32(1))));
     return nl_val(idx);
 }
 
@@ -332,11 +376,12 @@ TGT static void u_sums_avx2(const float *x, const float *w, int n, float lo, flo
 }
 
 TGT static void nl_sums_avx2(const float *x, const float *w, int n, const float *is, int m, float *out) {
+    const nltab tb = nl_tab();
     for (int j = 0; j < m; j++) {
         __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps(), vis = _mm256_set1_ps(is[j]);
         for (int i = 0; i < n; i += 8) {
             __m256 vx = _mm256_loadu_ps(x + i);
-            __m256 v = vnl(_mm256_mul_ps(vis, vx)), wv = _mm256_mul_ps(_mm256_loadu_ps(w + i), v);
+            __m256 v = vnl(&tb, _mm256_mul_ps(vis, vx)), wv = _mm256_mul_ps(_mm256_loadu_ps(w + i), v);
             a = _mm256_add_ps(a, _mm256_mul_ps(wv, vx));
             b = _mm256_add_ps(b, _mm256_mul_ps(wv, v));
         }
@@ -360,11 +405,12 @@ TGT static void u_err_avx2(const float *x, const float *w, int n, float lo, floa
 
 TGT static void nl_err_avx2(const float *x, const float *w, int n, const float *dl, const float *inv, int m,
                             float *out) {
+    const nltab tb = nl_tab();
     for (int j = 0; j < m; j++) {
         __m256 a = _mm256_setzero_ps(), vdl = _mm256_set1_ps(dl[j]), vinv = _mm256_set1_ps(inv[j]);
         for (int i = 0; i < n; i += 8) {
             __m256 vx = _mm256_loadu_ps(x + i);
-            __m256 r = _mm256_sub_ps(vx, _mm256_mul_ps(vdl, vnl(_mm256_mul_ps(vx, vinv))));
+            __m256 r = _mm256_sub_ps(vx, _mm256_mul_ps(vdl, vnl(&tb, _mm256_mul_ps(vx, vinv))));
             a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(w + i), r), r));
         }
         out[j] = vsum(a);

@@ -61,6 +61,8 @@ static inline int k3_scale(int j, const uint8_t *q) {
 
 /* ---- dequantizers ----------------------------------------------------------- */
 
+/* One-level blocks of 32: x = code * d (Q8_0, Q4_0, Q5_0, IQ4_NL through the
+ * grid) or code * d + m (Q4_1, Q5_1); the int code converts exactly. */
 void dsq_q8_0_dequantize_ref(const void *vy, float *x, int64_t n) {
     const dsq_blk_q8_0 *b = vy;
     for (int64_t i = 0; i < n / 32; i++, x += 32) {
@@ -190,6 +192,8 @@ void dsq_q5_k_dequantize_ref(const void *vy, float *x, int64_t n) {
 /* Element e = 128h + 32k + l (k = 0..3, l < 32): low 4 bits from ql[64h + l
  * + 32(k & 1)] (low nibble for k < 2, high nibble for k >= 2), high 2 bits
  * from bits 2k..2k+1 of qh[32h + l]; scale e / 16. */
+/* Q6_K's scale product d * scales[e / 16] is formed first, then times the
+ * signed code: ggml's "d * sc[is] * q" associates that way. */
 void dsq_q6_k_dequantize_ref(const void *vy, float *x, int64_t n) {
     const dsq_blk_q6_k *b = vy;
     for (int64_t i = 0; i < n / 256; i++, x += 256) {

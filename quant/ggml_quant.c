@@ -583,19 +583,17 @@ static void symk_quant(const dsq_gbsearch *ks, const float *x, const float *imp,
     uint16_t h = bstore(&b, super_scale(s, a, k->n_sub, k->slo, k->shi));
     int tsc[16];
     float best = symk_codes(ks, &b, k, s, bscale(&b, h), sc);
-    /* the least-squares d for the chosen integer codes, kept while E falls */
+    /* the least-squares d for the chosen integer codes, x ~ d (sc v), kept
+     * while E falls; sub-block sums of the codes at their scales come from
+     * the search kernels */
     for (int it = 0; it < 2; it++) {
         double num = 0, den = 0;
         dn = bscale(&b, h);
         for (int j = 0; j < k->n_sub; j++) {
-            const float *xj = b.x + j * k->sub;
-            g_codes(k->g, xj, k->sub, dn * (float)sc[j], L + j * k->sub);
-            for (int i = j * k->sub; i < (j + 1) * k->sub; i++) {
-                float v = k->g.nl ? (float)dsq_gb_iq4_grid[L[i]] : (float)L[i] + k->g.lo;
-                double av = (double)sc[j] * v;
-                num += (double)b.w[i] * av * b.x[i];
-                den += (double)b.w[i] * av * av;
-            }
+            float is = inv_of(dn * (float)sc[j]), sj[2];
+            g_sums(ks, k->g, b.x + j * k->sub, b.w + j * k->sub, k->sub, &is, 1, sj);
+            num += (double)sc[j] * sj[0];
+            den += (double)sc[j] * sc[j] * sj[1];
         }
         if (!(den > 0)) break;
         uint16_t h2 = bstore(&b, (float)(num / den));
@@ -654,6 +652,7 @@ static void affk_quant(const dsq_gbsearch *ks, const float *x, const float *imp,
                        uint16_t *hm, int *sc, int *mn, uint8_t *L) {
     blk b;
     float s[16], m[16], a[16], ww[16];
+    double wx[16];
     int n = k->n_sub * k->sub;
     *hd = *hm = 0;
     if (!blk_load(&b, x, imp, n, k->sub)) {
@@ -666,26 +665,28 @@ static void affk_quant(const dsq_gbsearch *ks, const float *x, const float *imp,
         fit_affine(ks, b.x + j * k->sub, b.w + j * k->sub, k->sub, k->nmax, 1, k->rmin, k->rdelta, k->nstep, &s[j],
                    &bb, &a[j], &ww[j]);
         m[j] = -bb;
+        wx[j] = 0;
+        for (int i = j * k->sub; i < (j + 1) * k->sub; i++) wx[j] += (double)b.w[i] * b.x[i];
     }
     uint16_t h = bstore(&b, super_scale(s, a, k->n_sub, 0, k->Q));
     uint16_t h2 = bstore(&b, super_scale(m, ww, k->n_sub, 0, k->Q));
     int tsc[16], tmn[16];
     float fn = (float)k->nmax, best = affk_codes(ks, &b, k, s, m, bscale(&b, h), bscale(&b, h2), sc, mn);
     /* the least-squares (d, dmin) for the chosen codes, x ~ d (sc l) - dmin mn,
-     * kept while E falls */
+     * kept while E falls; per sub-block {sum w l, sum w l^2, sum w l x} of the
+     * codes at their parameters come from the search kernels */
     for (int it = 0; it < 2; it++) {
         double aa = 0, ac = 0, cc = 0, ax = 0, cx = 0;
         float d = bscale(&b, h), dmin = bscale(&b, h2);
         for (int j = 0; j < k->n_sub; j++) {
-            a_codes(b.x + j * k->sub, k->sub, fn, d * (float)sc[j], -(dmin * (float)mn[j]), L + j * k->sub);
-            for (int i = j * k->sub; i < (j + 1) * k->sub; i++) {
-                double wi = b.w[i], av = (double)sc[j] * L[i], cv = -(double)mn[j];
-                aa += wi * av * av;
-                ac += wi * av * cv;
-                cc += wi * cv * cv;
-                ax += wi * av * b.x[i];
-                cx += wi * cv * b.x[i];
-            }
+            float is = inv_of(d * (float)sc[j]), sj[3];
+            ks->a_sums(b.x + j * k->sub, b.w + j * k->sub, k->sub, fn, &is, -(dmin * (float)mn[j]), 1, sj);
+            double s = sc[j], c = -(double)mn[j];
+            aa += s * s * sj[1];
+            ac += s * c * sj[0];
+            cc += c * c * ww[j];
+            ax += s * sj[2];
+            cx += c * wx[j];
         }
         double det = aa * cc - ac * ac, dd, dm;
         if (cc > 0 && det > 0) {
