@@ -159,18 +159,12 @@ static int plan_kv_b_parts(ctx *c, int i) {
     return DSQ_OK;
 }
 
-/* The f32 values of part p->d.part of kv_b (src, with its column
- * multipliers) into dst ([p->d.rows, p->d.cols]). */
-static int derive_part(ctx *c, const plan *p, const dsq_qmat *src, const void *colscale, float *dst) {
+/* Part p->d.part of kv_b, given as f32 [H*(nope+v), kv_lora] with its
+ * column multipliers applied, into dst ([p->d.rows, p->d.cols]). */
+static void derive_part(const ctx *c, const plan *p, const float *kv, float *dst) {
     const dsq_config *cfg = c->cfg;
     int64_t H = cfg->n_heads, dn = cfg->qk_nope_head_dim, dv = cfg->v_head_dim, r = cfg->kv_lora_rank;
-    float *kv = dsq_malloc(sizeof *kv * (size_t)(src->rows * src->cols));
-    if (!kv) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
-    int rc = dsq_q_dequantize(src, 0, src->rows, kv, c->err);
-    if (!rc && colscale)
-        for (int64_t row = 0; row < src->rows; row++)
-            for (int64_t j = 0; j < src->cols; j++) kv[row * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
-    for (int64_t h = 0; !rc && h < H; h++) {
+    for (int64_t h = 0; h < H; h++) {
         const float *head = kv + h * (dn + dv) * r;
         if (p->d.part == DSQ_PART_K_B) /* [h][ri][c] = kv[h*(dn+dv) + c][ri] */
             for (int64_t ri = 0; ri < r; ri++)
@@ -178,8 +172,6 @@ static int derive_part(ctx *c, const plan *p, const dsq_qmat *src, const void *c
         else /* [h][v][ri] = kv[h*(dn+dv) + dn + v][ri] */
             memcpy(dst + h * dv * r, head + dn * r, sizeof *dst * (size_t)(dv * r));
     }
-    free(kv);
-    return rc;
 }
 
 /* One output tensor per source tensor, in source order, except routed
@@ -233,11 +225,12 @@ static int plan_src(ctx *c) {
                 for (int k = 0; k < t->n_dims; k++) p->d.shape[k] = t->shape[k];
             }
             p->d.name = p->name;
+            int pi = c->n_plan - 1; /* p moves when the parts are added */
             if (t->role == DSQ_R_ATTN_KV_B && dsq_mwriter_splits_kv_b(c->w) && (rc = plan_kv_b_parts(c, i))) {
                 free(stack);
                 return rc;
             }
-            p = &c->p[c->n_plan - (t->role == DSQ_R_ATTN_KV_B && dsq_mwriter_splits_kv_b(c->w) ? 2 : 1)];
+            p = &c->p[pi];
         }
         if (is_exp && t->expert >= p->d.experts) {
             free(stack);
@@ -313,23 +306,25 @@ static void stat_name(const plan *p, int e, char *out, size_t n) {
 
 static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale);
 
-/* Store source matrix src as plan p says, and as each further part of it. */
+/* Store source matrix src as plan p says; a tensor stored in parts
+ * (kv_b) is dequantized once, then each part is derived and stored. */
 static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
-    for (;;) {
-        int rc;
-        if (!p->d.part) {
-            rc = process_one(c, p, e, src, colscale);
-        } else {
-            float *f = dsq_malloc(sizeof *f * (size_t)(p->d.rows * p->d.cols));
-            if (!f) return dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
-            dsq_qmat part = {DSQ_Q_F32, p->d.rows, p->d.cols, f, NULL, NULL};
-            rc = derive_part(c, p, src, colscale, f);
-            if (!rc) rc = process_one(c, p, e, &part, NULL);
-            free(f);
-        }
-        if (rc || p->next < 0) return rc;
-        p = &c->p[p->next];
+    if (!p->d.part) return process_one(c, p, e, src, colscale);
+    int64_t n = src->rows * src->cols;
+    float *kv = dsq_malloc(sizeof *kv * (size_t)n), *f = dsq_malloc(sizeof *f * (size_t)n);
+    int rc = kv && f ? dsq_q_dequantize(src, 0, src->rows, kv, c->err) : dsq_fail(c->err, DSQ_E_NOMEM, "%s: out of memory", p->name);
+    if (!rc && colscale)
+        for (int64_t row = 0; row < src->rows; row++)
+            for (int64_t j = 0; j < src->cols; j++) kv[row * src->cols + j] *= dsq_lef32((const uint8_t *)colscale + 4 * j);
+    for (; !rc; p = &c->p[p->next]) { /* the parts together hold every element once */
+        dsq_qmat part = {DSQ_Q_F32, p->d.rows, p->d.cols, f, NULL, NULL};
+        derive_part(c, p, kv, f);
+        rc = process_one(c, p, e, &part, NULL);
+        if (p->next < 0) break;
     }
+    free(kv);
+    free(f);
+    return rc;
 }
 
 static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
