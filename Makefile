@@ -294,11 +294,11 @@ LLAMA_LINK  = -L$(LLAMA_LIBS) -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libg
 .PHONY: llama
 llama:
 	@rc=0; sh tests/llama/fetch.sh $(LLAMA_DIR) || rc=$$?; \
-	if [ $$rc = 0 ]; then $(MAKE) --no-print-directory $(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf; \
+	if [ $$rc = 0 ]; then $(MAKE) --no-print-directory $(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf $(LLAMA_DIR)/llama_quant; \
 	elif [ $$rc = 77 ]; then echo "llama.cpp not reachable (npm): its tests will be skipped"; \
 	else exit $$rc; fi
 
-$(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf: $(LLAMA_DIR)/%: tests/llama/%.c
+$(LLAMA_DIR)/llama_logits $(LLAMA_DIR)/ggml_gguf $(LLAMA_DIR)/llama_quant: $(LLAMA_DIR)/%: tests/llama/%.c
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE $(LLAMA_INC) -o $@ $< $(LLAMA_LINK)
 
 test: llama

@@ -93,13 +93,16 @@ int cmd_calib(int argc, char **argv) {
     o.min_tokens = min_tokens;
     dsq_err err = {0};
     dsq_recipe r;
-    int rc = recipe ? dsq_recipe_load(&r, recipe, &err) : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
-    if (rc) return cli_err("calib", &err);
-    /* one open of the model serves the tokens, the calibration, the config
-     * and the tensors the quantized output copies */
+    /* one open of the model serves the recipe (GGUF presets depend on the
+     * layer count), the tokens, the calibration, the config and the tensors
+     * the quantized output copies */
     dsq_src *m;
-    if (dsq_src_open(&m, src, 0, &err)) {
-        dsq_recipe_deinit(&r);
+    if (dsq_src_open(&m, src, 0, &err)) return cli_err("calib", &err);
+    int rc = recipe ? dsq_recipe_load(&r, recipe, &err)
+           : preset && dsq_recipe_is_gguf_preset(preset) ? dsq_recipe_gguf_preset(&r, preset, m, "mse", &err)
+           : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
+    if (rc) {
+        dsq_src_close(m);
         return cli_err("calib", &err);
     }
     int32_t *ids = NULL;

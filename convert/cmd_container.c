@@ -11,6 +11,7 @@
 #include "pipeline/pipeline.h"
 #include "formats/container.h"
 #include "formats/formats_int.h"
+#include "formats/source.h"
 
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -45,7 +46,7 @@ static int usage_convert(FILE *f, int quant) {
                    "  --force        overwrite OUT if it exists\n"
                    "  --quiet        no progress line\n");
     else
-        fprintf(f, "usage: dsq quant SRC -o OUT.dsq (--preset P | --recipe FILE.json) [--calib FILE]\n"
+        fprintf(f, "usage: dsq quant SRC -o OUT.dsq|OUT.gguf (--preset P | --recipe FILE.json) [--calib FILE]\n"
                    "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--no-error]\n\n"
                    "Quantize a checkpoint or a .dsq container into a new container, streaming.\n\n"
                    "  --preset P       fp8          projections FP8 (block scales kept), routed experts\n"
@@ -54,6 +55,9 @@ static int usage_convert(FILE *f, int quant) {
                    "                   int4         every projection int4 group 128\n"
                    "                   int8         every projection int8 per channel\n"
                    "                   Embedding and head stay bf16; norms, router and its bias f32.\n"
+                   "                   GGUF (llama.cpp's file types and per-tensor policy, OUT.gguf):\n"
+                   "                   q8_0 q6_k q5_k_m q4_k_m q4_0 iq4_xs iq4_nl q3_k_m q2_k; with --calib\n"
+                   "                   every quantized tensor is calibrated (per expert)\n"
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
                    "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
                    "                   recipe's mse / gptq / awq methods\n"
@@ -166,7 +170,17 @@ static int run_pipe(int argc, char **argv, int quant) {
     if (calib && dsq_cstats_load(&cs, calib, &err)) return cli_err(cmd, &err);
     o.calib = cs;
     dsq_recipe r;
-    int rc = quant ? (preset ? dsq_recipe_preset(&r, preset, &err) : dsq_recipe_load(&r, recipe_file, &err))
+    int rc;
+    if (quant && preset && dsq_recipe_is_gguf_preset(preset)) {
+        /* llama.cpp's policies depend on the layer count: read the source's config */
+        dsq_src *s;
+        rc = dsq_src_open(&s, o.src, 0, &err);
+        if (!rc) {
+            rc = dsq_recipe_gguf_preset(&r, preset, s, cs ? "mse" : NULL, &err);
+            dsq_src_close(s);
+        }
+    } else
+        rc = quant ? (preset ? dsq_recipe_preset(&r, preset, &err) : dsq_recipe_load(&r, recipe_file, &err))
                    : dsq_recipe_preset(&r, "lossless", &err);
     if (rc) {
         dsq_cstats_free(cs);

@@ -188,6 +188,12 @@ static int src_scheme(const dsq_src *src, const char *name) {
     return sc >= 0 ? sc : DSQ_Q_F32;
 }
 
+/* Columns of the source tensor `name` (0 when absent: src_scheme reports it). */
+static int64_t src_cols(const dsq_src *src, const char *name) {
+    int i = dsq_src_find(src, name);
+    return i < 0 ? 0 : dsq_src_tensor(src, i)->cols;
+}
+
 /* Quantize one weight of the layer into the overlay, if the recipe changes it. */
 /* match_name: the name recipes see (routed experts: their stacked name). */
 static int quantize_weight(const dsq_calib_opts *o, const dsq_weights *w, dsq_woverlay *ov, const dsq_cstats *cs,
@@ -197,7 +203,7 @@ static int quantize_weight(const dsq_calib_opts *o, const dsq_weights *w, dsq_wo
     if (ss < 0) return dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", name);
     dsq_method qm;
     char rec[200];
-    int rc = dsq_method_for(o->recipe, match_name, role, layer, ss, 1, &qm, err);
+    int rc = dsq_method_for(o->recipe, match_name, role, layer, src_cols(o->src, name), ss, 1, &qm, err);
     if (rc) return rc;
     if (layer >= 0) dsq_method_fold(o->recipe, w->cfg, role, layer, &qm, rec, sizeof rec);
     if (qm.copy) return DSQ_OK;
@@ -258,7 +264,7 @@ static int fold_group(const dsq_calib_opts *o, const dsq_weights *w, dsq_woverla
         dsq_method qm;
         int ss = src_scheme(o->src, mem[k].name), id = w->find(w->ctx, mem[k].name);
         if (ss < 0 || id < 0) { rc = dsq_fail(err, DSQ_E_NOTFOUND, "calib: model lacks '%s'", mem[k].name); break; }
-        if ((rc = dsq_method_for(o->recipe, mem[k].match, mem[k].role, l, ss, 1, &qm, err))) break;
+        if ((rc = dsq_method_for(o->recipe, mem[k].match, mem[k].role, l, cols, ss, 1, &qm, err))) break;
         if (k == 0) n_grid = qm.grid > 0 && qm.grid <= 100 ? qm.grid : 20;
         int64_t shape[4];
         w->shape(w->ctx, id, shape);

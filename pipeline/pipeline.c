@@ -69,45 +69,11 @@ typedef struct ctx {
 /* A ggml block type whose blocks do not divide a row falls back, as
  * llama.cpp's quantizer does, to a 32-column type of at least its bits,
  * then to f16. */
-static int ggml_fallback(int s, int64_t cols) {
-    for (int guard = 0; guard < 4; guard++) {
-        const dsq_qscheme *q = dsq_q_scheme(s);
-        if (!q || q->kind != DSQ_QK_GGML || cols % q->group == 0) return s;
-        switch (s) {
-        case DSQ_Q_GGML_Q2_K: case DSQ_Q_GGML_Q3_K: s = DSQ_Q_GGML_Q4_0; break;
-        case DSQ_Q_GGML_Q4_K: s = DSQ_Q_GGML_Q5_0; break;
-        case DSQ_Q_GGML_Q5_K: s = DSQ_Q_GGML_Q5_1; break;
-        case DSQ_Q_GGML_Q6_K: s = DSQ_Q_GGML_Q8_0; break;
-        case DSQ_Q_GGML_IQ4_XS: s = DSQ_Q_GGML_IQ4_NL; break;
-        default: return DSQ_Q_F16;
-        }
-    }
-    return DSQ_Q_F16;
-}
-
 static int choose_scheme(ctx *c, plan *p) {
-    int rc = dsq_method_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->src_scheme, c->have_calib,
+    int rc = dsq_method_for(c->o->recipe, p->name, p->d.role, p->d.layer, p->d.cols, p->src_scheme, c->have_calib,
                              &p->m, c->err);
     if (rc) return rc;
-    int fb = ggml_fallback(p->m.scheme, p->d.cols);
-    if (fb != p->m.scheme) {
-        /* the rule's method stays (calibrated methods run on the fallback
-         * grid); the recipe note says what was asked */
-        p->fallback_from = p->m.scheme;
-        p->m.scheme = fb;
-        p->m.copy = fb == p->src_scheme && p->m.method == DSQ_METHOD_PLAIN;
-        size_t n = strlen(p->m.recipe);
-        if (n > 1 && n + 40 < sizeof p->m.recipe)
-            snprintf(p->m.recipe + n - 1, sizeof p->m.recipe - n + 1, ",\"fallback_from\":\"%s\"}",
-                     dsq_q_scheme(p->fallback_from)->name);
-        char *sc = strstr(p->m.recipe, "\"scheme\":\"");
-        if (sc) { /* the stored scheme's name */
-            char rest[256];
-            const char *e = strchr(sc + 10, '"');
-            snprintf(rest, sizeof rest, "%s", e ? e : "\"");
-            snprintf(sc + 10, sizeof p->m.recipe - (size_t)(sc + 10 - p->m.recipe), "%s%s", dsq_q_scheme(fb)->name, rest);
-        }
-    }
+    p->fallback_from = p->m.fallback_from;
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp || p->d.part) dsq_method_uncalibrated(&p->m, p->src_scheme);
     else dsq_method_fold(c->o->recipe, c->cfg, p->d.role, p->d.layer, &p->m, p->fold_rec, sizeof p->fold_rec);
@@ -355,7 +321,7 @@ static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *
     const dsq_cstat *st = NULL;
     char nm[200];
     stat_name(p, e, nm, sizeof nm);
-    if (c->o->calib && p->m.method != DSQ_METHOD_PLAIN)
+    if (c->o->calib && p->m.method != DSQ_METHOD_PLAIN && !p->d.part) /* kv_b parts read other inputs */
         st = dsq_cstats_find(c->o->calib, dsq_method_is_fold(p->m.method) ? p->fold_rec : nm);
     if ((rc = dsq_quantize_matrix(c->pool, &p->m, src, colscale, st, &dst, cs_out, &c->work, nm, c->err))) return rc;
     if (c->o->measure_error) {

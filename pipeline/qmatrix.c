@@ -45,9 +45,26 @@ static int gptq_factor(dsq_matrix_scratch *w, const double *H, int64_t cols, con
     return DSQ_OK;
 }
 
-int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+int dsq_ggml_fallback(int s, int64_t cols) {
+    for (int guard = 0; guard < 4; guard++) {
+        const dsq_qscheme *q = dsq_q_scheme(s);
+        if (!q || q->kind != DSQ_QK_GGML || cols % q->group == 0) return s;
+        switch (s) {
+        case DSQ_Q_GGML_Q2_K: case DSQ_Q_GGML_Q3_K: s = DSQ_Q_GGML_Q4_0; break;
+        case DSQ_Q_GGML_Q4_K: s = DSQ_Q_GGML_Q5_0; break;
+        case DSQ_Q_GGML_Q5_K: s = DSQ_Q_GGML_Q5_1; break;
+        case DSQ_Q_GGML_Q6_K: s = DSQ_Q_GGML_Q8_0; break;
+        case DSQ_Q_GGML_IQ4_XS: s = DSQ_Q_GGML_IQ4_NL; break;
+        default: return DSQ_Q_F16;
+        }
+    }
+    return DSQ_Q_F16;
+}
+
+int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int64_t cols, int src_scheme,
                     int have_calib, dsq_method *m, dsq_err *err) {
     memset(m, 0, sizeof *m);
+    m->fallback_from = -1;
     const dsq_rule *u = dsq_recipe_match(r, name, role, layer);
     int s;
     if (u) s = u->scheme;
@@ -57,6 +74,12 @@ int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int lay
         s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_BF16 : -1;
     else s = r->n_rules || r->default_scheme >= 0 ? DSQ_Q_F32 : -1;
     if (s < 0) s = src_scheme;
+    int fb = dsq_ggml_fallback(s, cols);
+    if (fb != s && u && u->fallback >= 0) fb = dsq_ggml_fallback(u->fallback, cols);
+    if (fb != s) {
+        m->fallback_from = s;
+        s = fb;
+    }
     m->scheme = s;
     m->method = DSQ_METHOD_PLAIN;
     if (u) {
@@ -95,6 +118,9 @@ int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int lay
     if (dsq_method_has_colscale(m->method)) o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"grid\":%d", m->grid);
     if (have_calib && m->method != DSQ_METHOD_PLAIN)
         o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"calib\":true");
+    if (m->fallback_from >= 0)
+        o += snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, ",\"fallback_from\":\"%s\"",
+                      dsq_q_scheme(m->fallback_from)->name);
     snprintf(m->recipe + o, sizeof m->recipe - (size_t)o, "}");
     return DSQ_OK;
 }

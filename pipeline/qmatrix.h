@@ -28,6 +28,7 @@ static inline int dsq_method_has_colscale(int method) { return method == DSQ_MET
 
 typedef struct dsq_method {
     int scheme;         /* destination scheme (dsq_qtype) */
+    int fallback_from;  /* the ggml type asked for when its block did not fit the rows, else -1 */
     int method;         /* DSQ_METHOD_* */
     int copy;           /* scheme equals the source's and nothing to compute */
     dsq_qopts opts;     /* clip search (imp filled per matrix from statistics) */
@@ -39,11 +40,19 @@ typedef struct dsq_method {
     char recipe[256];   /* JSON of the decision, for the container */
 } dsq_method;
 
-/* Scheme and method of tensor `name` (role, layer) whose source is stored
- * as src_scheme.  Errors for methods that need statistics when have_calib
- * is 0, and for impossible combinations. */
-int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int src_scheme,
+/* Scheme and method of tensor `name` (role, layer; rows of `cols` columns)
+ * whose source is stored as src_scheme.  A ggml block type whose block does
+ * not divide the rows falls back as llama.cpp's tensor_type_fallback does
+ * (dsq_ggml_fallback; m->fallback_from says what was asked, the method
+ * stays).  Errors for methods that need statistics when have_calib is 0,
+ * and for impossible combinations. */
+int dsq_method_for(const dsq_recipe *r, const char *name, dsq_role role, int layer, int64_t cols, int src_scheme,
                     int have_calib, dsq_method *m, dsq_err *err);
+/* The scheme rows of `cols` columns store instead of ggml block type s:
+ * Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS ->
+ * IQ4_NL, then F16 when even that block does not divide them; s itself
+ * for every other scheme. */
+int dsq_ggml_fallback(int s, int64_t cols);
 
 /* AWQ folding.  The norm whose output weight `role` reads when that input
  * can take folded scales (DSQ_R_UNKNOWN otherwise). */

@@ -16,9 +16,12 @@
 #include "pipeline/recipe.h"
 #include "common.h"
 #include "formats/json.h"
+#include "formats/source.h"
+#include "pipeline/qmatrix.h"
 #include "quant/quant.h"
 
 #include <fnmatch.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 
@@ -58,6 +61,7 @@ static void rule_init(dsq_rule *u) {
     memset(u, 0, sizeof *u);
     u->layer_lo = u->layer_hi = -1;
     u->scheme = -1;
+    u->fallback = -1;
     snprintf(u->method, sizeof u->method, "absmax");
 }
 
@@ -130,6 +134,12 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                 const char *ks = dsq_json_str(k);
                 if (!ks || ((u->scheme = scheme_arg(ks)) < 0 && strcmp(ks, "keep"))) {
                     dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown scheme '%s'", what, i, ks ? ks : "?");
+                    goto fail;
+                }
+            } else if (!strcmp(key, "fallback")) {
+                const char *ks = dsq_json_str(k);
+                if (!ks || (u->fallback = dsq_q_from_name(ks)) < 0) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: unknown fallback scheme '%s'", what, i, ks ? ks : "?");
                     goto fail;
                 }
             } else if (!strcmp(key, "method")) {
@@ -269,4 +279,201 @@ int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err) {
     if (n < 0 || (size_t)n >= sizeof js || strpbrk(type, "\"\\"))
         return dsq_fail(err, DSQ_E_ARG, "unknown GGUF type '%.40s'", type);
     return dsq_recipe_parse(r, js, (size_t)n, "--type", err);
+}
+
+/* ---- GGUF presets ------------------------------------------------------------
+ * llama.cpp's file types as recipes.  Two policies:
+ *
+ * llama.cpp's, the per-tensor choices of its llama_tensor_get_type
+ * (src/llama-quant.cpp of de3ff815ea7d) for the deepseek2 / deepseek32
+ * layout, where kv_b is stored as attn_k_b / attn_v_b (so no tensor is
+ * "attn_v"-like), the MoE has more than 8 experts and no layer is Falcon's:
+ * head Q6_K (Q8_0 at q8_0), embedding at the default type, ffn_down of the
+ * layers its use_more_bits picks at Q6_K for q4_k_m / q5_k_m, the first n/16
+ * at Q5_K and the rest at Q4_K for q3_k_m, Q3_K for q2_k, the first n/8 at
+ * Q5_K for iq4_xs / iq4_nl without an importance matrix, Q4_1 for q4_0 with
+ * one; attn_output Q3_K at q2_k and Q4_K at q3_k_m; everything else at the
+ * default type; rows that a type's block does not divide fall back
+ * (dsq_ggml_fallback).
+ *
+ * dsq's, the presets: llama.cpp's, plus
+ *   - the indexer's q_b and k at Q8_0 and its weights_proj in F32 (the top-k
+ *     selection is sensitive, the tensors small), norms, biases and router F32;
+ *   - the dense FFN layers (before first_k_dense_replace) one type up (Q6_K
+ *     for the 4-bit types): every token passes them, and on the trained tiny
+ *     model they carry most of the 4-bit loss;
+ *   - a Q6_K ffn_down whose rows do not fit 256-blocks at Q5_1 (6 bits, as
+ *     meant), not llama.cpp's Q8_0
+ *   (a rule's "fallback");
+ * and then, to stay within llama.cpp's bytes for the same type, routed
+ * experts' gate and up of whole MoE layers one type down (Q3_K for the
+ * 4-bit types), middle layers first, until the tensors take no more bytes
+ * than llama.cpp's policy gives them. */
+static const struct { const char *name, *deflt, *up, *down; } g_gguf_presets[] = {
+    {"q8_0", "q8_0", "q8_0", "q6_k"},     {"q6_k", "q6_k", "q8_0", "q5_k"},
+    {"q5_k_m", "q5_k", "q6_k", "q4_k"},   {"q4_k_m", "q4_k", "q6_k", "q3_k"},
+    {"q4_0", "q4_0", "q6_k", "q3_k"},     {"iq4_xs", "iq4_xs", "q6_k", "q3_k"},
+    {"iq4_nl", "iq4_nl", "q6_k", "q3_k"}, {"q3_k_m", "q3_k", "q5_k", "q2_k"},
+    {"q2_k", "q2_k", "q4_k", ""},
+};
+#define N_GGUF_PRESETS (int)(sizeof g_gguf_presets / sizeof g_gguf_presets[0])
+
+int dsq_recipe_is_gguf_preset(const char *name) {
+    for (int i = 0; i < N_GGUF_PRESETS; i++)
+        if (!strcmp(g_gguf_presets[i].name, name)) return 1;
+    return 0;
+}
+
+const char *dsq_recipe_gguf_presets(void) { return "q8_0, q6_k, q5_k_m, q4_k_m, q4_0, iq4_xs, iq4_nl, q3_k_m, q2_k"; }
+
+/* llama.cpp's use_more_bits: the first and last eighth of the layers and
+ * every third in between. */
+static int more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* llama.cpp's ffn_down type of layer i of n for preset k. */
+static const char *down_type(int k, int i, int n, int calib) {
+    const char *nm = g_gguf_presets[k].name, *def = g_gguf_presets[k].deflt;
+    if (!strcmp(nm, "q4_k_m") || !strcmp(nm, "q5_k_m")) return more_bits(i, n) ? "q6_k" : def;
+    if (!strcmp(nm, "q3_k_m")) return i < n / 16 ? "q5_k" : "q4_k";
+    if (!strcmp(nm, "q2_k")) return "q3_k";
+    if ((!strcmp(nm, "iq4_xs") || !strcmp(nm, "iq4_nl")) && !calib) return i < n / 8 ? "q5_k" : def;
+    if (!strcmp(nm, "q4_0") && calib) return i < n / 8 ? "q4_1" : def;
+    return def;
+}
+
+typedef struct { char *s; size_t n, cap; } sbuf;
+static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->s + b->n, b->n < b->cap ? b->cap - b->n : 0, fmt, ap);
+    va_end(ap);
+    b->n += k > 0 ? (size_t)k : 0;
+}
+
+/* The recipe JSON of preset k: llama.cpp's policy (ours = 0) or dsq's with
+ * the MoE layers flagged in demote[] one type down. */
+static void preset_json(sbuf *b, int k, const dsq_config *cfg, const char *method, int ours, const char *demote) {
+    const char *nm = g_gguf_presets[k].name, *def = g_gguf_presets[k].deflt;
+    int calib = method && *method, n = cfg->n_layers + cfg->n_mtp_layers;
+    char meth[48] = "";
+    if (calib) snprintf(meth, sizeof meth, ",\"method\":\"%.20s\"", method);
+    b->n = 0;
+    put(b, "{\"name\":\"%s%s\",\"description\":\"%s policy for llama.cpp file type %s\",\"rules\":[", nm,
+        calib ? "-calibrated" : "", ours ? "dsq" : "llama.cpp", nm);
+    put(b, "{\"roles\":[\"input_norm\",\"post_attn_norm\",\"attn.q_a_norm\",\"attn.kv_a_norm\",\"final_norm\","
+           "\"indexer.k_norm\",\"indexer.k_norm_bias\",%s\"router\",\"router.bias\","
+           "\"mtp.enorm\",\"mtp.hnorm\",\"mtp.head_norm\"],\"scheme\":\"f32\"}",
+        ours ? "\"indexer.weights_proj\"," : "");
+    put(b, ",{\"roles\":[\"head\",\"mtp.head\"],\"scheme\":\"%s\"%s}", !strcmp(def, "q8_0") ? "q8_0" : "q6_k", meth);
+    /* the embedding is looked up, not multiplied: no activation statistics */
+    put(b, ",{\"roles\":[\"embed\",\"mtp.embed\"],\"scheme\":\"%s\"}", def);
+    if (ours) {
+        put(b, ",{\"roles\":[\"indexer.wq_b\",\"indexer.wk\"],\"scheme\":\"q8_0\"%s}", meth);
+        if (cfg->first_k_dense > 0)
+            put(b, ",{\"roles\":[\"dense.gate\",\"dense.up\",\"dense.down\"],\"layers\":[0,%d],\"scheme\":\"%s\"%s}",
+                cfg->first_k_dense - 1, g_gguf_presets[k].up, meth);
+        for (int l = 0; demote && l < n; l++)
+            if (demote[l])
+                put(b, ",{\"roles\":[\"exp.gate\",\"exp.up\"],\"layers\":[%d,%d],\"scheme\":\"%s\"%s}", l, l,
+                    g_gguf_presets[k].down, meth);
+    }
+    /* ffn_down by layer, runs of equal types in one rule; a Q6_K bump on
+     * rows of other than 256-multiples is Q5_1 in dsq's policy */
+    const char *down = "\"roles\":[\"dense.down\",\"shexp.down\",\"exp.down\"]";
+    for (int l0 = 0; l0 < n;) {
+        const char *t = down_type(k, l0, n, calib);
+        int l1 = l0;
+        while (l1 + 1 < n && !strcmp(down_type(k, l1 + 1, n, calib), t)) l1++;
+        if (strcmp(t, def)) {
+            put(b, ",{%s,\"layers\":[%d,%d],\"scheme\":\"%s\"%s%s}", down, l0, l1, t,
+                ours && !strcmp(t, "q6_k") ? ",\"fallback\":\"q5_1\"" : "", meth);
+        }
+        l0 = l1 + 1;
+    }
+    if (!strcmp(nm, "q2_k") || !strcmp(nm, "q3_k_m"))
+        put(b, ",{\"roles\":[\"attn.o\"],\"scheme\":\"%s\"%s}", !strcmp(nm, "q2_k") ? "q3_k" : "q4_k", meth);
+    put(b, ",{\"roles\":[\"mtp.eh_proj\"],\"scheme\":\"%s\"}", def);
+    if (calib) put(b, ",{\"scheme\":\"%s\"%s}", def, meth); /* every other projection */
+    put(b, "],\"default\":\"%s\"}", def);
+}
+
+/* Bytes the GGUF tensors of src take under recipe r: kv_b as its two parts
+ * attn_k_b [heads x kv_lora, qk_nope] and attn_v_b [heads x v_head, kv_lora]. */
+static int recipe_bytes(const dsq_recipe *r, const dsq_src *src, uint64_t *out, dsq_err *err) {
+    const dsq_config *c = dsq_src_config(src);
+    uint64_t tot = 0;
+    for (int i = 0; i < dsq_src_n_tensors(src); i++) {
+        const dsq_stensor *t = dsq_src_tensor(src, i);
+        int64_t shp[2][2] = {{t->rows, t->cols}, {0, 0}};
+        int np = 1;
+        if (t->role == DSQ_R_ATTN_KV_B) {
+            shp[0][0] = (int64_t)c->n_heads * c->kv_lora_rank;
+            shp[0][1] = c->qk_nope_head_dim;
+            shp[1][0] = (int64_t)c->n_heads * c->v_head_dim;
+            shp[1][1] = c->kv_lora_rank;
+            np = 2;
+        }
+        for (int k = 0; k < np; k++) {
+            dsq_method m;
+            int rc = dsq_method_for(r, t->name, t->role, t->layer, shp[k][1], t->scheme >= 0 ? t->scheme : DSQ_Q_F32, 1,
+                                    &m, err);
+            if (rc) return rc;
+            dsq_qsizes z;
+            if ((rc = dsq_q_sizes(m.scheme, shp[k][0], shp[k][1], &z, err))) return rc;
+            tot += z.data + z.scale + z.zero;
+        }
+    }
+    *out = tot;
+    return DSQ_OK;
+}
+
+int dsq_recipe_gguf_preset(dsq_recipe *r, const char *name, const dsq_src *src, const char *method, dsq_err *err) {
+    int k = -1;
+    for (int i = 0; i < N_GGUF_PRESETS; i++)
+        if (!strcmp(g_gguf_presets[i].name, name)) k = i;
+    if (k < 0) return dsq_fail(err, DSQ_E_ARG, "unknown GGUF preset '%s' (%s)", name, dsq_recipe_gguf_presets());
+    const dsq_config *cfg = dsq_src_config(src);
+    int n = cfg->n_layers + cfg->n_mtp_layers, rc;
+    sbuf b = {dsq_malloc(65536), 0, 65536};
+    char *demote = dsq_calloc((size_t)n + 1, 1);
+    if (!b.s || !demote) {
+        free(b.s);
+        free(demote);
+        return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    }
+    uint64_t budget = 0, bytes = 0;
+    dsq_recipe t;
+    preset_json(&b, k, cfg, method, 0, NULL);
+    if (b.n >= b.cap) { rc = dsq_fail(err, DSQ_E_ARG, "preset %s: too many layers", name); goto out; }
+    if ((rc = dsq_recipe_parse(&t, b.s, b.n, name, err))) goto out;
+    rc = recipe_bytes(&t, src, &budget, err);
+    dsq_recipe_deinit(&t);
+    if (rc) goto out;
+    /* MoE main layers (not MTP), middle first: the order their gate / up go one type down */
+    int *order = dsq_malloc(sizeof *order * (size_t)(n + 1)), no = 0;
+    if (!order) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
+    for (int d = 0; d <= cfg->n_layers; d++)
+        for (int side = 0; side < 2; side++) {
+            int l = side ? (cfg->n_layers - 1) / 2 + d + 1 : (cfg->n_layers - 1) / 2 - d;
+            if (l >= 0 && l < cfg->n_layers && (side || l == (cfg->n_layers - 1) / 2 - d) && dsq_config_is_moe_layer(cfg, l)) {
+                int seen = 0;
+                for (int q = 0; q < no; q++) seen |= order[q] == l;
+                if (!seen) order[no++] = l;
+            }
+        }
+    for (int step = 0;; step++) {
+        preset_json(&b, k, cfg, method, 1, demote);
+        if (b.n >= b.cap) { rc = dsq_fail(err, DSQ_E_ARG, "preset %s: too many layers", name); break; }
+        if ((rc = dsq_recipe_parse(r, b.s, b.n, name, err))) break;
+        if ((rc = recipe_bytes(r, src, &bytes, err))) { dsq_recipe_deinit(r); break; }
+        if (bytes <= budget || step >= no || !g_gguf_presets[k].down[0]) break;
+        dsq_recipe_deinit(r);
+        demote[order[step]] = 1;
+    }
+    free(order);
+out:
+    free(b.s);
+    free(demote);
+    return rc;
 }

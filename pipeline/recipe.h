@@ -15,6 +15,8 @@ typedef struct dsq_rule {
     char match[256];           /* fnmatch pattern on the tensor name, "" = any */
     int layer_lo, layer_hi;    /* inclusive; -1/-1 = any */
     int scheme;                /* dsq_qtype, or -1 for "keep as stored" */
+    int fallback;              /* ggml scheme when `scheme`'s block does not divide the rows
+                                  (-1: dsq_ggml_fallback's, llama.cpp's) */
     int clip_steps;            /* 0 = absmax, >= 2 = MSE clip search */
     float clip_min;
     char method[16];           /* "absmax"/"rtn", "mse", "gptq", "awq" */
@@ -59,5 +61,17 @@ int dsq_role_is_projection(dsq_role role);
 /* The recipe of a GGUF export at one ggml type ("f32", "f16", "bf16",
  * "q8_0", ...): the tensors llama.cpp needs in f32 stay f32. */
 int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err);
+
+/* GGUF presets named after llama.cpp's file types (q8_0, q6_k, q5_k_m,
+ * q4_k_m, q4_0, iq4_xs, iq4_nl, q3_k_m, q2_k): llama.cpp's per-tensor policy
+ * for these architectures (docs/RECIPES.md), which depends on the number of
+ * layers and tensor shapes (src): dsq's variant of that policy, within the
+ * bytes llama.cpp's gives the same tensors.  method: NULL or "" for the uncalibrated preset, else the
+ * calibrated method every quantized tensor gets ("gptq", "mse").
+ * dsq_recipe_gguf_presets: their names, for help texts. */
+int dsq_recipe_is_gguf_preset(const char *name);
+const char *dsq_recipe_gguf_presets(void);
+struct dsq_src;
+int dsq_recipe_gguf_preset(dsq_recipe *r, const char *name, const struct dsq_src *src, const char *method, dsq_err *err);
 
 #endif
