@@ -10,6 +10,7 @@
 #   make demo       end-to-end job on a generated tiny model
 #   make bench      benchmarks (bench/run.sh, bench/run.d/*.sh)
 #   make calib-table  calibrated 4-bit results on ../shared -> docs/CALIB_RESULTS.md
+#   make gguf-table   GGUF presets against llama.cpp's files, measured by llama.cpp -> docs/GGUF_RESULTS.md
 #   make fuzz       libFuzzer on every parser (clang), FUZZ_SECONDS each, FUZZ=target
 #   make fuzz-driver  one plain replay program per fuzz target
 #   make fuzz-corpus  regenerate the seed files of tests/fuzz/corpus/
@@ -96,7 +97,7 @@ TEST_OBJ += $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/%.o) $(BUILD)/obj/tests/fuz
 # GIT-CFLAGS).
 FLAGS_NOW := $(CC) $(CFLAGS) $(LDFLAGS)
 
-.PHONY: all test sanitize asan ubsan tsan demo bench calib-table clean deps fuzz fuzz-bin fuzz-corpus fuzz-driver FORCE
+.PHONY: all test sanitize asan ubsan tsan demo bench calib-table gguf-table clean deps fuzz fuzz-bin fuzz-corpus fuzz-driver FORCE
 all: deps $(BUILD)/dsq
 
 deps:
@@ -187,6 +188,9 @@ bench: all
 # rtn / mse / awq / gptq x presets on ../shared's tiny-v32 -> docs/CALIB_RESULTS.md
 calib-table: all
 	@sh tools/calib_table.sh $(BUILD)/dsq
+
+gguf-table: all llama
+	@sh tools/gguf_table.sh $(BUILD)/dsq $(LLAMA_DIR)
 
 # Every build folder, whatever flags made it.
 clean:

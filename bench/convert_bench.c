@@ -1,6 +1,7 @@
 /*
  * convert_bench.c -- end-to-end `dsq convert` (lossless), `dsq quant`
- * (presets) and `dsq export` to GGUF (bf16, q8_0, q4_k) on a checkpoint: throughput as a ratio to `cat` of the same
+ * (presets), `dsq export` to GGUF (bf16, q8_0, q4_k) and the GGUF presets
+ * (q4_k_m, iq4_xs) on a checkpoint: throughput as a ratio to `cat` of the same
  * shard files measured in the same run (both to /dev/null and into a file
  * in the output folder, the write-side floor), peak RSS against the largest
  * tensor.  Peak RSS is measured in a child process per job, so one job's
@@ -12,6 +13,7 @@
 #include "bench_util.h"
 #include "pipeline/pipeline.h"
 
+#include "formats/source.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,7 +27,14 @@ static int run_job(const char *src, const char *out, const char *preset, int thr
         dsq_recipe r;
         dsq_err err = {0};
         if (!strncmp(preset, "gguf:", 5)) dsq_recipe_gguf(&r, preset + 5, &err); /* dsq export --type */
-        else dsq_recipe_preset(&r, preset, &err);
+        else if (dsq_recipe_is_gguf_preset(preset)) { /* dsq quant --preset q4_k_m -o X.gguf */
+            dsq_src *s;
+            if (dsq_src_open(&s, src, 0, &err) || dsq_recipe_gguf_preset(&r, preset, s, NULL, &err)) {
+                fprintf(stderr, "%s\n", err.msg);
+                _exit(1);
+            }
+            dsq_src_close(s);
+        } else dsq_recipe_preset(&r, preset, &err);
         dsq_pipe_opts o = {0};
         o.src = src;
         o.out = out;
@@ -97,10 +106,12 @@ int main(int argc, char **argv) {
            "cat > file %.2f GB/s, cat > file + sync %.2f GB/s\n",
            argv[1], (double)bytes / 1e9, (double)largest / 1048576.0, (double)bytes / cat_null / 1e9,
            (double)bytes / cat_write / 1e9, (double)bytes / cat_file / 1e9);
-    static const char *const jobs[] = {"lossless", "int4-experts", "fp8", "int4", "gguf:bf16", "gguf:q8_0", "gguf:q4_k"};
+    static const char *const jobs[] = {"lossless", "int4-experts", "fp8", "int4", "gguf:bf16", "gguf:q8_0", "gguf:q4_k",
+                                       "q4_k_m", "iq4_xs"};
     for (size_t j = 0; j < sizeof jobs / sizeof jobs[0]; j++) {
         double secs, rss;
         if (!strncmp(jobs[j], "gguf:", 5)) snprintf(out, sizeof out, "%s/bench-%s.gguf", argv[2], jobs[j] + 5);
+        else if (dsq_recipe_is_gguf_preset(jobs[j])) snprintf(out, sizeof out, "%s/bench-%s.gguf", argv[2], jobs[j]);
         else snprintf(out, sizeof out, "%s/bench-%s.dsq", argv[2], jobs[j]);
         if (run_job(argv[1], out, jobs[j], threads, &secs, &rss)) {
             printf("%s: failed\n", jobs[j]);

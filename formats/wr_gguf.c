@@ -74,7 +74,8 @@ static int g_check(const dsq_mwriter *w, const dsq_mw_tensor *t, dsq_err *err) {
         return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: no GGUF name for this tensor", w->path, t->name);
     int type = ggml_type_of(t->scheme);
     if (type < 0)
-        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: scheme %s has no GGUF type", w->path, t->name,
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: scheme %s has no GGUF type (GGUF takes the ggml types: "
+                        "a GGUF preset such as q4_k_m, or dsq export --type)", w->path, t->name,
                         dsq_q_scheme(t->scheme)->name);
     if (t->colscale)
         return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: %s: GGUF cannot store column multipliers (use a recipe "

@@ -245,7 +245,8 @@ int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err) {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (!strcmp(presets[i].name, name))
             return dsq_recipe_parse(r, presets[i].json, strlen(presets[i].json), name, err);
-    return dsq_fail(err, DSQ_E_ARG, "unknown preset '%s' (lossless, fp8, int4-experts, int4, int8)", name);
+    return dsq_fail(err, DSQ_E_ARG, "unknown preset '%s' (lossless, fp8, int4-experts, int4, int8; GGUF: %s)", name,
+                    dsq_recipe_gguf_presets());
 }
 
 void dsq_recipe_deinit(dsq_recipe *r) {
@@ -306,7 +307,7 @@ int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err) {
  *     meant), not llama.cpp's Q8_0
  *   (a rule's "fallback");
  * and then, to stay within llama.cpp's bytes for the same type, routed
- * experts' gate and up of whole MoE layers one type down (Q3_K for the
+ * experts' gate, then up, of whole MoE layers one type down (Q3_K for the
  * 4-bit types), middle layers first, until the tensors take no more bytes
  * than llama.cpp's policy gives them. */
 static const struct { const char *name, *deflt, *up, *down; } g_gguf_presets[] = {
@@ -352,7 +353,8 @@ static void put(sbuf *b, const char *fmt, ...) {
 }
 
 /* The recipe JSON of preset k: llama.cpp's policy (ours = 0) or dsq's with
- * the MoE layers flagged in demote[] one type down. */
+ * the routed experts of MoE layer l one type down: gate when demote[l] is 1,
+ * gate and up when 2. */
 static void preset_json(sbuf *b, int k, const dsq_config *cfg, const char *method, int ours, const char *demote) {
     const char *nm = g_gguf_presets[k].name, *def = g_gguf_presets[k].deflt;
     int calib = method && *method, n = cfg->n_layers + cfg->n_mtp_layers;
@@ -375,8 +377,8 @@ static void preset_json(sbuf *b, int k, const dsq_config *cfg, const char *metho
                 cfg->first_k_dense - 1, g_gguf_presets[k].up, meth);
         for (int l = 0; demote && l < n; l++)
             if (demote[l])
-                put(b, ",{\"roles\":[\"exp.gate\",\"exp.up\"],\"layers\":[%d,%d],\"scheme\":\"%s\"%s}", l, l,
-                    g_gguf_presets[k].down, meth);
+                put(b, ",{\"roles\":[%s],\"layers\":[%d,%d],\"scheme\":\"%s\"%s}",
+                    demote[l] > 1 ? "\"exp.gate\",\"exp.up\"" : "\"exp.gate\"", l, l, g_gguf_presets[k].down, meth);
     }
     /* ffn_down by layer, runs of equal types in one rule; a Q6_K bump on
      * rows of other than 256-multiples is Q5_1 in dsq's policy */
@@ -393,7 +395,8 @@ static void preset_json(sbuf *b, int k, const dsq_config *cfg, const char *metho
     }
     if (!strcmp(nm, "q2_k") || !strcmp(nm, "q3_k_m"))
         put(b, ",{\"roles\":[\"attn.o\"],\"scheme\":\"%s\"%s}", !strcmp(nm, "q2_k") ? "q3_k" : "q4_k", meth);
-    put(b, ",{\"roles\":[\"mtp.eh_proj\"],\"scheme\":\"%s\"}", def);
+    /* llama.cpp quantizes every 2-D weight but the router, weights_proj included */
+    put(b, ",{\"roles\":[\"mtp.eh_proj\"%s],\"scheme\":\"%s\"}", ours ? "" : ",\"indexer.weights_proj\"", def);
     if (calib) put(b, ",{\"scheme\":\"%s\"%s}", def, meth); /* every other projection */
     put(b, "],\"default\":\"%s\"}", def);
 }
@@ -467,9 +470,10 @@ int dsq_recipe_gguf_preset(dsq_recipe *r, const char *name, const dsq_src *src, 
         if (b.n >= b.cap) { rc = dsq_fail(err, DSQ_E_ARG, "preset %s: too many layers", name); break; }
         if ((rc = dsq_recipe_parse(r, b.s, b.n, name, err))) break;
         if ((rc = recipe_bytes(r, src, &bytes, err))) { dsq_recipe_deinit(r); break; }
-        if (bytes <= budget || step >= no || !g_gguf_presets[k].down[0]) break;
+        /* GGUF pads each tensor to 32 bytes: room for the padding of every one of ours */
+        if (bytes + 32ull * (uint64_t)dsq_src_n_tensors(src) <= budget || step >= 2 * no || !g_gguf_presets[k].down[0]) break;
         dsq_recipe_deinit(r);
-        demote[order[step]] = 1;
+        demote[order[step / 2]]++; /* gate, then up */
     }
     free(order);
 out:
