@@ -21,7 +21,8 @@ typedef struct dsq_gptq_opts {
     float clip_min;  /* smallest ratio tried (0: 0.5) */
     int refine;      /* int schemes with group / channel scales: rounds of
                         (code coordinate descent, least-squares scales) on the
-                        same damped objective after the GPTQ pass (0: none) */
+                        same damped objective after the GPTQ pass (0: none;
+                        ignored for the ggml block schemes) */
 } dsq_gptq_opts;
 
 /* GPTQ of one [rows, cols] f32 matrix W with input Hessian H = E[x x^T]
@@ -32,6 +33,14 @@ typedef struct dsq_gptq_opts {
  * original weights of each group: "static groups", so the stored layout is
  * unchanged).  Columns whose Hessian diagonal is 0 (never activated) are
  * quantized plainly.  Allocates O(cols^2) scratch.
+ * ggml block schemes (q4_k, iq4_xs, ...): a block's parameters come from
+ * the block quantizer run on its error-updated weights with the Hessian
+ * diagonal as importance when its first column is reached; in super-blocks
+ * each sub-block's integer scale (and min) is chosen again, d and dmin
+ * kept, when its first column is; each element then takes the value of the
+ * block's grid nearest its updated weight.  With act_order every block is
+ * chosen from the original weights first (static groups).  clip_steps,
+ * clip_min and refine do not apply to them.
  * *out_err (may be NULL) receives tr(dW H dW^T) / tr(W H W^T). */
 int dsq_gptq(const float *W, int64_t rows, int64_t cols, const double *H,
              const dsq_gptq_opts *o, const dsq_qmat *dst, double *out_err, dsq_err *err);

@@ -41,24 +41,6 @@ static inline float h2f(const uint8_t *p) {
     return f;
 }
 
-/* The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block
- * (get_scale_min_k4 in ggml-quants.c). */
-static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-/* The 6-bit biased scale (0..63) of sub-block j of a Q3_K block. */
-static inline int k3_scale(int j, const uint8_t *q) {
-    int lo = j < 8 ? q[j] & 0xF : q[j - 8] >> 4;
-    return lo | ((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
-}
-
 /* ---- dequantizers ----------------------------------------------------------- */
 
 /* One-level blocks of 32: x = code * d (Q8_0, Q4_0, Q5_0, IQ4_NL through the
@@ -143,7 +125,7 @@ void dsq_q3_k_dequantize_ref(const void *vy, float *x, int64_t n) {
     for (int64_t i = 0; i < n / 256; i++, x += 256) {
         float d = h2f(b[i].d);
         for (int e = 0; e < 256; e++) {
-            float dl = d * (float)(k3_scale(e / 16, b[i].scales) - 32);
+            float dl = d * (float)(dsq_gb_k3_scale(e / 16, b[i].scales) - 32);
             int q = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
             int hi = (b[i].hmask[e % 32] >> (e / 32)) & 1;
             x[e] = dl * (float)(q - (hi ? 0 : 4));
@@ -159,9 +141,9 @@ void dsq_q4_k_dequantize_ref(const void *vy, float *x, int64_t n) {
         float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
         for (int c = 0; c < 4; c++) {
             int sc, mn;
-            k4_scale_min(2 * c, b[i].scales, &sc, &mn);
+            dsq_gb_k4_scale_min(2 * c, b[i].scales, &sc, &mn);
             float d1 = d * (float)sc, m1 = dmin * (float)mn;
-            k4_scale_min(2 * c + 1, b[i].scales, &sc, &mn);
+            dsq_gb_k4_scale_min(2 * c + 1, b[i].scales, &sc, &mn);
             float d2 = d * (float)sc, m2 = dmin * (float)mn;
             const uint8_t *q = b[i].qs + 32 * c;
             for (int l = 0; l < 32; l++) x[64 * c + l] = d1 * (float)(q[l] & 0xF) - m1;
@@ -176,9 +158,9 @@ void dsq_q5_k_dequantize_ref(const void *vy, float *x, int64_t n) {
         float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
         for (int c = 0; c < 4; c++) {
             int sc, mn;
-            k4_scale_min(2 * c, b[i].scales, &sc, &mn);
+            dsq_gb_k4_scale_min(2 * c, b[i].scales, &sc, &mn);
             float d1 = d * (float)sc, m1 = dmin * (float)mn;
-            k4_scale_min(2 * c + 1, b[i].scales, &sc, &mn);
+            dsq_gb_k4_scale_min(2 * c + 1, b[i].scales, &sc, &mn);
             float d2 = d * (float)sc, m2 = dmin * (float)mn;
             const uint8_t *q = b[i].qs + 32 * c, *qh = b[i].qh;
             for (int l = 0; l < 32; l++)
@@ -235,23 +217,114 @@ void dsq_iq4_xs_dequantize_ref(const void *vy, float *x, int64_t n) {
     }
 }
 
+/* ---- element access (ggml_blocks.h) -------------------------------------------
+ * The reading side: the same fields, widened and multiplied as the
+ * dequantizers above do it. */
+
+void dsq_gb_elem_params(int type, const void *blk, int e, float *a, float *c) {
+    const uint8_t *p = blk;
+    int sc, mn;
+    *c = 0;
+    switch (type) {
+    case DSQ_GB_Q8_0: case DSQ_GB_Q4_0: case DSQ_GB_Q5_0: case DSQ_GB_IQ4_NL:
+        *a = h2f(p); /* d is the first field of each */
+        break;
+    case DSQ_GB_Q4_1: case DSQ_GB_Q5_1:
+        *a = h2f(p);
+        *c = -h2f(p + 2);
+        break;
+    case DSQ_GB_Q2_K: {
+        const dsq_blk_q2_k *b = blk;
+        sc = b->scales[e / 16];
+        *a = h2f(b->d) * (float)(sc & 0xF);
+        *c = h2f(b->dmin) * (float)(sc >> 4);
+        break;
+    }
+    case DSQ_GB_Q3_K: {
+        const dsq_blk_q3_k *b = blk;
+        *a = h2f(b->d) * (float)(dsq_gb_k3_scale(e / 16, b->scales) - 32);
+        break;
+    }
+    case DSQ_GB_Q4_K: case DSQ_GB_Q5_K: {
+        /* d, dmin and scales[12] sit at the same offsets in both */
+        const dsq_blk_q4_k *b = blk;
+        dsq_gb_k4_scale_min(e / 32, b->scales, &sc, &mn);
+        *a = h2f(b->d) * (float)sc;
+        *c = h2f(b->dmin) * (float)mn;
+        break;
+    }
+    case DSQ_GB_Q6_K: {
+        const dsq_blk_q6_k *b = blk;
+        *a = h2f(b->d) * (float)b->scales[e / 16];
+        break;
+    }
+    case DSQ_GB_IQ4_XS: {
+        const dsq_blk_iq4_xs *b = blk;
+        unsigned sh = (unsigned)b->scales_h[0] | (unsigned)b->scales_h[1] << 8;
+        int ib = e / 32, ls = ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | ((sh >> (2 * ib)) & 3) << 4;
+        *a = h2f(b->d) * (float)(ls - 32);
+        break;
+    }
+    default: *a = 0; break;
+    }
+}
+
+int dsq_gb_code_get(int type, const void *blk, int e) {
+    const uint8_t *p = blk;
+    int h = e / 128, k = (e / 32) % 4, l = e % 32;
+    switch (type) {
+    case DSQ_GB_Q8_0: return ((const dsq_blk_q8_0 *)blk)->qs[e] + 127;
+    case DSQ_GB_Q4_0: case DSQ_GB_IQ4_NL: return (p[2 + e % 16] >> (4 * (e / 16))) & 0xF;
+    case DSQ_GB_Q4_1: return (p[4 + e % 16] >> (4 * (e / 16))) & 0xF;
+    case DSQ_GB_Q5_0: case DSQ_GB_Q5_1: {
+        int o = type == DSQ_GB_Q5_0 ? 2 : 4; /* qh[4], then qs[16] */
+        return ((p[o + 4 + e % 16] >> (4 * (e / 16))) & 0xF) | ((p[o + e / 8] >> (e % 8)) & 1) << 4;
+    }
+    case DSQ_GB_Q2_K: return (((const dsq_blk_q2_k *)blk)->qs[32 * h + l] >> (2 * k)) & 3;
+    case DSQ_GB_Q3_K: {
+        const dsq_blk_q3_k *b = blk;
+        return ((b->qs[32 * h + l] >> (2 * k)) & 3) | ((b->hmask[l] >> (e / 32)) & 1) << 2;
+    }
+    case DSQ_GB_Q4_K: {
+        const dsq_blk_q4_k *b = blk;
+        return (b->qs[32 * (e / 64) + l] >> (4 * ((e / 32) % 2))) & 0xF;
+    }
+    case DSQ_GB_Q5_K: {
+        const dsq_blk_q5_k *b = blk;
+        int c = e / 64, hi = (e / 32) % 2;
+        return ((b->qs[32 * c + l] >> (4 * hi)) & 0xF) | ((b->qh[l] >> (2 * c + hi)) & 1) << 4;
+    }
+    case DSQ_GB_Q6_K: {
+        const dsq_blk_q6_k *b = blk;
+        int lo = b->ql[64 * h + l + 32 * (k & 1)] >> (4 * (k >> 1)) & 0xF;
+        return lo | ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4;
+    }
+    case DSQ_GB_IQ4_XS: {
+        const dsq_blk_iq4_xs *b = blk;
+        return (b->qs[16 * (e / 32) + e % 16] >> (4 * ((e % 32) / 16))) & 0xF;
+    }
+    default: return 0;
+    }
+}
+
 /* ---- tables ---------------------------------------------------------------- */
 
-#define T(id, nm, gt, bl, by, f) \
-    [id] = {nm, gt, bl, by, dsq_##f##_quantize_ref, dsq_##f##_dequantize_ref}
+/* The element grids are the quantizers' (ggml_quant.c: G_Q8 ... K_IQ4XS). */
+#define T(id, nm, gt, bl, by, f, sub, nlev, lo, nl) \
+    [id] = {nm, gt, bl, by, dsq_##f##_quantize_ref, dsq_##f##_dequantize_ref, sub, nlev, lo, nl}
 static const dsq_gbtype g_types[DSQ_GB_COUNT] = {
-    T(DSQ_GB_Q8_0, "q8_0", 8, 32, 34, q8_0),
-    T(DSQ_GB_Q4_0, "q4_0", 2, 32, 18, q4_0),
-    T(DSQ_GB_Q4_1, "q4_1", 3, 32, 20, q4_1),
-    T(DSQ_GB_Q5_0, "q5_0", 6, 32, 22, q5_0),
-    T(DSQ_GB_Q5_1, "q5_1", 7, 32, 24, q5_1),
-    T(DSQ_GB_Q2_K, "q2_k", 10, 256, 84, q2_k),
-    T(DSQ_GB_Q3_K, "q3_k", 11, 256, 110, q3_k),
-    T(DSQ_GB_Q4_K, "q4_k", 12, 256, 144, q4_k),
-    T(DSQ_GB_Q5_K, "q5_k", 13, 256, 176, q5_k),
-    T(DSQ_GB_Q6_K, "q6_k", 14, 256, 210, q6_k),
-    T(DSQ_GB_IQ4_NL, "iq4_nl", 20, 32, 18, iq4_nl),
-    T(DSQ_GB_IQ4_XS, "iq4_xs", 23, 256, 136, iq4_xs),
+    T(DSQ_GB_Q8_0, "q8_0", 8, 32, 34, q8_0, 32, 255, -127, 0),
+    T(DSQ_GB_Q4_0, "q4_0", 2, 32, 18, q4_0, 32, 16, -8, 0),
+    T(DSQ_GB_Q4_1, "q4_1", 3, 32, 20, q4_1, 32, 16, 0, 0),
+    T(DSQ_GB_Q5_0, "q5_0", 6, 32, 22, q5_0, 32, 32, -16, 0),
+    T(DSQ_GB_Q5_1, "q5_1", 7, 32, 24, q5_1, 32, 32, 0, 0),
+    T(DSQ_GB_Q2_K, "q2_k", 10, 256, 84, q2_k, 16, 4, 0, 0),
+    T(DSQ_GB_Q3_K, "q3_k", 11, 256, 110, q3_k, 16, 8, -4, 0),
+    T(DSQ_GB_Q4_K, "q4_k", 12, 256, 144, q4_k, 32, 16, 0, 0),
+    T(DSQ_GB_Q5_K, "q5_k", 13, 256, 176, q5_k, 32, 32, 0, 0),
+    T(DSQ_GB_Q6_K, "q6_k", 14, 256, 210, q6_k, 16, 64, -32, 0),
+    T(DSQ_GB_IQ4_NL, "iq4_nl", 20, 32, 18, iq4_nl, 32, 16, 0, 1),
+    T(DSQ_GB_IQ4_XS, "iq4_xs", 23, 256, 136, iq4_xs, 32, 16, 0, 1),
 };
 #undef T
 

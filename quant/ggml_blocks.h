@@ -2,7 +2,8 @@
  * ggml_blocks.h -- the block types of ggml / GGUF (Q8_0, Q4_0, Q4_1, Q5_0,
  * Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) as dsq storage
  * schemes: block structs with size checks, the scalar reference quantizers
- * and dequantizers, and the dequantize kernel table (scalar and AVX2).
+ * and dequantizers, the dequantize kernel table (scalar and AVX2), and
+ * element access (one code at a time, for GPTQ).
  *
  * The byte layout of every block is ggml's (ggml-common.h of llama.cpp; the
  * layouts are written out field by field in quant.h).  Structs hold their
@@ -79,6 +80,24 @@ _Static_assert(sizeof(dsq_blk_iq4_xs) == 136, "iq4_xs block size");
 /* The 16 values of the IQ4 grid (kvalues_iq4nl in ggml-common.h). */
 extern const int8_t dsq_gb_iq4_grid[16];
 
+/* The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block's scales[12]
+ * (get_scale_min_k4 in ggml-quants.c). */
+static inline void dsq_gb_k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* The 6-bit biased scale (0..63) of sub-block j of a Q3_K block's scales[12]. */
+static inline int dsq_gb_k3_scale(int j, const uint8_t *q) {
+    int lo = j < 8 ? q[j] & 0xF : q[j - 8] >> 4;
+    return lo | ((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
+}
+
 /* ---- reference quantizers and dequantizers -------------------------------
  * x: n floats (n a multiple of the type's block), imp: n per-column
  * importances (finite, >= 0) or NULL for all 1, y: n / block blocks.
@@ -142,6 +161,11 @@ typedef struct dsq_gbtype {
     int bytes;             /* bytes per block                       */
     dsq_gb_quant_fn quantize_ref;
     dsq_gb_dequant_fn dequantize_ref;
+    /* the element grid (element access, below) */
+    int sub;               /* elements sharing one scale (and min): 16 or 32 */
+    int n_levels;          /* levels l = 0 .. n_levels - 1 an element may hold */
+    int g_lo;              /* integer grids: level l is the integer g_lo + l */
+    int nl;                /* 1: level l is dsq_gb_iq4_grid[l] instead       */
 } dsq_gbtype;
 
 /* Traits of block type i (0 <= i < DSQ_GB_COUNT), else NULL. */
@@ -199,5 +223,45 @@ extern const dsq_gbkern dsq_gbkern_ref;
 const dsq_gbkern *dsq_gbkern_avx2(void);
 /* The fastest set this CPU runs, chosen once (pthread_once). */
 const dsq_gbkern *dsq_gbkern_best(void);
+
+/* ---- element access ------------------------------------------------------
+ * For callers that choose the codes of a block one element at a time with
+ * the block's other fields kept (GPTQ, calib/methods.c).  The "parameters"
+ * of a block are every field but its element codes: d, m, dmin and the
+ * sub-block scale (and min) codes.  With them fixed, element e (0 <= e <
+ * blck) holds a level l, 0 <= l < n_levels, and decodes to
+ *     x = (a * g(l)) - c          (an f32 product, then an f32 difference)
+ * with g(l) = g_lo + l, or dsq_gb_iq4_grid[l] for the IQ4 types, and (a, c)
+ * the element's sub-block parameters from dsq_gb_elem_params.  That is bit
+ * for bit the value dequantize_ref gives it (c = +0 for the symmetric types,
+ * and x - (+0) = x, signed zeros included; c = -m for Q4_1 / Q5_1, whose
+ * "q * d + m" is the same float).  Levels and stored codes:
+ *     q8_0   qs = l - 127 (l = 0 .. 254: the quantizer's -127..127)
+ *     q3_k   l = 4 * (high bit) + low 2 bits, g(l) = l - 4
+ *     others the stored code itself. */
+
+/* (a, c) of element e of the block at blk (dsq_gbtype type), read from the
+ * block's parameters exactly as dequantize_ref reads them. */
+void dsq_gb_elem_params(int type, const void *blk, int e, float *a, float *c);
+/* The level element e of the block at blk holds (q8_0: -1 for the code
+ * -128, which this library never writes). */
+int dsq_gb_code_get(int type, const void *blk, int e);
+/* Store level l (0 <= l < n_levels) as the code of element e, changing no
+ * other bit of the block.  Elements may be stored in any order. */
+void dsq_gb_code_put(int type, void *blk, int e, int l);
+/* The level whose value (a * g(l)) - c is nearest to w (ties: the one
+ * rounding (w + c) / a gives), its value in *v.  a = 0 gives the level the
+ * quantizer writes for 0.  Never NaN for finite a, c, w. */
+int dsq_gb_nearest(int type, float a, float c, float w, float *v);
+/* Super-blocks (q2_k .. q6_k, iq4_xs): re-choose the integer scale (and
+ * min) code of sub-block j with the super-scales d (and dmin) kept, for the
+ * values x[j * sub .. (j + 1) * sub) with importance imp (same layout as
+ * dsq_gb_quantize, x and imp spanning the whole block: blck entries; the
+ * other sub-blocks only set the working scale), minimising the weighted
+ * error of the sub-block: the codes within R of the least-squares ones of
+ * the quantizer's step 3 and the current code, which wins ties, so the error
+ * never goes up.  Writes only the scale (and min) bits of sub-block j.  A
+ * no-op for the one-level types, whose only parameters are the block's. */
+void dsq_gb_sub_refit(const dsq_gbsearch *ks, int type, void *blk, const float *x, const float *imp, int j);
 
 #endif

@@ -810,6 +810,56 @@ static void pack_k4_scales(const int *sc, const int *mn, uint8_t *q) {
     }
 }
 
+/* One bit field of a byte: the `width` bits at `shift` set to the low bits
+ * of v, the others kept. */
+static inline void put_bits(uint8_t *p, int shift, int width, int v) {
+    unsigned m = ((1u << width) - 1u) << shift;
+    *p = (uint8_t)((*p & ~m) | (((unsigned)v << shift) & m));
+}
+
+/* The code of one element at its place in the layouts packed above and
+ * below (level l as ggml_blocks.h defines it), no other bit changed. */
+void dsq_gb_code_put(int type, void *blk, int e, int l) {
+    uint8_t *p = blk;
+    int h = e / 128, k = (e / 32) % 4, i = e % 32;
+    switch (type) {
+    case DSQ_GB_Q8_0: ((dsq_blk_q8_0 *)blk)->qs[e] = (int8_t)(l - 127); break;
+    case DSQ_GB_Q4_0: case DSQ_GB_IQ4_NL: put_bits(p + 2 + e % 16, 4 * (e / 16), 4, l); break;
+    case DSQ_GB_Q4_1: put_bits(p + 4 + e % 16, 4 * (e / 16), 4, l); break;
+    case DSQ_GB_Q5_0: case DSQ_GB_Q5_1: {
+        int o = type == DSQ_GB_Q5_0 ? 2 : 4; /* qh[4], then qs[16] */
+        put_bits(p + o + 4 + e % 16, 4 * (e / 16), 4, l);
+        put_bits(p + o + e / 8, e % 8, 1, l >> 4);
+        break;
+    }
+    case DSQ_GB_Q2_K: put_bits(((dsq_blk_q2_k *)blk)->qs + 32 * h + i, 2 * k, 2, l); break;
+    case DSQ_GB_Q3_K: {
+        dsq_blk_q3_k *b = blk;
+        put_bits(b->qs + 32 * h + i, 2 * k, 2, l);
+        put_bits(b->hmask + i, e / 32, 1, l >> 2);
+        break;
+    }
+    case DSQ_GB_Q4_K: put_bits(((dsq_blk_q4_k *)blk)->qs + 32 * (e / 64) + i, 4 * ((e / 32) % 2), 4, l); break;
+    case DSQ_GB_Q5_K: {
+        dsq_blk_q5_k *b = blk;
+        int c = e / 64, hi = (e / 32) % 2;
+        put_bits(b->qs + 32 * c + i, 4 * hi, 4, l);
+        put_bits(b->qh + i, 2 * c + hi, 1, l >> 4);
+        break;
+    }
+    case DSQ_GB_Q6_K: {
+        dsq_blk_q6_k *b = blk;
+        put_bits(b->ql + 64 * h + i + 32 * (k & 1), 4 * (k >> 1), 4, l);
+        put_bits(b->qh + 32 * h + i, 2 * k, 2, l >> 4);
+        break;
+    }
+    case DSQ_GB_IQ4_XS:
+        put_bits(((dsq_blk_iq4_xs *)blk)->qs + 16 * (e / 32) + e % 16, 4 * ((e % 32) / 16), 4, l);
+        break;
+    default: break;
+    }
+}
+
 /* Q8_0: qs = code (-127..127, as ggml; 127 levels leave little to clip, so
  * a short search). */
 static void q8_0_quant(const dsq_gbsearch *ks, const float *x, const float *imp, void *vy, int64_t n) {
@@ -1001,6 +1051,161 @@ static void iq4_xs_quant(const dsq_gbsearch *ks, const float *x, const float *im
             pack_nib32(L + 32 * ib, y[i].qs + 16 * ib);
         }
         st16(y[i].scales_h, (uint16_t)sh);
+    }
+}
+
+/* ---- element access: nearest level, sub-block refit (ggml_blocks.h) ----------------- */
+
+static inline float glevel(const dsq_gbtype *g, int l) {
+    return g->nl ? (float)dsq_gb_iq4_grid[l] : (float)(g->g_lo + l);
+}
+
+int dsq_gb_nearest(int type, float a, float c, float w, float *v) {
+    const dsq_gbtype *g = dsq_gb_type(type);
+    int n = g->n_levels, l0;
+    if (!(fabsf(a) > 0)) {
+        /* every level decodes to -c: the one the quantizer writes for 0 */
+        l0 = g->nl ? nlcode(0.0f) : clampi(-g->g_lo, 0, n - 1);
+        *v = a * glevel(g, l0) - c;
+        return l0;
+    }
+    float t = (w + c) / a;
+    if (t != t) t = 0;
+    l0 = g->nl ? nlcode(t) : (int)ucode(t, (float)g->g_lo, (float)(g->g_lo + n - 1)) - g->g_lo;
+    /* the rounded quotient is within one level of the nearest value; the
+     * neighbours decide, by the exact (double) distance to each f32 value */
+    int best = l0;
+    float bv = a * glevel(g, l0) - c;
+    double bd = fabs((double)w - (double)bv);
+    for (int l = l0 - 1; l <= l0 + 1; l += 2) {
+        if (l < 0 || l >= n) continue;
+        float x = a * glevel(g, l) - c;
+        double dd = fabs((double)w - (double)x);
+        if (dd < bd) {
+            bd = dd;
+            bv = x;
+            best = l;
+        }
+    }
+    *v = bv;
+    return best;
+}
+
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* The integer scale code of sub-block j of a symmetric super-block at
+ * super-scale hd, re-chosen for the block's values x (the current code cur
+ * first among the candidates, so it wins ties). */
+static int symk_refit(const dsq_gbsearch *ks, const symk *k, const float *x, const float *imp, uint16_t hd, int j,
+                      int cur) {
+    blk b;
+    if (!blk_load(&b, x, imp, k->n_sub * k->sub, k->sub)) return cur;
+    float dn = bscale(&b, hd), a, dl[MAXC], e[MAXC];
+    if (!(fabsf(dn) >= TINY)) return cur; /* d = 0: every scale decodes to 0 */
+    const float *xs = b.x + j * k->sub, *ws = b.w + j * k->sub;
+    float s = fit_sym(ks, xs, ws, k->sub, k->g, k->ntry, k->step, &a);
+    int c0 = (int)ucode(s * inv_of(dn), (float)k->slo, (float)k->shi), cs[MAXC], nc = 0;
+    cs[nc] = cur;
+    dl[nc++] = dn * (float)cur;
+    for (int c = c0 - k->R; c <= c0 + k->R; c++)
+        if (c >= k->slo && c <= k->shi && c != cur) {
+            cs[nc] = c;
+            dl[nc++] = dn * (float)c;
+        }
+    g_err(ks, k->g, xs, ws, k->sub, dl, nc, e);
+    int bi = 0;
+    for (int i = 1; i < nc; i++)
+        if (e[i] < e[bi]) bi = i;
+    return cs[bi];
+}
+
+/* The same for the (scale, min) codes of an affine super-block at (hd, hm). */
+static void affk_refit(const dsq_gbsearch *ks, const affk *k, const float *x, const float *imp, uint16_t hd,
+                       uint16_t hm, int j, int *sc, int *mn) {
+    blk b;
+    if (!blk_load(&b, x, imp, k->n_sub * k->sub, k->sub)) return;
+    float d = bscale(&b, hd), dmin = bscale(&b, hm), fn = (float)k->nmax, fQ = (float)k->Q;
+    const float *xs = b.x + j * k->sub, *ws = b.w + j * k->sub;
+    float s, bb, a, sw, dl[MAXC], c[MAXC], e[MAXC];
+    fit_affine(ks, xs, ws, k->sub, k->nmax, 1, k->rmin, k->rdelta, k->nstep, &s, &bb, &a, &sw);
+    int s0 = (int)ucode(s * inv_of(d), 0, fQ), m0 = (int)ucode(-bb * inv_of(dmin), 0, fQ);
+    int cs[MAXC], cm[MAXC], nc = 0;
+    cs[nc] = *sc;
+    cm[nc] = *mn;
+    dl[nc] = d * (float)*sc;
+    c[nc++] = -(dmin * (float)*mn);
+    for (int i = s0 - k->R; i <= s0 + k->R; i++) {
+        if (i < 0 || i > k->Q) continue;
+        for (int q = m0 - k->R; q <= m0 + k->R; q++) {
+            if (q < 0 || q > k->Q || (i == *sc && q == *mn)) continue;
+            cs[nc] = i;
+            cm[nc] = q;
+            dl[nc] = d * (float)i;
+            c[nc++] = -(dmin * (float)q);
+        }
+    }
+    a_err(ks, xs, ws, k->sub, fn, dl, c, nc, e);
+    int bi = 0;
+    for (int i = 1; i < nc; i++)
+        if (e[i] < e[bi]) bi = i;
+    *sc = cs[bi];
+    *mn = cm[bi];
+}
+
+/* Scale and min of sub-block j of a Q4_K / Q5_K scales[12] (the packing of
+ * pack_k4_scales), the other sub-blocks' bits kept. */
+static void k4_put(uint8_t *q, int j, int sc, int mn) {
+    if (j < 4) {
+        put_bits(q + j, 0, 6, sc);
+        put_bits(q + j + 4, 0, 6, mn);
+    } else {
+        q[j + 4] = (uint8_t)((sc & 15) | (mn & 15) << 4);
+        put_bits(q + j - 4, 6, 2, sc >> 4);
+        put_bits(q + j, 6, 2, mn >> 4);
+    }
+}
+
+void dsq_gb_sub_refit(const dsq_gbsearch *ks, int type, void *blk, const float *x, const float *imp, int j) {
+    switch (type) {
+    case DSQ_GB_Q2_K: {
+        dsq_blk_q2_k *b = blk;
+        int sc = b->scales[j] & 15, mn = b->scales[j] >> 4;
+        affk_refit(ks, &K_Q2, x, imp, ld16(b->d), ld16(b->dmin), j, &sc, &mn);
+        b->scales[j] = (uint8_t)(sc | mn << 4);
+        break;
+    }
+    case DSQ_GB_Q4_K: case DSQ_GB_Q5_K: {
+        dsq_blk_q4_k *b = blk; /* d, dmin, scales[12] at the same offsets in both */
+        int sc, mn;
+        dsq_gb_k4_scale_min(j, b->scales, &sc, &mn);
+        affk_refit(ks, type == DSQ_GB_Q4_K ? &K_Q4 : &K_Q5, x, imp, ld16(b->d), ld16(b->dmin), j, &sc, &mn);
+        k4_put(b->scales, j, sc, mn);
+        break;
+    }
+    case DSQ_GB_Q3_K: {
+        dsq_blk_q3_k *b = blk;
+        int l = symk_refit(ks, &K_Q3, x, imp, ld16(b->d), j, dsq_gb_k3_scale(j, b->scales) - 32) + 32;
+        if (j < 8) put_bits(b->scales + j, 0, 4, l);
+        else put_bits(b->scales + j - 8, 4, 4, l);
+        put_bits(b->scales + 8 + j % 4, 2 * (j / 4), 2, l >> 4);
+        break;
+    }
+    case DSQ_GB_Q6_K: {
+        dsq_blk_q6_k *b = blk;
+        b->scales[j] = (int8_t)symk_refit(ks, &K_Q6, x, imp, ld16(b->d), j, b->scales[j]);
+        break;
+    }
+    case DSQ_GB_IQ4_XS: {
+        dsq_blk_iq4_xs *b = blk;
+        unsigned sh = ld16(b->scales_h);
+        int cur = (((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((sh >> (2 * j)) & 3) << 4) - 32;
+        int l = symk_refit(ks, &K_IQ4XS, x, imp, ld16(b->d), j, cur) + 32;
+        put_bits(b->scales_l + j / 2, 4 * (j % 2), 4, l);
+        sh = (sh & ~(3u << (2 * j))) | (unsigned)(l >> 4) << (2 * j);
+        st16(b->scales_h, (uint16_t)sh);
+        break;
+    }
+    default: break; /* one-level blocks: the block's parameters are all */
     }
 }
 

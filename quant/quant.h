@@ -28,7 +28,9 @@
  *      (dsq_q_dequantize_tile for a column window as well).
  *   6) Code that picks codes and parameters itself (GPTQ) reads and writes
  *      them through a dsq_qlayout (dsq_q_layout_init, "storage accessors"
- *      below) and dsq_q_choose, never by recomputing the layout.
+ *      below) and dsq_q_choose, never by recomputing the layout.  The ggml
+ *      block schemes keep parameters and codes inside their blocks: their
+ *      element access is in ggml_blocks.h.
  *
  * A stacked MoE tensor [n_experts, out, in] quantized "per expert" is
  * n_experts independent [out, in] matrices: call the functions above once per
