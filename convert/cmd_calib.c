@@ -39,12 +39,16 @@ static int usage(FILE *f) {
                "  --preset/--recipe  how layers are quantized while calibrating (default int4-experts);\n"
                "                 use the same one for dsq quant\n"
                "  --hessian      keep Hessians for every linear layer, not only gptq ones\n"
+               "  --method M     with a GGUF preset (q4_k_m, iq4_xs, ...): gptq (default: GPTQ on the\n"
+               "                 block grids, a Hessian per routed expert) or mse (importance-weighted\n"
+               "                 block search, per-channel means only: far less memory); use the same\n"
+               "                 with dsq quant\n"
                "  --force        overwrite existing outputs\n");
     return f == stdout ? 0 : 2;
 }
 
 int cmd_calib(int argc, char **argv) {
-    const char *src = NULL, *out = NULL, *qout_path = NULL, *preset = NULL, *recipe = NULL;
+    const char *src = NULL, *out = NULL, *qout_path = NULL, *preset = NULL, *recipe = NULL, *method = "gptq";
     cli_window win = {0};
     dsq_calib_opts o = {0};
     int force = 0, json = 0;
@@ -63,6 +67,7 @@ int cmd_calib(int argc, char **argv) {
         } else if (cli_is(a, "--min-tokens") && i + 1 < argc) {
             if ((min_tokens = cli_parse_long(argv[++i], 0, 1L << 40)) < 0) goto bad_num;
         } else if (cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
+        else if (cli_is(a, "--method") && i + 1 < argc) method = argv[++i];
         else if (cli_is(a, "--recipe") && i + 1 < argc) recipe = argv[++i];
         else if (cli_is(a, "--hessian")) o.hessian = 1;
         else if (cli_is(a, "--act-fp8")) o.act_fp8 = 1;
@@ -79,6 +84,10 @@ int cmd_calib(int argc, char **argv) {
         return 2;
     }
     if (!src || (!out && !qout_path) || !cli_window_source_ok(&win)) return usage(stderr);
+    if (strcmp(method, "gptq") && strcmp(method, "mse")) {
+        fprintf(stderr, "dsq calib: --method must be gptq or mse\n");
+        return 2;
+    }
     if (preset && recipe) {
         fprintf(stderr, "dsq calib: give at most one of --preset and --recipe\n");
         return 2;
@@ -99,7 +108,7 @@ int cmd_calib(int argc, char **argv) {
     dsq_src *m;
     if (dsq_src_open(&m, src, 0, &err)) return cli_err("calib", &err);
     int rc = recipe ? dsq_recipe_load(&r, recipe, &err)
-           : preset && dsq_recipe_is_gguf_preset(preset) ? dsq_recipe_gguf_preset(&r, preset, m, "mse", &err)
+           : preset && dsq_recipe_is_gguf_preset(preset) ? dsq_recipe_gguf_preset(&r, preset, m, method, &err)
            : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
     if (rc) {
         dsq_src_close(m);

@@ -57,7 +57,9 @@ static int usage_convert(FILE *f, int quant) {
                    "                   Embedding and head stay bf16; norms, router and its bias f32.\n"
                    "                   GGUF (llama.cpp's file types and per-tensor policy, OUT.gguf):\n"
                    "                   q8_0 q6_k q5_k_m q4_k_m q4_0 iq4_xs iq4_nl q3_k_m q2_k; with --calib\n"
-                   "                   every quantized tensor is calibrated (per expert)\n"
+                   "                   every quantized tensor is calibrated, per routed expert\n"
+                   "  --method M       GGUF presets with --calib: gptq (default; GPTQ on the block grids)\n"
+                   "                   or mse (importance-weighted block search); as given to dsq calib\n"
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
                    "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
                    "                   recipe's mse / gptq / awq methods\n"
@@ -90,6 +92,8 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
             cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
             if (r->t[i].fallback_from >= 0)
                 cJSON_AddStringToObject(e, "fallback_from", dsq_q_scheme(r->t[i].fallback_from)->name);
+            static const char *const how[] = {"quantized", "copied", "transcoded", "rerounded"};
+            cJSON_AddStringToObject(e, "stored", how[r->t[i].stored & 3]);
             cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
             cJSON_AddNumberToObject(e, "bytes", (double)r->t[i].bytes);
             if (r->t[i].rel_err >= 0) {
@@ -124,6 +128,13 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
                 printf("  %-50s %s -> %s\n", r->t[i].name, dsq_q_scheme(r->t[i].fallback_from)->name,
                        dsq_q_scheme(r->t[i].scheme)->name);
     }
+    int n_how[4] = {0};
+    for (int i = 0; i < r->n; i++) n_how[r->t[i].stored & 3]++;
+    if (n_how[DSQ_STORED_TRANSCODED] || n_how[DSQ_STORED_REROUNDED])
+        printf("\n%d tensors copied bit for bit, %d transcoded without changing a value (int4 groups of 32 -> q4_0), "
+               "%d quantized%s\n", n_how[DSQ_STORED_COPIED], n_how[DSQ_STORED_TRANSCODED],
+               n_how[DSQ_STORED_QUANTIZED] + n_how[DSQ_STORED_REROUNDED],
+               n_how[DSQ_STORED_REROUNDED] ? " (some because a bf16 scale is not an f16: re-rounded, rel_err above)" : "");
     printf("\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
     for (int k = 0; k < DSQ_R_COUNT; k++)
         if (r->role_params[k])
@@ -137,7 +148,7 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
 static int run_pipe(int argc, char **argv, int quant) {
     const char *cmd = quant ? "quant" : "convert";
     dsq_pipe_opts o = {0};
-    const char *preset = NULL, *recipe_file = NULL, *calib = NULL;
+    const char *preset = NULL, *recipe_file = NULL, *calib = NULL, *method = "gptq";
     int quiet = 0, json = 0, no_error = 0;
     o.argc = argc;
     o.argv = argv;
@@ -152,6 +163,7 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (quant && cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
         else if (quant && cli_is(a, "--recipe") && i + 1 < argc) recipe_file = argv[++i];
         else if (quant && cli_is(a, "--calib") && i + 1 < argc) calib = argv[++i];
+        else if (quant && cli_is(a, "--method") && i + 1 < argc) method = argv[++i];
         else if (quant && cli_is(a, "--json")) json = 1;
         else if (quant && cli_is(a, "--no-error")) no_error = 1;
         else if (a[0] == '-') {
@@ -161,6 +173,10 @@ static int run_pipe(int argc, char **argv, int quant) {
         else return usage_convert(stderr, quant);
     }
     if (!o.src || !o.out) return usage_convert(stderr, quant);
+    if (strcmp(method, "gptq") && strcmp(method, "mse")) {
+        fprintf(stderr, "dsq quant: --method must be gptq or mse\n");
+        return 2;
+    }
     if (quant && !!preset == !!recipe_file) {
         fprintf(stderr, "dsq quant: give exactly one of --preset or --recipe\n");
         return 2;
@@ -176,7 +192,7 @@ static int run_pipe(int argc, char **argv, int quant) {
         dsq_src *s;
         rc = dsq_src_open(&s, o.src, 0, &err);
         if (!rc) {
-            rc = dsq_recipe_gguf_preset(&r, preset, s, cs ? "mse" : NULL, &err);
+            rc = dsq_recipe_gguf_preset(&r, preset, s, cs ? method : NULL, &err);
             dsq_src_close(s);
         }
     } else

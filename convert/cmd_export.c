@@ -10,16 +10,22 @@
 #include <stdlib.h>
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: dsq export SRC -o OUT.gguf [--type f32|f16|bf16] [--drop-mtp] [--threads N]\n"
+    fprintf(f, "usage: dsq export SRC -o OUT.gguf [--type T] [--requantize] [--drop-mtp] [--threads N]\n"
                "                  [--force] [--quiet] [--json]\n\n"
                "Write any model dsq reads (checkpoint folder or archive, .dsq container) as a GGUF file that\n"
                "llama.cpp loads: architecture deepseek32 when the model has the lightning indexer, else\n"
                "deepseek2, in the MLA layout (kv_b_proj split into attn_k_b and attn_v_b); metadata from\n"
                "config.json, the tokenizer from tokenizer.json.  Norms, biases, the router and the\n"
                "indexer's weights_proj are stored f32, as llama.cpp requires; every other tensor at --type\n"
-               "(default bf16).  Streams tensor by tensor; OUT appears complete or not at all.\n\n"
+               "(default bf16), except those whose stored scheme GGUF holds exactly: ggml block types are\n"
+               "copied bit for bit, int4 groups of 32 (symmetric) become Q4_0 without changing a value.  The\n"
+               "report says how each tensor was stored and what re-rounding cost.  Streams tensor by tensor;\n"
+               "OUT appears complete or not at all.  For llama.cpp's mixed file types see dsq quant --preset.\n\n"
                "  -o OUT.gguf    output file\n"
-               "  --type T       f32, f16 or bf16\n"
+               "  --type T       f32, f16, bf16 or a ggml block type: q8_0, q6_k, q5_k, q5_1, q5_0, q4_k,\n"
+               "                 q4_1, q4_0, iq4_xs, iq4_nl, q3_k, q2_k (rows that do not fit its blocks\n"
+               "                 fall back as llama.cpp's do, reported)\n"
+               "  --requantize   convert exactly-held tensors to --type too\n"
                "  --drop-mtp     leave the multi-token-prediction layer out\n"
                "  --threads N    worker threads (default: all cores)\n"
                "  --force        overwrite OUT if it exists\n"
@@ -31,7 +37,7 @@ static int usage(FILE *f) {
 int cmd_export(int argc, char **argv) {
     dsq_pipe_opts o = {0};
     const char *type = "bf16";
-    int quiet = 0, json = 0;
+    int quiet = 0, json = 0, requantize = 0;
     o.argc = argc;
     o.argv = argv;
     for (int i = 1; i < argc; i++) {
@@ -43,6 +49,7 @@ int cmd_export(int argc, char **argv) {
         else if (cli_is(a, "--force")) o.force = 1;
         else if (cli_is(a, "--quiet")) quiet = 1;
         else if (cli_is(a, "--json")) json = 1;
+        else if (cli_is(a, "--requantize")) requantize = 1;
         else if (cli_is(a, "--threads") && i + 1 < argc) {
             long t = cli_parse_long(argv[++i], 1, 4096);
             if (t < 0) {
@@ -67,6 +74,7 @@ int cmd_export(int argc, char **argv) {
     if (dsq_recipe_gguf(&r, type, &err)) return cli_err("export", &err);
     o.recipe = &r;
     o.measure_error = 1;
+    o.keep_twins = !requantize;
     cli_progress pr;
     cli_progress_init(&pr, quiet);
     o.on_progress = cli_progress_draw;

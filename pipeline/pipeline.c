@@ -37,6 +37,9 @@ typedef struct plan {
     int next;            /* the plan of the source tensor's next part, or -1 */
     int fallback_from;   /* the scheme the recipe asked for when its blocks did
                             not divide the rows, else -1 */
+    int transcode;       /* stored through dsq_q_transcode (the source's exact twin) */
+    int rerounded;       /* a transcode was impossible (bf16 scale outside f16):
+                            those matrices were quantized from their values */
     int slot;            /* its first slice in ctx.slot_src / slot_done */
     double se, sx, maxabs; /* error accumulators */
 } plan;
@@ -74,6 +77,22 @@ static int choose_scheme(ctx *c, plan *p) {
                              &p->m, c->err);
     if (rc) return rc;
     p->fallback_from = p->m.fallback_from;
+    /* a source scheme GGUF holds exactly (ggml blocks, int4 groups of 32):
+     * kept with keep_twins, and transcoded, not re-rounded, when the recipe
+     * asks for that twin without a calibrated method */
+    int twin = p->d.part ? -1 : dsq_q_ggml_twin(p->src_scheme);
+    if (twin >= 0 && c->o->keep_twins && p->m.method == DSQ_METHOD_PLAIN && dsq_ggml_fallback(twin, p->d.cols) == twin &&
+        dsq_q_ggml_type(p->m.scheme) >= 0) {
+        p->m.scheme = twin;
+        p->m.fallback_from = p->fallback_from = -1;
+        p->m.copy = twin == p->src_scheme;
+        snprintf(p->m.recipe, sizeof p->m.recipe, "{\"scheme\":\"%s\",\"method\":\"copy\"}", dsq_q_scheme(twin)->name);
+    }
+    if (twin >= 0 && twin == p->m.scheme && !p->m.copy && p->m.method == DSQ_METHOD_PLAIN) {
+        p->transcode = 1;
+        snprintf(p->m.recipe, sizeof p->m.recipe, "{\"scheme\":\"%s\",\"method\":\"transcode\",\"from\":\"%s\"}",
+                 dsq_q_scheme(twin)->name, dsq_q_scheme(p->src_scheme)->name);
+    }
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp || p->d.part) dsq_method_uncalibrated(&p->m, p->src_scheme);
     else dsq_method_fold(c->o->recipe, c->cfg, p->d.role, p->d.layer, &p->m, p->fold_rec, sizeof p->fold_rec);
@@ -318,6 +337,13 @@ static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *
     }
     dsq_qmat dst = {p->d.scheme, src->rows, src->cols, c->buf[0], sz.scale ? c->buf[1] : NULL,
                     sz.zero ? c->buf[2] : NULL};
+    if (p->transcode) {
+        dsq_err te = {0};
+        rc = colscale ? DSQ_E_UNSUPPORTED : dsq_q_transcode(src, &dst, &te);
+        if (rc == DSQ_OK) return dsq_mwriter_put(c->w, p->out, e, &dst, NULL, c->err);
+        if (rc != DSQ_E_UNSUPPORTED) return dsq_fail(c->err, rc, "%s: %s", p->name, te.msg);
+        p->rerounded = 1; /* quantized from its values below, and reported */
+    }
     const dsq_cstat *st = NULL;
     char nm[200];
     stat_name(p, e, nm, sizeof nm);
@@ -549,8 +575,11 @@ static int job_finish(ctx *c, dsq_pipe_report *rep, const char *extra_meta) {
         r->experts = p->d.experts;
         r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
         r->bytes = dsq_mwriter_slice_bytes(c->w, p->out) * (uint64_t)(p->d.experts ? p->d.experts : 1);
-        r->rel_err = p->m.copy ? 0 : c->o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
-        r->max_abs = p->m.copy ? 0 : c->o->measure_error ? p->maxabs : -1;
+        r->stored = p->m.copy ? DSQ_STORED_COPIED : p->rerounded ? DSQ_STORED_REROUNDED
+                  : p->transcode ? DSQ_STORED_TRANSCODED : DSQ_STORED_QUANTIZED;
+        int exact = r->stored == DSQ_STORED_COPIED || r->stored == DSQ_STORED_TRANSCODED;
+        r->rel_err = exact ? 0 : c->o->measure_error ? (p->sx > 0 ? sqrt(p->se / p->sx) : 0) : -1;
+        r->max_abs = exact ? 0 : c->o->measure_error ? p->maxabs : -1;
         rep->role_params[r->role] += (uint64_t)r->params;
         rep->role_bytes[r->role] += r->bytes;
         rep->params += r->params;

@@ -17,6 +17,9 @@ typedef struct dsq_pipe_opts {
     const struct dsq_cstats *calib; /* activation statistics (dsq quant --calib), or NULL */
     int force, drop_mtp, threads;
     int measure_error;          /* compute per-tensor weight error */
+    int keep_twins;             /* store every tensor whose scheme GGUF holds exactly (ggml
+                                   blocks, int4-g32-sym) as that twin, whatever the recipe's
+                                   type (dsq export) */
     /* called after each source tensor is stored, and once at the end
      * (stage "quant", bytes of the source); may be NULL */
     dsq_progress_fn on_progress;
@@ -33,7 +36,13 @@ typedef struct dsq_pipe_tensor {
     int64_t params;
     uint64_t bytes;             /* stored bytes (data + scale + zero) */
     double rel_err, max_abs;    /* -1 when not measured (copied tensors: 0) */
+    int stored;                 /* DSQ_STORED_* */
 } dsq_pipe_tensor;
+
+/* How a tensor was stored: bit for bit, losslessly into its exact twin
+ * (dsq_q_transcode), quantized (re-rounded) from its values, or quantized
+ * because its twin could not hold it (a bf16 scale outside f16). */
+enum { DSQ_STORED_QUANTIZED = 0, DSQ_STORED_COPIED, DSQ_STORED_TRANSCODED, DSQ_STORED_REROUNDED };
 
 typedef struct dsq_pipe_report {
     uint64_t src_bytes, out_bytes;  /* tensor bytes read / container file size */

@@ -340,6 +340,7 @@ int dsq_q_ggml_type(int t);
 /* The scheme of ggml type id g (one of the above), or -1. */
 int dsq_q_from_ggml_type(int g);
 
+
 /* Storage of a [rows, cols] matrix. */
 typedef struct dsq_qsizes {
     uint64_t data;        /* bytes of the data array                  */
@@ -371,6 +372,17 @@ typedef struct dsq_qmat {
     void *scale;
     void *zero;
 } dsq_qmat;
+
+/* The ggml scheme that stores every value of scheme t exactly (its GGUF
+ * twin): a ggml block type itself, Q4_0 for int4-g32-sym{,-f16}; else -1.
+ * dsq_q_transcode writes src into dst of that twin scheme without changing
+ * one decoded float: ggml types are copied, int4-g32-sym codes and scales
+ * become Q4_0 blocks (scale d = s, code q = u: ggml decodes (q - 8) * d, as
+ * dsq does).  DSQ_E_UNSUPPORTED when a bf16 scale is not an f16 or the rows
+ * do not split into 32-column blocks (the caller quantizes instead),
+ * DSQ_E_FORMAT for a non-finite scale. */
+int dsq_q_ggml_twin(int t);
+int dsq_q_transcode(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err);
 
 #define DSQ_Q_MAX_CLIP 64 /* largest dsq_qopts.clip_steps */
 

@@ -7,6 +7,7 @@
 #include "ggml_blocks.h"
 #include "common.h"
 
+#include <math.h>
 #include <string.h>
 
 #define FP8(id, nm, g, sd, bits)                                              \
@@ -178,4 +179,67 @@ double dsq_q_bpw(int t, int64_t rows, int64_t cols) {
     dsq_qsizes z;
     if (dsq_q_sizes(t, rows, cols, &z, NULL) != DSQ_OK || rows == 0 || cols == 0) return 0;
     return 8.0 * (double)(z.data + z.scale + z.zero) / ((double)rows * (double)cols);
+}
+
+/* ---- exact twins ---------------------------------------------------------- */
+
+int dsq_q_ggml_twin(int t) {
+    const dsq_qscheme *q = dsq_q_scheme(t);
+    if (!q) return -1;
+    if (q->kind == DSQ_QK_GGML) return t;
+    if (t == DSQ_Q_INT4_G32_SYM || t == DSQ_Q_INT4_G32_SYM_F16) return DSQ_Q_GGML_Q4_0;
+    return -1;
+}
+
+/* int4-g32-sym{,-f16} -> Q4_0: x = (u - 8) * s is Q4_0's d * (q - 8) with
+ * q = u and d = s, when s is an f16 (always for -f16; a bf16 scale when it
+ * converts to f16 and back unchanged).  ggml's dequantize_row_q4_0
+ * computes (q - 8) * d in f32 exactly as dsq's decode does, so every value
+ * is the same float. */
+int dsq_q_transcode(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err) {
+    if (dsq_q_ggml_twin(src->type) != dst->type || src->rows != dst->rows || src->cols != dst->cols)
+        return dsq_fail(err, DSQ_E_ARG, "transcode: %s is not an exact twin of %s", dsq_q_scheme(dst->type)->name,
+                        dsq_q_scheme(src->type)->name);
+    dsq_qsizes z;
+    int rc = dsq_q_sizes(src->type, src->rows, src->cols, &z, err);
+    if (rc) return rc;
+    if (src->type == dst->type) {
+        memcpy(dst->data, src->data, z.data);
+        if (z.scale) memcpy(dst->scale, src->scale, z.scale);
+        if (z.zero) memcpy(dst->zero, src->zero, z.zero);
+        return DSQ_OK;
+    }
+    if (src->cols % 32)
+        return dsq_fail(err, DSQ_E_UNSUPPORTED, "transcode: rows of %lld columns do not split into q4_0 blocks",
+                        (long long)src->cols);
+    int bf = src->type == DSQ_Q_INT4_G32_SYM;
+    int64_t ng = src->cols / 32;
+    const uint8_t *d = src->data, *sc = src->scale;
+    uint8_t *o = dst->data;
+    for (int64_t r = 0; r < src->rows; r++)
+        for (int64_t g = 0; g < ng; g++) {
+            const uint8_t *sp = sc + 2 * (r * ng + g);
+            uint16_t h = (uint16_t)(sp[0] | sp[1] << 8);
+            float f = bf ? dsq_bf16_to_f32(h) : dsq_f16_to_f32(h);
+            if (!isfinite(f))
+                return dsq_fail(err, DSQ_E_FORMAT, "transcode: row %lld group %lld: scale %g is not finite", (long long)r,
+                                (long long)g, (double)f);
+            if (bf) {
+                uint16_t hf = dsq_f32_to_f16(f);
+                if (dsq_f16_to_f32(hf) != f)
+                    return dsq_fail(err, DSQ_E_UNSUPPORTED, "transcode: row %lld group %lld: bf16 scale %g is not an f16",
+                                    (long long)r, (long long)g, (double)f);
+                h = hf;
+            }
+            uint8_t *blk = o + 18 * (r * ng + g);
+            blk[0] = (uint8_t)h;
+            blk[1] = (uint8_t)(h >> 8);
+            const uint8_t *row = d + r * z.row_bytes + 16 * g; /* 32 nibbles of the group */
+            for (int j = 0; j < 16; j++) {
+                uint8_t lo = (uint8_t)((j & 1 ? row[j / 2] >> 4 : row[j / 2]) & 15);            /* element j      */
+                uint8_t hi = (uint8_t)((j & 1 ? row[8 + j / 2] >> 4 : row[8 + j / 2]) & 15);    /* element j + 16 */
+                blk[2 + j] = (uint8_t)(lo | hi << 4);
+            }
+        }
+    return DSQ_OK;
 }

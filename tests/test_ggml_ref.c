@@ -234,3 +234,44 @@ TEST(test_ggml_ref_quant_error) {
     free(qd);
     dlclose(lib.h);
 }
+
+/* int4-g32-sym (bf16 and f16 scales) transcoded to Q4_0: libggml's own
+ * Q4_0 decoder gives exactly the floats dsq decodes from the int4 matrix,
+ * every code and sign of scale included; a bf16 scale f16 cannot hold is
+ * refused (the pipeline then quantizes and reports it), a non-finite one
+ * is an error. */
+TEST(test_ggml_ref_transcode_int4_q4_0) {
+    ggml_lib lib;
+    if (!ggml_open(&lib)) return;
+    enum { R = 48, C = 96 };
+    float *x = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C), *b = malloc(sizeof(float) * R * C);
+    g_rng = 0x7e57c0deULL;
+    for (int i = 0; i < R * C; i++) x[i] = (float)(gauss() * (i % 7 == 0 ? 3.0 : 0.02));
+    for (int k = 0; k < 2; k++) {
+        int st = k ? DSQ_Q_INT4_G32_SYM_F16 : DSQ_Q_INT4_G32_SYM;
+        dsq_qsizes zs, zd;
+        CHECK(dsq_q_sizes(st, R, C, &zs, NULL) == 0 && dsq_q_sizes(DSQ_Q_GGML_Q4_0, R, C, &zd, NULL) == 0);
+        uint8_t *d = malloc(zs.data), *s = malloc(zs.scale), *q = malloc(zd.data);
+        dsq_qmat fm = {DSQ_Q_F32, R, C, x, NULL, NULL}, im = {st, R, C, d, s, NULL}, qm = {DSQ_Q_GGML_Q4_0, R, C, q, NULL, NULL};
+        CHECK(dsq_q_quantize(&fm, &im, 0, R, NULL, NULL) == 0);
+        CHECK(dsq_q_ggml_twin(st) == DSQ_Q_GGML_Q4_0);
+        dsq_err err = {0};
+        CHECKF(dsq_q_transcode(&im, &qm, &err) == 0, "%s", err.msg);
+        CHECK(dsq_q_dequantize(&im, 0, R, a, NULL) == 0);
+        lib.traits(2 /* GGML_TYPE_Q4_0 */)->to_float(q, b, (int64_t)R * C);
+        CHECKF(memcmp(a, b, sizeof(float) * R * C) == 0, "%s: libggml decodes the q4_0 transcode differently",
+               dsq_q_scheme(st)->name);
+        if (!k) {
+            s[0] = 0x00; s[1] = 0x30;  /* bf16 2^-31: below f16's smallest subnormal */
+            CHECK(dsq_q_transcode(&im, &qm, &err) == DSQ_E_UNSUPPORTED);
+            s[0] = 0xC0; s[1] = 0x7F;  /* bf16 NaN */
+            CHECK(dsq_q_transcode(&im, &qm, &err) == DSQ_E_FORMAT);
+        }
+        free(d);
+        free(s);
+        free(q);
+    }
+    free(x);
+    free(a);
+    free(b);
+}

@@ -35,11 +35,14 @@ rows=""
 for t in $TYPES; do
   "$LL/llama_quant" "$OUT/f32.gguf" "$OUT/llama-$t.gguf" "$t"
   "$DSQ" quant "$M" --preset "$t" -o "$OUT/dsq-$t.gguf" --force --no-error > /dev/null
-  "$DSQ" calib "$M" --text "$M/calib.txt" --samples "$SAMPLES" --preset "$t" -o "$OUT/$t.dsqcal" --force > /dev/null 2>&1
-  "$DSQ" quant "$M" --preset "$t" --calib "$OUT/$t.dsqcal" -o "$OUT/dsq-calib-$t.gguf" --force --no-error > /dev/null
+  for m in mse gptq; do
+    "$DSQ" calib "$M" --text "$M/calib.txt" --samples "$SAMPLES" --preset "$t" --method $m -o "$OUT/$t-$m.dsqcal" --force > /dev/null 2>&1
+    "$DSQ" quant "$M" --preset "$t" --calib "$OUT/$t-$m.dsqcal" --method $m -o "$OUT/dsq-$m-$t.gguf" --force --no-error > /dev/null
+  done
   rows="$rows$(row "llama.cpp" "$t" "$OUT/llama-$t.gguf")
 $(row "dsq preset" "$t" "$OUT/dsq-$t.gguf")
-$(row "dsq preset, calibrated" "$t" "$OUT/dsq-calib-$t.gguf")
+$(row "dsq preset, calibrated: mse" "$t" "$OUT/dsq-mse-$t.gguf")
+$(row "dsq preset, calibrated: gptq" "$t" "$OUT/dsq-gptq-$t.gguf")
 "
 done
 ref=$(python3 -c "import json;print('%.5f' % json.load(open('$OUT/f32.json'))['ppl'])")
@@ -53,7 +56,7 @@ llama-perplexity scores KL), perplexity over the same positions.  F32 is dsq's F
 FP8 checkpoint (perplexity $ref over all positions in llama.cpp, the reference's 50.984).  bpw =
 whole file bytes x 8 / $PARAMS parameters.  llama.cpp's files are llama_model_quantize of that F32
 export without an importance matrix; dsq's calibrated files use $SAMPLES windows of calib.txt
-(\`dsq calib --preset T\`, then \`dsq quant --preset T --calib\`).
+(\`dsq calib --preset T --method M\`, then \`dsq quant --preset T --calib CAL --method M\`).
 
 | type | made by | bytes | bpw | ppl | mean KL | top-1 |
 |---|---|---|---|---|---|---|
@@ -65,7 +68,10 @@ What the presets do (docs/RECIPES.md): llama.cpp's per-tensor policy for these a
 plus the indexer's q_b and k at Q8_0 and its weights_proj in F32, the dense FFN layers one type
 up, a Q6_K ffn_down whose rows are not 256-multiples at Q5_1 rather than Q8_0; the bits this costs
 are paid by moving routed experts' gate, then up, of middle MoE layers one type down until the tensors
-take no more bytes than llama.cpp's policy gives them.  Calibrated: every quantized tensor's block
-search weighted by its input's per-channel mean square, per routed expert.
+take no more bytes than llama.cpp's policy gives them.  Calibrated, per routed expert: mse weights
+every block search by the input's per-channel mean square (what llama.cpp's importance matrix
+does); gptq quantizes the columns in order on the block grids with the input's Hessian,
+compensating each rounding error in the columns not yet quantized, each block's scales chosen
+from the error-updated weights as its first column is reached.
 MD
 echo "wrote docs/GGUF_RESULTS.md"
