@@ -648,8 +648,6 @@ int dsq_quantjob_open(dsq_quantjob **out, const dsq_pipe_opts *o, dsq_src *src, 
     q->c.src = src;
     q->c.have_calib = 1;
     int rc = job_open(&q->c);
-    if (!rc && dsq_mwriter_splits_kv_b(q->c.w))
-        rc = dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: calibration writes .dsq containers; export the result (dsq export)", o->out);
     if (rc) {
         dsq_quantjob_abort(q);
         return rc;
@@ -679,6 +677,10 @@ int dsq_quantjob_put(dsq_quantjob *q, const char *name, const dsq_qmat *m, const
     int e, rc;
     c->err = err;
     if (find_slice(c, name, &p, &e)) return dsq_fail(err, DSQ_E_NOTFOUND, "%s: not a tensor of the output", name);
+    /* a tensor the writer stores in parts (kv_b in GGUF) reads other inputs
+     * than the whole matrix calibration quantized: dsq_quantjob_fill stores
+     * its parts from the source, as dsq quant does */
+    if (p->d.part) return DSQ_OK;
     if (p->m.copy || m->type != p->d.scheme || m->rows != p->d.rows || m->cols != p->d.cols || !colscale != !p->d.colscale)
         return dsq_fail(err, DSQ_E_ARG, "%s: quantized as %s, planned as %s", name, dsq_q_scheme(m->type)->name,
                         p->m.copy ? "a copy" : dsq_q_scheme(p->d.scheme)->name);
@@ -696,6 +698,7 @@ int dsq_quantjob_fill(dsq_quantjob *q, int layer, dsq_err *err) {
         plan *p = &c->p[i];
         int outside = p->d.layer < 0 || p->d.is_mtp;
         if (layer >= 0 ? outside || p->d.layer != layer : !outside) continue;
+        if (p->d.part == DSQ_PART_V_B) continue; /* stored with its k_b part, from one source tensor */
         for (int e = 0; e < (p->d.experts ? p->d.experts : 1); e++) {
             if (c->slot_done[p->slot + e]) continue;
             dsq_qmat m;
@@ -703,6 +706,7 @@ int dsq_quantjob_fill(dsq_quantjob *q, int layer, dsq_err *err) {
             if ((rc = dsq_src_qmat(c->src, c->slot_src[p->slot + e], &m, &colscale, err))) return rc;
             if ((rc = process(c, p, e, &m, colscale))) return rc;
             c->slot_done[p->slot + e] = 1;
+            for (int q = p->next; q >= 0; q = c->p[q].next) c->slot_done[c->p[q].slot + e] = 1;
         }
     }
     /* the scratch grew to the largest matrix (the embedding, the head):

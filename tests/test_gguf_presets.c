@@ -14,7 +14,8 @@
  *     weights_proj and router F32, head Q6_K, dense FFN one type up;
  *   - with --calib (GPTQ on the block grids, the default method), the
  *     calibrated q4_k_m file differs from the plain one, is the same size,
- *     and `dsq verify` finds it closer to the original;
+ *     and `dsq verify` finds it closer to the original; `dsq calib
+ *     --quant-out X.gguf` writes the same bytes in one pass;
  *   - dsq export keeps what GGUF holds exactly: int4 groups of 32 become
  *     Q4_0 with every value unchanged.
  */
@@ -130,6 +131,14 @@ TEST(test_gguf_presets_calibrated) {
     CHECK(fsize(plain) > 0 && fsize(plain) == fsize(cg));
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", plain, cg);
     CHECK(t_run(cmd, NULL) != 0);
+    /* calibrating and writing the GGUF in one pass gives the same file */
+    char qo[1024];
+    snprintf(qo, sizeof qo, "%s", t_path(t_tmpdir(), "preset-quant-out-q4km.gguf"));
+    snprintf(cmd, sizeof cmd, "%s calib '%s' --text '%s' --samples 16 --preset q4_k_m --quant-out '%s' --force > /dev/null 2>&1",
+             t_dsq(), m, t_path(m, "calib.txt"), qo);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", qo, cg);
+    CHECKF(t_run(cmd, NULL) == 0, "calib --quant-out %s differs from quant --calib %s", qo, cg);
     double kl[2];
     const char *f[2] = {plain, cg};
     for (int k = 0; k < 2; k++) {
