@@ -17,7 +17,8 @@ static const char *layer_suffix(dsq_role r, int part) {
     case DSQ_R_ATTN_Q_B: return "attn_q_b.weight";
     case DSQ_R_ATTN_KV_A: return "attn_kv_a_mqa.weight";
     case DSQ_R_ATTN_KV_A_NORM: return "attn_kv_a_norm.weight";
-    case DSQ_R_ATTN_KV_B: return part == DSQ_PART_K_B ? "attn_k_b.weight" : part == DSQ_PART_V_B ? "attn_v_b.weight" : NULL;
+    case DSQ_R_ATTN_KV_B: /* whole: the legacy layout, read only */
+        return part == DSQ_PART_K_B ? "attn_k_b.weight" : part == DSQ_PART_V_B ? "attn_v_b.weight" : "attn_kv_b.weight";
     case DSQ_R_ATTN_O: return "attn_output.weight";
     case DSQ_R_POST_ATTN_NORM: return "ffn_norm.weight";
     case DSQ_R_IDX_WQ_B: return "indexer.attn_q_b.weight";

@@ -3,9 +3,13 @@
  * DeepSeek architectures (deepseek2, deepseek32; formats.md A.9), written by
  * dsq or by anyone else.
  *
- * The configuration is rebuilt from the {arch}.* keys (MLA layout only:
- * key_length_mla / value_length_mla present) and goes through
+ * The configuration is rebuilt from the {arch}.* keys and goes through
  * dsq_config_parse like any config.json, so a GGUF is held to the same rules.
+ * Two layouts: MLA (key_length_mla / value_length_mla present, kv_b split
+ * into attn_k_b / attn_v_b) and, for deepseek2, the legacy one older
+ * converters wrote and llama.cpp still runs (no *_mla keys, key_length /
+ * value_length per head, kv_b whole as attn_kv_b); a file mixing them is
+ * refused.
  * Tensors take their upstream names: a stacked expert tensor
  * ffn_*_exps [E, out, in] is E tensors, and MLA's attn_k_b / attn_v_b are
  * joined back into kv_b_proj [H*(nope+v), kv_lora] -- the one tensor whose
@@ -36,6 +40,7 @@ typedef struct gbe {
     int cur;
     pthread_mutex_t lock;
     int have_lock;
+    int legacy;          /* kv_b stored whole (attn_kv_b), the layout before MLA */
 } gbe;
 
 #define NAME_CAP 160
@@ -94,8 +99,16 @@ static int read_config(gbe *b, const char *path, dsq_err *err) {
     dsq_config *c = &b->cfg;
     memset(c, 0, sizeof *c);
     int64_t kmla = kint(&k, "attention.key_length_mla", 0), vmla = kint(&k, "attention.value_length_mla", 0);
+    if (!k.rc && !kmla && !vmla && !idx) {
+        /* the layout older converters wrote (llama.cpp still runs it):
+         * kv_b whole as attn_kv_b, key/value lengths per head */
+        kmla = kint(&k, "attention.key_length", 0);
+        vmla = kint(&k, "attention.value_length", 0);
+        b->legacy = 1;
+    }
     if (!k.rc && (!kmla || !vmla))
-        return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: a GGUF without the MLA layout (attn_kv_b): convert it again", path);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: no attention key / value lengths (%s.attention.key_length_mla, "
+                        "value_length_mla)", path, arch);
     int64_t blocks = kint(&k, "block_count", -1), nextn = kint(&k, "nextn_predict_layers", 0);
     c->has_indexer = idx;
     snprintf(c->model_type, sizeof c->model_type, "%s", idx ? "deepseek_v32" : "deepseek_v3");
@@ -220,6 +233,15 @@ static int list_tensors(dsq_src *s, gbe *b, const char *path, dsq_err *err) {
             return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: tensor '%s': ggml type %s is not read yet", path, t->name,
                             dsq_ggml_type_name(t->type) ? dsq_ggml_type_name(t->type) : "?");
         char nm[NAME_CAP];
+        if (role == DSQ_R_ATTN_KV_B && (part == DSQ_PART_WHOLE) != b->legacy)
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' in a file of the %s layout", path, t->name,
+                            b->legacy ? "legacy (attn_kv_b)" : "MLA (attn_k_b / attn_v_b)");
+        if (role == DSQ_R_ATTN_KV_B && part == DSQ_PART_WHOLE) {
+            int64_t H = c->n_heads, dn = c->qk_nope_head_dim, dv = c->v_head_dim, r = c->kv_lora_rank;
+            if (t->n_dims != 2 || t->ne[0] != r || t->ne[1] != H * (dn + dv))
+                return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s' is not kv_b [%lld, %lld]", path, t->name,
+                                (long long)(H * (dn + dv)), (long long)r);
+        }
         if (part == DSQ_PART_V_B) continue; /* joined with its k_b part */
         if (part == DSQ_PART_K_B) {
             char vn[64];

@@ -228,3 +228,50 @@ TEST(test_gguf_export_transcodes_int4) {
     dsq_src_close(b);
     cJSON_Delete(j);
 }
+
+/* GGUF files of the layout older converters wrote (kv_b whole as
+ * attn_kv_b, no *_mla keys; deepseek2, which llama.cpp still runs): made
+ * from dsq's F32 export by ggml's own GGUF writer (ggml_gguf legacy), dsq
+ * reads them (its perplexity is llama.cpp's on the same file), and dsq
+ * export writes them back in the MLA layout llama.cpp runs the same. */
+TEST(test_gguf_reads_legacy_kv_b) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    const char *dir = tl_llama_dir(1);
+    if (!dir) return;
+    char cmd[4096], f32[1024], leg[1024], mla[1024], tok[1024];
+    snprintf(tok, sizeof tok, "%s", t_path(m, "eval.tokens.json"));
+    snprintf(f32, sizeof f32, "%s", t_path(t_tmpdir(), "legacy-src-f32.gguf"));
+    snprintf(leg, sizeof leg, "%s", t_path(t_tmpdir(), "legacy.gguf"));
+    snprintf(mla, sizeof mla, "%s", t_path(t_tmpdir(), "legacy-mla.gguf"));
+    snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --type f32 --quiet --force > /dev/null", t_dsq(), m, f32);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s/ggml_gguf' legacy '%s' '%s'", dir, f32, leg);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --type f32 --quiet --force > /dev/null", t_dsq(), leg, mla);
+    CHECK(t_run(cmd, NULL) == 0);
+    double p[4];
+    const char *files[2] = {leg, mla};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "'%s/llama_logits' '%s' '%s' --max-windows 8", dir, files[k], tok);
+        cJSON *jl = run_json(cmd, 0);
+        snprintf(cmd, sizeof cmd, "%s eval '%s' --tokens '%s' --max-windows 8 --json", t_dsq(), files[k], tok);
+        cJSON *jd = run_json(cmd, 1);
+        p[2 * k] = jl ? jnum(jl, "ppl") : NAN;
+        p[2 * k + 1] = jd ? jnum(jd, "ppl") : NAN;
+        cJSON_Delete(jl);
+        cJSON_Delete(jd);
+    }
+    fprintf(stderr, "  legacy file: llama.cpp ppl %.6f, dsq %.6f; exported to MLA: llama.cpp %.6f, dsq %.6f\n", p[0], p[1],
+            p[2], p[3]);
+    for (int k = 1; k < 4; k++) CHECKF(fabs(p[k] / p[0] - 1) < 1e-4, "ppl %d: %.6f vs %.6f", k, p[k], p[0]);
+    /* the layout is checked: a legacy kv_b of the wrong shape is refused */
+    dsq_src *s = NULL;
+    dsq_err err = {0};
+    CHECK(dsq_src_open(&s, leg, 0, &err) == 0);
+    if (s) {
+        int i = dsq_src_find(s, "model.layers.0.self_attn.kv_b_proj.weight");
+        CHECK(i >= 0 && dsq_src_tensor(s, i)->scheme == DSQ_Q_F32);
+        dsq_src_close(s);
+    }
+}

@@ -10,6 +10,15 @@
  *                          gguf_write_to_file: every value type as a scalar
  *                          and as an array, tensors of several types and
  *                          shapes, payload byte k of tensor i = (k*29 + i) & 255
+ *   ggml_gguf legacy IN OUT  IN (an F32 deepseek2 / deepseek32 file in the MLA
+ *                          layout) rewritten in the layout older converters
+ *                          wrote and llama.cpp still loads: attn_k_b and
+ *                          attn_v_b joined back into attn_kv_b
+ *                          [H*(nope+v), kv_lora], attention.key_length /
+ *                          value_length the per-head q/k and v sizes and no
+ *                          *_mla keys; a deepseek32 file loses its indexer
+ *                          and becomes deepseek2 (llama.cpp runs deepseek32
+ *                          in the MLA layout only)
  *
  * Exit status 0, or 1 when ggml refuses the file.
  */
@@ -163,9 +172,103 @@ static int write_sample(const char *path) {
     return ok ? 0 : 1;
 }
 
+static int legacy(const char *in, const char *out) {
+    struct ggml_context *src = NULL;
+    struct gguf_init_params ip = {false, &src};
+    struct gguf_context *g = gguf_init_from_file(in, ip);
+    if (!g) return 1;
+    const char *arch = gguf_get_val_str(g, gguf_find_key(g, "general.architecture"));
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.key_length_mla", arch);
+    int64_t ik = gguf_find_key(g, key);
+    snprintf(key, sizeof key, "%s.attention.value_length_mla", arch);
+    int64_t iv = gguf_find_key(g, key);
+    snprintf(key, sizeof key, "%s.attention.head_count", arch);
+    int64_t ih = gguf_find_key(g, key);
+    snprintf(key, sizeof key, "%s.attention.kv_lora_rank", arch);
+    int64_t ir = gguf_find_key(g, key);
+    if (ik < 0 || iv < 0 || ih < 0 || ir < 0) return 1;
+    uint32_t kl = gguf_get_val_u32(g, ik), vl = gguf_get_val_u32(g, iv), H = gguf_get_val_u32(g, ih),
+             R = gguf_get_val_u32(g, ir);
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    uint32_t rope = gguf_get_val_u32(g, gguf_find_key(g, key)), dn = kl - rope, dv = vl;
+    struct gguf_context *o = gguf_init_empty();
+    gguf_set_kv(o, g);
+    int v32 = !strcmp(arch, "deepseek32");
+    if (v32) {
+        /* llama.cpp runs deepseek32 in the MLA layout only: the legacy file
+         * is the same model without its indexer, as deepseek2 */
+        gguf_set_val_str(o, "general.architecture", "deepseek2");
+        for (int64_t i = 0; i < gguf_get_n_kv(g); i++) {
+            const char *k = gguf_get_key(g, i);
+            if (strncmp(k, "deepseek32.", 11)) continue;
+            gguf_remove_key(o, k);
+            if (strstr(k, ".indexer.")) continue;
+            char nk[160];
+            snprintf(nk, sizeof nk, "deepseek2.%s", k + 11);
+            switch (gguf_get_kv_type(g, i)) {
+            case GGUF_TYPE_UINT32: gguf_set_val_u32(o, nk, gguf_get_val_u32(g, i)); break;
+            case GGUF_TYPE_INT32: gguf_set_val_i32(o, nk, gguf_get_val_i32(g, i)); break;
+            case GGUF_TYPE_UINT64: gguf_set_val_u64(o, nk, gguf_get_val_u64(g, i)); break;
+            case GGUF_TYPE_FLOAT32: gguf_set_val_f32(o, nk, gguf_get_val_f32(g, i)); break;
+            case GGUF_TYPE_BOOL: gguf_set_val_bool(o, nk, gguf_get_val_bool(g, i)); break;
+            case GGUF_TYPE_STRING: gguf_set_val_str(o, nk, gguf_get_val_str(g, i)); break;
+            default: fprintf(stderr, "ggml_gguf legacy: key %s of an unexpected type\n", k); return 1;
+            }
+        }
+        arch = "deepseek2";
+    }
+    snprintf(key, sizeof key, "%s.attention.key_length_mla", arch);
+    gguf_remove_key(o, key);
+    snprintf(key, sizeof key, "%s.attention.value_length_mla", arch);
+    gguf_remove_key(o, key);
+    snprintf(key, sizeof key, "%s.attention.key_length", arch);
+    gguf_set_val_u32(o, key, kl);
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    gguf_set_val_u32(o, key, vl);
+    snprintf(key, sizeof key, "%s.attention.head_count_kv", arch); /* a K/V cache per head */
+    gguf_set_val_u32(o, key, H);
+    struct ggml_init_params cp = {(size_t)1 << 30, NULL, false};
+    struct ggml_context *dst = ggml_init(cp);
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); i++) {
+        const char *name = gguf_get_tensor_name(g, i);
+        struct ggml_tensor *t = ggml_get_tensor(src, name);
+        const char *vb = strstr(name, "attn_v_b.weight");
+        if (vb || (v32 && strstr(name, ".indexer."))) continue;
+        const char *kb = strstr(name, "attn_k_b.weight");
+        if (!kb) {
+            gguf_add_tensor(o, t);
+            continue;
+        }
+        /* kv_b[h*(dn+dv) + j][c] = k_b[h][c][j] (j < dn), v_b[h][j-dn][c] */
+        char vname[128], kvname[128];
+        snprintf(vname, sizeof vname, "%.*sattn_v_b.weight", (int)(kb - name), name);
+        snprintf(kvname, sizeof kvname, "%.*sattn_kv_b.weight", (int)(kb - name), name);
+        struct ggml_tensor *v = ggml_get_tensor(src, vname);
+        if (!v || t->type != GGML_TYPE_F32 || v->type != GGML_TYPE_F32) return 1;
+        struct ggml_tensor *kv = ggml_new_tensor_2d(dst, GGML_TYPE_F32, R, (int64_t)H * (dn + dv));
+        ggml_set_name(kv, kvname);
+        const float *k = t->data, *vv = v->data;
+        float *d = kv->data;
+        for (uint32_t h = 0; h < H; h++)
+            for (uint32_t c = 0; c < R; c++) {
+                for (uint32_t j = 0; j < dn; j++) d[((size_t)h * (dn + dv) + j) * R + c] = k[((size_t)h * R + c) * dn + j];
+                for (uint32_t j = 0; j < dv; j++) d[((size_t)h * (dn + dv) + dn + j) * R + c] = vv[((size_t)h * dv + j) * R + c];
+            }
+        gguf_add_tensor(o, kv);
+    }
+    int ok = gguf_write_to_file(o, out, false);
+    gguf_free(o);
+    gguf_free(g);
+    ggml_free(dst);
+    ggml_free(src);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "legacy")) return legacy(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "dump")) return dump(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "write")) return write_sample(argv[2]);
-    fprintf(stderr, "usage: ggml_gguf dump|write FILE\n");
+    fprintf(stderr, "usage: ggml_gguf dump|write FILE | legacy IN OUT\n");
     return 2;
 }
