@@ -22,6 +22,8 @@
 #include "formats/writer.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 
 typedef struct gsrc {
@@ -362,9 +364,38 @@ static int g_rows(const dsq_src *s, int i, int64_t r0, int64_t r1, float *dst, d
     return rc ? rc : dsq_q_dequantize(&m, r0, r1, dst, err);
 }
 
+/* Let the kernel drop the mapped pages of bytes [p, p + n) (whole pages
+ * inside them): the mapping is read-only, so a later read faults them in
+ * again from the file. */
+static void drop_range(const uint8_t *p, uint64_t n) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) & ~(pg - 1),
+              e = ((uintptr_t)p + n) & ~(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Streaming moves past tensor i: its pages, and kv_b's rebuilt copy, are
+ * not kept (a whole model streams in the memory of one tensor). */
+static void release(dsq_src *s, int i) {
+    gbe *b = s->be;
+    gsrc *g = &b->s[i];
+    const dsq_gguf_tensor *gt = dsq_gguf_tensor_at(b->g, g->gi);
+    if (g->gv >= 0) {
+        const dsq_gguf_tensor *tv = dsq_gguf_tensor_at(b->g, g->gv);
+        pthread_mutex_lock(&b->lock);
+        free(g->kvb);
+        g->kvb = NULL;
+        pthread_mutex_unlock(&b->lock);
+        drop_range(gt->data, gt->nbytes);
+        drop_range(tv->data, tv->nbytes);
+        return;
+    }
+    drop_range(gt->data + s->t[i].nbytes * (uint64_t)g->expert, s->t[i].nbytes);
+}
+
 static int g_next(dsq_src *s, int *i, dsq_err *err) {
     (void)err;
     gbe *b = s->be;
+    if (b->cur >= 0) release(s, b->cur);
     if (b->cur + 1 >= s->n) return DSQ_EOF;
     *i = ++b->cur;
     return DSQ_OK;
