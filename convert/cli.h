@@ -35,7 +35,17 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 /* The per-tensor report of dsq quant / export: a table on stdout, or JSON. */
 struct dsq_pipe_report;
-void cli_print_pipe_report(const struct dsq_pipe_report *r, int json, const char *out);
+/* The report of a convert / quant / export job on stdout: a summary
+ * (DSQ_REPORT_SUMMARY: sizes, bits per weight by class and scheme, how
+ * tensors were stored, fallbacks, the worst errors), every tensor
+ * (DSQ_REPORT_FULL) or JSON (DSQ_REPORT_JSON); report_path (or NULL): the
+ * full report also into that file, JSON when it ends in .json ("-":
+ * stdout).  Returns 0, or 1 when the file cannot be written. */
+enum { DSQ_REPORT_SUMMARY = 0, DSQ_REPORT_FULL, DSQ_REPORT_JSON };
+int cli_print_pipe_report(const struct dsq_pipe_report *r, int mode, const char *out, const char *report_path);
+/* Before the work: can the report file be written?  Creates it when absent
+ * (*created = 1: remove it if the job fails); 1 after one line on stderr. */
+int cli_check_report_path(const char *cmd, const char *path, int *created);
 int cmd_detokenize(int argc, char **argv);
 
 /* True if argv[i] equals opt; helpers for the hand-rolled parsers. */

@@ -14,6 +14,8 @@
 #include "formats/source.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <string.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +49,8 @@ static int usage_convert(FILE *f, int quant) {
                    "  --quiet        no progress line\n");
     else
         fprintf(f, "usage: dsq quant SRC -o OUT.dsq|OUT.gguf (--preset P | --recipe FILE.json) [--calib FILE]\n"
-                   "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--no-error]\n\n"
+                   "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--verbose]\n"
+                   "                 [--report FILE] [--no-error]\n\n"
                    "Quantize a checkpoint or a .dsq container into a new container, streaming.\n\n"
                    "  --preset P       fp8          projections FP8 (block scales kept), routed experts\n"
                    "                                requantized per expert with per-channel FP8 scales\n"
@@ -63,52 +66,54 @@ static int usage_convert(FILE *f, int quant) {
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
                    "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
                    "                   recipe's mse / gptq / awq methods\n"
-                   "  --json           print the report as JSON on stdout\n"
+                   "  --json           print the full report as JSON on stdout (default: a summary)\n"
+                   "  --verbose        print every tensor's row, not only the summary\n"
+                   "  --report FILE    write the full report to FILE too (JSON when it ends in .json)\n"
                    "  --no-error       skip measuring per-tensor weight error\n");
     return f == stdout ? 0 : 2;
 }
 
-void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) {
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "output", out);
-        cJSON_AddNumberToObject(o, "source_bytes", (double)r->src_bytes);
-        cJSON_AddNumberToObject(o, "output_bytes", (double)r->out_bytes);
-        cJSON_AddNumberToObject(o, "params", (double)r->params);
-        cJSON_AddNumberToObject(o, "bits_per_weight", r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0);
-        cJSON_AddNumberToObject(o, "seconds", r->seconds);
-        cJSON *roles = cJSON_AddObjectToObject(o, "roles");
-        for (int k = 0; k < DSQ_R_COUNT; k++)
-            if (r->role_params[k]) {
-                cJSON *e = cJSON_AddObjectToObject(roles, dsq_role_name((dsq_role)k));
-                cJSON_AddNumberToObject(e, "params", (double)r->role_params[k]);
-                cJSON_AddNumberToObject(e, "bytes", (double)r->role_bytes[k]);
-                cJSON_AddNumberToObject(e, "bits_per_weight", 8.0 * (double)r->role_bytes[k] / (double)r->role_params[k]);
-            }
-        cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
-        for (int i = 0; i < r->n; i++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "name", r->t[i].name);
-            cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
-            if (r->t[i].fallback_from >= 0)
-                cJSON_AddStringToObject(e, "fallback_from", dsq_q_scheme(r->t[i].fallback_from)->name);
-            static const char *const how[] = {"quantized", "copied", "transcoded", "rerounded"};
-            cJSON_AddStringToObject(e, "stored", how[r->t[i].stored & 3]);
-            cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
-            cJSON_AddNumberToObject(e, "bytes", (double)r->t[i].bytes);
-            if (r->t[i].rel_err >= 0) {
-                cJSON_AddNumberToObject(e, "rel_frobenius_error", r->t[i].rel_err);
-                cJSON_AddNumberToObject(e, "max_abs_error", r->t[i].max_abs);
-            }
-            cJSON_AddItemToArray(ts, e);
+static void report_json(const dsq_pipe_report *r, const char *out, FILE *f) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "output", out);
+    cJSON_AddNumberToObject(o, "source_bytes", (double)r->src_bytes);
+    cJSON_AddNumberToObject(o, "output_bytes", (double)r->out_bytes);
+    cJSON_AddNumberToObject(o, "params", (double)r->params);
+    cJSON_AddNumberToObject(o, "bits_per_weight", r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0);
+    cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    cJSON *roles = cJSON_AddObjectToObject(o, "roles");
+    for (int k = 0; k < DSQ_R_COUNT; k++)
+        if (r->role_params[k]) {
+            cJSON *e = cJSON_AddObjectToObject(roles, dsq_role_name((dsq_role)k));
+            cJSON_AddNumberToObject(e, "params", (double)r->role_params[k]);
+            cJSON_AddNumberToObject(e, "bytes", (double)r->role_bytes[k]);
+            cJSON_AddNumberToObject(e, "bits_per_weight", 8.0 * (double)r->role_bytes[k] / (double)r->role_params[k]);
         }
-        char *s = cJSON_Print(o);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(o);
-        return;
+    cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
+    for (int i = 0; i < r->n; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", r->t[i].name);
+        cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
+        if (r->t[i].fallback_from >= 0)
+            cJSON_AddStringToObject(e, "fallback_from", dsq_q_scheme(r->t[i].fallback_from)->name);
+        static const char *const how[] = {"quantized", "copied", "transcoded", "rerounded"};
+        cJSON_AddStringToObject(e, "stored", how[r->t[i].stored & 3]);
+        cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
+        cJSON_AddNumberToObject(e, "bytes", (double)r->t[i].bytes);
+        if (r->t[i].rel_err >= 0) {
+            cJSON_AddNumberToObject(e, "rel_frobenius_error", r->t[i].rel_err);
+            cJSON_AddNumberToObject(e, "max_abs_error", r->t[i].max_abs);
+        }
+        cJSON_AddItemToArray(ts, e);
     }
-    printf("%-52s %-18s %12s %8s %11s %11s\n", "tensor", "scheme", "params", "bpw", "rel_err", "max_abs");
+    char *s = cJSON_Print(o);
+    if (s) fprintf(f, "%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void report_table(const dsq_pipe_report *r, FILE *f) {
+    fprintf(f, "%-52s %-18s %12s %8s %11s %11s\n", "tensor", "scheme", "params", "bpw", "rel_err", "max_abs");
     for (int i = 0; i < r->n; i++) {
         const dsq_pipe_tensor *t = &r->t[i];
         char re[32] = "-", ma[32] = "-";
@@ -116,40 +121,156 @@ void cli_print_pipe_report(const dsq_pipe_report *r, int json, const char *out) 
             snprintf(re, sizeof re, "%.3e", t->rel_err);
             snprintf(ma, sizeof ma, "%.3e", t->max_abs);
         }
-        printf("%-52s %-18s %12lld %8.3f %11s %11s\n", t->name, dsq_q_scheme(t->scheme)->name,
+        fprintf(f, "%-52s %-18s %12lld %8.3f %11s %11s\n", t->name, dsq_q_scheme(t->scheme)->name,
                (long long)t->params, t->params ? 8.0 * (double)t->bytes / (double)t->params : 0, re, ma);
     }
     int n_fb = 0;
     for (int i = 0; i < r->n; i++) n_fb += r->t[i].fallback_from >= 0;
     if (n_fb) {
-        printf("\n%d tensor%s stored in a fallback type (rows not a multiple of the type's blocks):\n", n_fb, n_fb == 1 ? "" : "s");
+        fprintf(f, "\n%d tensor%s stored in a fallback type (rows not a multiple of the type's blocks):\n", n_fb, n_fb == 1 ? "" : "s");
         for (int i = 0; i < r->n; i++)
             if (r->t[i].fallback_from >= 0)
-                printf("  %-50s %s -> %s\n", r->t[i].name, dsq_q_scheme(r->t[i].fallback_from)->name,
+                fprintf(f, "  %-50s %s -> %s\n", r->t[i].name, dsq_q_scheme(r->t[i].fallback_from)->name,
                        dsq_q_scheme(r->t[i].scheme)->name);
     }
     int n_how[4] = {0};
     for (int i = 0; i < r->n; i++) n_how[r->t[i].stored & 3]++;
     if (n_how[DSQ_STORED_TRANSCODED] || n_how[DSQ_STORED_REROUNDED])
-        printf("\n%d tensors copied bit for bit, %d transcoded without changing a value (int4 groups of 32 -> q4_0), "
+        fprintf(f, "\n%d tensors copied bit for bit, %d transcoded without changing a value (int4 groups of 32 -> q4_0), "
                "%d quantized%s\n", n_how[DSQ_STORED_COPIED], n_how[DSQ_STORED_TRANSCODED],
                n_how[DSQ_STORED_QUANTIZED] + n_how[DSQ_STORED_REROUNDED],
                n_how[DSQ_STORED_REROUNDED] ? " (some because a bf16 scale is not an f16: re-rounded, rel_err above)" : "");
-    printf("\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
+    fprintf(f, "\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
     for (int k = 0; k < DSQ_R_COUNT; k++)
         if (r->role_params[k])
-            printf("%-22s %14llu %14llu %8.3f\n", dsq_role_name((dsq_role)k), (unsigned long long)r->role_params[k],
+            fprintf(f, "%-22s %14llu %14llu %8.3f\n", dsq_role_name((dsq_role)k), (unsigned long long)r->role_params[k],
                    (unsigned long long)r->role_bytes[k], 8.0 * (double)r->role_bytes[k] / (double)r->role_params[k]);
-    printf("\nsize %.2f MiB -> %.2f MiB (%.3f bits per weight over %lld parameters) in %.2f s\n",
+    fprintf(f, "\nsize %.2f MiB -> %.2f MiB (%.3f bits per weight over %lld parameters) in %.2f s\n",
            (double)r->src_bytes / 1048576.0, (double)r->out_bytes / 1048576.0,
            r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0, (long long)r->params, r->seconds);
+}
+
+/* The summary a terminal gets: totals, bits per weight by class and by
+ * scheme, how tensors were stored, fallbacks by kind, the worst errors. */
+static void report_summary(const dsq_pipe_report *r, const char *out, const char *full_hint) {
+    uint64_t cp[DSQ_C_COUNT] = {0}, cb[DSQ_C_COUNT] = {0}, sp[DSQ_Q_COUNT] = {0}, sb[DSQ_Q_COUNT] = {0};
+    int sn[DSQ_Q_COUNT] = {0}, n_how[4] = {0};
+    for (int i = 0; i < r->n; i++) {
+        const dsq_pipe_tensor *t = &r->t[i];
+        dsq_class c = dsq_role_class(t->role);
+        cp[c] += (uint64_t)t->params;
+        cb[c] += t->bytes;
+        sp[t->scheme] += (uint64_t)t->params;
+        sb[t->scheme] += t->bytes;
+        sn[t->scheme]++;
+        n_how[t->stored & 3]++;
+    }
+    printf("%-18s %14s %14s %8s\n", "class", "params", "bytes", "bpw");
+    for (int c = 0; c < DSQ_C_COUNT; c++)
+        if (cp[c])
+            printf("%-18s %14llu %14llu %8.3f\n", dsq_class_name((dsq_class)c), (unsigned long long)cp[c],
+                   (unsigned long long)cb[c], 8.0 * (double)cb[c] / (double)cp[c]);
+    printf("\n%-18s %8s %14s %8s\n", "scheme", "tensors", "params", "bpw");
+    for (int k = 0; k < DSQ_Q_COUNT; k++)
+        if (sn[k])
+            printf("%-18s %8d %14llu %8.3f\n", dsq_q_scheme(k)->name, sn[k], (unsigned long long)sp[k],
+                   sp[k] ? 8.0 * (double)sb[k] / (double)sp[k] : 0);
+    printf("\nstored: %d copied bit for bit, %d transcoded without changing a value, %d quantized", n_how[DSQ_STORED_COPIED],
+           n_how[DSQ_STORED_TRANSCODED], n_how[DSQ_STORED_QUANTIZED] + n_how[DSQ_STORED_REROUNDED]);
+    if (n_how[DSQ_STORED_REROUNDED])
+        printf(" (%d because a bf16 scale is not an f16)", n_how[DSQ_STORED_REROUNDED]);
+    printf("\n");
+    /* fallbacks, by (asked, stored) pair */
+    int fb_from[16], fb_to[16], fb_n[16], nfb = 0, n_fb = 0;
+    for (int i = 0; i < r->n; i++) {
+        const dsq_pipe_tensor *t = &r->t[i];
+        if (t->fallback_from < 0) continue;
+        n_fb++;
+        int k = 0;
+        while (k < nfb && (fb_from[k] != t->fallback_from || fb_to[k] != t->scheme)) k++;
+        if (k == nfb && nfb < 16) {
+            fb_from[nfb] = t->fallback_from;
+            fb_to[nfb] = t->scheme;
+            fb_n[nfb++] = 0;
+        }
+        if (k < nfb) fb_n[k]++;
+    }
+    if (n_fb) {
+        printf("fallbacks (rows not a multiple of the type's block): %d tensor%s:", n_fb, n_fb == 1 ? "" : "s");
+        for (int k = 0; k < nfb; k++)
+            printf("%s %s -> %s x%d", k ? "," : "", dsq_q_scheme(fb_from[k])->name, dsq_q_scheme(fb_to[k])->name, fb_n[k]);
+        printf("\n");
+    }
+    /* the five largest relative weight errors */
+    int worst[5], nw = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (!(r->t[i].rel_err > 0)) continue;
+        int k;
+        if (nw < 5) k = nw++;
+        else if (r->t[i].rel_err > r->t[worst[4]].rel_err) k = 4;
+        else continue;
+        worst[k] = i;
+        for (; k > 0 && r->t[worst[k]].rel_err > r->t[worst[k - 1]].rel_err; k--) {
+            int x = worst[k];
+            worst[k] = worst[k - 1];
+            worst[k - 1] = x;
+        }
+    }
+    if (nw) {
+        printf("largest relative weight errors:\n");
+        for (int k = 0; k < nw; k++)
+            printf("  %-52s %-10s %.3e\n", r->t[worst[k]].name, dsq_q_scheme(r->t[worst[k]].scheme)->name,
+                   r->t[worst[k]].rel_err);
+    }
+    printf("\nwrote %s: %d tensors, %.2f MiB -> %.2f MiB (%.3f bits per weight over %lld parameters) in %.2f s\n", out, r->n,
+           (double)r->src_bytes / 1048576.0, (double)r->out_bytes / 1048576.0,
+           r->params ? 8.0 * (double)r->out_tensor_bytes / (double)r->params : 0, (long long)r->params, r->seconds);
+    if (full_hint) printf("%s\n", full_hint);
+}
+
+int cli_check_report_path(const char *cmd, const char *path, int *created) {
+    *created = 0;
+    if (!strcmp(path, "-")) return 0;
+    int existed = access(path, F_OK) == 0;
+    FILE *f = fopen(path, "a"); /* writable now, so hours of work are not lost at the end */
+    if (!f) {
+        fprintf(stderr, "dsq %s: %s: cannot write the report: %s\n", cmd, path, strerror(errno));
+        return 1;
+    }
+    fclose(f);
+    *created = !existed;
+    return 0;
+}
+
+int cli_print_pipe_report(const dsq_pipe_report *r, int mode, const char *out, const char *report_path) {
+    if (report_path) {
+        /* the full report into a file (JSON when its name ends in .json) */
+        size_t n = strlen(report_path);
+        int js = n > 5 && !strcmp(report_path + n - 5, ".json");
+        FILE *f = strcmp(report_path, "-") ? fopen(report_path, "w") : stdout;
+        if (!f) {
+            fprintf(stderr, "dsq: %s: cannot write the report\n", report_path);
+            return 1;
+        }
+        if (js) report_json(r, out, f);
+        else report_table(r, f);
+        if (f != stdout && fclose(f)) {
+            fprintf(stderr, "dsq: %s: cannot write the report\n", report_path);
+            return 1;
+        }
+    }
+    if (mode == DSQ_REPORT_JSON) report_json(r, out, stdout);
+    else if (mode == DSQ_REPORT_FULL) report_table(r, stdout);
+    else report_summary(r, out, report_path ? NULL : "(every tensor: --verbose, or --report FILE[.json])");
+    return 0;
 }
 
 static int run_pipe(int argc, char **argv, int quant) {
     const char *cmd = quant ? "quant" : "convert";
     dsq_pipe_opts o = {0};
     const char *preset = NULL, *recipe_file = NULL, *calib = NULL, *method = "gptq";
-    int quiet = 0, json = 0, no_error = 0;
+    int quiet = 0, json = 0, no_error = 0, verbose = 0;
+    const char *report = NULL;
     o.argc = argc;
     o.argv = argv;
     for (int i = 1; i < argc; i++) {
@@ -166,6 +287,8 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (quant && cli_is(a, "--method") && i + 1 < argc) method = argv[++i];
         else if (quant && cli_is(a, "--json")) json = 1;
         else if (quant && cli_is(a, "--no-error")) no_error = 1;
+        else if (quant && cli_is(a, "--verbose")) verbose = 1;
+        else if (quant && cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
         else if (a[0] == '-') {
             fprintf(stderr, "dsq %s: unknown option '%s'\n", cmd, a);
             return usage_convert(stderr, quant);
@@ -181,9 +304,14 @@ static int run_pipe(int argc, char **argv, int quant) {
         fprintf(stderr, "dsq quant: give exactly one of --preset or --recipe\n");
         return 2;
     }
+    int made_report = 0;
+    if (report && cli_check_report_path(cmd, report, &made_report)) return 1;
     dsq_err err = {0};
     dsq_cstats *cs = NULL;
-    if (calib && dsq_cstats_load(&cs, calib, &err)) return cli_err(cmd, &err);
+    if (calib && dsq_cstats_load(&cs, calib, &err)) {
+        if (made_report) unlink(report);
+        return cli_err(cmd, &err);
+    }
     o.calib = cs;
     dsq_recipe r;
     int rc;
@@ -213,9 +341,17 @@ static int run_pipe(int argc, char **argv, int quant) {
     rc = dsq_pipeline_run(&o, &rep, &err);
     dsq_recipe_deinit(&r);
     dsq_cstats_free(cs);
-    if (rc) return cli_err(cmd, &err);
-    if (quant) cli_print_pipe_report(&rep, json, o.out);
-    else if (!quiet)
+    if (rc) {
+        if (made_report) unlink(report);
+        return cli_err(cmd, &err);
+    }
+    if (quant) {
+        rc = cli_print_pipe_report(&rep, json ? DSQ_REPORT_JSON : verbose ? DSQ_REPORT_FULL : DSQ_REPORT_SUMMARY, o.out,
+                                   report);
+        dsq_pipe_report_free(&rep);
+        return rc;
+    }
+    if (!quiet)
         fprintf(stderr, "wrote %s: %d tensors, %.2f MiB in %.2f s (%.0f MiB/s)\n", o.out, rep.n,
                 (double)rep.out_bytes / 1048576.0, rep.seconds,
                 (double)rep.src_bytes / 1048576.0 / (rep.seconds > 0 ? rep.seconds : 1));

@@ -8,10 +8,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static int usage(FILE *f) {
     fprintf(f, "usage: dsq export SRC -o OUT.gguf [--type T] [--requantize] [--drop-mtp] [--threads N]\n"
-               "                  [--force] [--quiet] [--json]\n\n"
+               "                  [--force] [--quiet] [--json] [--verbose] [--report FILE]\n\n"
                "Write any model dsq reads (checkpoint folder or archive, .dsq container) as a GGUF file that\n"
                "llama.cpp loads: architecture deepseek32 when the model has the lightning indexer, else\n"
                "deepseek2, in the MLA layout (kv_b_proj split into attn_k_b and attn_v_b); metadata from\n"
@@ -30,14 +31,17 @@ static int usage(FILE *f) {
                "  --threads N    worker threads (default: all cores)\n"
                "  --force        overwrite OUT if it exists\n"
                "  --quiet        no progress line\n"
-               "  --json         print the per-tensor report as JSON on stdout\n");
+               "  --json         print the full report as JSON on stdout (default: a summary)\n"
+               "  --verbose      print every tensor's row, not only the summary\n"
+               "  --report FILE  write the full report to FILE too (JSON when it ends in .json)\n");
     return f == stdout ? 0 : 2;
 }
 
 int cmd_export(int argc, char **argv) {
     dsq_pipe_opts o = {0};
     const char *type = "bf16";
-    int quiet = 0, json = 0, requantize = 0;
+    int quiet = 0, json = 0, requantize = 0, verbose = 0, made_report = 0;
+    const char *report = NULL;
     o.argc = argc;
     o.argv = argv;
     for (int i = 1; i < argc; i++) {
@@ -50,6 +54,8 @@ int cmd_export(int argc, char **argv) {
         else if (cli_is(a, "--quiet")) quiet = 1;
         else if (cli_is(a, "--json")) json = 1;
         else if (cli_is(a, "--requantize")) requantize = 1;
+        else if (cli_is(a, "--verbose")) verbose = 1;
+        else if (cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
         else if (cli_is(a, "--threads") && i + 1 < argc) {
             long t = cli_parse_long(argv[++i], 1, 4096);
             if (t < 0) {
@@ -69,9 +75,13 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "dsq export: %s: the output's name must end in .gguf\n", o.out);
         return 2;
     }
+    if (report && cli_check_report_path("export", report, &made_report)) return 1;
     dsq_err err = {0};
     dsq_recipe r;
-    if (dsq_recipe_gguf(&r, type, &err)) return cli_err("export", &err);
+    if (dsq_recipe_gguf(&r, type, &err)) {
+        if (made_report) unlink(report);
+        return cli_err("export", &err);
+    }
     o.recipe = &r;
     o.measure_error = 1;
     o.keep_twins = !requantize;
@@ -83,8 +93,11 @@ int cmd_export(int argc, char **argv) {
     dsq_pipe_report rep;
     int rc = dsq_pipeline_run(&o, &rep, &err);
     dsq_recipe_deinit(&r);
-    if (rc) return cli_err("export", &err);
-    cli_print_pipe_report(&rep, json, o.out);
+    if (rc) {
+        if (made_report) unlink(report);
+        return cli_err("export", &err);
+    }
+    rc = cli_print_pipe_report(&rep, json ? DSQ_REPORT_JSON : verbose ? DSQ_REPORT_FULL : DSQ_REPORT_SUMMARY, o.out, report);
     dsq_pipe_report_free(&rep);
-    return 0;
+    return rc;
 }

@@ -275,3 +275,34 @@ TEST(test_gguf_reads_legacy_kv_b) {
         dsq_src_close(s);
     }
 }
+
+/* dsq quant's report: a summary by default (a few dozen lines whatever the
+ * tensor count), every tensor with --report FILE.json, and a report path
+ * that cannot be written is refused before any work, writing nothing. */
+TEST(test_quant_report_summary_and_file) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], g[1024], js[1024], *out = NULL;
+    snprintf(g, sizeof g, "%s", t_path(t_tmpdir(), "report-q4km.gguf"));
+    snprintf(js, sizeof js, "%s", t_path(t_tmpdir(), "report-q4km.json"));
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset q4_k_m -o '%s' --force --quiet --report '%s'", t_dsq(), m, g, js);
+    CHECK(t_run(cmd, &out) == 0);
+    int lines = 0;
+    for (const char *p = out ? out : ""; *p; p++) lines += *p == '\n';
+    CHECKF(lines > 5 && lines < 50, "summary of %d lines", lines);
+    CHECK(out && strstr(out, "routed_experts") && strstr(out, "fallbacks") && strstr(out, "wrote "));
+    free(out);
+    char *txt = NULL;
+    size_t n = 0;
+    dsq_err err = {0};
+    cJSON *j = dsq_read_file(js, 1u << 24, &txt, &n, &err) == 0 ? cJSON_Parse(txt) : NULL;
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "tensors")) == 90);
+    cJSON_Delete(j);
+    free(txt);
+    char g2[1024];
+    snprintf(g2, sizeof g2, "%s", t_path(t_tmpdir(), "report-never.gguf"));
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset q4_k_m -o '%s' --force --quiet --report '%s/no/such/dir/r.json' 2>/dev/null",
+             t_dsq(), m, g2, t_tmpdir());
+    CHECK(t_run(cmd, NULL) != 0);
+    CHECK(fsize(g2) < 0);
+}
