@@ -36,8 +36,10 @@ static int usage(FILE *f) {
                "                 (or --preset P) would write, without storing the statistics\n"
                "  --ctx N        tokens per window (default 256, capped by the model)\n"
                "  --samples N    windows to use (default: all the text gives)\n"
-               "  --preset/--recipe  how layers are quantized while calibrating (default int4-experts;\n"
-               "                 the GGUF presets q4_k_m, iq4_xs, ... too);\n"
+               "  --preset/--recipe  how layers are quantized while calibrating: a preset in its\n"
+               "                 calibrated form (default int4-experts: GPTQ on the routed experts; int4,\n"
+               "                 int8, fp8 and the GGUF presets q4_k_m, iq4_xs, ... too), so the statistics\n"
+               "                 are exactly what dsq quant --preset P --calib needs;\n"
                "                 use the same one for dsq quant\n"
                "  --hessian      keep Hessians for every linear layer, not only gptq ones\n"
                "  --method M     with a GGUF preset (q4_k_m, iq4_xs, ...): gptq (default: GPTQ on the\n"
@@ -110,7 +112,7 @@ int cmd_calib(int argc, char **argv) {
     if (dsq_src_open(&m, src, 0, &err)) return cli_err("calib", &err);
     int rc = recipe ? dsq_recipe_load(&r, recipe, &err)
            : preset && dsq_recipe_is_gguf_preset(preset) ? dsq_recipe_gguf_preset(&r, preset, m, method, &err)
-           : dsq_recipe_preset(&r, preset ? preset : "int4-experts", &err);
+           : dsq_recipe_preset_calibrated(&r, preset ? preset : "int4-experts", &err);
     if (rc) {
         dsq_src_close(m);
         return cli_err("calib", &err);

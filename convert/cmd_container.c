@@ -64,8 +64,11 @@ static int usage_convert(FILE *f, int quant) {
                    "  --method M       GGUF presets with --calib: gptq (default; GPTQ on the block grids)\n"
                    "                   or mse (importance-weighted block search); as given to dsq calib\n"
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
-                   "  --calib FILE     activation statistics from dsq calib (.dsqcal), used by the\n"
-                   "                   recipe's mse / gptq / awq methods\n"
+                   "  --calib FILE     activation statistics from dsq calib (.dsqcal): a preset takes its\n"
+                   "                   calibrated form (int4-experts, int4: GPTQ; int8: GPTQ; fp8: routed\n"
+                   "                   experts' scales searched against the activations; GGUF presets: see\n"
+                   "                   --method), a recipe its mse / gptq / awq rules (one without them is\n"
+                   "                   an error); calibrate with the same preset or recipe\n"
                    "  --json           print the full report as JSON on stdout (default: a summary)\n"
                    "  --verbose        print every tensor's row, not only the summary\n"
                    "  --report FILE    write the full report to FILE too (JSON when it ends in .json)\n"
@@ -323,9 +326,15 @@ static int run_pipe(int argc, char **argv, int quant) {
             rc = dsq_recipe_gguf_preset(&r, preset, s, cs ? method : NULL, &err);
             dsq_src_close(s);
         }
-    } else
-        rc = quant ? (preset ? dsq_recipe_preset(&r, preset, &err) : dsq_recipe_load(&r, recipe_file, &err))
-                   : dsq_recipe_preset(&r, "lossless", &err);
+    } else if (quant && preset)
+        rc = cs ? dsq_recipe_preset_calibrated(&r, preset, &err) : dsq_recipe_preset(&r, preset, &err);
+    else
+        rc = quant ? dsq_recipe_load(&r, recipe_file, &err) : dsq_recipe_preset(&r, "lossless", &err);
+    if (!rc && cs && !dsq_recipe_uses_calib(&r)) {
+        dsq_recipe_deinit(&r);
+        rc = dsq_fail(&err, DSQ_E_ARG, "%s: recipe %s uses no calibrated method (mse, gptq, awq): --calib would change nothing",
+                      calib, r.name);
+    }
     if (rc) {
         dsq_cstats_free(cs);
         return cli_err(cmd, &err);

@@ -249,6 +249,42 @@ int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err) {
                     dsq_recipe_gguf_presets());
 }
 
+/* The calibrated form of each preset, what `--calib` turns on: int4 with
+ * the GPTQ settings chosen on held-out text (docs/CALIB.md: act_order, a
+ * clip search, and for every projection ref_target 0.5 and one refinement
+ * round), int8 with GPTQ, fp8's requantized experts with scales searched
+ * against the activations (mse); what a preset keeps as stored stays so. */
+int dsq_recipe_preset_calibrated(dsq_recipe *r, const char *name, dsq_err *err) {
+    static const struct { const char *name, *json; } presets[] = {
+        {"fp8", "{\"name\":\"fp8-calibrated\",\"rules\":["
+                "{\"roles\":[\"routed_experts\"],\"scheme\":\"fp8-channel\",\"method\":\"mse\",\"clip_steps\":20}],"
+                "\"default\":\"fp8-block\"}"},
+        {"int4-experts", "{\"name\":\"int4-experts-calibrated\",\"rules\":["
+                         "{\"roles\":[\"routed_experts\"],\"scheme\":\"int4-g128-sym\",\"method\":\"gptq\","
+                         "\"act_order\":true,\"clip_steps\":20}],\"default\":\"fp8-block\"}"},
+        {"int4", "{\"name\":\"int4-calibrated\",\"rules\":["
+                 "{\"roles\":[\"attention\",\"indexer.wq_b\",\"indexer.wk\",\"dense_ffn\",\"shared_experts\","
+                 "\"routed_experts\"],\"scheme\":\"int4-g128-sym\",\"method\":\"gptq\",\"act_order\":true,"
+                 "\"clip_steps\":20,\"ref_target\":0.5,\"refine\":1}],\"default\":\"int4-g128-sym\"}"},
+        {"int8", "{\"name\":\"int8-calibrated\",\"rules\":["
+                 "{\"roles\":[\"attention\",\"indexer.wq_b\",\"indexer.wk\",\"dense_ffn\",\"shared_experts\","
+                 "\"routed_experts\"],\"scheme\":\"int8-channel\",\"method\":\"gptq\",\"act_order\":true}],"
+                 "\"default\":\"int8-channel\"}"},
+    };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(presets[i].name, name))
+            return dsq_recipe_parse(r, presets[i].json, strlen(presets[i].json), name, err);
+    if (!strcmp(name, "lossless"))
+        return dsq_fail(err, DSQ_E_ARG, "preset lossless stores every tensor as it is: calibration has nothing to do");
+    return dsq_recipe_preset(r, name, err); /* unknown: its error */
+}
+
+int dsq_recipe_uses_calib(const dsq_recipe *r) {
+    for (int i = 0; i < r->n_rules; i++)
+        if (strcmp(r->rules[i].method, "absmax") && strcmp(r->rules[i].method, "rtn")) return 1;
+    return 0;
+}
+
 void dsq_recipe_deinit(dsq_recipe *r) {
     free(r->json);
     r->json = NULL;

@@ -42,6 +42,13 @@ typedef struct dsq_recipe {
 /* Built-in presets: "lossless" (every tensor as stored), "fp8", "int4-experts",
  * "int4", "int8".  DSQ_E_ARG for an unknown name. */
 int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err);
+/* The calibrated form of a built-in preset (what `--calib` turns on):
+ * fp8 (routed experts' scales searched against the activations), int4-experts
+ * and int4 (GPTQ with the settings of docs/CALIB.md), int8 (GPTQ);
+ * DSQ_E_ARG for lossless, which has nothing to calibrate. */
+int dsq_recipe_preset_calibrated(dsq_recipe *r, const char *name, dsq_err *err);
+/* Does any rule use calibration statistics (a method other than absmax)? */
+int dsq_recipe_uses_calib(const dsq_recipe *r);
 /* Parse a recipe file (JSON).  Unknown roles, schemes or keys are errors. */
 int dsq_recipe_load(dsq_recipe *r, const char *path, dsq_err *err);
 int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *what, dsq_err *err);

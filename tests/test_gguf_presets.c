@@ -306,3 +306,55 @@ TEST(test_quant_report_summary_and_file) {
     CHECK(t_run(cmd, NULL) != 0);
     CHECK(fsize(g2) < 0);
 }
+
+/* --calib turns a preset into its calibrated form: int4-experts with a
+ * calibration differs from plain rounding (GPTQ on the routed experts) and
+ * is closer to the original; lossless, or a recipe without a calibrated
+ * rule, given --calib is an error that writes nothing. */
+TEST(test_quant_preset_calibrated_forms) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], cal[1024], a[1024], b[1024], rec[1024];
+    snprintf(cal, sizeof cal, "%s", t_path(t_tmpdir(), "forms.dsqcal"));
+    snprintf(a, sizeof a, "%s", t_path(t_tmpdir(), "forms-plain.dsq"));
+    snprintf(b, sizeof b, "%s", t_path(t_tmpdir(), "forms-calib.dsq"));
+    snprintf(rec, sizeof rec, "%s", t_path(t_tmpdir(), "forms-rtn.json"));
+    snprintf(cmd, sizeof cmd, "%s calib '%s' --text '%s' --samples 8 -o '%s' --force > /dev/null 2>&1", t_dsq(), m,
+             t_path(m, "calib.txt"), cal);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset int4-experts -o '%s' --force --quiet --no-error > /dev/null", t_dsq(), m, a);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset int4-experts --calib '%s' -o '%s' --force --quiet --no-error > /dev/null",
+             t_dsq(), m, cal, b);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    CHECK(t_run(cmd, NULL) != 0);
+    double kl[2];
+    for (int k = 0; k < 2; k++) {
+        char js[1024];
+        snprintf(js, sizeof js, "%s", t_path(t_tmpdir(), k ? "forms-calib.json" : "forms-plain.json"));
+        snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows 8 --no-experts --json '%s' > /dev/null 2>&1",
+                 t_dsq(), m, k ? b : a, t_path(m, "eval.txt"), js);
+        CHECK(t_run(cmd, NULL) == 0);
+        char *txt = NULL;
+        size_t n = 0;
+        dsq_err err = {0};
+        cJSON *j = dsq_read_file(js, 1u << 26, &txt, &n, &err) == 0 ? cJSON_Parse(txt) : NULL;
+        kl[k] = j ? jnum(j, "kl_mean") : NAN;
+        cJSON_Delete(j);
+        free(txt);
+    }
+    fprintf(stderr, "  int4-experts KL over 8 eval windows: plain %.6f, with --calib %.6f\n", kl[0], kl[1]);
+    CHECK(kl[1] < kl[0]);
+    char never[1024];
+    snprintf(never, sizeof never, "%s", t_path(t_tmpdir(), "forms-never.dsq"));
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset lossless --calib '%s' -o '%s' --force 2>/dev/null", t_dsq(), m, cal, never);
+    CHECK(t_run(cmd, NULL) != 0 && fsize(never) < 0);
+    FILE *f = fopen(rec, "w");
+    if (f) {
+        fputs("{\"name\":\"rtn\",\"rules\":[{\"roles\":[\"routed_experts\"],\"scheme\":\"int4-g128-sym\"}]}", f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --recipe '%s' --calib '%s' -o '%s' --force 2>/dev/null", t_dsq(), m, rec, cal, never);
+    CHECK(t_run(cmd, NULL) != 0 && fsize(never) < 0);
+}
