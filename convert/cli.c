@@ -98,7 +98,8 @@ int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *
 
 /* ---- progress ------------------------------------------------------------ */
 void cli_progress_init(cli_progress *p, int quiet) {
-    p->quiet = quiet || !isatty(2);
+    p->quiet = quiet;
+    p->tty = isatty(2);
     p->t0 = dsq_now();
     p->last = 0;
 }
@@ -107,19 +108,42 @@ void cli_progress_draw(void *arg, const dsq_progress *p) {
     cli_progress *c = arg;
     if (c->quiet) return;
     if (!strcmp(p->stage, "calib")) {
-        fprintf(stderr, "\rcalib: layer %d/%d done (%.2f s)", p->layer + 1, p->n_layers, p->seconds);
-        if (p->final) fputc('\n', stderr);
+        /* a terminal sees the line rewritten, a log one line per layer */
+        fprintf(stderr, c->tty ? "\rcalib: layer %d/%d done (%.2f s)" : "calib: layer %d/%d done (%.2f s)\n",
+                p->layer + 1, p->n_layers, p->seconds);
+        if (p->final && c->tty) fputc('\n', stderr);
         return;
     }
     double now = dsq_now();
-    if (!p->final && now - c->last < 0.2) return;
-    c->last = now;
+    /* a terminal is redrawn five times a second, a log gets a line every ten seconds */
+    if (!p->final && now - c->last < (c->tty ? 0.2 : CLI_LOG_SECONDS)) return;
+    /* a log hears nothing of a job shorter than one interval, and one final line */
+    if (!c->tty && (c->last < 0 || (c->last == 0 && now - c->t0 < CLI_LOG_SECONDS))) return;
+    c->last = p->final && !c->tty ? -1 : now;
     double el = now - c->t0, rate = el > 0 ? (double)p->done / el : 0;
     double frac = p->total ? (double)p->done / (double)p->total : 1;
     double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+    if (!c->tty) {
+        fprintf(stderr, "%s: %5.1f%% %.1f/%.1f MiB, %.1f MiB/s, %.0f s, ETA %.0f s\n", p->stage, frac * 100,
+                (double)p->done / 1048576.0, (double)p->total / 1048576.0, rate / 1048576.0, el, eta);
+        return;
+    }
     int bar = (int)(frac * 30);
     fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f/%.1f MiB %7.1f MiB/s ETA %4.0fs", bar,
             "##############################", 30 - bar, "", frac * 100, (double)p->done / 1048576.0,
             (double)p->total / 1048576.0, rate / 1048576.0, eta);
     if (p->final) fputc('\n', stderr);
+}
+
+void cli_window_progress(const char *cmd, int tty, double t0, double *last, int64_t done, int64_t total) {
+    double now = dsq_now(), el = now - t0, left = done ? el / (double)done * (double)(total - done) : 0.0;
+    if (tty) {
+        fprintf(stderr, "\r  window %lld/%lld  %.1f s, about %.0f s left   ", (long long)done, (long long)total, el, left);
+        if (done == total) fprintf(stderr, "\r%60s\r", "");
+        return;
+    }
+    if (now - (*last > 0 ? *last : t0) < CLI_LOG_SECONDS && (done < total || *last == 0)) return;
+    *last = now;
+    fprintf(stderr, "%s: window %lld/%lld (%.1f%%), %.0f s, about %.0f s left\n", cmd, (long long)done, (long long)total,
+            total ? 100.0 * (double)done / (double)total : 100.0, el, left);
 }

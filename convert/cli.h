@@ -75,12 +75,19 @@ int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *
  * cli_progress): quant/convert a bar with rate and ETA, at most every 0.2 s;
  * calib a line per layer.  Draws only when stderr is a terminal and
  * quiet is 0. */
+/* Progress on stderr: redrawn in place on a terminal; on anything else (a
+ * log, nohup) one plain line every CLI_LOG_SECONDS and at the end, so long
+ * jobs are never silent. */
+#define CLI_LOG_SECONDS 10.0
 typedef struct cli_progress {
-    int quiet;
+    int quiet, tty;
     double t0, last;
 } cli_progress;
 void cli_progress_init(cli_progress *p, int quiet);
 void cli_progress_draw(void *arg, const dsq_progress *p);
+/* Windows done of total (eval, verify), started at t0 (dsq_now); *last:
+ * the caller's state, 0 at first. */
+void cli_window_progress(const char *cmd, int tty, double t0, double *last, int64_t done, int64_t total);
 
 /* Parse a size like 512, 64K, 2M, 1G (binary units).  -1 on error. */
 long long cli_parse_size(const char *s);

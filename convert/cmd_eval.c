@@ -40,7 +40,7 @@ static int usage(FILE *f) {
 typedef struct {
     dsq_afile *out;   /* --logits file, or NULL */
     int tty;
-    double t0;
+    double t0, last; /* progress: start, last log line */
 } eval_ui;
 
 static int write_logits(void *user, const float *logits, int T, int V) {
@@ -53,11 +53,7 @@ static int write_logits(void *user, const float *logits, int T, int V) {
  * logs and pipes stay clean. */
 static void progress(void *user, int64_t done, int64_t total) {
     eval_ui *ui = user;
-    if (!ui->tty) return;
-    double el = dsq_now() - ui->t0;
-    fprintf(stderr, "\r  window %lld/%lld  %.1f s, about %.0f s left   ", (long long)done,
-            (long long)total, el, done ? el / (double)done * (double)(total - done) : 0.0);
-    if (done == total) fprintf(stderr, "\r%60s\r", "");
+    cli_window_progress("eval", ui->tty, ui->t0, &ui->last, done, total);
 }
 
 int cmd_eval(int argc, char **argv) {

@@ -47,11 +47,8 @@ static double g_t0;
 
 static void progress(void *user, int64_t done, int64_t total) {
     (void)user;
-    if (!g_tty) return;
-    double el = dsq_now() - g_t0;
-    fprintf(stderr, "\r  window %lld/%lld  %.1f s, about %.0f s left   ", (long long)done,
-            (long long)total, el, el / (double)done * (double)(total - done));
-    if (done == total) fprintf(stderr, "\r%60s\r", "");
+    static double last;
+    cli_window_progress("verify", g_tty, g_t0, &last, done, total);
 }
 
 /* ---- text ------------------------------------------------------------------ */
