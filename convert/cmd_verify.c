@@ -376,13 +376,12 @@ static char *report_svg(const dsq_drift_report *r) {
 
 /* Reports go through the atomic file layer like every output: a reader
  * never sees half a JSON or SVG file. */
-static int write_text(const char *path, const char *text, dsq_err *err) {
-    dsq_afile *f;
+static int write_text(dsq_afile **f, const char *path, const char *text, dsq_err *err) {
     if (!text) return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", path);
-    int rc = dsq_afile_open(&f, path, DSQ_AFILE_FORCE, err);
-    if (rc < 0) return rc;
-    dsq_afile_write(f, text, strlen(text));
-    return dsq_afile_commit(f, err);
+    if (dsq_afile_write(*f, text, strlen(text))) return dsq_fail(err, DSQ_E_IO, "%s: write failed", path);
+    int rc = dsq_afile_commit(*f, err);
+    *f = NULL;
+    return rc;
 }
 
 int cmd_verify(int argc, char **argv) {
@@ -420,6 +419,11 @@ int cmd_verify(int argc, char **argv) {
     dsq_drift_report *rep = NULL;
     char *js = NULL, *sv = NULL;
     int ret = 1;
+    /* the outputs are opened (as temporary files) before hours of work, so
+     * a path that cannot be written fails now */
+    dsq_afile *fj = NULL, *fs = NULL;
+    if (json && dsq_afile_open(&fj, json, DSQ_AFILE_FORCE, &err)) goto fail;
+    if (svg && dsq_afile_open(&fs, svg, DSQ_AFILE_FORCE, &err)) goto fail;
     if (dsq_model_open(&mr, &wr, ref, &err)) goto fail;
     if (dsq_model_open(&mc, &wc, cand, &err)) goto fail;
     if (cli_window_tokens(&win, ref, wr.cfg, &tok, &n, &err)) goto fail;
@@ -435,15 +439,17 @@ int cmd_verify(int argc, char **argv) {
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {
         js = report_json(rep, ref, cand, win.tokens ? win.tokens : win.text ? win.text : "random tokens");
-        if (write_text(json, js, &err)) goto fail;
+        if (write_text(&fj, json, js, &err)) goto fail;
     }
     if (svg) {
         sv = report_svg(rep);
-        if (write_text(svg, sv, &err)) goto fail;
+        if (write_text(&fs, svg, sv, &err)) goto fail;
     }
     ret = 0;
 fail:
     if (ret) cli_err("verify", &err);
+    dsq_afile_abort(fj);
+    dsq_afile_abort(fs);
     free(js);
     free(sv);
     dsq_drift_free(rep);

@@ -358,3 +358,16 @@ TEST(test_quant_preset_calibrated_forms) {
     snprintf(cmd, sizeof cmd, "%s quant '%s' --recipe '%s' --calib '%s' -o '%s' --force 2>/dev/null", t_dsq(), m, rec, cal, never);
     CHECK(t_run(cmd, NULL) != 0 && fsize(never) < 0);
 }
+
+/* verify opens its --json / --svg outputs before the run: a path that
+ * cannot be written fails at once (nothing of the report printed). */
+TEST(test_verify_checks_outputs_first) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows 1 --svg '%s/no/such/dir/v.svg' 2>/dev/null",
+             t_dsq(), m, m, t_path(m, "eval.txt"), t_tmpdir());
+    int rc = t_run(cmd, &out);
+    CHECK(rc != 0 && (!out || !strstr(out, "perplexity")));
+    free(out);
+}
