@@ -147,3 +147,32 @@ void cli_window_progress(const char *cmd, int tty, double t0, double *last, int6
     fprintf(stderr, "%s: window %lld/%lld (%.1f%%), %.0f s, about %.0f s left\n", cmd, (long long)done, (long long)total,
             total ? 100.0 * (double)done / (double)total : 100.0, el, left);
 }
+
+/* ---- usage ------------------------------------------------------------------ */
+
+static char *g_usage_buf;
+static size_t g_usage_len;
+
+FILE *cli_usage_begin(FILE *to) {
+    if (to != stderr) return to;
+    /* a usage error shows the synopsis line, not the whole help: collect
+     * the text to cut it */
+    free(g_usage_buf);
+    g_usage_buf = NULL;
+    FILE *m = open_memstream(&g_usage_buf, &g_usage_len);
+    return m ? m : to;
+}
+
+int cli_usage_end(FILE *to, FILE *f) {
+    if (f == to) return to == stdout ? 0 : 2;
+    fclose(f);
+    const char *txt = g_usage_buf ? g_usage_buf : "";
+    char cmd[64] = "";
+    const char *nl = strchr(txt, '\n');
+    if (sscanf(txt, "usage: dsq %63s", cmd) == 1)
+        fprintf(stderr, "%.*s\nsee dsq %s --help\n", nl ? (int)(nl - txt) : (int)strlen(txt), txt, cmd);
+    else fputs(txt, stderr);
+    free(g_usage_buf);
+    g_usage_buf = NULL;
+    return 2;
+}

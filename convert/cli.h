@@ -78,7 +78,16 @@ int cli_window_tokens(const cli_window *w, const char *model, const dsq_config *
 /* Progress on stderr: redrawn in place on a terminal; on anything else (a
  * log, nohup) one plain line every CLI_LOG_SECONDS and at the end, so long
  * jobs are never silent. */
+#include <stdio.h>
+
 #define CLI_LOG_SECONDS 10.0
+
+/* A command's help text goes to the stream cli_usage_begin(to) returns;
+ * cli_usage_end(to, f) returns the exit status: 0 for stdout (--help), 2
+ * for stderr, where only the synopsis line and "see dsq CMD --help" are
+ * shown (the line before it says what was wrong). */
+FILE *cli_usage_begin(FILE *to);
+int cli_usage_end(FILE *to, FILE *f);
 typedef struct cli_progress {
     int quiet, tty;
     double t0, last;

@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f, "usage: dsq calib SRC (--text FILE | --tokens FILE.json | --random-tokens N)\n"
                "                 (-o CAL.dsqcal | --quant-out OUT.dsq|OUT.gguf | both)\n"
                "                 [--ctx N] [--samples N] [--recipe R.json | --preset P] [--min-tokens N]\n"
@@ -47,7 +48,7 @@ static int usage(FILE *f) {
                "                 block search, per-channel means only: far less memory); use the same\n"
                "                 with dsq quant\n"
                "  --force        overwrite existing outputs\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 int cmd_calib(int argc, char **argv) {

@@ -35,7 +35,8 @@ void cli_install_signals(void) {
 
 
 /* ---- convert and quant ----------------------------------------------------- */
-static int usage_convert(FILE *f, int quant) {
+static int usage_convert(FILE *to, int quant) {
+    FILE *f = cli_usage_begin(to);
     if (!quant)
         fprintf(f, "usage: dsq convert SRC -o OUT.dsq [--drop-mtp] [--threads N] [--force] [--quiet]\n\n"
                    "Store an upstream checkpoint (folder, .safetensors or .tar/.zip archive) losslessly in one\n"
@@ -73,7 +74,7 @@ static int usage_convert(FILE *f, int quant) {
                    "  --verbose        print every tensor's row, not only the summary\n"
                    "  --report FILE    write the full report to FILE too (JSON when it ends in .json)\n"
                    "  --no-error       skip measuring per-tensor weight error\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 static void report_json(const dsq_pipe_report *r, const char *out, FILE *f) {

@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f,
             "usage: dsq eval MODEL (--tokens FILE.json | --text FILE | --random-tokens N)\n"
             "                [--ctx N] [--threads N]\n"
@@ -34,7 +35,7 @@ static int usage(FILE *f) {
             "  --max-windows N  evaluate only the first N windows\n"
             "  --score-from K   score only the predictions at positions >= K of each window\n"
             "  --json           print the result as JSON\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 typedef struct {

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f, "usage: dsq export SRC -o OUT.gguf [--type T] [--requantize] [--drop-mtp] [--threads N]\n"
                "                  [--force] [--quiet] [--json] [--verbose] [--report FILE]\n\n"
                "Write any model dsq reads (checkpoint folder or archive, .dsq container) as a GGUF file that\n"
@@ -34,7 +35,7 @@ static int usage(FILE *f) {
                "  --json         print the full report as JSON on stdout (default: a summary)\n"
                "  --verbose      print every tensor's row, not only the summary\n"
                "  --report FILE  write the full report to FILE too (JSON when it ends in .json)\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 int cmd_export(int argc, char **argv) {

@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f, "usage: dsq gen-tiny OUT_DIR [--preset tiny|tiny-nomtp|bench-1b] [--bf16] [--shards N]\n"
                "                    [--no-mtp] [--seed N] [--tokenizer DIR] [--force]\n\n"
                "Write a synthetic DeepSeek-V3.2 checkpoint (config.json, index, safetensors shards;\n"
@@ -19,7 +20,7 @@ static int usage(FILE *f) {
                "  --no-mtp         leave the MTP layer out (config still declares it)\n"
                "  --tokenizer DIR  copy tokenizer.json and tokenizer_config.json from DIR\n"
                "  --force          write into a non-empty folder\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 int cmd_gen_tiny(int argc, char **argv) {

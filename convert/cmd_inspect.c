@@ -140,14 +140,15 @@ static int inspect_source(const dsq_src *src, const char *path, int json) {
     return 0;
 }
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f, "usage: dsq inspect PATH [--json] [--allow-unknown]\n\n"
                "Summarise a checkpoint folder, a .safetensors file or an archive (.tar, .tar.gz, .zip)\n"
                "of a checkpoint folder: model configuration, tensor counts, parameters and bytes by\n"
                "class, dtypes, FP8 scale statistics and inconsistencies.\n\n"
                "  --json            print one JSON object instead of the table\n"
                "  --allow-unknown   keep tensors whose names are outside the DeepSeek grammar\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 int cmd_inspect(int argc, char **argv) {

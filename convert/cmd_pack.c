@@ -36,7 +36,8 @@ static int ends_with(const char *s, const char *sfx) {
     return a >= b && !strcmp(s + a - b, sfx);
 }
 
-static int usage_pack(FILE *f) {
+static int usage_pack(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f, "usage: dsq pack FILE.dsq -o OUT.tar [--part-size SIZE] [--compress zstd|gzip|none]\n"
                "                [--report VERIFY.json] [--threads N] [--force] [--quiet]\n\n"
                "Package a container for distribution: one tar archive holding manifest.json (sizes and\n"
@@ -52,7 +53,7 @@ static int usage_pack(FILE *f) {
                "  --threads N         zstd worker threads (default: all cores)\n"
                "  --force             overwrite OUT if it exists\n"
                "  --quiet             no progress line or summary\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 int cmd_pack(int argc, char **argv) {

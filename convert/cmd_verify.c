@@ -19,7 +19,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int usage(FILE *f) {
+static int usage(FILE *to) {
+    FILE *f = cli_usage_begin(to);
     fprintf(f,
             "usage: dsq verify REF CAND (--tokens FILE.json | --text FILE | --random-tokens N)\n"
             "                  [--ctx N] [--max-windows N]\n"
@@ -39,7 +40,7 @@ static int usage(FILE *f) {
             "  --score-from K   score only the predictions at positions >= K of each window\n"
             "                   (K = ctx/2 is how llama-perplexity scores KL)\n"
             "  --json OUT       write the report as JSON;  --svg OUT  write charts\n");
-    return f == stdout ? 0 : 2;
+    return cli_usage_end(to, f);
 }
 
 static int g_tty;

@@ -5,6 +5,7 @@
 #include "convert/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const dsq_cmd g_cmds[] = {
@@ -31,6 +32,61 @@ static void usage(FILE *f) {
     fprintf(f, "\n'dsq COMMAND --help' describes one command; 'dsq --version' prints the version.\n");
 }
 
+/* GNU-style arguments, rewritten into the separate form every command
+ * parses: --opt=value as --opt value, -oFILE as -o FILE, and after "--"
+ * every argument is an operand (one starting with '-' is passed as ./-...,
+ * the same file).  argv[0] is the command.  Returns the new count; *out
+ * (from malloc) holds 2 * argc + 1 pointers into argv or to strings of its
+ * own, which *own (from malloc, NULL-terminated) lists for free_args. */
+static int gnu_args(int argc, char **argv, char ***out, char ***own) {
+    char **v = malloc(sizeof *v * (size_t)(2 * argc + 1)), **mine = calloc((size_t)argc + 1, sizeof *mine);
+    int nm = 0;
+    *out = v;
+    *own = mine;
+    if (!v || !mine) return -1;
+    int n = 0, operands = 0;
+    v[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (operands) {
+            if (a[0] == '-') {
+                size_t len = strlen(a);
+                char *p = malloc(len + 3);
+                if (!p) return -1;
+                mine[nm++] = p;
+                memcpy(p, "./", 2);
+                memcpy(p + 2, a, len + 1);
+                a = p;
+            }
+            v[n++] = a;
+        } else if (!strcmp(a, "--")) {
+            operands = 1;
+        } else if (a[0] == '-' && a[1] == '-' && strchr(a, '=')) {
+            char *eq = strchr(a, '=');
+            char *k = malloc((size_t)(eq - a) + 1);
+            if (!k) return -1;
+            mine[nm++] = k;
+            memcpy(k, a, (size_t)(eq - a));
+            k[eq - a] = 0;
+            v[n++] = k;
+            v[n++] = eq + 1;
+        } else if (a[0] == '-' && a[1] == 'o' && a[2]) {
+            v[n++] = "-o";
+            v[n++] = a + 2;
+        } else {
+            v[n++] = a;
+        }
+    }
+    v[n] = NULL;
+    return n;
+}
+
+static void free_args(char **v, char **own) {
+    for (int i = 0; own && own[i]; i++) free(own[i]);
+    free(own);
+    free(v);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -45,7 +101,18 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
-        if (!strcmp(argv[1], g_cmds[i].name)) return g_cmds[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], g_cmds[i].name)) {
+            char **v, **own;
+            int n = gnu_args(argc - 1, argv + 1, &v, &own);
+            if (n < 0) {
+                free_args(v, own);
+                fprintf(stderr, "dsq: out of memory\n");
+                return 1;
+            }
+            int rc = g_cmds[i].fn(n, v);
+            free_args(v, own);
+            return rc;
+        }
     fprintf(stderr, "dsq: unknown command '%s' (see dsq --help)\n", argv[1]);
     return 2;
 }

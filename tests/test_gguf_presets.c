@@ -17,7 +17,10 @@
  *     and `dsq verify` finds it closer to the original; `dsq calib
  *     --quant-out X.gguf` writes the same bytes in one pass;
  *   - dsq export keeps what GGUF holds exactly: int4 groups of 32 become
- *     Q4_0 with every value unchanged.
+ *     Q4_0 with every value unchanged; legacy attn_kv_b files are read;
+ * and the command-line habits around them: the quant report summary and
+ * --report, presets' calibrated forms, outputs checked before the work,
+ * GNU option forms and two-line usage errors.
  */
 #include "test.h"
 #include "llama_util.h"
@@ -369,5 +372,39 @@ TEST(test_verify_checks_outputs_first) {
              t_dsq(), m, m, t_path(m, "eval.txt"), t_tmpdir());
     int rc = t_run(cmd, &out);
     CHECK(rc != 0 && (!out || !strstr(out, "perplexity")));
+    free(out);
+}
+
+/* The command line's GNU forms (--opt=value, -oFILE, --) mean what the
+ * separate forms mean, and a usage error is two lines: the synopsis and
+ * where the help is, not the whole help. */
+TEST(test_cli_gnu_forms_and_usage_errors) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], *a = NULL, *b = NULL, g1[1024], g2[1024];
+    snprintf(cmd, sizeof cmd, "%s eval --max-windows=2 --tokens='%s' --json -- '%s' 2>/dev/null", t_dsq(),
+             t_path(m, "eval.tokens.json"), m);
+    CHECK(t_run(cmd, &a) == 0);
+    snprintf(cmd, sizeof cmd, "%s eval '%s' --max-windows 2 --tokens '%s' --json 2>/dev/null", t_dsq(), m,
+             t_path(m, "eval.tokens.json"));
+    CHECK(t_run(cmd, &b) == 0);
+    const char *pa = a ? strstr(a, "\"ppl\"") : NULL, *pb = b ? strstr(b, "\"ppl\"") : NULL;
+    CHECK(pa && pb && strtod(strchr(pa, ':') + 1, NULL) == strtod(strchr(pb, ':') + 1, NULL));
+    free(a);
+    free(b);
+    snprintf(g1, sizeof g1, "%s", t_path(t_tmpdir(), "gnu-1.gguf"));
+    snprintf(g2, sizeof g2, "%s", t_path(t_tmpdir(), "gnu-2.gguf"));
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset=q8_0 '-o%s' --force --quiet --no-error > /dev/null", t_dsq(), m, g1);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset q8_0 -o '%s' --force --quiet --no-error > /dev/null", t_dsq(), m, g2);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", g1, g2);
+    CHECK(t_run(cmd, NULL) == 0);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s quant '%s' --preset q8_0", t_dsq(), m);
+    CHECK(t_run(cmd, &out) == 2);
+    int lines = 0;
+    for (const char *p = out ? out : ""; *p; p++) lines += *p == '\n';
+    CHECKF(lines == 2 && strstr(out, "usage: dsq quant") && strstr(out, "see dsq quant --help"), "%s", out ? out : "");
     free(out);
 }
