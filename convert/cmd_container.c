@@ -284,7 +284,14 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (cli_is(a, "--drop-mtp")) o.drop_mtp = 1;
         else if (cli_is(a, "--force")) o.force = 1;
         else if (cli_is(a, "--quiet")) quiet = 1;
-        else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
+        else if (cli_is(a, "--threads") && i + 1 < argc) {
+            long t = cli_parse_long(argv[++i], 1, 4096);
+            if (t < 0) {
+                fprintf(stderr, "dsq %s: --threads takes a number from 1 to 4096\n", cmd);
+                return 2;
+            }
+            o.threads = (int)t;
+        }
         else if (quant && cli_is(a, "--preset") && i + 1 < argc) preset = argv[++i];
         else if (quant && cli_is(a, "--recipe") && i + 1 < argc) recipe_file = argv[++i];
         else if (quant && cli_is(a, "--calib") && i + 1 < argc) calib = argv[++i];

@@ -74,7 +74,14 @@ int cmd_pack(int argc, char **argv) {
             o.part_size = (uint64_t)v;
         } else if (cli_is(a, "--compress") && i + 1 < argc) comp = argv[++i];
         else if (cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
-        else if (cli_is(a, "--threads") && i + 1 < argc) o.threads = atoi(argv[++i]);
+        else if (cli_is(a, "--threads") && i + 1 < argc) {
+            long t = cli_parse_long(argv[++i], 1, 4096);
+            if (t < 0) {
+                fprintf(stderr, "dsq %s: --threads takes a number from 1 to 4096\n", "pack");
+                return 2;
+            }
+            o.threads = (int)t;
+        }
         else if (cli_is(a, "--force")) o.force = 1;
         else if (cli_is(a, "--quiet")) quiet = 1;
         else if (a[0] == '-') {
