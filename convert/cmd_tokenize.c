@@ -1,8 +1,9 @@
 /*
  * cmd_tokenize.c -- `dsq tokenize` (text -> token ids) and `dsq detokenize`
  * (token ids -> text) with the byte-level BPE tokenizer of a checkpoint
- * (formats/tokenizer.h).  Token files are JSON arrays of integers, the form
- * eval and verify read back with dsq_tokens_load_json().
+ * (formats/tokenizer.h).  Token files are JSON arrays of integers or ids
+ * separated by white space (tokenize's plain output): both are what eval,
+ * verify and detokenize read back with dsq_tokens_load_json().
  */
 #include "convert/cli.h"
 #include "pipeline/model.h"
@@ -78,7 +79,8 @@ static void tokenize_usage(FILE *f) {
             "usage: dsq tokenize MODEL --text FILE [--json] [--bos]\n\n"
             "Encode FILE ('-' for standard input) with the tokenizer of MODEL, a checkpoint\n"
             "folder or a tokenizer.json.  Prints the ids space-separated on one line and a\n"
-            "summary (tokens, bytes, MB/s) on standard error.\n\n"
+            "summary (tokens, bytes, MB/s) on standard error.  eval, verify, calib and\n"
+            "detokenize --tokens read that form as they read a JSON array.\n\n"
             "  --text FILE  text to encode, taken byte for byte\n"
             "  --json       print exactly one JSON array of ids instead\n"
             "  --bos        put the BOS token (tokenizer_config.json bos_token) first\n"

@@ -1643,6 +1643,39 @@ static size_t skip_ws(const char *b, size_t i, size_t n) {
 
 /* A hand-written reader instead of cJSON: a token file of 100 M ids would
  * need gigabytes as a cJSON tree. */
+/* The plain form `dsq tokenize` prints: decimal ids (0 .. INT32_MAX, no
+ * sign, no leading zeros) separated by white space. */
+static int parse_plain_ids(const char *b, size_t n, size_t i, const char *what, int32_t **ids, size_t *count,
+                           dsq_err *err) {
+    size_t cnt = 0, cap = 0;
+    int32_t *out = NULL;
+    while (i < n) {
+        size_t st = i;
+        long long v = 0;
+        while (i < n && b[i] >= '0' && b[i] <= '9' && v <= INT32_MAX) v = v * 10 + (b[i++] - '0');
+        if (i == st || (b[st] == '0' && i - st > 1) || v > INT32_MAX || (i < n && skip_ws(b, i, n) == i)) {
+            free(out);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: id %zu (byte %zu) is not a token id (a JSON array, or ids "
+                            "separated by white space)", what, cnt, st);
+        }
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 1024;
+            int32_t *p = dsq_realloc(out, sizeof *p * nc);
+            if (!p) {
+                free(out);
+                return dsq_fail(err, DSQ_E_NOMEM, "%s: out of memory", what);
+            }
+            out = p;
+            cap = nc;
+        }
+        out[cnt++] = (int32_t)v;
+        i = skip_ws(b, i, n);
+    }
+    *ids = out;
+    *count = cnt;
+    return DSQ_OK;
+}
+
 int dsq_tokens_parse_json(const char *b, size_t n, const char *what, int32_t **ids, size_t *count,
                           dsq_err *err) {
     int32_t *out = NULL;
@@ -1651,6 +1684,7 @@ int dsq_tokens_parse_json(const char *b, size_t n, const char *what, int32_t **i
     *ids = NULL;
     *count = 0;
     i = skip_ws(b, 0, n);
+    if (i < n && b[i] >= '0' && b[i] <= '9') return parse_plain_ids(b, n, i, what, ids, count, err);
     if (i >= n || b[i] != '[') {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s: expected a JSON array of token ids at byte %zu", what, i);
         goto fail;

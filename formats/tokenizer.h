@@ -87,7 +87,8 @@ int32_t dsq_tok_vocab_size(const dsq_tok *tok);
 int dsq_tok_uses_jit(const dsq_tok *tok);
 
 /* Read a token file: a JSON array of integers (whitespace allowed, nothing
- * else).  Every element must be an integer in int32 range; errors name the
+ * else), or decimal ids separated by white space (what `dsq tokenize`
+ * prints).  Every element must be an integer in int32 range; errors name the
  * file, the element index and the byte offset.  *ids comes from malloc
  * (free() it); *n may be 0. */
 int dsq_tokens_load_json(const char *path, int32_t **ids, size_t *n, dsq_err *err);

@@ -408,3 +408,24 @@ TEST(test_cli_gnu_forms_and_usage_errors) {
     CHECKF(lines == 2 && strstr(out, "usage: dsq quant") && strstr(out, "see dsq quant --help"), "%s", out ? out : "");
     free(out);
 }
+
+/* `dsq tokenize`'s plain output (ids separated by spaces) is a token file
+ * eval reads as it reads the JSON array of the same ids. */
+TEST(test_tokenize_plain_ids_read_back) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], plain[1024], js[1024], *a = NULL, *b = NULL;
+    snprintf(plain, sizeof plain, "%s", t_path(t_tmpdir(), "plain.ids"));
+    snprintf(js, sizeof js, "%s", t_path(t_tmpdir(), "plain.json"));
+    snprintf(cmd, sizeof cmd, "%s tokenize '%s' --text '%s' > '%s' 2>/dev/null && %s tokenize '%s' --text '%s' --json > '%s'",
+             t_dsq(), m, t_path(m, "calib.txt"), plain, t_dsq(), m, t_path(m, "calib.txt"), js);
+    CHECK(t_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s eval '%s' --tokens '%s' --max-windows 3 --json 2>/dev/null", t_dsq(), m, plain);
+    CHECK(t_run(cmd, &a) == 0);
+    snprintf(cmd, sizeof cmd, "%s eval '%s' --tokens '%s' --max-windows 3 --json 2>/dev/null", t_dsq(), m, js);
+    CHECK(t_run(cmd, &b) == 0);
+    const char *pa = a ? strstr(a, "\"ppl\"") : NULL, *pb = b ? strstr(b, "\"ppl\"") : NULL;
+    CHECK(pa && pb && strtod(strchr(pa, ':') + 1, NULL) == strtod(strchr(pb, ':') + 1, NULL));
+    free(a);
+    free(b);
+}
