@@ -433,6 +433,8 @@ int dsq_cstats_save(const dsq_cstats *cs, const char *path, const char *config_j
 int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
     *out = NULL;
     dsq_ctr *c;
+    if (!dsq_ctr_sniff(path)) /* not even a container: say what is expected, not "truncated" */
+        return dsq_fail(err, DSQ_E_FORMAT, "%s: not a .dsqcal file (dsq calib -o writes them)", path);
     int rc = dsq_ctr_open(&c, path, err);
     if (rc) return rc;
     dsq_cstats *cs = dsq_cstats_new();

@@ -198,9 +198,37 @@ int cmd_calib(int argc, char **argv) {
                rep.ctx, (long long)rep.tokens, rep.seconds, rep.seconds > 0 ? (double)rep.tokens / rep.seconds : 0);
         printf("seconds per layer:");
         for (int l = 0; l < rep.layers && l < 512; l++) printf(" %.2f", rep.layer_seconds[l]);
-        printf("\n%d routed experts below %lld tokens use pooled statistics%s", rep.n_fallback, (long long)o.min_tokens,
-               rep.n_fallback ? ":\n" : "\n");
-        for (int i = 0; i < rep.n_fallback && i < 256; i++) printf("  %s\n", rep.fallback[i]);
+        /* pooled experts, counted per layer (a 671B model can have thousands) */
+        const dsq_config *cc = dsq_src_config(m);
+        int n_moe = 0;
+        for (int l = 0; l < cc->n_layers; l++) n_moe += dsq_config_is_moe_layer(cc, l);
+        long long n_exp = (long long)n_moe * cc->n_routed_experts;
+        /* the records name experts' inputs (gate/up and down): count experts once */
+        int per_layer[1024] = {0}, n_pooled = 0, ne = cc->n_routed_experts > 0 ? cc->n_routed_experts : 1;
+        unsigned char *seen = dsq_calloc((size_t)cc->n_layers * (size_t)ne + 1, 1);
+        for (int i = 0; seen && i < rep.n_fallback && i < 256; i++) {
+            int l, e;
+            if (sscanf(rep.fallback[i], "model.layers.%d.mlp.experts.%d.", &l, &e) != 2 || l < 0 || l >= cc->n_layers ||
+                l >= 1024 || e < 0 || e >= ne || seen[(size_t)l * ne + e])
+                continue;
+            seen[(size_t)l * ne + e] = 1;
+            per_layer[l]++;
+            n_pooled++;
+        }
+        free(seen);
+        printf("\n%d of %lld routed experts got fewer than %lld tokens and use pooled statistics", n_pooled, n_exp,
+               (long long)o.min_tokens);
+        const char *sep = n_pooled ? " (by layer:" : "";
+        for (int l = 0; l < 1024; l++)
+            if (per_layer[l]) {
+                printf("%s %d: %d", sep, l, per_layer[l]);
+                sep = ",";
+            }
+        printf("%s\n", n_pooled ? (rep.n_fallback > 256 ? "; counted over the first 256 records)" : ")") : "");
+        if (rep.tokens < 4096 || (n_exp && 2LL * n_pooled > n_exp))
+            fprintf(stderr, "dsq calib: warning: %lld tokens%s: the statistics are thin; calibrate on more text "
+                    "(a few hundred thousand tokens for a large model)\n", (long long)rep.tokens,
+                    n_exp && 2LL * n_pooled > n_exp ? ", most routed experts on pooled statistics" : "");
         if (out) printf("wrote %s\n", out);
         if (qout_path) printf("wrote %s\n", qout_path);
     }

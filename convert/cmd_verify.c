@@ -435,7 +435,14 @@ int cmd_verify(int argc, char **argv) {
     g_tty = isatty(2);
     g_t0 = dsq_now();
     cli_install_signals();
-    if (dsq_drift_run(&wr, &wc, tok, (int64_t)n, &o, &rep, &err)) goto fail;
+    if (dsq_drift_run(&wr, &wc, tok, (int64_t)n, &o, &rep, &err)) {
+        if (err.code == DSQ_E_CONFIG) { /* name the two models */
+            char msg[sizeof err.msg];
+            snprintf(msg, sizeof msg, "%s", err.msg);
+            dsq_fail(&err, DSQ_E_CONFIG, "%s and %s: %s", ref, cand, msg);
+        }
+        goto fail;
+    }
     print_table(rep, ref, cand);
     printf("time  %.2f s\n", dsq_now() - g_t0);
     if (json) {

@@ -165,7 +165,7 @@ static int cmp_part(const void *a, const void *b) {
 static int same_shape(const dsq_config *a, const dsq_config *b, dsq_err *err) {
 #define F(x)                                                                                   \
     if (a->x != b->x)                                                                          \
-        return dsq_fail(err, DSQ_E_CONFIG, "verify: models differ in " #x " (%g vs %g)",       \
+        return dsq_fail(err, DSQ_E_CONFIG, "the models differ in " #x " (%g vs %g)",           \
                         (double)a->x, (double)b->x);
     F(vocab_size) F(hidden_size) F(intermediate_size) F(moe_intermediate_size) F(n_layers)
     F(first_k_dense) F(moe_layer_freq) F(n_heads) F(q_lora_rank) F(kv_lora_rank)

@@ -27,7 +27,9 @@ int dsq_eval_default_ctx(const dsq_config *cfg) {
 int dsq_eval_plan(int64_t n, int ctx, int64_t max_windows, int64_t *n_windows, int *win_len,
                   dsq_err *err) {
     if (ctx < 2) return dsq_fail(err, DSQ_E_ARG, "eval: window of %d tokens (need >= 2)", ctx);
-    if (n < 2) return dsq_fail(err, DSQ_E_ARG, "eval: %lld tokens, need at least 2", (long long)n);
+    if (n < 2)
+        return dsq_fail(err, DSQ_E_ARG, "%lld token%s: a window needs at least 2 to score a prediction", (long long)n,
+                        n == 1 ? "" : "s");
     int64_t nw = n / ctx;
     *win_len = ctx;
     if (nw == 0) { /* shorter than one window: score what there is */
