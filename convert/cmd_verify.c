@@ -39,7 +39,8 @@ static int usage(FILE *to) {
             "  --no-experts     skip the per-expert errors (saves one pass over CAND's experts)\n"
             "  --score-from K   score only the predictions at positions >= K of each window\n"
             "                   (K = ctx/2 is how llama-perplexity scores KL)\n"
-            "  --json OUT       write the report as JSON;  --svg OUT  write charts\n");
+            "  --json OUT       write the report as JSON (- : on standard output, instead of the\n"
+            "                   table);  --svg OUT  write charts\n");
     return cli_usage_end(to, f);
 }
 
@@ -423,7 +424,8 @@ int cmd_verify(int argc, char **argv) {
     /* the outputs are opened (as temporary files) before hours of work, so
      * a path that cannot be written fails now */
     dsq_afile *fj = NULL, *fs = NULL;
-    if (json && dsq_afile_open(&fj, json, DSQ_AFILE_FORCE, &err)) goto fail;
+    int json_stdout = json && !strcmp(json, "-"); /* the JSON alone on stdout */
+    if (json && !json_stdout && dsq_afile_open(&fj, json, DSQ_AFILE_FORCE, &err)) goto fail;
     if (svg && dsq_afile_open(&fs, svg, DSQ_AFILE_FORCE, &err)) goto fail;
     if (dsq_model_open(&mr, &wr, ref, &err)) goto fail;
     if (dsq_model_open(&mc, &wc, cand, &err)) goto fail;
@@ -443,11 +445,16 @@ int cmd_verify(int argc, char **argv) {
         }
         goto fail;
     }
-    print_table(rep, ref, cand);
-    printf("time  %.2f s\n", dsq_now() - g_t0);
+    if (!json_stdout) {
+        print_table(rep, ref, cand);
+        printf("time  %.2f s\n", dsq_now() - g_t0);
+    }
     if (json) {
         js = report_json(rep, ref, cand, win.tokens ? win.tokens : win.text ? win.text : "random tokens");
-        if (write_text(&fj, json, js, &err)) goto fail;
+        if (json_stdout) {
+            if (!js) { dsq_fail(&err, DSQ_E_NOMEM, "out of memory"); goto fail; }
+            fputs(js, stdout);
+        } else if (write_text(&fj, json, js, &err)) goto fail;
     }
     if (svg) {
         sv = report_svg(rep);
