@@ -38,7 +38,8 @@ void cli_install_signals(void) {
 static int usage_convert(FILE *to, int quant) {
     FILE *f = cli_usage_begin(to);
     if (!quant)
-        fprintf(f, "usage: dsq convert SRC -o OUT.dsq [--drop-mtp] [--threads N] [--force] [--quiet]\n\n"
+        fprintf(f, "usage: dsq convert SRC -o OUT.dsq [--drop-mtp] [--threads N] [--force] [--quiet]\n"
+                   "                   [--allow-nonfinite]\n\n"
                    "Store an upstream checkpoint (folder, .safetensors or .tar/.zip archive) losslessly in one\n"
                    ".dsq container: FP8 stays FP8 with its block scales, BF16/F16/F32 as stored; routed experts\n"
                    "of each projection are stacked into one [experts, out, in] tensor.  Streams tensor by\n"
@@ -47,7 +48,9 @@ static int usage_convert(FILE *to, int quant) {
                    "  --drop-mtp     leave the multi-token-prediction layer out\n"
                    "  --threads N    worker threads (default: all cores)\n"
                    "  --force        overwrite OUT if it exists\n"
-                   "  --quiet        no progress line\n");
+                   "  --quiet        no progress line\n"
+                   "  --allow-nonfinite  copy NaN / infinite weights unchanged (default: refuse the\n"
+                   "                 model, naming the tensor and the first such element)\n");
     else
         fprintf(f, "usage: dsq quant SRC -o OUT.dsq|OUT.gguf (--preset P | --recipe FILE.json) [--calib FILE]\n"
                    "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--verbose]\n"
@@ -73,7 +76,9 @@ static int usage_convert(FILE *to, int quant) {
                    "  --json           print the full report as JSON on stdout (default: a summary)\n"
                    "  --verbose        print every tensor's row, not only the summary\n"
                    "  --report FILE    write the full report to FILE too (JSON when it ends in .json)\n"
-                   "  --no-error       skip measuring per-tensor weight error\n");
+                   "  --no-error       skip measuring per-tensor weight error\n"
+                   "  --allow-nonfinite  copy NaN / infinite weights of tensors kept as stored\n"
+                   "                   (default: refuse them; quantizing one is always refused)\n");
     return cli_usage_end(to, f);
 }
 
@@ -283,6 +288,7 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (cli_is(a, "-o") && i + 1 < argc) o.out = argv[++i];
         else if (cli_is(a, "--drop-mtp")) o.drop_mtp = 1;
         else if (cli_is(a, "--force")) o.force = 1;
+        else if (cli_is(a, "--allow-nonfinite")) o.allow_nonfinite = 1;
         else if (cli_is(a, "--quiet")) quiet = 1;
         else if (cli_is(a, "--threads") && i + 1 < argc) {
             long t = cli_parse_long(argv[++i], 1, 4096);

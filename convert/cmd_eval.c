@@ -12,6 +12,7 @@
 #include "verify/eval.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -152,6 +153,12 @@ int cmd_eval(int argc, char **argv) {
                    cfg->vocab_size);
     }
     ret = 0;
+    if (!isfinite(r.ppl) || !isfinite(r.mean_nll)) {
+        /* a NaN perplexity is a failure, never a result */
+        dsq_fail(&err, DSQ_E_FORMAT, "%s: the perplexity is not finite (%g): the model computes NaN or infinite values",
+                 model, r.ppl);
+        ret = 1;
+    }
 fail:
     if (ret) cli_err("eval", &err);
     dsq_afile_abort(ui.out);

@@ -28,6 +28,8 @@ static int usage(FILE *to) {
                "                 q4_1, q4_0, iq4_xs, iq4_nl, q3_k, q2_k (rows that do not fit its blocks\n"
                "                 fall back as llama.cpp's do, reported)\n"
                "  --requantize   convert exactly-held tensors to --type too\n"
+               "  --allow-nonfinite  copy NaN / infinite weights of tensors kept as stored (default:\n"
+               "                 refuse them; converting one is always refused)\n"
                "  --drop-mtp     leave the multi-token-prediction layer out\n"
                "  --threads N    worker threads (default: all cores)\n"
                "  --force        overwrite OUT if it exists\n"
@@ -55,6 +57,7 @@ int cmd_export(int argc, char **argv) {
         else if (cli_is(a, "--quiet")) quiet = 1;
         else if (cli_is(a, "--json")) json = 1;
         else if (cli_is(a, "--requantize")) requantize = 1;
+        else if (cli_is(a, "--allow-nonfinite")) o.allow_nonfinite = 1;
         else if (cli_is(a, "--verbose")) verbose = 1;
         else if (cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
         else if (cli_is(a, "--threads") && i + 1 < argc) {

@@ -449,6 +449,14 @@ int cmd_verify(int argc, char **argv) {
         print_table(rep, ref, cand);
         printf("time  %.2f s\n", dsq_now() - g_t0);
     }
+    if (!isfinite(rep->ppl_ref) || !isfinite(rep->ppl_cand) || !isfinite(rep->kl_mean)) {
+        /* shown in the table above, but a NaN is a failure, never a result */
+        dsq_fail(&err, DSQ_E_FORMAT, "%s: perplexity or KL is not finite (ppl %g, KL %g): a model computes NaN or "
+                 "infinite values", isfinite(rep->ppl_ref) ? cand : ref, isfinite(rep->ppl_ref) ? rep->ppl_cand : rep->ppl_ref,
+                 rep->kl_mean);
+        goto fail; /* and no report file is written */
+    }
+
     if (json) {
         js = report_json(rep, ref, cand, win.tokens ? win.tokens : win.text ? win.text : "random tokens");
         if (json_stdout) {

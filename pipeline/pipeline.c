@@ -293,7 +293,31 @@ static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *
 
 /* Store source matrix src as plan p says; a tensor stored in parts
  * (kv_b) is dequantized once, then each part is derived and stored. */
+/* Non-finite source values are never used silently: refused (copies pass
+ * them through unchanged with allow_nonfinite; quantizing would turn them
+ * into numbers, so it is refused either way). */
+static int check_finite(ctx *c, const plan *p, int e, const dsq_qmat *src, const void *colscale) {
+    int64_t r, col;
+    int rc = dsq_q_find_nonfinite(src, &r, &col, c->err);
+    if (rc < 0) return rc;
+    if (!rc && colscale)
+        for (int64_t j = 0; j < src->cols && !rc; j++)
+            if (!isfinite(dsq_lef32((const uint8_t *)colscale + 4 * j))) rc = 1, r = -2, col = j;
+    if (!rc || (c->o->allow_nonfinite && p->m.copy)) return DSQ_OK;
+    char what[224], where[96];
+    if (p->d.experts) snprintf(what, sizeof what, "%s (expert %d)", p->name, e);
+    else snprintf(what, sizeof what, "%s", p->name);
+    if (r >= 0) snprintf(where, sizeof where, "element [%lld, %lld]", (long long)r, (long long)col);
+    else if (r == -2) snprintf(where, sizeof where, "column multiplier %lld", (long long)col);
+    else snprintf(where, sizeof where, "a scale");
+    return dsq_fail(c->err, DSQ_E_FORMAT, "%s: %s is NaN or infinite (%s)", what, where,
+                    p->m.copy ? "non-finite weights are refused; --allow-nonfinite copies them unchanged"
+                              : "it cannot be quantized without turning it into a number");
+}
+
 static int process(ctx *c, plan *p, int e, const dsq_qmat *src, const void *colscale) {
+    int rc0 = check_finite(c, p, e, src, colscale);
+    if (rc0) return rc0;
     if (!p->d.part) return process_one(c, p, e, src, colscale);
     int64_t n = src->rows * src->cols;
     float *kv = dsq_malloc(sizeof *kv * (size_t)n), *f = dsq_malloc(sizeof *f * (size_t)n);

@@ -17,6 +17,8 @@ typedef struct dsq_pipe_opts {
     const struct dsq_cstats *calib; /* activation statistics (dsq quant --calib), or NULL */
     int force, drop_mtp, threads;
     int measure_error;          /* compute per-tensor weight error */
+    int allow_nonfinite;        /* copy NaN / inf weights unchanged instead of refusing them
+                                   (quantizing them is refused either way) */
     int keep_twins;             /* store every tensor whose scheme GGUF holds exactly (ggml
                                    blocks, int4-g32-sym) as that twin, whatever the recipe's
                                    type (dsq export) */

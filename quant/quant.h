@@ -382,6 +382,13 @@ typedef struct dsq_qmat {
  * do not split into 32-column blocks (the caller quantizes instead),
  * DSQ_E_FORMAT for a non-finite scale. */
 int dsq_q_ggml_twin(int t);
+
+/* Is any value m decodes to NaN or infinite?  1 with the first such
+ * element's *row / *col (both -1 when it is an FP8 scale), 0 when all are
+ * finite, a DSQ_E_* code on error.  Float and FP8 data are tested by their
+ * bits (E4M3 0x7F / 0xFF, E8M0 0xFF), other schemes decoded a band of rows
+ * at a time. */
+int dsq_q_find_nonfinite(const dsq_qmat *m, int64_t *row, int64_t *col, dsq_err *err);
 int dsq_q_transcode(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err);
 
 #define DSQ_Q_MAX_CLIP 64 /* largest dsq_qopts.clip_steps */

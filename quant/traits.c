@@ -243,3 +243,100 @@ int dsq_q_transcode(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err) {
         }
     return DSQ_OK;
 }
+
+/* ---- non-finite values ---------------------------------------------------- */
+
+/* Is element i of float dtype dt at p non-finite (exponent all ones)? */
+static inline int bad_at(dsq_dtype dt, const uint8_t *p, uint64_t i) {
+    switch (dt) {
+    case DSQ_DT_F32: return (p[4 * i + 3] & 0x7F) == 0x7F && (p[4 * i + 2] & 0x80);
+    case DSQ_DT_F16: return (p[2 * i + 1] & 0x7C) == 0x7C;
+    case DSQ_DT_BF16: return (p[2 * i + 1] & 0x7F) == 0x7F && (p[2 * i] & 0x80);
+    case DSQ_DT_F8_E4M3: return (p[i] & 0x7F) == 0x7F;
+    case DSQ_DT_F8_E8M0: return p[i] == 0xFF;
+    default: return 0;
+    }
+}
+
+/* Index of the first non-finite element of n values of float dtype dt at p,
+ * or -1.  Chunks are tested without an early exit (the loops vectorise:
+ * this runs on every tensor convert copies), then searched when one hits. */
+static int64_t bad_float(dsq_dtype dt, const uint8_t *p, uint64_t n) {
+    for (uint64_t c0 = 0; c0 < n; c0 += 4096) {
+        uint64_t c1 = c0 + 4096 < n ? c0 + 4096 : n;
+        unsigned any = 0;
+        switch (dt) {
+        case DSQ_DT_F8_E4M3: {
+            /* eight codes a word: a byte whose low seven bits are all ones
+             * carries into its top bit when 1 is added (no byte overflows) */
+            uint64_t acc = 0, i = c0;
+            for (; i + 8 <= c1; i += 8) {
+                uint64_t w;
+                memcpy(&w, p + i, 8);
+                acc |= ((w & 0x7F7F7F7F7F7F7F7Full) + 0x0101010101010101ull) & 0x8080808080808080ull;
+            }
+            for (; i < c1; i++) acc |= (uint64_t)(((p[i] & 0x7F) + 1) & 0x80);
+            any = acc != 0;
+            break;
+        }
+        case DSQ_DT_BF16:
+            for (uint64_t i = c0; i < c1; i++) any |= (unsigned)((((p[2 * i + 1] & 0x7F) << 1 | p[2 * i] >> 7) + 1) & 0x100);
+            break;
+        case DSQ_DT_F16:
+            for (uint64_t i = c0; i < c1; i++) any |= (unsigned)(((p[2 * i + 1] & 0x7C) + 4) & 0x80);
+            break;
+        case DSQ_DT_F32:
+            for (uint64_t i = c0; i < c1; i++) any |= (unsigned)((((p[4 * i + 3] & 0x7F) << 1 | p[4 * i + 2] >> 7) + 1) & 0x100);
+            break;
+        default:
+            for (uint64_t i = c0; i < c1; i++) any |= (unsigned)bad_at(dt, p, i);
+        }
+        if (any)
+            for (uint64_t i = c0; i < c1; i++)
+                if (bad_at(dt, p, i)) return (int64_t)i;
+    }
+    return -1;
+}
+
+int dsq_q_find_nonfinite(const dsq_qmat *m, int64_t *row, int64_t *col, dsq_err *err) {
+    const dsq_qscheme *q = dsq_q_scheme(m->type);
+    if (!q) return dsq_fail(err, DSQ_E_ARG, "scheme %d", m->type);
+    *row = *col = -1;
+    dsq_qsizes z;
+    int rc = dsq_q_sizes(m->type, m->rows, m->cols, &z, err);
+    if (rc) return rc;
+    if (q->kind == DSQ_QK_FLOAT || q->kind == DSQ_QK_FP8) {
+        /* the codes themselves, then (FP8) the scales: bit tests, no decode */
+        int64_t k = bad_float(q->elem, m->data, (uint64_t)(m->rows * m->cols));
+        if (k >= 0) {
+            *row = k / m->cols;
+            *col = k % m->cols;
+            return 1;
+        }
+        if (q->kind == DSQ_QK_FLOAT) return 0;
+        uint64_t es = q->sdt == DSQ_DT_F32 ? 4 : q->sdt == DSQ_DT_F8_E8M0 ? 1 : 2;
+        if (m->scale && bad_float(q->sdt, m->scale, z.scale / es) >= 0) return 1; /* a scale: row, col -1 */
+        return 0;
+    }
+    /* integer groups and ggml blocks: decode, a band of rows at a time (a
+     * NaN or infinite scale makes its elements so) */
+    int64_t band = m->cols > 0 ? (int64_t)(65536 / (uint64_t)m->cols) : 1;
+    if (band < 1) band = 1;
+    int64_t ru = q->row_unit > 1 ? q->row_unit : 1;
+    band = (band + ru - 1) / ru * ru;
+    float *buf = dsq_malloc(sizeof *buf * (size_t)(band * m->cols));
+    if (!buf) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+    for (int64_t r0 = 0; r0 < m->rows; r0 += band) {
+        int64_t r1 = r0 + band < m->rows ? r0 + band : m->rows;
+        if ((rc = dsq_q_dequantize(m, r0, r1, buf, err))) break;
+        for (int64_t i = 0; i < (r1 - r0) * m->cols; i++)
+            if (!isfinite(buf[i])) {
+                *row = r0 + i / m->cols;
+                *col = i % m->cols;
+                free(buf);
+                return 1;
+            }
+    }
+    free(buf);
+    return rc;
+}
