@@ -490,11 +490,20 @@ int dsq_cstats_load(dsq_cstats **out, const char *path, dsq_err *err) {
             tmp = dsq_malloc(sizeof *tmp * (size_t)n);
             if (!tmp) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto fail; }
             memcpy(tmp, q.data, (size_t)n * 4);
-            for (int64_t j = 0; j < n; j++)
-                if (!isfinite(tmp[j]) || (f < 3 && tmp[j] < 0) || (f == 5 && !(tmp[j] > 0))) {
-                    rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': value %lld is %g", path, tn, (long long)j, (double)tmp[j]);
+            /* finite, signed as they must be, and within what activations
+             * can be (absurd values would overflow the scales made from them):
+             * moments |v| <= 1e24, means and maxima <= 1e12, fold scales in
+             * [1e-12, 1e12]; a Hessian's diagonal is not negative */
+            for (int64_t j = 0; j < n; j++) {
+                double v = tmp[j], lim = f == 0 || f == 3 || f == 4 ? 1e24 : 1e12;
+                int bad = !isfinite(v) || (f < 3 && v < 0) || (f == 5 && !(v >= 1e-12)) || fabs(v) > lim ||
+                          (f == 3 && j % (cols + 1) == 0 && v < 0);
+                if (bad) {
+                    rc = dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': value %lld is %g, outside what activations give", path,
+                                  tn, (long long)j, v);
                     goto fail;
                 }
+            }
             double cnt = (double)s->count;
             for (int64_t j = 0; j < n; j++) {
                 if (f == 0) s->sum_sq[j] = tmp[j] * cnt;

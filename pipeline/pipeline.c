@@ -374,6 +374,17 @@ static int process_one(ctx *c, plan *p, int e, const dsq_qmat *src, const void *
     if (c->o->calib && p->m.method != DSQ_METHOD_PLAIN && !p->d.part) /* kv_b parts read other inputs */
         st = dsq_cstats_find(c->o->calib, dsq_method_is_fold(p->m.method) ? p->fold_rec : nm);
     if ((rc = dsq_quantize_matrix(c->pool, &p->m, src, colscale, st, &dst, cs_out, &c->work, nm, c->err))) return rc;
+    {
+        /* what is written decodes to finite numbers (absurd statistics or
+         * scales beyond a type's range would not) */
+        int64_t br, bc;
+        int nf = dsq_q_find_nonfinite(&dst, &br, &bc, c->err);
+        if (nf < 0) return nf;
+        for (int64_t j = 0; !nf && cs_out && j < src->cols; j++) nf = !isfinite(cs_out[j]);
+        if (nf)
+            return dsq_fail(c->err, DSQ_E_FORMAT, "%s: quantized as %s, it decodes to a NaN or infinite value (row %lld): "
+                            "not written", nm, dsq_q_scheme(dst.type)->name, (long long)br);
+    }
     if (c->o->measure_error) {
         /* against the source's values; column multipliers (source or AWQ)
          * are applied through f32 copies */

@@ -175,3 +175,24 @@ TEST(test_calib_stats_fold_round_trip) {
     free(cj);
     dsq_cstats_free(cs);
 }
+
+/* Finite but absurd statistics (a moment of 3e38, what no activation
+ * gives) are refused on load, naming the record's tensor, before any scale
+ * is made from them. */
+TEST(test_calib_stats_absurd_values_refused) {
+    dsq_cstats *cs = dsq_cstats_new();
+    dsq_cstat *a = dsq_cstats_get(cs, "model.layers.0.mlp.gate_proj.weight", 3, 1);
+    float x[6] = {1, -2, 0.25f, 3, 1, -1};
+    dsq_cstat_add(a, x, 2);
+    a->sum_sq[1] = 6e38; /* a mean of 3e38 */
+    char *cj = cfg_json();
+    const char *p = t_path(t_tmpdir(), "absurd.dsqcal");
+    dsq_err err = {0};
+    CHECKF(dsq_cstats_save(cs, p, cj, NULL, 1, &err) == 0, "%s", err.msg);
+    dsq_cstats *r = NULL;
+    CHECK(dsq_cstats_load(&r, p, &err) == DSQ_E_FORMAT);
+    CHECKF(strstr(err.msg, "gate_proj.weight:mean_sq") && strstr(err.msg, "outside what activations give"), "%s", err.msg);
+    dsq_cstats_free(r);
+    dsq_cstats_free(cs);
+    free(cj);
+}
