@@ -222,7 +222,7 @@ static int check_index(dsq_ckpt *ck, dsq_err *err) {
     long at;
     int rc = DSQ_E_FORMAT;
     cJSON *root = dsq_json_parse(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s/%s: invalid JSON near byte %ld", ck->path, what, at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s/%s: invalid JSON near byte %ld (%s)", ck->path, what, at, dsq_json_why());
     const cJSON *wm = dsq_json_get(root, "weight_map");
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s/%s: missing 'weight_map' object", ck->path, what);
@@ -281,7 +281,7 @@ int ck_index_shards(dsq_ckpt *ck, char ***names, int *n, dsq_err *err) {
     *n = 0;
     cJSON *root = dsq_json_parse(ck->blob[CK_INDEX], ck->blob_len[CK_INDEX], &at);
     if (!root)
-        return dsq_fail(err, DSQ_E_FORMAT, "%s/model.safetensors.index.json: invalid JSON near byte %ld", ck->path, at);
+        return dsq_fail(err, DSQ_E_FORMAT, "%s/model.safetensors.index.json: invalid JSON near byte %ld (%s)", ck->path, at, dsq_json_why());
     int rc = DSQ_OK;
     const cJSON *wm = dsq_json_get(root, "weight_map");
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm)) {

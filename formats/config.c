@@ -32,7 +32,7 @@ int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *
     memset(cfg, 0, sizeof *cfg);
     long at;
     cJSON *root = dsq_json_parse(json, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_CONFIG, "%s: invalid JSON near byte %ld", what, at);
+    if (!root) return dsq_fail(err, DSQ_E_CONFIG, "%s: invalid JSON near byte %ld (%s)", what, at, dsq_json_why());
     const dsq_json_ctx jc = {what, err, DSQ_E_CONFIG}, *c = &jc;
     int rc = DSQ_E_CONFIG, ok = 1;
     if (!cJSON_IsObject(root)) {

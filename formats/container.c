@@ -241,7 +241,7 @@ static int parse_dir(dsq_ctr *c, const char *js, size_t len, uint64_t n_expect, 
     int rc = DSQ_E_FORMAT;
     span *sp = NULL;
     cJSON *root = dsq_json_parse(js, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: directory JSON invalid near byte %ld", c->path, at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: directory JSON invalid near byte %ld (%s)", c->path, at, dsq_json_why());
     const cJSON *arr = dsq_json_get(root, "tensors");
     if (!cJSON_IsArray(arr) || (uint64_t)cJSON_GetArraySize(arr) != n_expect) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: directory must list %llu tensors", c->path, (unsigned long long)n_expect);
@@ -369,7 +369,7 @@ static int parse_meta(dsq_ctr *c, const char *js, size_t len, dsq_err *err) {
     long at;
     int rc = DSQ_E_FORMAT;
     cJSON *root = dsq_json_parse(js, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: metadata JSON invalid near byte %ld", c->path, at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: metadata JSON invalid near byte %ld (%s)", c->path, at, dsq_json_why());
     const char *cj = dsq_json_str(dsq_json_get(root, "config_json"));
     if (!cJSON_IsObject(root) || !cj) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: metadata lacks 'config_json'", c->path);

@@ -33,6 +33,13 @@
  * offset where reading stopped: the error, or the end of the value; -1 if
  * unknown. */
 cJSON *dsq_json_parse(const char *text, size_t len, long *at);
+/* Why the last dsq_json_parse returned NULL ("syntax error", "duplicate key
+ * 'k'", "content after the JSON value (byte n)", "a string holds \u0000
+ * ...", "... lone surrogate ...", "... not valid UTF-8 ..."). */
+const char *dsq_json_why(void);
+/* Set in the type of a number written with a fraction or an exponent
+ * (cJSON ignores the bit): dsq_json_int refuses those. */
+#define DSQ_JSON_FRACTION (1 << 14)
 
 /* ---- value checks: 1 (and *out set) if v is what is asked, else 0 -------- */
 

@@ -737,7 +737,7 @@ static int rd_manifest(pk_rd *r, pk_man *m, dsq_err *err) {
     root = dsq_json_parse(js, got, &at);
     rc = DSQ_E_FORMAT;
     if (!cJSON_IsObject(root)) {
-        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld", r->src, at);
+        dsq_fail(err, DSQ_E_FORMAT, "%s: manifest.json: invalid JSON near byte %ld (%s)", r->src, at, dsq_json_why());
         goto fail;
     }
     const char *fmt = dsq_json_key_str(root, "format", ""), *ver = dsq_json_key_str(root, "format_version", "");

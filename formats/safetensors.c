@@ -70,7 +70,7 @@ int st_parse_header(st_header *h, const char *what, const char *json, uint64_t n
         return dsq_fail(err, DSQ_E_FORMAT, "%s: header is not a JSON object", what);
     long at;
     root = dsq_json_parse(json, (size_t)n, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: header JSON is invalid near byte %ld", what, at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: header JSON is invalid near byte %ld (%s)", what, at, dsq_json_why());
     if (!cJSON_IsObject(root)) {
         dsq_fail(err, DSQ_E_FORMAT, "%s: header is not a JSON object", what);
         goto fail;

@@ -887,7 +887,7 @@ int dsq_tok_new_from_json_ex(dsq_tok **out, const char *json, size_t len, const 
     if (!what) what = "tokenizer.json";
     long at;
     root = dsq_json_parse(json, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at < 0 ? 0 : at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld (%s)", what, at < 0 ? 0 : at, dsq_json_why());
     if (!cJSON_IsObject(root)) {
         rc = dsq_fail(err, DSQ_E_FORMAT, "%s: top level is not a JSON object", what);
         goto fail;
@@ -1020,7 +1020,7 @@ int dsq_tok_set_config(dsq_tok *t, const char *json, size_t len, const char *wha
     long at;
     if (!what) what = "tokenizer_config.json";
     cJSON *root = dsq_json_parse(json, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at < 0 ? 0 : at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld (%s)", what, at < 0 ? 0 : at, dsq_json_why());
     int32_t bos = t->bos_id, eos = t->eos_id;
     int add_bos = t->add_bos;
     if (!cJSON_IsObject(root)) {

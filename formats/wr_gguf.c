@@ -20,6 +20,7 @@
  */
 #include "formats/writer_int.h"
 #include "formats/gguf.h"
+#include "formats/json.h"
 #include "formats/gguf_arch.h"
 
 #include <cjson/cJSON.h>
@@ -230,14 +231,14 @@ static int tokenizer_keys(dsq_mwriter *w, dsq_err *err) {
     if (!b->tok) return dsq_ggufw_set_str(b->g, "tokenizer.ggml.model", "no_vocab", err);
     int64_t V = c->vocab_size;
     int rc = DSQ_E_FORMAT;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(b->tok, b->tok_len, &end, 0), *cfgj = NULL;
+    long at = -1;
+    cJSON *root = dsq_json_parse(b->tok, b->tok_len, &at), *cfgj = NULL;
     char **tokens = dsq_calloc((size_t)V + 1, sizeof *tokens);
     int32_t *types = dsq_calloc((size_t)V + 1, sizeof *types);
     char **merges = NULL;
     int64_t n_merges = 0;
     if (!tokens || !types) { rc = dsq_fail(err, DSQ_E_NOMEM, "out of memory"); goto out; }
-    if (!root) { dsq_fail(err, rc, "%s: tokenizer.json: invalid JSON near byte %ld", w->path, end ? (long)(end - b->tok) : -1L); goto out; }
+    if (!root) { dsq_fail(err, rc, "%s: tokenizer.json: invalid JSON near byte %ld (%s)", w->path, at, dsq_json_why()); goto out; }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -307,7 +308,7 @@ static int tokenizer_keys(dsq_mwriter *w, dsq_err *err) {
     for (int64_t i = 0; i < V; i++) tt[i] = types[i] < 0 ? -types[i] : types[i];
     int add_bos = 1;
     int64_t pad_id = -1;
-    if (b->tokcfg && (cfgj = cJSON_ParseWithLength(b->tokcfg, b->tokcfg_len))) {
+    if (b->tokcfg && (cfgj = dsq_json_parse(b->tokcfg, b->tokcfg_len, NULL))) {
         const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfgj, "add_bos_token");
         if (cJSON_IsBool(ab)) add_bos = cJSON_IsTrue(ab);
         const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cfgj, "pad_token");

@@ -382,7 +382,7 @@ int dsq_card_new(dsq_card **out, const char *report, dsq_err *err) {
         free(text);
         if (!cJSON_IsObject(k->report)) {
             dsq_card_free(k);
-            return dsq_fail(err, DSQ_E_FORMAT, "%s: not a JSON object (verify report) near byte %ld", report, at);
+            return dsq_fail(err, DSQ_E_FORMAT, "%s: not a JSON object (verify report) near byte %ld (%s)", report, at, dsq_json_why());
         }
         k->report_name = dsq_strdup(dsq_basename(report));
         if (!k->report_name) {

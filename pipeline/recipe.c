@@ -77,7 +77,7 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
     long at;
     int rc = DSQ_E_FORMAT;
     cJSON *root = dsq_json_parse(json, len, &at);
-    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld", what, at);
+    if (!root) return dsq_fail(err, DSQ_E_FORMAT, "%s: invalid JSON near byte %ld (%s)", what, at, dsq_json_why());
     if (!cJSON_IsObject(root)) { dsq_fail(err, DSQ_E_FORMAT, "%s: recipe must be a JSON object", what); goto fail; }
     for (const cJSON *k = root->child; k; k = k->next)
         if (strcmp(k->string, "name") && strcmp(k->string, "rules") && strcmp(k->string, "default") &&

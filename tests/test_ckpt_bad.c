@@ -60,7 +60,7 @@ TEST(test_bad_header_spans) {
 TEST(test_bad_header_duplicates) {
     CHECK(header_fails("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
                        "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2,
-                       "duplicate tensor name 'a'"));
+                       "duplicate key 'a'"));
 }
 
 /* ---- whole checkpoints -------------------------------------------------- */

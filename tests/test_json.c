@@ -20,10 +20,29 @@ TEST(test_json_parse) {
     cJSON_Delete(r);
     CHECK(dsq_json_parse("{\"a\": ", 6, &at) == NULL && at == 5);
     CHECK(dsq_json_parse("", 0, &at) == NULL && at == 0);
-    /* what a later stricter reading will refuse is accepted today: bytes
-     * after the value (their offset is reported) */
-    r = dsq_json_parse("[1] [2]", 7, &at);
-    CHECK(cJSON_IsArray(r) && at == 3);
+    /* strict: bytes after the value (their offset is reported) */
+    CHECK(dsq_json_parse("[1] [2]", 7, &at) == NULL && at == 4 && strstr(dsq_json_why(), "after the JSON value"));
+    r = dsq_json_parse("[1] \n", 5, &at); /* white space after it is fine */
+    CHECK(cJSON_IsArray(r));
+    cJSON_Delete(r);
+    /* duplicate keys, in small and large objects, nested too */
+    CHECK(!dsq_json_parse("{\"a\":1,\"b\":2,\"a\":3}", 19, &at) && strstr(dsq_json_why(), "duplicate key 'a'"));
+    char big[4096];
+    int o = snprintf(big, sizeof big, "{\"x\":{");
+    for (int i = 0; i < 100; i++) o += snprintf(big + o, sizeof big - (size_t)o, "\"k%d\":%d,", i, i);
+    o += snprintf(big + o, sizeof big - (size_t)o, "\"k42\":0}}");
+    CHECK(!dsq_json_parse(big, (size_t)o, &at) && strstr(dsq_json_why(), "duplicate key 'k42'"));
+    /* NUL escapes, lone surrogates, invalid UTF-8 in strings */
+    CHECK(!dsq_json_parse("{\"na\\u0000me\":1}", 18, &at) && strstr(dsq_json_why(), "\\u0000"));
+    CHECK(!dsq_json_parse("[\"\\ud800\"]", 10, &at)); /* cJSON refuses this one itself */
+    CHECK(!dsq_json_parse("[\"\\udc00x\"]", 11, &at));
+    r = dsq_json_parse("[\"\\ud83d\\ude00\"]", 16, &at); /* a surrogate pair is one character */
+    CHECK(cJSON_IsArray(r));
+    cJSON_Delete(r);
+    CHECK(!dsq_json_parse("[\"\xC0\xAF\"]", 6, &at) && strstr(dsq_json_why(), "UTF-8"));     /* overlong */
+    CHECK(!dsq_json_parse("[\"\xED\xA0\x80\"]", 7, &at) && strstr(dsq_json_why(), "UTF-8")); /* a surrogate */
+    r = dsq_json_parse("[\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"]", 13, &at);
+    CHECK(cJSON_IsArray(r));
     cJSON_Delete(r);
 }
 
@@ -42,7 +61,8 @@ TEST(test_json_values) {
     CHECK(dsq_json_key_int(r, "neg", -7, 0, &v) && v == -7);
     CHECK(!dsq_json_key_u64(r, "neg", 0, 10, &u));
     CHECK(!dsq_json_key_int(r, "f", 0, 10, &v));
-    CHECK(dsq_json_key_int(r, "whole", 0, 10, &v) && v == 3); /* 3.0 is an integer to cJSON */
+    CHECK(!dsq_json_key_int(r, "whole", 0, 10, &v));        /* 3.0 is not how an integer is written */
+    CHECK(dsq_json_num(dsq_json_get(r, "whole"), 0, 10, &d) && d == 3); /* as a number it is fine */
     /* (double)INT64_MAX is 2^63: both literals read as 2^63 and neither fits */
     CHECK(!dsq_json_key_int(r, "big", 0, INT64_MAX, &v) && !dsq_json_key_int(r, "p63", 0, INT64_MAX, &v));
     CHECK(!dsq_json_key_u64(r, "p63", 0, UINT64_MAX, &u));
