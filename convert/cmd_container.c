@@ -12,6 +12,7 @@
 #include "formats/container.h"
 #include "formats/formats_int.h"
 #include "formats/source.h"
+#include "formats/json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -475,6 +476,10 @@ int cmd_inspect_container(const dsq_ctr *c, const char *path, int json) {
                 cJSON_AddNumberToObject(e, "bytes", (double)sch_bytes[k]);
             }
         if (pv) cJSON_AddItemToObject(o, "provenance", cJSON_Duplicate(pv, 1));
+        /* the model's config.json as stored, like inspect of a checkpoint shows it */
+        const char *cj = dsq_ctr_config_json(c);
+        cJSON *cfgo = cj ? dsq_json_parse(cj, strlen(cj), NULL) : NULL;
+        if (cfgo) cJSON_AddItemToObject(o, "config", cfgo);
         char *s = cJSON_Print(o);
         if (s) puts(s);
         free(s);

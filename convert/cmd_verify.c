@@ -126,12 +126,14 @@ static void num(cJSON *o, const char *k, double v) {
     else cJSON_AddNullToObject(o, k);
 }
 
-static char *report_json(const dsq_drift_report *r, const char *ref, const char *cand,
+/* key: what the windows came from, as eval names it ("tokens_file",
+ * "text_file" or "tokens" for pseudo-random ids). */
+static char *report_json(const dsq_drift_report *r, const char *ref, const char *cand, const char *key,
                          const char *tokens) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "reference", ref);
     cJSON_AddStringToObject(j, "candidate", cand);
-    cJSON_AddStringToObject(j, "tokens_file", tokens);
+    cJSON_AddStringToObject(j, key, tokens);
     cJSON_AddNumberToObject(j, "ctx", r->ctx);
     cJSON_AddNumberToObject(j, "windows", (double)r->n_windows);
     cJSON_AddNumberToObject(j, "positions", (double)r->n_positions);
@@ -458,7 +460,8 @@ int cmd_verify(int argc, char **argv) {
     }
 
     if (json) {
-        js = report_json(rep, ref, cand, win.tokens ? win.tokens : win.text ? win.text : "random tokens");
+        js = report_json(rep, ref, cand, win.tokens ? "tokens_file" : win.text ? "text_file" : "tokens",
+                         win.tokens ? win.tokens : win.text ? win.text : "random tokens");
         if (json_stdout) {
             if (!js) { dsq_fail(&err, DSQ_E_NOMEM, "out of memory"); goto fail; }
             fputs(js, stdout);

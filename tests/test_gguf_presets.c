@@ -429,3 +429,29 @@ TEST(test_tokenize_plain_ids_read_back) {
     free(a);
     free(b);
 }
+
+/* JSON shapes a script can rely on: inspect --json of a container carries
+ * the model's config as inspect of a checkpoint does; eval and verify name
+ * their input the same way (text_file for --text). */
+TEST(test_json_shapes_consistent) {
+    const char *m = t_shared_model("tiny-v32");
+    if (!m) SKIP("../shared/models/tiny-v32 absent");
+    char cmd[4096], d[1024], *out = NULL;
+    snprintf(d, sizeof d, "%s", t_path(t_tmpdir(), "shapes.dsq"));
+    snprintf(cmd, sizeof cmd, "%s convert '%s' -o '%s' --force --quiet > /dev/null && %s inspect '%s' --json", t_dsq(), m, d,
+             t_dsq(), d);
+    CHECK(t_run(cmd, &out) == 0);
+    cJSON *j = out && strchr(out, '{') ? cJSON_Parse(strchr(out, '{')) : NULL;
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(j, "config");
+    CHECK(cJSON_IsObject(cfg) && jnum(cfg, "hidden_size") == 256);
+    cJSON_Delete(j);
+    free(out);
+    out = NULL;
+    snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows 1 --no-experts --json - 2>/dev/null", t_dsq(), m, d,
+             t_path(m, "eval.txt"));
+    CHECK(t_run(cmd, &out) == 0);
+    j = out && strchr(out, '{') ? cJSON_Parse(strchr(out, '{')) : NULL;
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "text_file")) && !cJSON_GetObjectItemCaseSensitive(j, "tokens_file"));
+    cJSON_Delete(j);
+    free(out);
+}
