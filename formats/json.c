@@ -103,34 +103,29 @@ static int sp_string(sp *p) {
     return 0;
 }
 
+/* The first repeated name among o's children, pairwise: small objects, and
+ * the fallback when the hash table below cannot be had. */
+static int dup_pairwise(const cJSON *o) {
+    for (const cJSON *a = o->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && !strcmp(a->string, b->string)) {
+                snprintf(g_why, sizeof g_why, "duplicate key '%.120s'", a->string);
+                return -1;
+            }
+    return 0;
+}
+
 /* Duplicate keys among the children of object o (decoded names). */
 static int dup_keys(const cJSON *o) {
     size_t n = 0;
     for (const cJSON *c = o->child; c; c = c->next) n++;
-    if (n < 2) return 0;
-    if (n <= 16) { /* small objects: pairwise */
-        for (const cJSON *a = o->child; a; a = a->next)
-            for (const cJSON *b = a->next; b; b = b->next)
-                if (a->string && b->string && !strcmp(a->string, b->string)) {
-                    snprintf(g_why, sizeof g_why, "duplicate key '%.120s'", a->string);
-                    return -1;
-                }
-        return 0;
-    }
+    if (n <= 16) return dup_pairwise(o);
     size_t cap = 32;
     while (cap < 2 * n) cap *= 2;
     /* plain calloc: a scratch table, not data (when it fails, the pairwise
-     * search below gives the same answer, slowly) */
+     * search gives the same answer, slowly) */
     const cJSON **t = calloc(cap, sizeof *t);
-    if (!t) {
-        for (const cJSON *a = o->child; a; a = a->next)
-            for (const cJSON *b = a->next; b; b = b->next)
-                if (a->string && b->string && !strcmp(a->string, b->string)) {
-                    snprintf(g_why, sizeof g_why, "duplicate key '%.120s'", a->string);
-                    return -1;
-                }
-        return 0;
-    }
+    if (!t) return dup_pairwise(o);
     int rc = 0;
     for (const cJSON *c = o->child; c && !rc; c = c->next) {
         if (!c->string) continue;

@@ -53,6 +53,18 @@ static cJSON *run_json(const char *cmd, int first) {
     return j;
 }
 
+/* dsq verify's mean KL of cand against ref over the first `windows` windows
+ * of text (scored from position score_from), from its JSON on stdout. */
+static double verify_kl(const char *ref, const char *cand, const char *text, int windows, int score_from) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows %d --score-from %d --no-experts --json - 2>/dev/null",
+             t_dsq(), ref, cand, text, windows, score_from);
+    cJSON *j = run_json(cmd, 1);
+    double kl = j ? jnum(j, "kl_mean") : NAN;
+    cJSON_Delete(j);
+    return kl;
+}
+
 /* The stored scheme name of tensor `name` in a GGUF dsq reads. */
 static const char *scheme_of(const dsq_src *s, const char *name) {
     int i = dsq_src_find(s, name);
@@ -142,22 +154,7 @@ TEST(test_gguf_presets_calibrated) {
     CHECK(t_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", qo, cg);
     CHECKF(t_run(cmd, NULL) == 0, "calib --quant-out %s differs from quant --calib %s", qo, cg);
-    double kl[2];
-    const char *f[2] = {plain, cg};
-    for (int k = 0; k < 2; k++) {
-        char js[1024];
-        snprintf(js, sizeof js, "%s", t_path(t_tmpdir(), k ? "preset-calib.json" : "preset-plain.json"));
-        snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows 16 --score-from 128 --no-experts --json '%s' > /dev/null 2>&1",
-                 t_dsq(), m, f[k], t_path(m, "eval.txt"), js);
-        CHECK(t_run(cmd, NULL) == 0);
-        char *txt = NULL;
-        size_t n = 0;
-        dsq_err err = {0};
-        cJSON *j = dsq_read_file(js, 1u << 26, &txt, &n, &err) == 0 ? cJSON_Parse(txt) : NULL;
-        kl[k] = j ? jnum(j, "kl_mean") : NAN;
-        cJSON_Delete(j);
-        free(txt);
-    }
+    double kl[2] = {verify_kl(m, plain, t_path(m, "eval.txt"), 16, 128), verify_kl(m, cg, t_path(m, "eval.txt"), 16, 128)};
     fprintf(stderr, "  q4_k_m KL over 16 eval windows: plain %.6f, calibrated %.6f\n", kl[0], kl[1]);
     CHECKF(kl[1] < kl[0], "calibrated KL %.6f not below plain %.6f", kl[1], kl[0]);
 }
@@ -332,21 +329,7 @@ TEST(test_quant_preset_calibrated_forms) {
     CHECK(t_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     CHECK(t_run(cmd, NULL) != 0);
-    double kl[2];
-    for (int k = 0; k < 2; k++) {
-        char js[1024];
-        snprintf(js, sizeof js, "%s", t_path(t_tmpdir(), k ? "forms-calib.json" : "forms-plain.json"));
-        snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --text '%s' --max-windows 8 --no-experts --json '%s' > /dev/null 2>&1",
-                 t_dsq(), m, k ? b : a, t_path(m, "eval.txt"), js);
-        CHECK(t_run(cmd, NULL) == 0);
-        char *txt = NULL;
-        size_t n = 0;
-        dsq_err err = {0};
-        cJSON *j = dsq_read_file(js, 1u << 26, &txt, &n, &err) == 0 ? cJSON_Parse(txt) : NULL;
-        kl[k] = j ? jnum(j, "kl_mean") : NAN;
-        cJSON_Delete(j);
-        free(txt);
-    }
+    double kl[2] = {verify_kl(m, a, t_path(m, "eval.txt"), 8, 0), verify_kl(m, b, t_path(m, "eval.txt"), 8, 0)};
     fprintf(stderr, "  int4-experts KL over 8 eval windows: plain %.6f, with --calib %.6f\n", kl[0], kl[1]);
     CHECK(kl[1] < kl[0]);
     char never[1024];
