@@ -2,10 +2,12 @@
  * cli.c -- option helpers shared by the subcommands.
  */
 #include "convert/cli.h"
+#include "formats/writer.h"
 #include "common.h"
 #include "pipeline/model.h"
 #include "verify/eval.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -175,4 +177,14 @@ int cli_usage_end(FILE *to, FILE *f) {
     free(g_usage_buf);
     g_usage_buf = NULL;
     return 2;
+}
+
+int cli_out_format(const char *cmd, const char *to, const char *out) {
+    if (!to) return dsq_mwriter_format_of(out);
+    if (!strcmp(to, "dsq")) return DSQ_OUT_DSQ;
+    if (!strcmp(to, "gguf")) return DSQ_OUT_GGUF;
+    if (!strcmp(to, "compressed-tensors") || !strcmp(to, "ct")) return DSQ_OUT_CT;
+    if (!strcmp(to, "hf")) return DSQ_OUT_HF;
+    fprintf(stderr, "dsq %s: --to takes dsq, gguf, compressed-tensors (ct) or hf, not '%s'\n", cmd, to);
+    return -1;
 }

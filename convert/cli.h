@@ -54,6 +54,10 @@ int cli_is(const char *arg, const char *opt);
 int cli_err(const char *cmd, const dsq_err *err);
 /* A whole decimal number in [lo, hi], or -1. */
 long cli_parse_long(const char *s, long lo, long hi);
+/* The output format of --to NAME (dsq, gguf, compressed-tensors or ct, hf),
+ * or from the output's name when to is NULL (formats/writer.h); -1 after
+ * one line on stderr. */
+int cli_out_format(const char *cmd, const char *to, const char *out);
 
 /* Options eval, verify and calib share: the token source (exactly one of
  * --tokens FILE.json, --text FILE, --random-tokens N) and the windowing. */

@@ -20,7 +20,8 @@
 #include <xxhash.h>
 
 #define BUF_CAP (4u << 20)
-#define MAX_OPEN 16
+#define MAX_OPEN 256 /* a sharded folder keeps every shard open until it commits */
+#define MAX_DIRS 4
 
 struct dsq_afile {
     int fd;
@@ -39,12 +40,45 @@ struct dsq_afile {
 static char g_open[MAX_OPEN][PATH_MAX + 32];
 static volatile sig_atomic_t g_open_used[MAX_OPEN];
 
+/* Temporary folders (dsq_afile_mkdtemp): emptied of their open temp files
+ * above, then removed. */
+static char g_dirs[MAX_DIRS][PATH_MAX + 32];
+static volatile sig_atomic_t g_dirs_used[MAX_DIRS];
+
 void dsq_afile_cleanup_all(void) {
     for (int i = 0; i < MAX_OPEN; i++)
         if (g_open_used[i]) {
             unlink(g_open[i]);
             g_open_used[i] = 0;
         }
+    for (int i = 0; i < MAX_DIRS; i++)
+        if (g_dirs_used[i]) {
+            rmdir(g_dirs[i]);
+            g_dirs_used[i] = 0;
+        }
+}
+
+int dsq_afile_mkdtemp(const char *target, char *out, size_t cap, dsq_err *err) {
+    const char *base = dsq_basename(target);
+    int dirlen = (int)(base - target);
+    if (strlen(target) >= PATH_MAX || cap < PATH_MAX + 32) return dsq_fail(err, DSQ_E_ARG, "output path too long");
+    snprintf(out, cap, "%.*s.%s.tmp.XXXXXX", dirlen, target, base);
+    if (!mkdtemp(out)) return dsq_fail(err, DSQ_E_IO, "%s: cannot create a temporary folder: %s", target, strerror(errno));
+    mode_t um = umask(0);
+    umask(um);
+    if (chmod(out, 0777 & ~um) != 0) { /* not fatal: the folder stays private */ }
+    for (int i = 0; i < MAX_DIRS; i++)
+        if (!g_dirs_used[i]) {
+            memcpy(g_dirs[i], out, strlen(out) + 1);
+            g_dirs_used[i] = 1;
+            break;
+        }
+    return DSQ_OK;
+}
+
+void dsq_afile_dir_done(const char *dir) {
+    for (int i = 0; i < MAX_DIRS; i++)
+        if (g_dirs_used[i] && !strcmp(g_dirs[i], dir)) g_dirs_used[i] = 0;
 }
 
 int dsq_afile_open(dsq_afile **out, const char *path, int flags, dsq_err *err) {

@@ -15,6 +15,7 @@
 #include "ckpt_int.h"
 #include "quant/dtype.h"
 #include "formats/json.h"
+#include "formats/ctensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@ static uint64_t fnv1a(const char *s) {
 }
 
 static int ht_build(dsq_ckpt *ck) {
+    free(ck->ht);
     size_t cap = 16;
     while (cap < (size_t)ck->n * 2) cap <<= 1;
     ck->ht = dsq_malloc(cap * sizeof *ck->ht);
@@ -126,6 +128,14 @@ int dsq_ckpt_rows_f32(const dsq_ckpt *ck, int i, int64_t r0, int64_t r1, float *
     if (r0 < 0 || r1 > rows || r0 > r1)
         return dsq_fail(err, DSQ_E_ARG, "%s: rows [%lld, %lld) outside [0, %lld)", t->name,
                         (long long)r0, (long long)r1, (long long)rows);
+    if (dsq_ckpt_scheme(ck, i) >= 0) { /* compressed-tensors: through its scheme */
+        dsq_qmat m;
+        void *tmp;
+        if ((rc = dsq_ckpt_qmat(ck, i, p, &m, &tmp, err))) return rc;
+        rc = dsq_q_dequantize(&m, r0, r1, dst, err);
+        free(tmp);
+        return rc;
+    }
     if (t->dtype == DSQ_DT_F8_E4M3 && t->scale_idx >= 0) {
         dsq_fp8_block_dequant(p, ck->scales[i], cols, r0, r1, ck->cfg.block_rows,
                               ck->cfg.block_cols, dst);
@@ -160,6 +170,11 @@ void dsq_ckpt_close(dsq_ckpt *ck) {
     free(ck->t);
     free(ck->t_entry);
     free(ck->ht);
+    if (ck->own)
+        for (int i = 0; i < ck->n; i++) free(ck->own[i]);
+    free(ck->own);
+    free(ck->q);
+    dsq_ct_free(ck->ct);
     for (int i = 0; i < CK_N_BLOBS; i++) free(ck->blob[i]);
     for (int i = 0; i < ck->n_warn; i++) free(ck->warn[i]);
     free(ck->path);
@@ -398,8 +413,19 @@ static int check_tensors(dsq_ckpt *ck, int flags, dsq_err *err) {
     int n_layers_all = c->n_layers + c->n_mtp_layers;
     for (int i = 0; i < ck->n; i++) {
         dsq_tinfo *t = &ck->t[i];
+        if (ck_is_companion(ck, i)) { /* linked by ck_ct_link: its weight carries it */
+            const dsq_tinfo *w = &ck->t[ck->q[i].link];
+            t->role = DSQ_R_SCALE;
+            t->weight_idx = ck->q[i].link;
+            t->scale_idx = -1;
+            dsq_classify(w->name, &t->layer, &t->expert);
+            t->is_mtp = t->layer >= c->n_layers;
+            continue;
+        }
+        int ct_scale = dsq_ckpt_scheme(ck, i) >= 0 ? t->scale_idx : -1;
         t->role = dsq_classify(t->name, &t->layer, &t->expert);
-        t->scale_idx = t->weight_idx = -1;
+        t->scale_idx = ct_scale;
+        t->weight_idx = -1;
         t->is_mtp = t->layer >= c->n_layers;
         if (t->role == DSQ_R_UNKNOWN) {
             if (flags & DSQ_OPEN_ALLOW_UNKNOWN) continue;
@@ -442,7 +468,7 @@ static int check_tensors(dsq_ckpt *ck, int flags, dsq_err *err) {
                             ck->path, t->name, got, want);
         }
         if (t->dtype != DSQ_DT_F32 && t->dtype != DSQ_DT_BF16 && t->dtype != DSQ_DT_F16 &&
-            t->dtype != DSQ_DT_F8_E4M3)
+            t->dtype != DSQ_DT_F8_E4M3 && dsq_ckpt_scheme(ck, i) < 0)
             return dsq_fail(err, DSQ_E_UNSUPPORTED, "%s: tensor '%s': dtype %s is not supported for weights",
                             ck->path, t->name, dsq_dtype_name(t->dtype));
     }
@@ -450,7 +476,7 @@ static int check_tensors(dsq_ckpt *ck, int flags, dsq_err *err) {
     char nm[600];
     for (int i = 0; i < ck->n; i++) {
         dsq_tinfo *t = &ck->t[i];
-        if (t->role != DSQ_R_SCALE) continue;
+        if (t->role != DSQ_R_SCALE || ck_is_companion(ck, i)) continue;
         size_t L = strlen(t->name) - strlen("_scale_inv");
         snprintf(nm, sizeof nm, "%.*s", (int)L, t->name);
         int w = dsq_ckpt_find(ck, nm);
@@ -465,11 +491,11 @@ static int check_tensors(dsq_ckpt *ck, int flags, dsq_err *err) {
         t->is_mtp = ck->t[w].is_mtp;
         ck->t[w].scale_idx = i;
     }
-    ck->scales = dsq_calloc((size_t)ck->n + 1, sizeof *ck->scales);
+    if (!ck->scales) ck->scales = dsq_calloc((size_t)ck->n + 1, sizeof *ck->scales);
     if (!ck->scales) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     for (int i = 0; i < ck->n; i++) {
         dsq_tinfo *t = &ck->t[i];
-        if (t->dtype != DSQ_DT_F8_E4M3) continue;
+        if (t->dtype != DSQ_DT_F8_E4M3 || dsq_ckpt_scheme(ck, i) >= 0) continue;
         if (t->scale_idx < 0)
             return dsq_fail(err, DSQ_E_FORMAT, "%s: tensor '%s': FP8 weight without '%s_scale_inv'",
                             ck->path, t->name, t->name);
@@ -517,6 +543,7 @@ int ck_finish(dsq_ckpt *ck, int flags, dsq_err *err) {
                             ck->path, ck->t[i].name, ck->shards[ck->t[dsq_ckpt_find(ck, ck->t[i].name)].shard].name,
                             ck->shards[ck->t[i].shard].name);
     if (ck->blob[CK_INDEX] && (rc = check_index(ck, err))) return rc;
+    if ((rc = ck_ct_link(ck, ht_build, err))) return rc;
     if ((rc = check_tensors(ck, flags, err))) return rc;
     return check_complete(ck, err);
 }

@@ -121,12 +121,18 @@ int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *
             goto fail;
         }
         const char *qm = dsq_json_key_str(qc, "quant_method", "");
-        if (strcmp(qm, "fp8")) {
+        if (!strcmp(qm, "compressed-tensors")) {
+            /* its groups belong to the tensors: formats/ctensors.c */
+            cfg->ctensors = 1;
+        } else if (strcmp(qm, "fp8")) {
             dsq_fail(err, DSQ_E_UNSUPPORTED,
-                     "%s: quantization_config.quant_method must be \"fp8\"", what);
+                     "%s: quantization_config.quant_method \"%.40s\" is not supported (\"fp8\" or "
+                     "\"compressed-tensors\")", what, qm);
             rc = DSQ_E_UNSUPPORTED;
             goto fail;
         }
+    }
+    if (cJSON_IsObject(qc) && !cfg->ctensors) {
         cfg->fp8 = 1;
         const cJSON *bs = dsq_json_get(qc, "weight_block_size");
         if (bs) {

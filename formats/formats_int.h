@@ -55,7 +55,13 @@ int dsq_afile_flush(dsq_afile *f);
 const char *dsq_afile_tmp_path(const dsq_afile *f);
 int dsq_afile_commit(dsq_afile *f, dsq_err *err); /* frees f */
 void dsq_afile_abort(dsq_afile *f);               /* unlink temp, free; NULL ok */
-/* Remove every temp file still open (signal handlers call this). */
+/* Remove every temp file still open, and the temporary folders they were
+ * in (signal handlers call this). */
 void dsq_afile_cleanup_all(void);
+/* A temporary folder beside target ("<dir>/.<name>.tmp.XXXXXX" into out, cap
+ * >= PATH_MAX + 32), removed by dsq_afile_cleanup_all while registered;
+ * dsq_afile_dir_done unregisters it (renamed into place, or removed). */
+int dsq_afile_mkdtemp(const char *target, char *out, size_t cap, dsq_err *err);
+void dsq_afile_dir_done(const char *dir);
 
 #endif

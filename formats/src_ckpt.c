@@ -19,6 +19,8 @@ typedef struct ckbe {
     int *t_of;               /* checkpoint index -> tensor or -1; from malloc */
     dsq_ckpt_stream *st;     /* the stream, once started */
     int cur;                 /* checkpoint index of the current streamed tensor */
+    void **keep;             /* [tensor] converted views given by qmat (compressed-tensors) */
+    void *cur_tmp;           /* the current streamed tensor's converted view */
 } ckbe;
 
 static const src_ops g_ck_ops;
@@ -60,7 +62,7 @@ static int ck_open(dsq_src *s, const char *path, int flags, dsq_err *err) {
     for (int i = 0; i < n; i++) {
         const dsq_tinfo *ti = dsq_ckpt_tensor(ck, i);
         b->t_of[i] = -1;
-        if (ti->role == DSQ_R_SCALE) continue;
+        if (ti->role == DSQ_R_SCALE) continue; /* a companion: its weight carries it */
         dsq_stensor *t = &s->t[s->n];
         b->ck_of[s->n] = i;
         b->t_of[i] = s->n++;
@@ -74,8 +76,8 @@ static int ck_open(dsq_src *s, const char *path, int flags, dsq_err *err) {
         t->rows = ti->n_dims == 2 ? ti->shape[0] : 1;
         t->cols = ti->n_dims == 2 ? ti->shape[1] : ti->numel;
         t->dtype = ti->dtype;
-        t->scheme = scheme_of(s->cfg, ti->dtype);
-        t->nbytes = ti->nbytes + (ti->scale_idx >= 0 ? dsq_ckpt_tensor(ck, ti->scale_idx)->nbytes : 0);
+        t->scheme = dsq_ckpt_scheme(ck, i) >= 0 ? dsq_ckpt_scheme(ck, i) : scheme_of(s->cfg, ti->dtype);
+        t->nbytes = dsq_ckpt_stored_bytes(ck, i);
     }
     return DSQ_OK;
 }
@@ -84,26 +86,51 @@ static void ck_close(dsq_src *s) {
     ckbe *b = s->be;
     if (!b) return;
     dsq_ckpt_stream_close(b->st);
+    if (b->keep)
+        for (int i = 0; i < s->n; i++) free(b->keep[i]);
+    free(b->keep);
+    free(b->cur_tmp);
     dsq_ckpt_close(b->ck);
     free(b->ck_of);
     free(b->t_of);
     free(b);
 }
 
-static void view_qmat(const dsq_src *s, int i, const void *data, dsq_qmat *m) {
+/* The quant view of tensor i whose bytes are data; *tmp: what a
+ * compressed-tensors weight needed converted (free it when the view ends). */
+static int view_qmat(const dsq_src *s, int i, const void *data, dsq_qmat *m, void **tmp, dsq_err *err) {
     const ckbe *b = s->be;
     const dsq_stensor *t = &s->t[i];
+    *tmp = NULL;
+    if (dsq_ckpt_scheme(b->ck, b->ck_of[i]) >= 0) return dsq_ckpt_qmat(b->ck, b->ck_of[i], data, m, tmp, err);
     *m = (dsq_qmat){t->scheme, t->rows, t->cols, (void *)data,
                     (void *)dsq_ckpt_scales(b->ck, b->ck_of[i], NULL, NULL), NULL};
+    return DSQ_OK;
 }
 
+/* Views stay valid until close: converted ones are kept per tensor. */
 static int ck_qmat(const dsq_src *s, int i, dsq_qmat *m, const void **colscale, dsq_err *err) {
-    const ckbe *b = s->be;
+    ckbe *b = s->be;
     const void *data;
     int rc = dsq_src_scheme(s, i, err);
     if (rc < 0) return rc;
     if ((rc = dsq_ckpt_view(b->ck, b->ck_of[i], &data, err))) return rc;
-    view_qmat(s, i, data, m);
+    void *tmp;
+    if ((rc = view_qmat(s, i, data, m, &tmp, err))) return rc;
+    if (tmp) {
+        if (!b->keep && !(b->keep = dsq_calloc((size_t)s->n + 1, sizeof *b->keep))) {
+            free(tmp);
+            return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
+        }
+        if (b->keep[i]) { /* asked before: point at that (identical) conversion */
+            uint8_t *k = b->keep[i], *n = tmp;
+            if ((uint8_t *)m->data == n) m->data = k;
+            if (m->zero) m->zero = k + ((uint8_t *)m->zero - n);
+            free(tmp);
+        } else {
+            b->keep[i] = tmp;
+        }
+    }
     *colscale = NULL;
     return DSQ_OK;
 }
@@ -117,7 +144,7 @@ static int ck_rows(const dsq_src *s, int i, int64_t r0, int64_t r1, float *dst, 
     int id = b->ck_of[i];
     const dsq_tinfo *t = dsq_ckpt_tensor(b->ck, id);
     const void *data = NULL;
-    if (t->n_dims == 2 && r0 >= 0 && r0 <= r1 && r1 <= t->shape[0] && dsq_ckpt_view(b->ck, id, &data, NULL) == DSQ_OK) {
+    if (dsq_ckpt_scheme(b->ck, id) < 0 && t->n_dims == 2 && r0 >= 0 && r0 <= r1 && r1 <= t->shape[0] && dsq_ckpt_view(b->ck, id, &data, NULL) == DSQ_OK) {
         int64_t rows = t->shape[0], cols = t->shape[1];
         if (t->dtype == DSQ_DT_BF16) {
             dsq_q_bf16_to_f32_row((const uint8_t *)data + r0 * cols * 2, (r1 - r0) * cols, dst);
@@ -160,7 +187,8 @@ static int ck_data(dsq_src *s, dsq_qmat *m, const void **colscale, dsq_err *err)
     const void *data;
     if (rc < 0) return rc;
     if ((rc = dsq_ckpt_stream_data(b->st, &data, err))) return rc;
-    view_qmat(s, i, data, m);
+    free(b->cur_tmp);
+    if ((rc = view_qmat(s, i, data, m, &b->cur_tmp, err))) return rc;
     *colscale = NULL;
     return DSQ_OK;
 }

@@ -4,20 +4,53 @@
  */
 #include "formats/writer_int.h"
 
+#include "quant/quant.h"
+
 #include <stdio.h>
 #include <sys/stat.h>
 
+int dsq_mwriter_format_of(const char *path) {
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".gguf")) return DSQ_OUT_GGUF;
+    if (n >= 1 && path[n - 1] == '/') return DSQ_OUT_CT;
+    return DSQ_OUT_DSQ;
+}
+
+int dsq_mwriter_nearest(int format, int scheme, int64_t cols) {
+    const dsq_qscheme *q = dsq_q_scheme(scheme);
+    if (!q) return -1;
+    (void)cols;
+    switch (format) {
+    case DSQ_OUT_DSQ: return scheme;
+    case DSQ_OUT_HF: return q->kind == DSQ_QK_FLOAT ? scheme : DSQ_Q_FP8_BLOCK_UE8M0;
+    case DSQ_OUT_CT:
+        switch (q->kind) {
+        case DSQ_QK_FLOAT: case DSQ_QK_FP8: return scheme;
+        case DSQ_QK_INT4: return dsq_q_find(DSQ_QK_INT4, DSQ_QG_GROUP, q->group, q->sym, DSQ_DT_BF16);
+        case DSQ_QK_INT8: return DSQ_Q_INT8_CHANNEL_BF16;
+        case DSQ_QK_GGML: /* 4 bits or fewer: int4 groups of 32, with zero points when the type has mins */
+            return q->bpw <= 5.0 ? (q->sym ? DSQ_Q_INT4_G32_SYM : DSQ_Q_INT4_G32_ASYM) : DSQ_Q_INT8_CHANNEL_BF16;
+        }
+        return -1;
+    default: return -1;
+    }
+}
+
 int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
                      dsq_err *err) {
+    return dsq_mwriter_open_sharded(out, path, format, cfg, force, 0, err);
+}
+
+int dsq_mwriter_open_sharded(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
+                             uint64_t shard_size, dsq_err *err) {
     *out = NULL;
-    if (format == DSQ_OUT_AUTO) {
-        size_t n = strlen(path);
-        format = n >= 5 && !strcmp(path + n - 5, ".gguf") ? DSQ_OUT_GGUF : DSQ_OUT_DSQ;
-    }
+    if (format == DSQ_OUT_AUTO) format = dsq_mwriter_format_of(path);
     const wr_ops *ops = NULL;
     switch (format) {
     case DSQ_OUT_DSQ: ops = &dsq_wr_ops_dsq; break;
     case DSQ_OUT_GGUF: ops = &dsq_wr_ops_gguf; break;
+    case DSQ_OUT_CT: ops = &dsq_wr_ops_ct; break;
+    case DSQ_OUT_HF: ops = &dsq_wr_ops_hf; break;
     default: return dsq_fail(err, DSQ_E_ARG, "%s: unknown output format %d", path, format);
     }
     dsq_mwriter *w = dsq_calloc(1, sizeof *w);
@@ -27,6 +60,7 @@ int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, const dsq_
     }
     w->ops = ops;
     w->cfg = cfg;
+    w->shard_size = shard_size;
     int rc = ops->open(w, path, force, err);
     if (rc) {
         free(w->path);

@@ -11,6 +11,10 @@
  *   gguf      a GGUF v3 file llama.cpp loads           wr_gguf.c (over gguf.c)
  *             (deepseek32 with the indexer, else deepseek2; tensor names,
  *             metadata and tokenizer as llama.cpp's converter writes them)
+ *   ct        a Hugging Face folder in compressed-tensors  wr_hf.c
+ *             (what vLLM / SGLang serve from llm-compressor's files)
+ *   hf        a Hugging Face folder in DeepSeek's own FP8  wr_hf.c
+ *             release format (E4M3, power-of-two block scales)
  *
  * Outline:
  *   1) dsq_mwriter_open(&w, path, DSQ_OUT_AUTO, force, &err)
@@ -25,7 +29,7 @@
 #include "dsq.h"
 #include "quant/quant.h"
 
-enum { DSQ_OUT_AUTO = 0, DSQ_OUT_DSQ = 1, DSQ_OUT_GGUF = 2 };
+enum { DSQ_OUT_AUTO = 0, DSQ_OUT_DSQ = 1, DSQ_OUT_GGUF = 2, DSQ_OUT_CT = 3, DSQ_OUT_HF = 4 };
 
 /* Parts of a tensor that a format stores as several: GGUF keeps MLA's
  * kv_b_proj [H*(nope+v), kv_lora] as attn_k_b [H, kv_lora, nope] (the key
@@ -51,10 +55,19 @@ typedef struct dsq_mw_tensor {
 typedef struct dsq_mwriter dsq_mwriter;
 
 /* Open path for writing (format DSQ_OUT_AUTO: from the name, "*.gguf" is
- * GGUF, anything else a .dsq container) for the model configured as cfg
- * (borrowed until finish).  An existing path is refused unless force. */
+ * GGUF, a name ending in '/' a compressed-tensors folder, anything else a
+ * .dsq container) for the model configured as cfg (borrowed until finish).
+ * An existing path is refused unless force.  shard_size: bytes per shard
+ * of the folder formats (0: 5 GB, Hugging Face's default). */
 int dsq_mwriter_open(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
                      dsq_err *err);
+int dsq_mwriter_open_sharded(dsq_mwriter **out, const char *path, int format, const dsq_config *cfg, int force,
+                             uint64_t shard_size, dsq_err *err);
+/* The format DSQ_OUT_AUTO gives path. */
+int dsq_mwriter_format_of(const char *path);
+/* The scheme nearest to `scheme` that format stores for a matrix of cols
+ * columns (itself when it can), or -1. */
+int dsq_mwriter_nearest(int format, int scheme, int64_t cols);
 /* The format of an open writer (DSQ_OUT_DSQ, DSQ_OUT_GGUF). */
 int dsq_mwriter_format(const dsq_mwriter *w);
 /* Can the format store tensor t as declared (its scheme, shape, column

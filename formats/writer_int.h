@@ -26,9 +26,10 @@ struct dsq_mwriter {
     const wr_ops *ops;
     char *path;   /* from malloc */
     const dsq_config *cfg;
+    uint64_t shard_size; /* folder formats: bytes per shard file, 0 = the format's default */
     void *be;     /* backend state */
 };
 
-extern const wr_ops dsq_wr_ops_dsq, dsq_wr_ops_gguf;
+extern const wr_ops dsq_wr_ops_dsq, dsq_wr_ops_gguf, dsq_wr_ops_ct, dsq_wr_ops_hf;
 
 #endif

@@ -173,6 +173,7 @@ typedef struct dsq_config {
     int rope_interleave, indexer_rope_interleave; /* DeepSeek defaults 1 / 0 */
     int has_indexer;            /* model_type deepseek_v32 */
     int fp8;                    /* quantization_config fp8 present */
+    int ctensors;               /* quantization_config compressed-tensors */
     int block_rows, block_cols; /* weight_block_size, 128x128 by default */
     int scale_ue8m0;            /* scale_fmt == "ue8m0" */
     int bos_token_id, eos_token_id;

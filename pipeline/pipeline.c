@@ -38,6 +38,7 @@ typedef struct plan {
     int fallback_from;   /* the scheme the recipe asked for when its blocks did
                             not divide the rows, else -1 */
     int transcode;       /* stored through dsq_q_transcode (the source's exact twin) */
+    int converted_from;  /* the scheme asked for when the output format could not hold it, or -1 */
     int rerounded;       /* a transcode was impossible (bf16 scale outside f16):
                             those matrices were quantized from their values */
     int slot;            /* its first slice in ctx.slot_src / slot_done */
@@ -88,10 +89,31 @@ static int choose_scheme(ctx *c, plan *p) {
         p->m.copy = twin == p->src_scheme;
         snprintf(p->m.recipe, sizeof p->m.recipe, "{\"scheme\":\"%s\",\"method\":\"copy\"}", dsq_q_scheme(twin)->name);
     }
-    if (twin >= 0 && twin == p->m.scheme && !p->m.copy && p->m.method == DSQ_METHOD_PLAIN) {
+    /* a scheme the output format cannot hold becomes the nearest one it can
+     * (compressed-tensors: bf16-scaled int4 / int8; DeepSeek's FP8:
+     * fp8-block-ue8m0), transcoded when that keeps every value */
+    if (!p->d.part) {
+        dsq_mw_tensor probe = p->d;
+        probe.scheme = p->m.scheme;
+        probe.colscale = p->m.copy ? p->src_colscale : dsq_method_has_colscale(p->m.method);
+        dsq_err ce = {0};
+        if (dsq_mwriter_check(c->w, &probe, &ce)) {
+            int near = dsq_mwriter_nearest(dsq_mwriter_format(c->w), p->m.scheme, p->d.cols);
+            probe.scheme = near;
+            dsq_err ce2 = {0};
+            if (near < 0 || near == p->m.scheme || dsq_mwriter_check(c->w, &probe, &ce2)) return dsq_fail(c->err, ce.code, "%s", ce.msg);
+            p->converted_from = p->m.scheme;
+            p->m.scheme = near;
+            if (p->m.copy) p->m.method = DSQ_METHOD_PLAIN;
+            p->m.copy = 0;
+            snprintf(p->m.recipe, sizeof p->m.recipe, "{\"scheme\":\"%s\",\"method\":\"absmax\",\"converted_from\":\"%s\"}",
+                     dsq_q_scheme(near)->name, dsq_q_scheme(p->converted_from)->name);
+        }
+    }
+    if (!p->m.copy && p->m.method == DSQ_METHOD_PLAIN && !p->d.part && dsq_q_transcodable(p->src_scheme, p->m.scheme)) {
         p->transcode = 1;
         snprintf(p->m.recipe, sizeof p->m.recipe, "{\"scheme\":\"%s\",\"method\":\"transcode\",\"from\":\"%s\"}",
-                 dsq_q_scheme(twin)->name, dsq_q_scheme(p->src_scheme)->name);
+                 dsq_q_scheme(p->m.scheme)->name, dsq_q_scheme(p->src_scheme)->name);
     }
     /* calibration runs the main layers only: the MTP layer has no statistics */
     if (p->d.is_mtp || p->d.part) dsq_method_uncalibrated(&p->m, p->src_scheme);
@@ -111,6 +133,7 @@ static int add_plan(ctx *c, plan **out) {
     (*out)->src_scheme = -1;
     (*out)->next = -1;
     (*out)->fallback_from = -1;
+    (*out)->converted_from = -1;
     return DSQ_OK;
 }
 
@@ -554,7 +577,7 @@ static int job_open(ctx *c) {
     c->t0 = dsq_now();
     c->cfg = dsq_src_config(c->src);
     /* the output first: its format decides how some tensors are stored */
-    if ((rc = dsq_mwriter_open(&c->w, o->out, DSQ_OUT_AUTO, c->cfg, o->force, c->err))) return rc;
+    if ((rc = dsq_mwriter_open_sharded(&c->w, o->out, o->out_format, c->cfg, o->force, o->shard_size, c->err))) return rc;
     if ((rc = plan_src(c))) return rc;
     /* slices: one per plan, or per expert of a stacked one */
     int n_slots = 0;
@@ -607,6 +630,7 @@ static int job_finish(ctx *c, dsq_pipe_report *rep, const char *extra_meta) {
         r->role = p->d.role;
         r->scheme = p->d.scheme;
         r->fallback_from = p->fallback_from;
+        r->converted_from = p->converted_from;
         r->experts = p->d.experts;
         r->params = p->d.rows * p->d.cols * (p->d.experts ? p->d.experts : 1);
         r->bytes = dsq_mwriter_slice_bytes(c->w, p->out) * (uint64_t)(p->d.experts ? p->d.experts : 1);

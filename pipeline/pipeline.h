@@ -13,6 +13,8 @@
 
 typedef struct dsq_pipe_opts {
     const char *src, *out;
+    int out_format;             /* DSQ_OUT_* of formats/writer.h; 0: from the output's name */
+    uint64_t shard_size;        /* folder outputs: bytes per shard (0: 5 GB) */
     const dsq_recipe *recipe;   /* "lossless" preset for convert */
     const struct dsq_cstats *calib; /* activation statistics (dsq quant --calib), or NULL */
     int force, drop_mtp, threads;
@@ -35,6 +37,7 @@ typedef struct dsq_pipe_tensor {
     dsq_role role;
     int scheme, experts;
     int fallback_from;          /* scheme asked for whose blocks did not fit, or -1 */
+    int converted_from;         /* scheme asked for (or stored) that the output format has no form of, or -1 */
     int64_t params;
     uint64_t bytes;             /* stored bytes (data + scale + zero) */
     double rel_err, max_abs;    /* -1 when not measured (copied tensors: 0) */

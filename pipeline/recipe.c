@@ -241,12 +241,18 @@ int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err) {
                          "\"default\":\"fp8-block\"}"},
         {"int4", "{\"name\":\"int4\",\"rules\":[],\"default\":\"int4-g128-sym\"}"},
         {"int8", "{\"name\":\"int8\",\"rules\":[],\"default\":\"int8-channel\"}"},
+        /* llm-compressor's schemes, as compressed-tensors writes them */
+        {"w4a16", "{\"name\":\"w4a16\",\"rules\":[],\"default\":\"int4-g128-sym\"}"},
+        {"w4a16-g32", "{\"name\":\"w4a16-g32\",\"rules\":[],\"default\":\"int4-g32-sym\"}"},
+        {"w4a16-asym", "{\"name\":\"w4a16-asym\",\"rules\":[],\"default\":\"int4-g128-asym\"}"},
+        {"w8a16", "{\"name\":\"w8a16\",\"rules\":[],\"default\":\"int8-channel-bf16\"}"},
+        {"fp8-block", "{\"name\":\"fp8-block\",\"rules\":[],\"default\":\"fp8-block\"}"},
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (!strcmp(presets[i].name, name))
             return dsq_recipe_parse(r, presets[i].json, strlen(presets[i].json), name, err);
-    return dsq_fail(err, DSQ_E_ARG, "unknown preset '%s' (lossless, fp8, int4-experts, int4, int8; GGUF: %s)", name,
-                    dsq_recipe_gguf_presets());
+    return dsq_fail(err, DSQ_E_ARG, "unknown preset '%s' (lossless, fp8, int4-experts, int4, int8; compressed-tensors: "
+                    "w4a16, w4a16-g32, w4a16-asym, w8a16, fp8-block; GGUF: %s)", name, dsq_recipe_gguf_presets());
 }
 
 /* The calibrated form of each preset, what `--calib` turns on: int4 with
@@ -316,6 +322,17 @@ int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err) {
     if (n < 0 || (size_t)n >= sizeof js || strpbrk(type, "\"\\"))
         return dsq_fail(err, DSQ_E_ARG, "unknown GGUF type '%.40s'", type);
     return dsq_recipe_parse(r, js, (size_t)n, "--type", err);
+}
+
+int dsq_recipe_hf_fp8(dsq_recipe *r, dsq_err *err) {
+    static const char js[] =
+        "{\"name\":\"hf-fp8\",\"rules\":["
+        "{\"roles\":[\"input_norm\",\"post_attn_norm\",\"attn.q_a_norm\",\"attn.kv_a_norm\",\"final_norm\","
+        "\"indexer.k_norm\",\"indexer.k_norm_bias\",\"indexer.weights_proj\",\"router\",\"router.bias\","
+        "\"embed\",\"head\",\"mtp.embed\",\"mtp.head\",\"mtp.eh_proj\",\"mtp.enorm\",\"mtp.hnorm\","
+        "\"mtp.head_norm\"],\"scheme\":\"keep\"}],"
+        "\"default\":\"fp8-block-ue8m0\"}";
+    return dsq_recipe_parse(r, js, sizeof js - 1, "hf-fp8", err);
 }
 
 /* ---- GGUF presets ------------------------------------------------------------

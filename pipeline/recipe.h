@@ -40,7 +40,9 @@ typedef struct dsq_recipe {
 } dsq_recipe;
 
 /* Built-in presets: "lossless" (every tensor as stored), "fp8", "int4-experts",
- * "int4", "int8".  DSQ_E_ARG for an unknown name. */
+ * "int4", "int8", and llm-compressor's "w4a16" (int4 g128 symmetric),
+ * "w4a16-g32", "w4a16-asym", "w8a16" (int8-channel-bf16), "fp8-block".
+ * DSQ_E_ARG for an unknown name. */
 int dsq_recipe_preset(dsq_recipe *r, const char *name, dsq_err *err);
 /* The calibrated form of a built-in preset (what `--calib` turns on):
  * fp8 (routed experts' scales searched against the activations), int4-experts
@@ -68,6 +70,12 @@ int dsq_role_is_projection(dsq_role role);
 /* The recipe of a GGUF export at one ggml type ("f32", "f16", "bf16",
  * "q8_0", ...): the tensors llama.cpp needs in f32 stay f32. */
 int dsq_recipe_gguf(dsq_recipe *r, const char *type, dsq_err *err);
+
+/* DeepSeek's FP8 release format (dsq export --to hf): every projection
+ * fp8-block-ue8m0 (E4M3, power-of-two 128x128 block scales; an FP8 source
+ * whose scales are powers of two is transcoded, not re-rounded), the rest
+ * as stored. */
+int dsq_recipe_hf_fp8(dsq_recipe *r, dsq_err *err);
 
 /* GGUF presets named after llama.cpp's file types (q8_0, q6_k, q5_k_m,
  * q4_k_m, q4_0, iq4_xs, iq4_nl, q3_k_m, q2_k): llama.cpp's per-tensor policy

@@ -110,10 +110,11 @@
  *   Error: |x - decode| <= s/2 (+ f32 rounding) for every element inside the
  *   (unclipped) range.
  *
- * INT8 channel schemes: int8-channel (f32 scale), int8-channel-f16
+ * INT8 channel schemes: int8-channel (f32 scale), int8-channel-f16,
+ * int8-channel-bf16
  *
  *   data   rows * cols int8 codes q in -127..127 (two's complement bytes).
- *   scale  rows entries, f32 or f16.
+ *   scale  rows entries, f32, f16 or bf16.
  *   unit   r = amax / 127 over the row; q = clamp(rne(x * inv), -127, 127),
  *          inv = 1.0f / s; decode x = q * s.
  *
@@ -260,7 +261,7 @@ typedef enum dsq_qtype {
     DSQ_Q_FP8_BLOCK,          /* "fp8-block": upstream DeepSeek    */
     DSQ_Q_FP8_BLOCK_UE8M0,    /* "fp8-block-ue8m0"                 */
     DSQ_Q_INT8_CHANNEL,       /* "int8-channel"        f32 scale   */
-    DSQ_Q_INT8_CHANNEL_F16,   /* "int8-channel-f16"                */
+    DSQ_Q_INT8_CHANNEL_F16,   /* "int8-channel-f16" (and int8-channel-bf16 after the ggml types) */
     DSQ_Q_INT4_G32_SYM,       /* "int4-g32-sym"        bf16 scales */
     DSQ_Q_INT4_G32_SYM_F16,   /* "int4-g32-sym-f16"                */
     DSQ_Q_INT4_G32_ASYM,      /* "int4-g32-asym"                   */
@@ -286,6 +287,7 @@ typedef enum dsq_qtype {
     DSQ_Q_GGML_Q6_K,          /* "q6_k"   256, 210               */
     DSQ_Q_GGML_IQ4_NL,        /* "iq4_nl"  32, 18                */
     DSQ_Q_GGML_IQ4_XS,        /* "iq4_xs" 256, 136               */
+    DSQ_Q_INT8_CHANNEL_BF16,  /* "int8-channel-bf16" (compressed-tensors W8A16) */
     DSQ_Q_COUNT
 } dsq_qtype;
 
@@ -382,6 +384,12 @@ typedef struct dsq_qmat {
  * do not split into 32-column blocks (the caller quantizes instead),
  * DSQ_E_FORMAT for a non-finite scale. */
 int dsq_q_ggml_twin(int t);
+/* Can dsq_q_transcode write src-scheme matrices as dst without changing a
+ * value?  The GGUF twin above, or the same codes under another scale dtype
+ * (int4 groups bf16 <-> f16, int8 channels f32 / f16 / bf16, fp8 f32 <->
+ * ue8m0): the codes are copied and each scale converted, DSQ_E_UNSUPPORTED
+ * when one has no exact form in dst's dtype (the caller quantizes instead). */
+int dsq_q_transcodable(int src, int dst);
 
 /* Is any value m decodes to NaN or infinite?  1 with the first such
  * element's *row / *col (both -1 when it is an FP8 scale), 0 when all are

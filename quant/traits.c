@@ -69,6 +69,9 @@ static const dsq_qscheme g_schemes[DSQ_Q_COUNT] = {
     GG(DSQ_Q_GGML_Q6_K, "q6_k", 256, 1, 6.5625),
     GG(DSQ_Q_GGML_IQ4_NL, "iq4_nl", 32, 1, 4.5),
     GG(DSQ_Q_GGML_IQ4_XS, "iq4_xs", 256, 1, 4.25),
+    [DSQ_Q_INT8_CHANNEL_BF16] = {.name = "int8-channel-bf16", .kind = DSQ_QK_INT8,
+                                 .gran = DSQ_QG_CHANNEL, .sym = 1, .elem = DSQ_DT_I8,
+                                 .sdt = DSQ_DT_BF16, .row_unit = 1, .bpw = 8},
 };
 _Static_assert(DSQ_Q_GGML_IQ4_XS - DSQ_Q_GGML_Q8_0 + 1 == DSQ_GB_COUNT, "ggml schemes follow DSQ_GB_*");
 
@@ -196,7 +199,68 @@ int dsq_q_ggml_twin(int t) {
  * converts to f16 and back unchanged).  ggml's dequantize_row_q4_0
  * computes (q - 8) * d in f32 exactly as dsq's decode does, so every value
  * is the same float. */
+/* Same codes, another scale dtype: int4 groups BF16 <-> F16, int8 channels
+ * F32 / F16 / BF16, FP8 F32 <-> UE8M0. */
+static int same_codes(int a, int b) {
+    const dsq_qscheme *x = dsq_q_scheme(a), *y = dsq_q_scheme(b);
+    return x && y && a != b && x->kind == y->kind && x->gran == y->gran && x->group == y->group && x->sym == y->sym &&
+           (x->kind == DSQ_QK_INT4 || x->kind == DSQ_QK_INT8 || x->kind == DSQ_QK_FP8);
+}
+
+int dsq_q_transcodable(int src, int dst) {
+    return (dsq_q_ggml_twin(src) == dst && dst >= 0) || same_codes(src, dst);
+}
+
+static float scale_get(dsq_dtype dt, const uint8_t *p, int64_t k) {
+    switch (dt) {
+    case DSQ_DT_F32: return dsq_lef32(p + 4 * k);
+    case DSQ_DT_F16: return dsq_f16_to_f32((uint16_t)(p[2 * k] | p[2 * k + 1] << 8));
+    case DSQ_DT_BF16: return dsq_bf16_to_f32((uint16_t)(p[2 * k] | p[2 * k + 1] << 8));
+    default: return p[k] == 0xFF ? NAN : dsq_ue8m0_to_f32(p[k]);
+    }
+}
+
+/* v stored exactly in dt at p[k], or 0 when dt has no such value. */
+static int scale_put(dsq_dtype dt, uint8_t *p, int64_t k, float v) {
+    uint16_t h;
+    switch (dt) {
+    case DSQ_DT_F32: memcpy(p + 4 * k, &v, 4); return 1;
+    case DSQ_DT_F16: h = dsq_f32_to_f16(v); if (dsq_f16_to_f32(h) != v) return 0; break;
+    case DSQ_DT_BF16: h = dsq_f32_to_bf16(v); if (dsq_bf16_to_f32(h) != v) return 0; break;
+    default: {
+        uint8_t e = dsq_f32_to_ue8m0(v);
+        if (e == 0xFF || dsq_ue8m0_to_f32(e) != v) return 0;
+        p[k] = e;
+        return 1;
+    }
+    }
+    p[2 * k] = (uint8_t)h;
+    p[2 * k + 1] = (uint8_t)(h >> 8);
+    return 1;
+}
+
+static int transcode_scales(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err) {
+    dsq_qsizes zs, zd;
+    int rc = dsq_q_sizes(src->type, src->rows, src->cols, &zs, err);
+    if (rc || (rc = dsq_q_sizes(dst->type, dst->rows, dst->cols, &zd, err))) return rc;
+    const dsq_qscheme *qs = dsq_q_scheme(src->type), *qd = dsq_q_scheme(dst->type);
+    int64_t n = (int64_t)(zs.scale_rows * zs.scale_cols);
+    for (int64_t k = 0; k < n; k++) {
+        float v = scale_get(qs->sdt, src->scale, k);
+        if (!isfinite(v))
+            return dsq_fail(err, DSQ_E_FORMAT, "transcode: scale %lld is not finite", (long long)k);
+        if (!scale_put(qd->sdt, dst->scale, k, v))
+            return dsq_fail(err, DSQ_E_UNSUPPORTED, "transcode: scale %lld (%g) has no %s form", (long long)k, (double)v,
+                            dsq_dtype_name(qd->sdt));
+    }
+    memcpy(dst->data, src->data, zs.data);
+    if (zs.zero) memcpy(dst->zero, src->zero, zs.zero);
+    return DSQ_OK;
+}
+
 int dsq_q_transcode(const dsq_qmat *src, const dsq_qmat *dst, dsq_err *err) {
+    if (same_codes(src->type, dst->type) && src->rows == dst->rows && src->cols == dst->cols)
+        return transcode_scales(src, dst, err);
     if (dsq_q_ggml_twin(src->type) != dst->type || src->rows != dst->rows || src->cols != dst->cols)
         return dsq_fail(err, DSQ_E_ARG, "transcode: %s is not an exact twin of %s", dsq_q_scheme(dst->type)->name,
                         dsq_q_scheme(src->type)->name);
