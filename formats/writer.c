@@ -7,6 +7,7 @@
 #include "quant/quant.h"
 
 #include <stdio.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 int dsq_mwriter_format_of(const char *path) {
@@ -91,6 +92,16 @@ int dsq_mwriter_finish(dsq_mwriter *w, const char *meta_json, uint64_t *size, ds
     int rc = w->ops->finish(w, meta_json, err);
     struct stat st;
     if (size) *size = !rc && stat(w->path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (size && !rc && S_ISDIR(st.st_mode)) { /* a folder: the files in it */
+        *size = 0;
+        DIR *d = opendir(w->path);
+        struct dirent *de;
+        char p[4096 + 300];
+        while (d && (de = readdir(d)))
+            if (snprintf(p, sizeof p, "%s/%s", w->path, de->d_name) < (int)sizeof p && stat(p, &st) == 0 && S_ISREG(st.st_mode))
+                *size += (uint64_t)st.st_size;
+        if (d) closedir(d);
+    }
     free(w->path);
     free(w);
     return rc;
