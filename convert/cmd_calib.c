@@ -32,9 +32,12 @@ static int usage(FILE *to) {
                "(cross moments E[r x^T]); groups of awq weights reading one norm get shared scales\n"
                "folded into that norm.  Methods and their options: docs/CALIB.md.\n\n"
                "  -o CAL.dsqcal  write the statistics, for `dsq quant --calib`\n"
-               "  --quant-out OUT.dsq|OUT.gguf  write the quantized model itself, layer by layer as\n"
+               "  --quant-out OUT.dsq|OUT.gguf|DIR/  write the quantized model itself, layer by layer as\n"
                "                 calibration goes: the same file `dsq quant SRC --recipe R --calib CAL.dsqcal`\n"
-               "                 (or --preset P) would write, without storing the statistics\n"
+               "                 (or --preset P) would write, without storing the statistics; DIR/ is a\n"
+               "                 compressed-tensors folder\n"
+               "  --to F         the --quant-out format: dsq, gguf, compressed-tensors or hf (DeepSeek's\n"
+               "                 FP8 layout: a recipe of fp8-block-ue8m0 rules; see dsq export --help)\n"
                "  --ctx N        tokens per window (default 256, capped by the model)\n"
                "  --samples N    windows to use (default: all the text gives)\n"
                "  --preset/--recipe  how layers are quantized while calibrating: a preset in its\n"
@@ -53,6 +56,7 @@ static int usage(FILE *to) {
 
 int cmd_calib(int argc, char **argv) {
     const char *src = NULL, *out = NULL, *qout_path = NULL, *preset = NULL, *recipe = NULL, *method = "gptq";
+    const char *qout_to = NULL;
     cli_window win = {0};
     dsq_calib_opts o = {0};
     int force = 0, json = 0;
@@ -66,6 +70,7 @@ int cmd_calib(int argc, char **argv) {
         if (cli_is(a, "--help") || cli_is(a, "-h")) return usage(stdout);
         else if (cli_is(a, "-o") && i + 1 < argc) out = argv[++i];
         else if (cli_is(a, "--quant-out") && i + 1 < argc) qout_path = argv[++i];
+        else if (cli_is(a, "--to") && i + 1 < argc) qout_to = argv[++i];
         else if (cli_is(a, "--samples") && i + 1 < argc) {
             if ((samples = cli_parse_long(argv[++i], 1, 1L << 30)) < 0) goto bad_num;
         } else if (cli_is(a, "--min-tokens") && i + 1 < argc) {
@@ -136,6 +141,8 @@ int cmd_calib(int argc, char **argv) {
         dsq_pipe_opts po = {0};
         po.src = src;
         po.out = qout_path;
+        po.out_format = cli_out_format("calib", qout_to, qout_path);
+        if (po.out_format < 0) return 2;
         po.recipe = &r;
         po.force = force;
         po.threads = (int)win.threads;
