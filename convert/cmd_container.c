@@ -106,6 +106,8 @@ static void report_json(const dsq_pipe_report *r, const char *out, FILE *f) {
         cJSON_AddStringToObject(e, "scheme", dsq_q_scheme(r->t[i].scheme)->name);
         if (r->t[i].fallback_from >= 0)
             cJSON_AddStringToObject(e, "fallback_from", dsq_q_scheme(r->t[i].fallback_from)->name);
+        if (r->t[i].converted_from >= 0)
+            cJSON_AddStringToObject(e, "converted_from", dsq_q_scheme(r->t[i].converted_from)->name);
         static const char *const how[] = {"quantized", "copied", "transcoded", "rerounded"};
         cJSON_AddStringToObject(e, "stored", how[r->t[i].stored & 3]);
         cJSON_AddNumberToObject(e, "params", (double)r->t[i].params);
@@ -146,10 +148,10 @@ static void report_table(const dsq_pipe_report *r, FILE *f) {
     int n_how[4] = {0};
     for (int i = 0; i < r->n; i++) n_how[r->t[i].stored & 3]++;
     if (n_how[DSQ_STORED_TRANSCODED] || n_how[DSQ_STORED_REROUNDED])
-        fprintf(f, "\n%d tensors copied bit for bit, %d transcoded without changing a value (int4 groups of 32 -> q4_0), "
+        fprintf(f, "\n%d tensors copied bit for bit, %d transcoded without changing a value, "
                "%d quantized%s\n", n_how[DSQ_STORED_COPIED], n_how[DSQ_STORED_TRANSCODED],
                n_how[DSQ_STORED_QUANTIZED] + n_how[DSQ_STORED_REROUNDED],
-               n_how[DSQ_STORED_REROUNDED] ? " (some because a bf16 scale is not an f16: re-rounded, rel_err above)" : "");
+               n_how[DSQ_STORED_REROUNDED] ? " (some because a scale has no exact form in the output's scale type: re-rounded, rel_err above)" : "");
     fprintf(f, "\n%-22s %14s %14s %8s\n", "role", "params", "bytes", "bpw");
     for (int k = 0; k < DSQ_R_COUNT; k++)
         if (r->role_params[k])
@@ -188,8 +190,26 @@ static void report_summary(const dsq_pipe_report *r, const char *out, const char
     printf("\nstored: %d copied bit for bit, %d transcoded without changing a value, %d quantized", n_how[DSQ_STORED_COPIED],
            n_how[DSQ_STORED_TRANSCODED], n_how[DSQ_STORED_QUANTIZED] + n_how[DSQ_STORED_REROUNDED]);
     if (n_how[DSQ_STORED_REROUNDED])
-        printf(" (%d because a bf16 scale is not an f16)", n_how[DSQ_STORED_REROUNDED]);
+        printf(" (%d because a scale has no exact form in the output's scale type)", n_how[DSQ_STORED_REROUNDED]);
     printf("\n");
+    /* schemes the output format has no form of, by (asked, stored) pair */
+    {
+        int cf[16], ct[16], cn[16], nc = 0;
+        for (int i = 0; i < r->n; i++) {
+            const dsq_pipe_tensor *t = &r->t[i];
+            if (t->converted_from < 0) continue;
+            int k = 0;
+            while (k < nc && (cf[k] != t->converted_from || ct[k] != t->scheme)) k++;
+            if (k == nc && nc < 16) cf[nc] = t->converted_from, ct[nc] = t->scheme, cn[nc++] = 0;
+            if (k < nc) cn[k]++;
+        }
+        if (nc) {
+            printf("converted to what the output format holds:");
+            for (int k = 0; k < nc; k++)
+                printf("%s %s -> %s x%d", k ? "," : "", dsq_q_scheme(cf[k])->name, dsq_q_scheme(ct[k])->name, cn[k]);
+            printf("\n");
+        }
+    }
     /* fallbacks, by (asked, stored) pair */
     int fb_from[16], fb_to[16], fb_n[16], nfb = 0, n_fb = 0;
     for (int i = 0; i < r->n; i++) {

@@ -4,18 +4,75 @@
  */
 #include "convert/cli.h"
 #include "synth/gen.h"
+#include "formats/writer.h"
+#include "pipeline/pipeline.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+/* Kimi-K2-Thinking's release: the routed experts INT4 (compressed-tensors
+ * pack-quantized, symmetric, groups of 32, BF16 scales), the rest BF16. */
+static const char g_kimi_recipe[] =
+    "{\"name\":\"kimi-k2-int4\",\"default\":\"keep\",\"rules\":["
+    "{\"roles\":[\"routed_experts\"],\"scheme\":\"int4-g32-sym\"},"
+    "{\"roles\":[\"embed\",\"head\",\"final_norm\",\"input_norm\",\"post_attn_norm\",\"attn.q_a_norm\","
+    "\"attn.kv_a_norm\",\"router\",\"router.bias\",\"mtp.*\"],\"scheme\":\"keep\"}]}";
+
+/* Remove a folder of plain files (what dsq_gen_ckpt writes). */
+static void rm_files_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[8192];
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+/* The BF16 model generated beside out, then written to out in Kimi-K2's INT4 layout. */
+static int gen_kimi(const char *out, const dsq_gen_opts *o, dsq_err *err) {
+    char tmp[4096];
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/') n--;
+    snprintf(tmp, sizeof tmp, "%.*s.bf16.XXXXXX", (int)n, out);
+    if (!mkdtemp(tmp)) return dsq_fail(err, DSQ_E_IO, "%s: cannot create a temporary folder", tmp);
+    dsq_gen_opts g = *o;
+    g.force = 1;
+    int rc = dsq_gen_ckpt(tmp, &g, err);
+    dsq_recipe r;
+    if (!rc) rc = dsq_recipe_parse(&r, g_kimi_recipe, sizeof g_kimi_recipe - 1, "kimi-k2", err);
+    if (!rc) {
+        dsq_pipe_opts po = {0};
+        po.src = tmp;
+        po.out = out;
+        po.out_format = DSQ_OUT_CT;
+        po.recipe = &r;
+        po.force = o->force;
+        dsq_pipe_report rep;
+        rc = dsq_pipeline_run(&po, &rep, err);
+        if (!rc) dsq_pipe_report_free(&rep);
+        dsq_recipe_deinit(&r);
+    }
+    rm_files_dir(tmp);
+    return rc;
+}
 
 static int usage(FILE *to) {
     FILE *f = cli_usage_begin(to);
-    fprintf(f, "usage: dsq gen-tiny OUT_DIR [--preset tiny|tiny-nomtp|bench-1b] [--bf16] [--shards N]\n"
+    fprintf(f, "usage: dsq gen-tiny OUT_DIR [--preset P] [--bf16] [--shards N]\n"
                "                    [--no-mtp] [--seed N] [--tokenizer DIR] [--force]\n\n"
                "Write a synthetic DeepSeek-V3.2 checkpoint (config.json, index, safetensors shards;\n"
                "FP8 E4M3 with 128x128 power-of-two block scales unless --bf16).\n\n"
                "  --preset P       tiny (default: the spec's test shape, with 1 MTP layer),\n"
-               "                   tiny-nomtp, bench-1b (hidden 1024, 8 layers, 64 experts; ~1 GB)\n"
+               "                   tiny-nomtp, tiny-v3 (model_type deepseek_v3: no indexer),\n"
+               "                   tiny-kimi-k2 (kimi_k2: routed experts INT4 as Kimi-K2-Thinking ships\n"
+               "                   them, compressed-tensors pack-quantized groups of 32, the rest BF16),\n"
+               "                   bench-1b (hidden 1024, 8 layers, 64 experts; ~1 GB)\n"
                "  --shards N       number of shards (default 3)\n"
                "  --no-mtp         leave the MTP layer out (config still declares it)\n"
                "  --tokenizer DIR  copy tokenizer.json and tokenizer_config.json from DIR\n"
@@ -57,7 +114,12 @@ int cmd_gen_tiny(int argc, char **argv) {
     }
     if (bf16) o.cfg.fp8 = 0;
     dsq_err err = {0};
-    if (dsq_gen_ckpt(out, &o, &err)) return cli_err("gen-tiny", &err);
-    fprintf(stderr, "wrote %s (%s, %s)\n", out, preset, o.cfg.fp8 ? "fp8" : "bf16");
+    int kimi = !strcmp(preset, "tiny-kimi-k2");
+    if (kimi && bf16) {
+        fprintf(stderr, "dsq gen-tiny: tiny-kimi-k2 is INT4 experts by definition (for BF16 use tiny-v3)\n");
+        return 2;
+    }
+    if (kimi ? gen_kimi(out, &o, &err) : dsq_gen_ckpt(out, &o, &err)) return cli_err("gen-tiny", &err);
+    fprintf(stderr, "wrote %s (%s, %s)\n", out, preset, kimi ? "int4 experts, compressed-tensors" : o.cfg.fp8 ? "fp8" : "bf16");
     return 0;
 }

@@ -81,7 +81,7 @@ static cJSON *config_json(const dsq_config *c) {
 
 static void print_config(const dsq_config *c) {
     printf("model      %s%s, %d layers (%d dense) + %d MTP, hidden %d, vocab %d\n", c->model_type,
-           c->fp8 ? " fp8" : "", c->n_layers, c->first_k_dense, c->n_mtp_layers, c->hidden_size,
+           c->fp8 ? " fp8" : c->ctensors ? " compressed-tensors" : "", c->n_layers, c->first_k_dense, c->n_mtp_layers, c->hidden_size,
            c->vocab_size);
     printf("attention  %d heads, q_lora %d, kv_lora %d, nope %d, rope %d, v %d%s\n", c->n_heads,
            c->q_lora_rank, c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim,
@@ -184,12 +184,23 @@ int cmd_inspect(int argc, char **argv) {
     const dsq_config *c = dsq_ckpt_config(ck);
     summary s;
     summarize(ck, &s);
+    /* the release format, and the dsq scheme each stored tensor is read as */
+    const char *fmt = c->ctensors ? "compressed-tensors" : c->fp8 ? "deepseek-fp8" : "plain";
+    int sn[DSQ_Q_COUNT] = {0};
+    for (int i = 0; i < dsq_src_n_tensors(src); i++) {
+        int k = dsq_src_tensor(src, i)->scheme;
+        if (k >= 0 && k < DSQ_Q_COUNT) sn[k]++;
+    }
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "path", path);
         cJSON_AddStringToObject(o, "source", dsq_ckpt_is_archive(ck) ? "archive" : "folder");
         cJSON_AddItemToObject(o, "config", config_json(c));
         cJSON_AddNumberToObject(o, "shards", dsq_ckpt_n_shards(ck));
+        cJSON_AddStringToObject(o, "format", fmt);
+        cJSON *scj = cJSON_AddObjectToObject(o, "schemes");
+        for (int k = 0; k < DSQ_Q_COUNT; k++)
+            if (sn[k]) cJSON_AddNumberToObject(scj, dsq_q_scheme(k)->name, sn[k]);
         cJSON_AddNumberToObject(o, "tensors", (double)s.n_tensors);
         cJSON_AddNumberToObject(o, "scale_tensors", (double)s.n_scales);
         cJSON_AddNumberToObject(o, "mtp_tensors", (double)s.n_mtp_tensors);
@@ -226,6 +237,8 @@ int cmd_inspect(int argc, char **argv) {
         printf("%s (%s, %d shard%s)\n", path, dsq_ckpt_is_archive(ck) ? "archive" : "folder",
                dsq_ckpt_n_shards(ck), dsq_ckpt_n_shards(ck) == 1 ? "" : "s");
         print_config(c);
+        printf("format     %s\n", c->ctensors ? "compressed-tensors (llm-compressor; vLLM, SGLang)"
+                                   : c->fp8 ? "DeepSeek FP8 release (E4M3, 128x128 block scales)" : "plain floats");
         printf("tensors    %lld (%lld scale companions, %lld MTP)\n", (long long)s.n_tensors,
                (long long)s.n_scales, (long long)s.n_mtp_tensors);
         printf("params     %lld (main model %lld)\n", (long long)s.params_total, (long long)s.params_main);
@@ -240,6 +253,9 @@ int cmd_inspect(int argc, char **argv) {
         printf("\ndtypes    ");
         for (int k = 1; k < DSQ_DT_COUNT; k++)
             if (s.dtype_count[k]) printf(" %s:%lld", dsq_dtype_name((dsq_dtype)k), (long long)s.dtype_count[k]);
+        printf("\nschemes   ");
+        for (int k = 0; k < DSQ_Q_COUNT; k++)
+            if (sn[k]) printf(" %s:%d", dsq_q_scheme(k)->name, sn[k]);
         printf("\n");
         if (s.n_scale_vals)
             printf("fp8 scales %lld values, %lld powers of two, log2 range [%g, %g], mean %.2f\n",

@@ -44,9 +44,11 @@ int dsq_config_parse(dsq_config *cfg, const char *json, size_t len, const char *
         dsq_fail(err, DSQ_E_CONFIG, "%s: missing key 'model_type'", what);
         goto fail;
     }
-    if (strcmp(mt, "deepseek_v32") && strcmp(mt, "deepseek_v3")) {
+    /* kimi_k2 (Kimi-K2, K2-Thinking) is DeepSeek-V3's architecture and
+     * modeling code under its own name */
+    if (strcmp(mt, "deepseek_v32") && strcmp(mt, "deepseek_v3") && strcmp(mt, "kimi_k2")) {
         dsq_fail(err, DSQ_E_UNSUPPORTED,
-                 "%s: model_type '%.40s' is not a DeepSeek-V3/V3.2 model", what, mt);
+                 "%s: model_type '%.40s' is not one dsq reads (deepseek_v3, deepseek_v32, kimi_k2)", what, mt);
         rc = DSQ_E_UNSUPPORTED;
         goto fail;
     }

@@ -18,7 +18,9 @@ typedef struct dsq_gen_opts {
     const char *tokenizer_dir; /* copy tokenizer files from here, or NULL */
 } dsq_gen_opts;
 
-/* Presets: "tiny" (the spec's test configuration), "tiny-nomtp", "bench-1b".
+/* Presets: "tiny" (the spec's test configuration), "tiny-nomtp", "tiny-v3"
+ * (model_type deepseek_v3: no indexer), "tiny-kimi-k2" (kimi_k2, BF16: dsq
+ * gen-tiny stores its routed experts as Kimi-K2-Thinking's INT4), "bench-1b".
  * Returns DSQ_E_ARG for an unknown name. */
 int dsq_gen_preset(dsq_config *cfg, const char *name);
 

@@ -73,6 +73,27 @@ int dsq_gen_preset(dsq_config *c, const char *name) {
         c->index_n_heads = 4; c->index_head_dim = 64; c->index_topk = 64;
         return DSQ_OK;
     }
+    if (!strcmp(name, "tiny-v3")) { /* DeepSeek-V3 / R1 / V3.1: no indexer, dense MLA */
+        dsq_gen_preset(c, "tiny-nomtp");
+        snprintf(c->model_type, sizeof c->model_type, "deepseek_v3");
+        c->has_indexer = 0;
+        c->index_n_heads = c->index_head_dim = c->index_topk = 0;
+        return DSQ_OK;
+    }
+    if (!strcmp(name, "tiny-kimi-k2")) {
+        /* Kimi-K2-Thinking's choices at the tiny shape: one expert group,
+         * rope_theta 50000, YaRN factor 32 from 4096 with beta_fast 1, routed
+         * scale 2.827; BF16 weights (the routed experts become INT4) */
+        dsq_gen_preset(c, "tiny-v3");
+        snprintf(c->model_type, sizeof c->model_type, "kimi_k2");
+        c->fp8 = 0;
+        c->n_group = 1; c->topk_group = 1;
+        c->routed_scaling_factor = 2.827;
+        c->rope_theta = 50000;
+        c->max_position_embeddings = 262144;
+        c->yarn_factor = 32; c->yarn_original_max_pos = 4096; c->yarn_beta_fast = 1; c->yarn_beta_slow = 1;
+        return DSQ_OK;
+    }
     if (!strcmp(name, "bench-1b")) {
         c->vocab_size = 32000; c->hidden_size = 1024; c->intermediate_size = 2816;
         c->moe_intermediate_size = 512; c->n_layers = 8; c->n_mtp_layers = 0;

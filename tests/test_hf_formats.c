@@ -254,3 +254,62 @@ TEST(test_hf_ct_damaged_refused) {
     CHECKF(out && strstr(out, "o_proj") && strstr(out, "weight_shape"), "%s", out ? out : "");
     free(out);
 }
+
+/* Kimi-K2-Thinking's layout (dsq gen-tiny --preset tiny-kimi-k2): routed
+ * experts INT4 in compressed-tensors, read natively, kept bit for bit in a
+ * .dsq (same size) and as Q4_0 in GGUF (every value unchanged). */
+TEST(test_hf_kimi_k2_int4_native) {
+    const char *d = t_tmpdir();
+    char cmd[4096], k[1024], q[1024], g[1024], why[512];
+    snprintf(k, sizeof k, "%s", t_path(d, "kimi"));
+    snprintf(q, sizeof q, "%s", t_path(d, "kimi.dsq"));
+    snprintf(g, sizeof g, "%s", t_path(d, "kimi.gguf"));
+    snprintf(cmd, sizeof cmd, "%s gen-tiny '%s' --preset tiny-kimi-k2 2>/dev/null", t_dsq(), k);
+    CHECK(t_run(cmd, NULL) == 0);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s inspect '%s'", t_dsq(), k);
+    CHECK(t_run(cmd, &out) == 0);
+    CHECKF(out && strstr(out, "kimi_k2 compressed-tensors") && strstr(out, "int4-g32-sym:144") && !strstr(out, "indexer"),
+           "%s", out ? out : "");
+    free(out);
+    cJSON *cfg = read_json(t_path(k, "config.json"));
+    CHECK(cfg && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cfg, "model_type")), "kimi_k2"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cfg, "architectures"), 0)),
+                  "DeepseekV3ForCausalLM"));
+    cJSON_Delete(cfg);
+    snprintf(cmd, sizeof cmd, "%s convert '%s' -o '%s' --quiet 2>/dev/null", t_dsq(), k, q);
+    CHECK(t_run(cmd, NULL) == 0);
+    CHECKF(same_values(k, q, why, sizeof why), "%s", why);
+    out = NULL;
+    snprintf(cmd, sizeof cmd, "du -sb '%s' '%s'", k, q);
+    CHECK(t_run(cmd, &out) == 0 && out);
+    long long a = atoll(out), b = atoll(strchr(out, '\n') + 1);
+    free(out);
+    CHECKF(b <= a * 11 / 10 && b >= a * 9 / 10, "folder %lld bytes, .dsq %lld", a, b);
+    snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --quiet >/dev/null 2>&1", t_dsq(), k, g);
+    CHECK(t_run(cmd, NULL) == 0);
+    CHECKF(same_values(k, g, why, sizeof why), "GGUF: %s", why);
+    dsq_src *s;
+    dsq_err err = {0};
+    CHECK(dsq_src_open(&s, g, 0, &err) == 0);
+    int i = dsq_src_find(s, "model.layers.1.mlp.experts.5.down_proj.weight");
+    CHECK(i >= 0 && dsq_src_tensor(s, i)->scheme == DSQ_Q_GGML_Q4_0);
+    dsq_src_close(s);
+}
+
+/* deepseek_v3 (no indexer): generated, evaluated, round tripped. */
+TEST(test_hf_deepseek_v3_preset) {
+    const char *d = t_tmpdir();
+    char cmd[4096], m[1024], ct[1024];
+    snprintf(m, sizeof m, "%s", t_path(d, "v3"));
+    snprintf(ct, sizeof ct, "%s", t_path(d, "v3-ct"));
+    snprintf(cmd, sizeof cmd, "%s gen-tiny '%s' --preset tiny-v3 2>/dev/null && %s quant '%s' --preset w4a16 -o '%s/' --quiet "
+             "--no-error >/dev/null && %s eval '%s' --random-tokens 300 --max-windows 1 >/dev/null 2>&1", t_dsq(), m, t_dsq(),
+             m, ct, t_dsq(), ct);
+    CHECK(t_run(cmd, NULL) == 0);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s inspect '%s'", t_dsq(), m);
+    CHECK(t_run(cmd, &out) == 0);
+    CHECKF(out && strstr(out, "model      deepseek_v3 fp8") && !strstr(out, "indexer"), "%s", out ? out : "");
+    free(out);
+}
