@@ -12,6 +12,7 @@
 #include "formats/container.h"
 #include "formats/formats_int.h"
 #include "formats/source.h"
+#include "formats/writer.h"
 #include "formats/json.h"
 
 #include <cjson/cJSON.h>
@@ -53,10 +54,11 @@ static int usage_convert(FILE *to, int quant) {
                    "  --allow-nonfinite  copy NaN / infinite weights unchanged (default: refuse the\n"
                    "                 model, naming the tensor and the first such element)\n");
     else
-        fprintf(f, "usage: dsq quant SRC -o OUT.dsq|OUT.gguf (--preset P | --recipe FILE.json) [--calib FILE]\n"
-                   "                 [--threads N] [--drop-mtp] [--force] [--quiet] [--json] [--verbose]\n"
-                   "                 [--report FILE] [--no-error]\n\n"
-                   "Quantize a checkpoint or a .dsq container into a new container, streaming.\n\n"
+        fprintf(f, "usage: dsq quant SRC -o OUT.dsq|OUT.gguf|DIR/ (--preset P | --recipe FILE.json) [--calib FILE]\n"
+                   "                 [--to F] [--shard-size S] [--threads N] [--drop-mtp] [--force] [--quiet]\n"
+                   "                 [--json] [--verbose] [--report FILE] [--no-error]\n\n"
+                   "Quantize a checkpoint, a .dsq container or a GGUF into a new model, streaming: a .dsq\n"
+                   "container, a GGUF file (OUT.gguf) or a compressed-tensors folder for vLLM / SGLang (DIR/).\n\n"
                    "  --preset P       fp8          projections FP8 (block scales kept), routed experts\n"
                    "                                requantized per expert with per-channel FP8 scales\n"
                    "                   int4-experts routed experts int4 group 128, the rest fp8\n"
@@ -66,6 +68,8 @@ static int usage_convert(FILE *to, int quant) {
                    "                   GGUF (llama.cpp's file types and per-tensor policy, OUT.gguf):\n"
                    "                   q8_0 q6_k q5_k_m q4_k_m q4_0 iq4_xs iq4_nl q3_k_m q2_k; with --calib\n"
                    "                   every quantized tensor is calibrated, per routed expert\n"
+                   "                   compressed-tensors (DIR/): w4a16 (int4 g128), w4a16-g32, w4a16-asym,\n"
+                   "                   w8a16, fp8-block; int4-experts is experts W4A16 + FP8 blocks\n"
                    "  --method M       GGUF presets with --calib: gptq (default; GPTQ on the block grids)\n"
                    "                   or mse (importance-weighted block search); as given to dsq calib\n"
                    "  --recipe FILE    JSON recipe (see docs/RECIPES.md)\n"
@@ -78,6 +82,9 @@ static int usage_convert(FILE *to, int quant) {
                    "  --verbose        print every tensor's row, not only the summary\n"
                    "  --report FILE    write the full report to FILE too (JSON when it ends in .json)\n"
                    "  --no-error       skip measuring per-tensor weight error\n"
+                   "  --to F           output format: dsq, gguf, compressed-tensors (ct) or hf (DeepSeek's FP8\n"
+                   "                   layout); default from OUT's name (.gguf, a trailing /, else dsq)\n"
+                   "  --shard-size S   folder outputs: bytes per safetensors shard (default 5G)\n"
                    "  --allow-nonfinite  copy NaN / infinite weights of tensors kept as stored\n"
                    "                   (default: refuse them; quantizing one is always refused)\n");
     return cli_usage_end(to, f);
@@ -298,7 +305,7 @@ int cli_print_pipe_report(const dsq_pipe_report *r, int mode, const char *out, c
 static int run_pipe(int argc, char **argv, int quant) {
     const char *cmd = quant ? "quant" : "convert";
     dsq_pipe_opts o = {0};
-    const char *preset = NULL, *recipe_file = NULL, *calib = NULL, *method = "gptq";
+    const char *preset = NULL, *recipe_file = NULL, *calib = NULL, *method = "gptq", *to = NULL;
     int quiet = 0, json = 0, no_error = 0, verbose = 0;
     const char *report = NULL;
     o.argc = argc;
@@ -327,6 +334,15 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (quant && cli_is(a, "--no-error")) no_error = 1;
         else if (quant && cli_is(a, "--verbose")) verbose = 1;
         else if (quant && cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
+        else if (cli_is(a, "--to") && i + 1 < argc) to = argv[++i];
+        else if (cli_is(a, "--shard-size") && i + 1 < argc) {
+            long long v = cli_parse_size(argv[++i]);
+            if (v < 1) {
+                fprintf(stderr, "dsq %s: --shard-size takes a size such as 5G, 500M or 1000000\n", cmd);
+                return 2;
+            }
+            o.shard_size = (uint64_t)v;
+        }
         else if (a[0] == '-') {
             fprintf(stderr, "dsq %s: unknown option '%s'\n", cmd, a);
             return usage_convert(stderr, quant);
@@ -334,6 +350,12 @@ static int run_pipe(int argc, char **argv, int quant) {
         else return usage_convert(stderr, quant);
     }
     if (!o.src || !o.out) return usage_convert(stderr, quant);
+    if ((o.out_format = cli_out_format(cmd, to, o.out)) < 0) return 2;
+    if (!quant && o.out_format != DSQ_OUT_DSQ) {
+        fprintf(stderr, "dsq convert: %s: convert writes a .dsq container; for GGUF or a Hugging Face folder use dsq "
+                        "export (it reports anything the format cannot hold as stored)\n", o.out);
+        return 2;
+    }
     if (strcmp(method, "gptq") && strcmp(method, "mse")) {
         fprintf(stderr, "dsq quant: --method must be gptq or mse\n");
         return 2;
