@@ -93,11 +93,16 @@ static int h_open_common(dsq_mwriter *w, const char *path, int force, int ct, ds
     memcpy(b->target, path, n);
     b->target[n] = 0;
     struct stat st;
+    int rc = DSQ_OK;
     if (lstat(b->target, &st) == 0) {
-        if (!force) { free(b); return dsq_fail(err, DSQ_E_EXISTS, "%s: already exists (use --force to replace it)", b->target); }
-        if (!S_ISDIR(st.st_mode)) { free(b); return dsq_fail(err, DSQ_E_IO, "%s: exists and is not a folder", b->target); }
+        if (!force) rc = dsq_fail(err, DSQ_E_EXISTS, "%s: already exists (use --force to replace it)", b->target);
+        else if (!S_ISDIR(st.st_mode)) rc = dsq_fail(err, DSQ_E_IO, "%s: exists and is not a folder", b->target);
     }
-    int rc = dsq_afile_mkdtemp(b->target, b->tmpdir, sizeof b->tmpdir, err);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    rc = dsq_afile_mkdtemp(b->target, b->tmpdir, sizeof b->tmpdir, err);
     if (rc) { free(b); return rc; }
     w->be = b;
     return DSQ_OK;

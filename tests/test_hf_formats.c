@@ -205,8 +205,9 @@ TEST(test_hf_folder_sharding_and_force) {
     /* an existing folder: refused, replaced with --force, never a folder of other things */
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --to ct --quiet", t_dsq(), m, ct);
-    CHECK(t_run(cmd, &out) != 0 && out && strstr(out, "already exists"));
+    int ok = t_run(cmd, &out) != 0 && out && strstr(out, "already exists");
     free(out);
+    CHECK(ok);
     snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --to ct --force --quiet >/dev/null", t_dsq(), m, ct);
     CHECK(t_run(cmd, NULL) == 0);
     CHECK(t_file_exists(t_path(ct, "model-00001-of-00001.safetensors")));
@@ -214,8 +215,9 @@ TEST(test_hf_folder_sharding_and_force) {
     CHECK(t_write_file(t_path(ct, "notes.txt"), "mine", 4) == 0);
     out = NULL;
     snprintf(cmd, sizeof cmd, "%s export '%s' -o '%s' --to ct --force --quiet 2>&1", t_dsq(), m, ct);
-    CHECK(t_run(cmd, &out) != 0 && out && strstr(out, "notes.txt"));
+    ok = t_run(cmd, &out) != 0 && out && strstr(out, "notes.txt");
     free(out);
+    CHECK(ok);
     CHECK(t_file_exists(t_path(ct, "notes.txt")) && t_file_exists(t_path(ct, "config.json")));
     /* nothing temporary is left beside it */
     out = NULL;
