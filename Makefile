@@ -31,7 +31,7 @@
 
 CC      ?= cc
 PKGS    := zlib libarchive libcjson libxxhash libpcre2-8
-DEBS    := zlib1g-dev libarchive-dev libcjson-dev libxxhash-dev libpcre2-dev pkg-config
+DEBS    := zlib1g-dev libarchive-dev libcjson-dev libxxhash-dev libpcre2-dev pkg-config python3
 comma   := ,
 
 # Sanitizers by name.  float-cast-overflow: gcc leaves it out of
@@ -103,6 +103,8 @@ all: deps $(BUILD)/dsq
 deps:
 	@missing=""; for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	: "python3 runs tests/ct_ref.py, the independent compressed-tensors reader: installed when we can, else those checks skip"; \
+	command -v python3 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && missing="$$missing python3"; }; \
 	if [ -n "$$missing" ]; then \
 	  echo "missing build dependencies:$$missing"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -315,3 +315,26 @@ TEST(test_hf_deepseek_v3_preset) {
     CHECKF(out && strstr(out, "model      deepseek_v3 fp8") && !strstr(out, "indexer"), "%s", out ? out : "");
     free(out);
 }
+
+/* dsq's reader against checkpoints another writer made: tests/ct_ref.py
+ * encodes tiny-v32-bf16 in every compressed-tensors form (Kimi-K2-Thinking's
+ * Linear + ignore layout, int4 with zero points, pack-quantized and
+ * int-quantized int8, FP8 per tensor / channel / block, mixed groups) and
+ * decodes them from the spec; dsq reads each to the same floats. */
+TEST(test_hf_ct_reader_independent_files) {
+    const char *m = t_shared_model("tiny-v32-bf16");
+    if (!m) SKIP("../shared/models/tiny-v32-bf16 absent");
+    if (!has_python()) SKIP("python3 (or tests/ct_ref.py) absent: no independently written checkpoints");
+    const char *d = t_tmpdir();
+    static const char *const schemes[] = {"kimi-int4", "w4a16-asym", "w8a16", "int8-int", "fp8-block", "fp8-channel",
+                                          "fp8-tensor", "mixed"};
+    char cmd[4096], enc[1024], dec[1024], why[512];
+    for (size_t k = 0; k < sizeof schemes / sizeof schemes[0]; k++) {
+        snprintf(enc, sizeof enc, "%s/%s", d, schemes[k]);
+        snprintf(dec, sizeof dec, "%s/%s-dec", d, schemes[k]);
+        snprintf(cmd, sizeof cmd, "python3 tests/ct_ref.py encode '%s' '%s' --scheme %s >/dev/null 2>&1 && "
+                 "python3 tests/ct_ref.py decode '%s' '%s' >/dev/null 2>&1", m, enc, schemes[k], enc, dec);
+        CHECKF(t_run(cmd, NULL) == 0, "ct_ref.py %s", schemes[k]);
+        CHECKF(same_values(dec, enc, why, sizeof why), "%s: %s", schemes[k], why);
+    }
+}
