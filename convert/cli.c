@@ -188,3 +188,13 @@ int cli_out_format(const char *cmd, const char *to, const char *out) {
     fprintf(stderr, "dsq %s: --to takes dsq, gguf, compressed-tensors (ct) or hf, not '%s'\n", cmd, to);
     return -1;
 }
+
+int cli_shard_size(const char *cmd, const char *arg, uint64_t *out) {
+    long long v = cli_parse_size(arg);
+    if (v < 1) {
+        fprintf(stderr, "dsq %s: --shard-size takes a size such as 5G, 500M or 1000000\n", cmd);
+        return 2;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}

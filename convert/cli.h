@@ -58,6 +58,8 @@ long cli_parse_long(const char *s, long lo, long hi);
  * or from the output's name when to is NULL (formats/writer.h); -1 after
  * one line on stderr. */
 int cli_out_format(const char *cmd, const char *to, const char *out);
+/* --shard-size's value into *out (bytes); 0, or 2 after one line on stderr. */
+int cli_shard_size(const char *cmd, const char *arg, uint64_t *out);
 
 /* Options eval, verify and calib share: the token source (exactly one of
  * --tokens FILE.json, --text FILE, --random-tokens N) and the windowing. */

@@ -336,12 +336,7 @@ static int run_pipe(int argc, char **argv, int quant) {
         else if (quant && cli_is(a, "--report") && i + 1 < argc) report = argv[++i];
         else if (cli_is(a, "--to") && i + 1 < argc) to = argv[++i];
         else if (cli_is(a, "--shard-size") && i + 1 < argc) {
-            long long v = cli_parse_size(argv[++i]);
-            if (v < 1) {
-                fprintf(stderr, "dsq %s: --shard-size takes a size such as 5G, 500M or 1000000\n", cmd);
-                return 2;
-            }
-            o.shard_size = (uint64_t)v;
+            if (cli_shard_size(cmd, argv[++i], &o.shard_size)) return 2;
         }
         else if (a[0] == '-') {
             fprintf(stderr, "dsq %s: unknown option '%s'\n", cmd, a);

@@ -70,12 +70,7 @@ int cmd_export(int argc, char **argv) {
         else if (cli_is(a, "--type") && i + 1 < argc) type = argv[++i];
         else if (cli_is(a, "--to") && i + 1 < argc) to = argv[++i];
         else if (cli_is(a, "--shard-size") && i + 1 < argc) {
-            long long v = cli_parse_size(argv[++i]);
-            if (v < 1) {
-                fprintf(stderr, "dsq export: --shard-size takes a size such as 5G, 500M or 1000000\n");
-                return 2;
-            }
-            o.shard_size = (uint64_t)v;
+            if (cli_shard_size("export", argv[++i], &o.shard_size)) return 2;
         }
         else if (cli_is(a, "--drop-mtp")) o.drop_mtp = 1;
         else if (cli_is(a, "--force")) o.force = 1;

@@ -6,8 +6,8 @@
 #include "synth/gen.h"
 #include "formats/writer.h"
 #include "pipeline/pipeline.h"
+#include "formats/formats_int.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,20 +19,6 @@ static const char g_kimi_recipe[] =
     "{\"roles\":[\"routed_experts\"],\"scheme\":\"int4-g32-sym\"},"
     "{\"roles\":[\"embed\",\"head\",\"final_norm\",\"input_norm\",\"post_attn_norm\",\"attn.q_a_norm\","
     "\"attn.kv_a_norm\",\"router\",\"router.bias\",\"mtp.*\"],\"scheme\":\"keep\"}]}";
-
-/* Remove a folder of plain files (what dsq_gen_ckpt writes). */
-static void rm_files_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[8192];
-    while (d && (de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-    if (d) closedir(d);
-    rmdir(dir);
-}
 
 /* The BF16 model generated beside out, then written to out in Kimi-K2's INT4 layout. */
 static int gen_kimi(const char *out, const dsq_gen_opts *o, dsq_err *err) {
@@ -58,7 +44,7 @@ static int gen_kimi(const char *out, const dsq_gen_opts *o, dsq_err *err) {
         if (!rc) dsq_pipe_report_free(&rep);
         dsq_recipe_deinit(&r);
     }
-    rm_files_dir(tmp);
+    dsq_afile_remove_dir(tmp);
     return rc;
 }
 

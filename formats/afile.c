@@ -11,6 +11,7 @@
  */
 #include "formats_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -235,16 +236,35 @@ int dsq_afile_commit(dsq_afile *f, dsq_err *err) {
         release(f);
         return rc;
     }
-    /* make the rename itself durable */
+    dsq_afile_sync_parent(f->path); /* make the rename itself durable */
+    release(f);
+    return DSQ_OK;
+}
+
+void dsq_afile_sync_parent(const char *path) {
     char dir[PATH_MAX];
-    const char *base = dsq_basename(f->path);
-    int dl = (int)(base - f->path);
-    snprintf(dir, sizeof dir, "%.*s", dl ? dl : 1, dl ? f->path : ".");
+    const char *base = dsq_basename(path);
+    int dl = (int)(base - path);
+    snprintf(dir, sizeof dir, "%.*s", dl ? dl : 1, dl ? path : ".");
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
     }
-    release(f);
-    return DSQ_OK;
+}
+
+void dsq_afile_remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        char p[PATH_MAX + 300];
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+    dsq_afile_dir_done(dir);
 }

@@ -63,5 +63,9 @@ void dsq_afile_cleanup_all(void);
  * dsq_afile_dir_done unregisters it (renamed into place, or removed). */
 int dsq_afile_mkdtemp(const char *target, char *out, size_t cap, dsq_err *err);
 void dsq_afile_dir_done(const char *dir);
+/* Remove a folder of plain files (its files, then itself; unregistered). */
+void dsq_afile_remove_dir(const char *dir);
+/* fsync the folder holding path, so a rename into it is durable. */
+void dsq_afile_sync_parent(const char *path);
 
 #endif

@@ -20,6 +20,7 @@ typedef struct ckbe {
     dsq_ckpt_stream *st;     /* the stream, once started */
     int cur;                 /* checkpoint index of the current streamed tensor */
     void **keep;             /* [tensor] converted views given by qmat (compressed-tensors) */
+    dsq_qmat *keep_m;        /* [tensor] the views over them */
     void *cur_tmp;           /* the current streamed tensor's converted view */
 } ckbe;
 
@@ -89,6 +90,7 @@ static void ck_close(dsq_src *s) {
     if (b->keep)
         for (int i = 0; i < s->n; i++) free(b->keep[i]);
     free(b->keep);
+    free(b->keep_m);
     free(b->cur_tmp);
     dsq_ckpt_close(b->ck);
     free(b->ck_of);
@@ -108,30 +110,30 @@ static int view_qmat(const dsq_src *s, int i, const void *data, dsq_qmat *m, voi
     return DSQ_OK;
 }
 
-/* Views stay valid until close: converted ones are kept per tensor. */
+/* Views stay valid until close: a converted one is kept per tensor and
+ * handed out again, not converted again. */
 static int ck_qmat(const dsq_src *s, int i, dsq_qmat *m, const void **colscale, dsq_err *err) {
     ckbe *b = s->be;
     const void *data;
     int rc = dsq_src_scheme(s, i, err);
     if (rc < 0) return rc;
+    *colscale = NULL;
+    if (b->keep && b->keep[i]) {
+        *m = b->keep_m[i];
+        return DSQ_OK;
+    }
     if ((rc = dsq_ckpt_view(b->ck, b->ck_of[i], &data, err))) return rc;
     void *tmp;
     if ((rc = view_qmat(s, i, data, m, &tmp, err))) return rc;
     if (tmp) {
-        if (!b->keep && !(b->keep = dsq_calloc((size_t)s->n + 1, sizeof *b->keep))) {
+        if (!b->keep && (!(b->keep = dsq_calloc((size_t)s->n + 1, sizeof *b->keep)) ||
+                         !(b->keep_m = dsq_calloc((size_t)s->n + 1, sizeof *b->keep_m)))) {
             free(tmp);
             return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
         }
-        if (b->keep[i]) { /* asked before: point at that (identical) conversion */
-            uint8_t *k = b->keep[i], *n = tmp;
-            if ((uint8_t *)m->data == n) m->data = k;
-            if (m->zero) m->zero = k + ((uint8_t *)m->zero - n);
-            free(tmp);
-        } else {
-            b->keep[i] = tmp;
-        }
+        b->keep[i] = tmp;
+        b->keep_m[i] = *m;
     }
-    *colscale = NULL;
     return DSQ_OK;
 }
 

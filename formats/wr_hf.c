@@ -250,9 +250,9 @@ static int check_fused(const hfbe *b, dsq_err *err) {
     return DSQ_OK;
 }
 
-/* The safetensors header of shard s (entries in file order), padded with
- * spaces to a multiple of 8. */
-static char *shard_header(const hfbe *b, int s, uint64_t base, size_t *len) {
+/* The safetensors header of shard s (entries in file order, offsets
+ * relative to its data section), padded with spaces to a multiple of 8. */
+static char *shard_header(const hfbe *b, int s, size_t *len) {
     cJSON *o = cJSON_CreateObject();
     cJSON *md = cJSON_AddObjectToObject(o, "__metadata__");
     cJSON_AddStringToObject(md, "format", "pt");
@@ -264,8 +264,8 @@ static char *shard_header(const hfbe *b, int s, uint64_t base, size_t *len) {
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
         for (int k = 0; k < f->n_dims; k++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)f->shape[k]));
         cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(f->off - base)));
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(f->off - base + f->bytes)));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)f->off));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(f->off + f->bytes)));
     }
     char *j = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -279,8 +279,9 @@ static char *shard_header(const hfbe *b, int s, uint64_t base, size_t *len) {
     return r;
 }
 
-/* Header length of shard s when its data section starts at offset 0 (the
- * offsets' digits change with the base, so the layout iterates). */
+/* Every slice's file tensors, their shards and offsets; each shard file is
+ * opened with its header written (offsets within the data section, which
+ * starts after it). */
 static int h_layout(dsq_mwriter *w, dsq_err *err) {
     hfbe *b = w->be;
     int rc;
@@ -320,7 +321,7 @@ static int h_layout(dsq_mwriter *w, dsq_err *err) {
     if (!b->sh) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
     for (s = 0; s < b->n_shards; s++) {
         size_t hl;
-        char *hdr = shard_header(b, s, 0, &hl);
+        char *hdr = shard_header(b, s, &hl);
         if (!hdr) return dsq_fail(err, DSQ_E_NOMEM, "out of memory");
         uint64_t start = 8 + hl;
         for (int i = 0; i < b->nf; i++)
@@ -445,28 +446,11 @@ static void h_free(hfbe *b) {
     free(b);
 }
 
-/* Remove what the temporary folder holds (only files this writer made). */
-static void rm_tmpdir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        char p[PATH_MAX + 300];
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-    dsq_afile_dir_done(dir);
-}
-
 static void h_abort(dsq_mwriter *w) {
     hfbe *b = w->be;
     if (!b) return;
     for (int s = 0; s < b->n_shards; s++) dsq_afile_abort(b->sh[s]);
-    rm_tmpdir(b->tmpdir);
+    dsq_afile_remove_dir(b->tmpdir);
     h_free(b);
     w->be = NULL;
 }
@@ -639,19 +623,11 @@ static int h_finish(dsq_mwriter *w, const char *meta_json, dsq_err *err) {
     }
     if (rc) {
         for (int s = 0; s < b->n_shards; s++) dsq_afile_abort(b->sh[s]);
-        rm_tmpdir(b->tmpdir);
+        dsq_afile_remove_dir(b->tmpdir);
     } else {
         dsq_afile_dir_done(b->tmpdir);
-        if (old[0]) rm_tmpdir(old);
-        char parent[PATH_MAX];
-        const char *base = dsq_basename(b->target);
-        int dl = (int)(base - b->target);
-        snprintf(parent, sizeof parent, "%.*s", dl ? dl : 1, dl ? b->target : ".");
-        int dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
+        if (old[0]) dsq_afile_remove_dir(old);
+        dsq_afile_sync_parent(b->target);
     }
     h_free(b);
     w->be = NULL;
