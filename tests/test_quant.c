@@ -485,6 +485,56 @@ TEST(test_quant_clip_never_worse) {
     free(y);
 }
 
+/* E4M3 from BF16-like values: every element is a nearest rounding (the
+ * error of round-half-to-even, magnitude for magnitude), exact ties go the
+ * way that keeps each 128-column block row's error sum small, and the
+ * summed |block row error| is well below round-half-to-even's (with
+ * power-of-two scales, where x / s has many exact ties). */
+TEST(test_quant_fp8_balanced_ties) {
+    g_rng = 41;
+    int64_t rows = 192, cols = 384;
+    float *x = malloc(sizeof(float) * rows * cols), *y = malloc(sizeof(float) * rows * cols);
+    for (int64_t i = 0; i < rows * cols; i++) x[i] = dsq_bf16_to_f32(dsq_f32_to_bf16(frand() * 0.05f));
+    dsq_codecs_init();
+    int ts[] = {DSQ_Q_FP8_BLOCK_UE8M0, DSQ_Q_FP8_CHANNEL};
+    for (int ti = 0; ti < 2; ti++) {
+        dsq_qmat a = qm_new(ts[ti], rows, cols), xs = f32_mat(x, rows, cols);
+        CHECK(quant_all(&xs, &a, NULL) == DSQ_OK);
+        CHECK(dsq_q_dequantize(&a, 0, rows, y, NULL) == DSQ_OK);
+        int64_t moved = 0, same_mag = 1, decoded = 1;
+        for (int64_t i = 0; i < rows * cols; i++)
+            if (y[i] != dsq_e4m3_to_f32(((uint8_t *)a.data)[i]) * scale_at(&a, i / cols, i % cols)) decoded = 0;
+        CHECK(decoded);
+        double sb = 0, se = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+                double db = 0, de = 0;
+                for (int64_t j = c0; j < c0 + 128; j++) {
+                    int64_t i = r * cols + j;
+                    float sc = scale_at(&a, r, j);
+                    double e = (double)dsq_e4m3_to_f32(dsq_f32_to_e4m3(x[i] / sc)) * sc - x[i];
+                    double b = (double)dsq_e4m3_to_f32(((uint8_t *)a.data)[i]) * sc - x[i];
+                    if (fabs(b) != fabs(e)) same_mag = 0;
+                    if (b != e) moved++;
+                    db += b;
+                    de += e;
+                }
+                sb += fabs(db);
+                se += fabs(de);
+            }
+        CHECK(same_mag);
+        if (ts[ti] == DSQ_Q_FP8_BLOCK_UE8M0) { /* power-of-two scales: ties of x / s are exact */
+            CHECK(moved > rows * cols / 100);
+            CHECK(sb < 0.5 * se);
+        } else {
+            CHECK(sb <= se);
+        }
+        qm_free(&a);
+    }
+    free(x);
+    free(y);
+}
+
 /* ---- FP8 sources -------------------------------------------------------------- */
 
 /* Re-quantizing an upstream FP8 block-scaled weight equals quantizing its
