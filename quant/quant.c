@@ -321,52 +321,6 @@ static qparam unit_choose(qctx *c, const unit *u, float lo, float hi) {
     return cand[best];
 }
 
-/* Exact ties of an E4M3 encoding.  Rounding to nearest leaves a choice only
- * where x / s lies exactly halfway between two codes (from BF16 about one
- * element in sixteen); round-half-to-even takes one direction whatever the
- * neighbours did.  Here each such element takes the direction that keeps
- * the summed error of its row segment (a 128-column block, or one chunk of
- * a channel / tensor row) smallest, scanning left to right: the per-element
- * error and the weight MSE are those of any nearest rounding, while the
- * segment's error sum stays within one half step (what a constant input
- * sees).  Equal sums keep the even code.  The result depends on the segment
- * only, never on threads. */
-/* Whether code magnitude m (the nearest rounding of |x| / s) is one of
- * two equally near codes, the dequantized errors equal; if so *o is the
- * other.  With a power-of-two scale this is every exact tie of x / s. */
-static inline int e4m3_tie(float x, float s, unsigned m, unsigned *o) {
-    float av = fabsf(x / s);
-    if (!(av < INFINITY) || m > 126) return 0;
-    float dec = dsq_e4m3_lut[m];
-    if (av == dec) return 0;
-    *o = av > dec ? m + 1 : m - 1;
-    if (*o > 126) return 0;
-    double ax = fabs((double)x);
-    return fabs((double)dsq_e4m3_lut[m] * s - ax) == fabs((double)dsq_e4m3_lut[*o] * s - ax);
-}
-
-static void e4m3_balance_ties(const float *x, int64_t n, float s, uint8_t *out) {
-    double sum = 0;
-    int ties = 0;
-    unsigned o;
-    for (int64_t i = 0; i < n; i++) {
-        if (e4m3_tie(x[i], s, out[i] & 127u, &o)) ties = 1;
-        else if (fabsf(x[i]) < INFINITY) sum += (double)dsq_e4m3_lut[out[i]] * s - x[i];
-    }
-    if (!ties) return;
-    for (int64_t i = 0; i < n; i++) {
-        if (!e4m3_tie(x[i], s, out[i] & 127u, &o)) continue;
-        uint8_t alt = (uint8_t)((out[i] & 128u) | o);
-        double ec = (double)dsq_e4m3_lut[out[i]] * s - x[i], ea = (double)dsq_e4m3_lut[alt] * s - x[i];
-        if (fabs(sum + ea) < fabs(sum + ec)) {
-            out[i] = alt;
-            sum += ea;
-        } else {
-            sum += ec;
-        }
-    }
-}
-
 /* Encode w values of row r starting at column col into the destination. */
 static void encode_seg(const qctx *c, int64_t r, int64_t col, const float *x, int64_t w,
                        const qparam *p) {
@@ -380,7 +334,7 @@ static void encode_seg(const qctx *c, int64_t r, int64_t col, const float *x, in
         break;
     case DSQ_QK_FP8:
         c->k->e4m3_enc(x, w, p->s, row + col);
-        e4m3_balance_ties(x, w, p->s, row + col);
+        c->k->e4m3_ties(x, w, p->s, row + col); /* exact ties balanced along the segment */
         break;
     case DSQ_QK_INT8: c->k->i8_enc(x, w, p->inv, row + col); break;
     case DSQ_QK_INT4: c->k->i4_enc(x, w, p->inv, p->z, row + col / 2); break; /* col is even */
@@ -455,15 +409,15 @@ static int block_window_e4m3(qctx *c, int64_t b, int64_t be, int64_t w0, int64_t
     qparam p[SCR / 128];
     for (int64_t kb = 0; kb < nb; kb++) {
         int64_t j = kb * B, je = j + B < w1 - w0 ? j + B : w1 - w0;
-        unsigned key = 0, o;
+        unsigned key = 0;
         for (int64_t i = j; i < je; i++) key = acc[i] > key ? acc[i] : key;
         p[kb] = make_params(d, 0, key_value(key, ss[kb]));
-        /* a table cannot balance exact ties (e4m3_balance_ties): such a
-         * block takes the f32 route */
+        /* a table cannot balance exact ties (the e4m3_ties kernel): such
+         * a block takes the f32 route */
+        if (!dsq_q_scale_pow2(p[kb].s)) continue;
         k->e4m3_dq(code, 128, ss[kb], x);
-        k->e4m3_enc(x, 128, p[kb].s, t);
-        for (int i = 0; i < 128; i++)
-            if (e4m3_tie(x[i], p[kb].s, t[i], &o)) return 0;
+        for (int i = 0; i < 127; i++)
+            if (dsq_e4m3_is_tie(x[i] / p[kb].s)) return 0;
     }
     for (int64_t kb = 0; kb < nb; kb++) {
         int64_t j = kb * B, je = j + B < w1 - w0 ? j + B : w1 - w0;

@@ -24,6 +24,15 @@
  *             clamped to [-16, 16]; packed two per byte, element 2j in the
  *             low nibble of out[j]; odd n leaves the last high nibble 0
  *   bf16_enc / f16_enc  dsq_f32_to_bf16 / dsq_f32_to_f16, stored LE
+ *   e4m3_ties on out = e4m3_enc(x, n, s) with s a normal power of two (else
+ *             nothing): the exact ties (dsq_e4m3_is_tie(v), v = x[i] * (1/s))
+ *             take the code that keeps the segment's error sum smallest.
+ *             sum: the errors e4m3(out[i]) - v of the other elements with
+ *             v finite, added in f32 into acc[i % 8] in order, then
+ *             ((acc0 + acc1) + (acc2 + acc3)) + ((acc4 + acc5) + (acc6 + acc7));
+ *             then each tie in order: e = e4m3(out[i]) - v; if sum * e > 0,
+ *             out[i] becomes the other nearest code (same sign bit) and e = -e;
+ *             sum += e.  Every error here is exact in f32.
  *
  * Optional kernels for E4M3 sources (NULL in the reference set; the drivers
  * then decode to f32 and use the kernels above).  They rest on two facts:
@@ -69,6 +78,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Shape of the matrix-product micro-kernels: rows of X, columns of a panel. */
 #define DSQ_K_GEMM_MR 6
@@ -88,6 +98,7 @@ typedef struct dsq_qkern {
     void (*i4_enc)(const float *x, int64_t n, float inv, int z, uint8_t *out);
     void (*bf16_enc)(const float *x, int64_t n, uint8_t *out);
     void (*f16_enc)(const float *x, int64_t n, uint8_t *out);
+    void (*e4m3_ties)(const float *x, int64_t n, float s, uint8_t *out);
     /* optional, see above */
     void (*e4m3_keymax)(const uint8_t *q, int64_t n, uint8_t *acc);
     void (*e4m3_gkey)(const uint8_t *q, int64_t n, int64_t G, uint8_t *pos, uint8_t *neg);
@@ -106,6 +117,34 @@ typedef struct dsq_qkern {
                      int acc);
     void (*gemm_pack16)(const float *w, int64_t ldw, int kc, float *pack);
 } dsq_qkern;
+
+/* s a normal power of two (x * (1 / s) is then exactly x / s). */
+static inline int dsq_q_scale_pow2(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    return (u & 0x807FFFFFu) == 0 && u >= 0x00800000u && u < 0x7F800000u;
+}
+
+/* v exactly halfway between two finite E4M3 values: from 2^-6 up (normal
+ * codes) the 20 mantissa bits E4M3 drops are 1000...0, below it (subnormal
+ * codes, steps of 2^-9) |v| * 512 is an odd multiple of 1/2. */
+static inline int dsq_e4m3_is_tie(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u &= 0x7FFFFFFFu;
+    if (u >= 0x3C800000u) return u < 0x43E00000u && (u & 0xFFFFFu) == 0x80000u;
+    float t = fabsf(v) * 512.0f;
+    return t - floorf(t) == 0.5f;
+}
+
+/* One tie of e4m3_ties: v a tie, *q its current code. */
+static inline void dsq_e4m3_tie_step(float v, uint8_t *q, float *sum) {
+    float e = dsq_e4m3_lut[*q] - v;
+    unsigned m = *q & 127u, o = fabsf(v) > dsq_e4m3_lut[m] ? m + 1 : m - 1;
+    int flip = *sum * e > 0; /* selects, not branches: the direction is data */
+    *q = (uint8_t)(flip ? (*q & 128u) | o : *q);
+    *sum += flip ? -e : e;
+}
 
 /* The body of xtx_acc for (float *tmp, const float *x, int64_t n, int64_t c),
  * compiled as is by quant_ref.c and for AVX2+FMA by simd_avx2_dense.c.  The

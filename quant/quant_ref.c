@@ -67,6 +67,26 @@ static void e4m3_enc_ref(const float *x, int64_t n, float s, uint8_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
 }
 
+/* The error sum of e4m3_ties (quant_int.h) over the non-tie elements. */
+static float ties_sum_ref(const float *x, int64_t n, float inv, const uint8_t *out) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] * inv;
+        if (fabsf(v) < INFINITY && !dsq_e4m3_is_tie(v)) acc[i % 8] += dsq_e4m3_lut[out[i]] - v;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void e4m3_ties_ref(const float *x, int64_t n, float s, uint8_t *out) {
+    if (!dsq_q_scale_pow2(s)) return;
+    const float inv = 1.0f / s;
+    float sum = ties_sum_ref(x, n, inv, out);
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] * inv;
+        if (dsq_e4m3_is_tie(v)) dsq_e4m3_tie_step(v, &out[i], &sum);
+    }
+}
+
 static void i8_enc_ref(const float *x, int64_t n, float inv, uint8_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = (uint8_t)(int8_t)dsq_q_i8_code(x[i], inv);
 }
@@ -167,6 +187,7 @@ const dsq_qkern dsq_qkern_ref = {
     .absmax = absmax_ref,
     .minmax = minmax_ref,
     .e4m3_enc = e4m3_enc_ref,
+    .e4m3_ties = e4m3_ties_ref,
     .i8_enc = i8_enc_ref,
     .i4_enc = i4_enc_ref,
     .bf16_enc = bf16_enc_ref,

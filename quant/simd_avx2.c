@@ -36,6 +36,7 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
@@ -247,6 +248,99 @@ TGT static void e4m3_enc_avx2(const float *x, int64_t n, float s, uint8_t *out) 
     }
 #undef E4DIV
     for (; i < n; i++) out[i] = dsq_f32_to_e4m3(x[i] / s);
+}
+
+/* Lanes of v that are exact E4M3 ties (dsq_e4m3_is_tie), as all-ones. */
+TGT static inline __m256i e4m3_tie8(__m256 v) {
+    __m256i a = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7FFFFFFF));
+    __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3C800000), a);
+    __m256i tn = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x43E00000), a),
+                                  _mm256_cmpeq_epi32(_mm256_and_si256(a, _mm256_set1_epi32(0xFFFFF)),
+                                                     _mm256_set1_epi32(0x80000)));
+    __m256 t = _mm256_mul_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(512.0f));
+    __m256i ts = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_sub_ps(t, _mm256_floor_ps(t)), _mm256_set1_ps(0.5f), _CMP_EQ_OQ));
+    return _mm256_blendv_epi8(tn, ts, sub);
+}
+
+/* |e4m3(v)| - |v| for the code e4m3_enc gives v (finite lanes): the value
+ * rounded to 3 mantissa bits as in e4m3_enc8, saturated at 448. */
+TGT static inline __m256 e4m3_err8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+    __m256i r = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_set1_epi32(0x7FFFF),
+                                 _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1))));
+    __m256 dn = _mm256_min_ps(_mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xFFF00000u))),
+                              _mm256_set1_ps(448.0f));
+    __m256 av = _mm256_castsi256_ps(a);
+    __m256 ds = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(av, _mm256_set1_ps(512.0f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                              _mm256_set1_ps(1.0f / 512.0f));
+    __m256 d = _mm256_blendv_ps(dn, ds, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x3C800000), a)));
+    /* signed error: sign(v) * (|e4m3| - |v|) */
+    return _mm256_xor_ps(_mm256_sub_ps(d, av), _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u))));
+}
+
+/* Bit positions of each byte value, for packing tie indices. */
+static uint8_t tie_pos[256][8];
+static void tie_pos_init(void) {
+    for (int m = 0; m < 256; m++)
+        for (int j = 0, k = 0; j < 8; j++)
+            if (m >> j & 1) tie_pos[m][k++] = (uint8_t)j;
+}
+
+TGT static void e4m3_ties_avx2(const float *x, int64_t n, float s, uint8_t *out) {
+    if (!dsq_q_scale_pow2(s)) return;
+    enum { MAXI = 4096 };
+    uint16_t idx[MAXI + 8]; /* tie positions of a segment of at most MAXI */
+    const float inv = 1.0f / s;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i fin = _mm256_set1_epi32(0x7F800000), abs = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0, nt = 0;
+    const int keep = n <= MAXI;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
+        __m256i tie = e4m3_tie8(v);
+        __m256i ok = _mm256_andnot_si256(tie, _mm256_cmpgt_epi32(fin, _mm256_and_si256(_mm256_castps_si256(v), abs)));
+        acc = _mm256_add_ps(acc, _mm256_and_ps(e4m3_err8(v), _mm256_castsi256_ps(ok)));
+        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(tie));
+        if (keep) {
+            const uint8_t *p = tie_pos[m];
+            for (int j = 0; j < 8; j++) idx[nt + j] = (uint16_t)(i + p[j]);
+        }
+        nt += __builtin_popcount(m);
+    }
+    float a[8];
+    _mm256_storeu_ps(a, acc);
+    for (; i < n; i++) {
+        float v = x[i] * inv;
+        if (dsq_e4m3_is_tie(v)) {
+            if (keep) idx[nt] = (uint16_t)i;
+            nt++;
+        } else if (fabsf(v) < INFINITY) {
+            a[i % 8] += dsq_e4m3_lut[out[i]] - v;
+        }
+    }
+    if (!nt) return;
+    float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    if (keep) {
+        for (int64_t k = 0; k < nt; k++) dsq_e4m3_tie_step(x[idx[k]] * inv, &out[idx[k]], &sum);
+        return;
+    }
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
+        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(e4m3_tie8(v)));
+        while (m) {
+            int j = __builtin_ctz(m);
+            m &= m - 1;
+            dsq_e4m3_tie_step(x[i + j] * inv, &out[i + j], &sum);
+        }
+    }
+    for (; i < n; i++) {
+        float v = x[i] * inv;
+        if (dsq_e4m3_is_tie(v)) dsq_e4m3_tie_step(v, &out[i], &sum);
+    }
 }
 
 /* x * inv with NaN -> 0, clamped to [lo, hi], rounded to nearest even.  With
@@ -504,6 +598,7 @@ static const dsq_qkern k_avx2 = {
     .absmax = absmax_avx2,
     .minmax = minmax_avx2,
     .e4m3_enc = e4m3_enc_avx2,
+    .e4m3_ties = e4m3_ties_avx2,
     .i8_enc = i8_enc_avx2,
     .i4_enc = i4_enc_avx2,
     .bf16_enc = bf16_enc_avx2,
@@ -515,6 +610,8 @@ static const dsq_qkern k_avx2 = {
 };
 
 const dsq_qkern *dsq_qkern_avx2(const dsq_cpu *cpu) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, tie_pos_init);
     return cpu->avx2 && cpu->fma && cpu->f16c ? &k_avx2 : NULL;
 }
 

@@ -69,6 +69,16 @@ TEST(test_quant_simd_encode_kernels) {
             r->e4m3_enc(x, NK, s, b);
             for (int i = 0; i < NK; i++)
                 CHECKF(a[i] == b[i], "e4m3_enc x=%a s=%a: %02x vs %02x", (double)x[i], (double)s, a[i], b[i]);
+            /* tie balancing on the same codes, over segments with and
+             * without a vector tail */
+            int64_t lens[] = {128, 37, 8, NK};
+            for (int li = 0; li < 4; li++) {
+                int64_t off = li == 3 ? 0 : 100 * li;
+                k->e4m3_ties(x + off, lens[li], s, a + off);
+                r->e4m3_ties(x + off, lens[li], s, b + off);
+                CHECKF(memcmp(a + off, b + off, (size_t)lens[li]) == 0, "e4m3_ties s=%a n=%ld", (double)s,
+                       (long)lens[li]);
+            }
             for (int z = 0; z < 16; z += 5) {
                 k->i4_enc(x + 1, NK - 1, 1.0f / s, z, a);
                 r->i4_enc(x + 1, NK - 1, 1.0f / s, z, b);
