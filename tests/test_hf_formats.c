@@ -188,6 +188,25 @@ TEST(test_hf_fp8_release_format) {
     CHECK(t_run(cmd, &out) == 0);
     CHECKF(out && strstr(out, "F32:187 BF16:34 F8_E4M3:184") && strstr(out, "386 values, 386 powers of two"), "%s", out);
     free(out);
+    /* the bar: mean KL to the BF16 model over the second halves of all eval
+     * windows no worse than the released FP8 twin's (1.90e-3).  Two full
+     * evaluations: a figure for the plain build to check (sanitized runs
+     * have run the same export above). */
+    if (getenv("ASAN_OPTIONS") || getenv("UBSAN_OPTIONS")) return;
+    double kl[2];
+    const char *cand[2] = {b, m};
+    for (int i = 0; i < 2; i++) {
+        out = NULL;
+        snprintf(cmd, sizeof cmd, "%s verify '%s' '%s' --tokens '%s' --score-from 128 --no-experts --json - 2>/dev/null",
+                 t_dsq(), mb, cand[i], t_path(mb, "eval.tokens.json"));
+        CHECK(t_run(cmd, &out) == 0);
+        cJSON *v = out ? cJSON_Parse(strchr(out, '{')) : NULL;
+        free(out);
+        const cJSON *k = v ? cJSON_GetObjectItemCaseSensitive(v, "kl_mean") : NULL;
+        kl[i] = cJSON_IsNumber(k) ? k->valuedouble : 1e9;
+        cJSON_Delete(v);
+    }
+    CHECKF(kl[0] <= kl[1] && kl[1] < 2.0e-3, "KL from BF16 %.4g, released twin %.4g", kl[0], kl[1]);
 }
 
 TEST(test_hf_folder_sharding_and_force) {
