@@ -4,6 +4,7 @@
  */
 #include "convert/cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,24 @@ static void free_args(char **v, char **own) {
     free(v);
 }
 
+/* A command's exit status once its standard output is flushed: a write
+ * error there (a full disk, /dev/full, a closed pipe) is a failure, said in
+ * one line, never exit 0 with the output lost. */
+static int stdout_done(const char *cmd, int rc) {
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    int e = errno;
+    if (fclose(stdout) != 0 && !bad && errno != EBADF) { /* EBADF: started with stdout closed */
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        fprintf(stderr, "dsq%s%s: cannot write standard output: %s\n", cmd ? " " : "", cmd ? cmd : "",
+                strerror(e));
+        return rc ? rc : 1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -94,11 +113,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        return stdout_done(NULL, 0);
     }
     if (!strcmp(argv[1], "--version")) {
         printf("dsq %s\n", DSQ_VERSION_STRING);
-        return 0;
+        return stdout_done(NULL, 0);
     }
     for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
         if (!strcmp(argv[1], g_cmds[i].name)) {
@@ -111,7 +130,7 @@ int main(int argc, char **argv) {
             }
             int rc = g_cmds[i].fn(n, v);
             free_args(v, own);
-            return rc;
+            return stdout_done(g_cmds[i].name, rc);
         }
     fprintf(stderr, "dsq: unknown command '%s' (see dsq --help)\n", argv[1]);
     return 2;

@@ -13,6 +13,11 @@
 #include "tmodel.h"
 #include "verify/forward.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 TEST(test_faults_ckpt_open) {
     const char *d = t_path(t_tmpdir(), "m");
     CHECK(tu_gen_micro(d, 0, 2) == 0);
@@ -109,4 +114,28 @@ TEST(test_faults_forward_new) {
     }
     tm_free(&m);
     CHECKF(ok && failures > 40, "%d failures over %d allocations", failures, n);
+}
+
+/* A write error on standard output is a failure with one line naming it,
+ * for a command's output (inspect, its --json form) and for --help. */
+TEST(test_faults_stdout_full) {
+    if (access("/dev/full", W_OK) != 0) SKIP("/dev/full absent");
+    const char *d = t_tmpdir();
+    char cmd[2048], m[1024];
+    snprintf(m, sizeof m, "%s", t_path(d, "m"));
+    snprintf(cmd, sizeof cmd, "%s gen-tiny '%s' --shards 1 --force > /dev/null 2>&1", t_dsq(), m);
+    CHECK(t_run(cmd, NULL) == 0);
+    const char *args[] = {"inspect '%s'", "inspect '%s' --json", "--version", "--help"};
+    for (int i = 0; i < 4; i++) {
+        char a[1200], *out = NULL;
+        snprintf(a, sizeof a, args[i], m);
+        snprintf(cmd, sizeof cmd, "{ %s %s >/dev/full; }", t_dsq(), a); /* t_run adds 2>&1 */
+        int rc = t_run(cmd, &out);
+        CHECKF(rc != 0 && out && strstr(out, "cannot write standard output") && !strchr(strchr(out, '\n') + 1, '\n'),
+               "%s: rc %d, %s", a, rc, out ? out : "");
+        free(out);
+        /* the same command to a working stdout succeeds */
+        snprintf(cmd, sizeof cmd, "%s %s > /dev/null 2>&1", t_dsq(), a);
+        CHECKF(t_run(cmd, NULL) == 0, "%s", a);
+    }
 }
