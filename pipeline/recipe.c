@@ -106,6 +106,10 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
             const char *key = k->string;
             if (!strcmp(key, "roles")) {
                 if (!cJSON_IsArray(k)) { dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"roles\" must be an array", what, i); goto fail; }
+                if (!k->child) { /* would match every tensor */
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"roles\" is empty (leave it out to match every role)", what, i);
+                    goto fail;
+                }
                 for (const cJSON *p = k->child; p; p = p->next) {
                     const char *ps = dsq_json_str(p);
                     unsigned long long m = ps ? role_pattern(ps) : 0;
@@ -119,13 +123,13 @@ int dsq_recipe_parse(dsq_recipe *r, const char *json, size_t len, const char *wh
                 if (!dsq_json_str(k)) { dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"match\" must be a string", what, i); goto fail; }
                 snprintf(u->match, sizeof u->match, "%s", k->valuestring);
             } else if (!strcmp(key, "layers")) {
-                /* numbers, not necessarily integers (truncated); the upper
-                 * bound keeps the (int) conversions defined */
-                double lo, hi;
+                /* integers written as integers; the upper bound keeps the
+                 * (int) conversions defined */
+                int64_t lo, hi;
                 if (!cJSON_IsArray(k) || cJSON_GetArraySize(k) != 2 ||
-                    !dsq_json_num(cJSON_GetArrayItem(k, 0), 0, INT_MAX, &lo) ||
-                    !dsq_json_num(cJSON_GetArrayItem(k, 1), lo, INT_MAX, &hi)) {
-                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"layers\" must be [first, last]", what, i);
+                    !dsq_json_int(cJSON_GetArrayItem(k, 0), 0, INT_MAX, &lo) ||
+                    !dsq_json_int(cJSON_GetArrayItem(k, 1), lo, INT_MAX, &hi)) {
+                    dsq_fail(err, DSQ_E_FORMAT, "%s: rule %d: \"layers\" must be [first, last], two integers", what, i);
                     goto fail;
                 }
                 u->layer_lo = (int)lo;

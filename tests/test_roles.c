@@ -4,6 +4,7 @@
  * dsq_classify, and the dense/MoE layer rule of dsq_config_is_moe_layer.
  */
 #include "test.h"
+#include "pipeline/recipe.h"
 #include "dsq.h"
 
 /* A few names written out by hand from the spec's tables: the builders
@@ -102,4 +103,30 @@ TEST(test_roles_moe_layer_rule) {
     c.moe_layer_freq = 1;
     c.n_routed_experts = 0;
     for (int l = 0; l < 61; l++) CHECK(!dsq_config_is_moe_layer(&c, l));
+}
+
+/* Recipe rules that would silently match more than they say are refused,
+ * naming the rule: an empty "roles" list, layer bounds that are not
+ * integers.  The same rules written properly load. */
+TEST(test_recipe_rules_strict) {
+    const char *bad[] = {
+        "{\"default\": \"bf16\", \"rules\": [{\"roles\": [], \"scheme\": \"int4-g128-sym\"}]}",
+        "{\"default\": \"bf16\", \"rules\": [{\"roles\": [\"attn.*\"], \"layers\": [0.5, 2], \"scheme\": \"bf16\"}]}",
+        "{\"default\": \"bf16\", \"rules\": [{\"roles\": [\"attn.*\"], \"layers\": [0, 2.25], \"scheme\": \"bf16\"}]}",
+    };
+    const char *why[] = {"\"roles\" is empty", "\"layers\" must be", "\"layers\" must be"};
+    for (int i = 0; i < 3; i++) {
+        dsq_recipe r;
+        dsq_err err = {0};
+        int rc = dsq_recipe_parse(&r, bad[i], strlen(bad[i]), "r.json", &err);
+        CHECKF(rc != 0 && strstr(err.msg, "r.json: rule 0: ") && strstr(err.msg, why[i]), "%d: rc %d '%s'", i, rc,
+               err.msg);
+        if (!rc) dsq_recipe_deinit(&r);
+    }
+    const char *good = "{\"default\": \"bf16\", \"rules\": [{\"roles\": [\"attn.*\"], \"layers\": [0, 2], \"scheme\": "
+                       "\"bf16\"}, {\"scheme\": \"int4-g128-sym\"}]}";
+    dsq_recipe r;
+    dsq_err err = {0};
+    CHECKF(dsq_recipe_parse(&r, good, strlen(good), "r.json", &err) == 0, "%s", err.msg);
+    dsq_recipe_deinit(&r);
 }
